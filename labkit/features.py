@@ -1,0 +1,132 @@
+"""Running the frozen backbone once per (weights, input size, split, subset), the on-disk cache, statistics.
+
+The cache holds what the backbone outputs before VGG16's adaptive pool: 512 x 1 x 1
+floats an image at 32 x 32 (2 KB, float32) and 512 x 7 x 7 at 224 x 224 (49 KB,
+stored as float16 to halve the memory of the 70,000-image paper profile).
+The head pools, flattens and standardizes per batch.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import data
+from .model import build_backbone, map_size_for, resolve_weights
+
+
+class CacheError(RuntimeError):
+    """A feature cache file is unreadable or does not match what was asked for."""
+
+
+@dataclass
+class FeatureSet:
+    """Cached backbone maps (N x 512 x s x s) and their labels (N), plus where they came from."""
+
+    maps: torch.Tensor
+    labels: torch.Tensor
+    weights: str
+    image_size: int
+    split: str
+
+    def __len__(self):
+        return len(self.labels)
+
+
+def cache_path(weights_tag: str, image_size: int, split: str, limit: int | None, seed: int,
+               root: str | os.PathLike | None = None) -> Path:
+    """The file caching features for this (weights, input size, split, subset)."""
+    subset = "all" if limit is None else f"n{limit}-s{seed}"
+    return data.data_root(root) / "features" / f"vgg16-{weights_tag}-{image_size}px-{split}-{subset}.pt"
+
+
+def storage_dtype(image_size: int) -> torch.dtype:
+    """float32 for 1 x 1 maps (2 KB an image); float16 for larger maps, which dominate memory."""
+    return torch.float32 if map_size_for(image_size) == 1 else torch.float16
+
+
+def _pick_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def extract(backbone: torch.nn.Module, images: torch.Tensor, image_size: int = 32, batch_size: int | None = None,
+            device=None, progress: bool = True, desc: str = "features") -> torch.Tensor:
+    """Backbone maps of uint8 images N x 28 x 28 -> N x 512 x s x s in the cache's storage dtype (on the CPU)."""
+    device = _pick_device(device)
+    cuda = device.type == "cuda"
+    if batch_size is None:
+        batch_size = 256 if cuda else (128 if image_size <= 64 else 16)
+    backbone = backbone.to(device)
+    if cuda:
+        backbone = backbone.to(memory_format=torch.channels_last)
+    side = map_size_for(image_size)
+    out = torch.empty((len(images), 512, side, side), dtype=storage_dtype(image_size))
+    bar = tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False)
+    for start in range(0, len(images), batch_size):
+        x = data.to_inputs(images[start:start + batch_size].to(device), image_size)
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                maps = backbone(x)
+        else:
+            maps = backbone(x)
+        out[start:start + len(x)] = maps.float().cpu().to(out.dtype)
+        bar.update(len(x))
+    bar.close()
+    return out
+
+
+def load_features(split: str, image_size: int = 32, weights: str = "auto", limit: int | None = None,
+                  seed: int = 0, root: str | os.PathLike | None = None, device=None,
+                  progress: bool = True, backbone_seed: int = 0) -> FeatureSet:
+    """Backbone maps for an MNIST split, computed once and then read from the cache.
+
+    The cache key names the weights actually used, so ImageNet and random features never mix.
+    """
+    if image_size < 32:
+        raise ValueError(f"image_size={image_size}: VGG16 needs at least 32 (its five max-pools take 28 x 28 to 0)")
+    tag = resolve_weights(weights, backbone_seed)
+    path = cache_path(tag, image_size, split, limit, seed, root)
+    if path.exists():
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            maps, labels = payload["maps"], payload["labels"]
+            ok = maps.dim() == 4 and maps.shape[0] == labels.shape[0] and maps.shape[-1] == map_size_for(image_size)
+        except Exception as err:
+            raise CacheError(f"feature cache {path} is unreadable ({type(err).__name__}: {err}); "
+                             "delete that file to recompute it") from err
+        if not ok:
+            raise CacheError(f"feature cache {path} holds maps of shape {tuple(maps.shape)}, not "
+                             f"N x 512 x {map_size_for(image_size)} x {map_size_for(image_size)}; "
+                             "delete that file to recompute it")
+        return FeatureSet(maps, labels, tag, image_size, split)
+    images, labels = data.load_mnist(split, limit=limit, root=root, seed=seed)
+    backbone, tag = build_backbone(weights, backbone_seed)
+    path = cache_path(tag, image_size, split, limit, seed, root)
+    maps = extract(backbone, images, image_size, device=device, progress=progress,
+                   desc=f"VGG16 features, {split} {image_size}px")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"maps": maps, "labels": labels}, tmp)
+    os.replace(tmp, path)
+    return FeatureSet(maps, labels, tag, image_size, split)
+
+
+def feature_stats(maps: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and standard deviation over N (float64 accumulation, chunked to bound memory)."""
+    total = torch.zeros(maps.shape[1:], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for start in range(0, len(maps), chunk):
+        block = maps[start:start + chunk].double()
+        total += block.sum(0)
+        total_sq += (block * block).sum(0)
+    n = max(len(maps), 1)
+    mean = total / n
+    var = (total_sq / n - mean * mean).clamp_min(0)
+    return mean.float(), var.sqrt().float()

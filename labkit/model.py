@@ -1,0 +1,206 @@
+"""VGG16 with a frozen backbone and the study's fully connected head 25088 -> 4096 -> 4096 -> 256 -> 10."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+WEIGHT_CHOICES = ("auto", "imagenet", "none")
+IMAGENET_FILE = "vgg16-397923af.pth"  # the file torchvision's VGG16_Weights.IMAGENET1K_V1 downloads
+FEATURE_CHANNELS = 512
+POOLED = 7  # VGG16's adaptive pool makes 7 x 7 maps, so the head sees 512 * 7 * 7 = 25,088 inputs
+_announced: set[str] = set()
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std per cached feature, with fixed training-set statistics (buffers, no parameters)."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("std", torch.ones(shape))
+
+    def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Copy training-set statistics in; features with (near) zero spread keep std 1."""
+        self.mean.copy_(mean.reshape(self.mean.shape))
+        self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)).reshape(self.std.shape))
+
+    def forward(self, x):
+        return (x.to(self.mean.dtype) - self.mean) / self.std
+
+
+class VGGHead(nn.Module):
+    """Backbone maps N x 512 x s x s -> logits N x classes: standardize, VGG16's adaptive pool, the MLP.
+
+    `layers` is an nn.Sequential of Linear, ReLU, Dropout; `linears()` lists its Linear layers in order.
+    """
+
+    def __init__(self, widths=(25088, 4096, 4096, 256, 10), map_size: int = 1, dropout: float = 0.5):
+        super().__init__()
+        self.norm = Standardize((FEATURE_CHANNELS, map_size, map_size))
+        self.pool = nn.AdaptiveAvgPool2d((POOLED, POOLED))
+        mods: list[nn.Module] = []
+        for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+            mods.append(nn.Linear(n_in, n_out))
+            if i < len(widths) - 2:
+                mods += [nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        self.layers = nn.Sequential(*mods)
+
+    def linears(self) -> list[nn.Linear]:
+        return [m for m in self.layers if isinstance(m, nn.Linear)]
+
+    def widths(self) -> list[int]:
+        """[inputs, n1, ..., classes] as the layers now stand."""
+        lin = self.linears()
+        return [lin[0].in_features] + [m.out_features for m in lin]
+
+    def embed(self, maps: torch.Tensor) -> torch.Tensor:
+        """Standardized, pooled, flattened head input N x 25088."""
+        return torch.flatten(self.pool(self.norm(maps)), 1)
+
+    def forward(self, maps):
+        return self.layers(self.embed(maps))
+
+
+class VGG16Lab(nn.Module):
+    """torchvision's VGG16 backbone (frozen) followed by a VGGHead; `weights_used` says which weights it has."""
+
+    def __init__(self, backbone: nn.Module, head: VGGHead, weights_used: str):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.weights_used = weights_used
+
+    def forward(self, images):
+        return self.head(self.backbone(images))
+
+
+def imagenet_weights_cached() -> Path | None:
+    """The ImageNet VGG16 file in the torch hub cache, if it is there."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILE
+    return path if path.is_file() else None
+
+
+def _imagenet_backbone():
+    from torchvision.models import VGG16_Weights, vgg16
+
+    return vgg16(weights=VGG16_Weights.IMAGENET1K_V1).features
+
+
+def resolve_weights(weights: str = "auto", seed: int = 0) -> str:
+    """The tag of the weights `weights` gives here ("imagenet" or "random-seed<seed>"), said once, plainly.
+
+    "imagenet" always; "none" never; "auto" where the torch hub cache holds the file or
+    download.pytorch.org answers within 2 s (so there is no long wait offline).
+    """
+    if weights not in WEIGHT_CHOICES:
+        raise ValueError(f"weights={weights!r} is not one of {WEIGHT_CHOICES}")
+    from .data import network_reachable
+
+    if weights == "imagenet" or (weights == "auto" and (imagenet_weights_cached() or
+                                                        network_reachable(("download.pytorch.org",)))):
+        tag = "imagenet"
+    else:
+        tag = f"random-seed{seed}"
+    _announce(tag, weights)
+    return tag
+
+
+def _announce(tag: str, asked: str) -> None:
+    if tag in _announced:
+        return
+    _announced.add(tag)
+    if tag == "imagenet":
+        print("labkit: VGG16 backbone uses ImageNet weights (IMAGENET1K_V1).")
+    else:
+        why = "not asked for" if asked == "none" else "not in the torch hub cache and not downloadable here"
+        print(f"labkit: VGG16 backbone is RANDOMLY INITIALIZED ({tag}); ImageNet weights were {why}.")
+
+
+def build_backbone(weights: str = "auto", seed: int = 0) -> tuple[nn.Module, str]:
+    """VGG16's conv backbone, frozen and in eval mode, and the tag of its weights (see `resolve_weights`).
+
+    A random backbone is torchvision's own initialization drawn from `seed`, so it is the same on every machine.
+    """
+    from torchvision.models import vgg16
+
+    tag = resolve_weights(weights, seed)
+    features = None
+    if tag == "imagenet":
+        try:
+            features = _imagenet_backbone()
+        except Exception as err:
+            if weights == "imagenet":
+                raise RuntimeError(
+                    f"weights='imagenet': ImageNet VGG16 weights could not be loaded ({err}). Put {IMAGENET_FILE} "
+                    f"in {Path(torch.hub.get_dir()) / 'checkpoints'} or use weights='none'.") from err
+            tag = f"random-seed{seed}"
+            _announce(tag, weights)
+    if features is None:
+        state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        features = vgg16(weights=None).features
+        torch.random.set_rng_state(state)
+    features.requires_grad_(False).eval()
+    return features, tag
+
+
+def build_head(head=(4096, 4096, 256), num_classes: int = 10, map_size: int = 1, dropout: float = 0.5,
+               seed: int | None = None) -> VGGHead:
+    """A fresh head 25088 -> head... -> num_classes; seeded when `seed` is given."""
+    widths = [FEATURE_CHANNELS * POOLED * POOLED, *head, num_classes]
+    if any(int(w) <= 0 for w in widths):
+        raise ValueError(f"head widths {list(head)} and num_classes={num_classes} must all be positive")
+    if seed is None:
+        return VGGHead(widths, map_size, dropout)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return VGGHead(widths, map_size, dropout)
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def map_size_for(image_size: int) -> int:
+    """Side of the backbone's output map for square inputs of `image_size` (five 2x2 max-pools)."""
+    return image_size // 32
+
+
+def build_vgg16(weights: str = "auto", head=(4096, 4096, 256), num_classes: int = 10, image_size: int = 32,
+                dropout: float = 0.5, seed: int = 0) -> VGG16Lab:
+    """torchvision's VGG16 with its classifier replaced by the study's head, backbone frozen."""
+    backbone, tag = build_backbone(weights, seed)
+    return VGG16Lab(backbone, build_head(head, num_classes, map_size_for(image_size), dropout, seed), tag)
+
+
+def save_head(head: VGGHead, path: str | os.PathLike, extra: dict | None = None) -> int:
+    """Write the head (widths, dropout, state) atomically; return the file's size in bytes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dropout = next((m.p for m in head.layers if isinstance(m, nn.Dropout)), 0.0)
+    payload = {"widths": head.widths(), "map_size": head.norm.mean.shape[-1], "dropout": dropout,
+               "state": head.state_dict(), "extra": extra or {}}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path.stat().st_size
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated or not a labkit head."""
+
+
+def load_head(path: str | os.PathLike) -> tuple[VGGHead, dict]:
+    """Read a head written by `save_head`; returns (head, extra)."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        widths = payload["widths"]
+        head = VGGHead(widths, payload["map_size"], payload["dropout"])
+        head.load_state_dict(payload["state"])
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {path} is unreadable or not a labkit head ({type(err).__name__}: {err}); "
+                              "delete it (and its results folder) to start that run over") from err
+    return head, payload.get("extra", {})

@@ -1,0 +1,108 @@
+"""Scoring hidden neurons and removing them physically (smaller Linear layers, not masks)."""
+from __future__ import annotations
+
+import random
+
+import torch
+from torch import nn
+
+METHODS = ("l1", "l2", "reservoir", "magnitude")
+
+
+@torch.no_grad()
+def neuron_scores(weight: torch.Tensor, method: str) -> torch.Tensor:
+    """One score per neuron (row of `weight`, n x inputs); the lowest-scoring neurons are removed first.
+
+    With w_bar the mean row of the layer (the average neuron's incoming weights, taken
+    over the layer's current neurons):
+      "l1"        sum_j |w_ij - w_bar_j|      distance of neuron i from the average neuron
+      "l2"        sum_j (w_ij - w_bar_j)^2    the same, squared: the most redundant neurons go first
+      "magnitude" sum_j |w_ij|                the classic L1-norm criterion (Li et al. 2017)
+    """
+    w = weight.detach().float()
+    if method == "magnitude":
+        return w.abs().sum(dim=1)
+    w_bar = w.mean(dim=0, keepdim=True)
+    if method == "l1":
+        return (w - w_bar).abs().sum(dim=1)
+    if method == "l2":
+        return (w - w_bar).pow(2).sum(dim=1)
+    raise ValueError(f"method={method!r} has no score; scored methods are 'l1', 'l2', 'magnitude'")
+
+
+def reservoir_sample(n: int, k: int, seed: int | None = None) -> list[int]:
+    """Algorithm R: a uniformly random k of range(n) in one pass, reproducible from `seed` (sorted)."""
+    rng = random.Random(seed)
+    reservoir = list(range(k))
+    for i in range(k, n):
+        j = rng.randint(0, i)
+        if j < k:
+            reservoir[j] = i
+    return sorted(reservoir)
+
+
+def choose_neurons(weight: torch.Tensor, k: int, method: str, seed: int | None = None) -> list[int]:
+    """Indices (sorted) of the k neurons of `weight` that `method` removes."""
+    if method == "reservoir":
+        return reservoir_sample(weight.shape[0], k, seed)
+    scores = neuron_scores(weight, method)
+    # stable sort: ties go to the lower index, so the choice is reproducible
+    order = torch.sort(scores, stable=True).indices
+    return sorted(order[:k].tolist())
+
+
+def _hidden_positions(seq: nn.Sequential) -> list[int]:
+    return [i for i, m in enumerate(seq) if isinstance(m, nn.Linear)]
+
+
+def _check(model: nn.Module, layer, k, method) -> tuple[nn.Sequential, list[int]]:
+    head = getattr(model, "head", model)
+    seq = getattr(head, "layers", None)
+    if not isinstance(seq, nn.Sequential):
+        raise TypeError("prune_neurons needs a labkit VGGHead or a model with a .head (see labkit.model)")
+    positions = _hidden_positions(seq)
+    hidden = len(positions) - 1
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is unknown; choose one of {METHODS}")
+    if not isinstance(layer, int) or not 0 <= layer < hidden:
+        raise ValueError(f"layer={layer!r} is out of range: the head has {hidden} hidden layers, "
+                         f"so layer must be 0..{hidden - 1}")
+    width = seq[positions[layer]].out_features
+    if not isinstance(k, int) or not 1 <= k < width:
+        raise ValueError(f"k={k!r} is out of range for hidden layer {layer} of width {width}: "
+                         f"remove 1..{width - 1} neurons (at least one must stay)")
+    return seq, positions
+
+
+@torch.no_grad()
+def prune_neurons(model: nn.Module, layer: int, k: int, method: str, seed: int | None = None):
+    """Remove k neurons from hidden layer `layer` (0-based) physically; returns (model, removed indices).
+
+    Rebuilds that Linear with n - k rows and the next Linear with n - k input columns,
+    so parameters, memory, file size and compute all drop. The model is changed in place
+    (and returned for chaining); `removed` indexes the layer as it was before.
+    """
+    seq, positions = _check(model, layer, k, method)
+    this, nxt = seq[positions[layer]], seq[positions[layer + 1]]
+    removed = choose_neurons(this.weight, k, method, seed)
+    keep = torch.ones(this.out_features, dtype=torch.bool, device=this.weight.device)
+    keep[removed] = False
+    seq[positions[layer]] = _sliced(this, rows=keep)
+    seq[positions[layer + 1]] = _sliced(nxt, cols=keep)
+    return model, removed
+
+
+def _sliced(linear: nn.Linear, rows=None, cols=None) -> nn.Linear:
+    w = linear.weight
+    if rows is not None:
+        w = w[rows]
+    if cols is not None:
+        w = w[:, cols]
+    # skip_init: the weights are copied in next, so random initialization would be wasted work
+    new = nn.utils.skip_init(nn.Linear, w.shape[1], w.shape[0], bias=linear.bias is not None,
+                             device=w.device, dtype=w.dtype)
+    new.weight.copy_(w)
+    if linear.bias is not None:
+        new.bias.copy_(linear.bias[rows] if rows is not None else linear.bias)
+    new.weight.requires_grad_(linear.weight.requires_grad)
+    return new
