@@ -33,7 +33,22 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _study_args(sub.add_parser("study", help="train, test, measure and prune, cycle after cycle"))
+    lab = sub.add_parser("lab", help="run the five notebooks with papermill into results/<profile>/")
+    lab.add_argument("--profile", default="quick", help="ci, quick or paper (default quick)")
+    lab.add_argument("-f", "--parameters-file", dest="parameters_file",
+                     help="YAML file of notebook parameters (as papermill -f)")
+    lab.add_argument("--only", nargs="+", help="run only these notebooks (names without .ipynb)")
+    hand = sub.add_parser("handouts", help="student copies (solutions stubbed) and HTML renders to handouts/")
+    hand.add_argument("--profile", default="quick", help="whose executed notebooks to render (default quick)")
+    hand.add_argument("--out", default="handouts", help="output folder (default handouts)")
     args = parser.parse_args(argv)
+    if args.command == "lab":
+        return _lab(args)
+    if args.command == "handouts":
+        from .lab import make_handouts
+
+        make_handouts(args.profile, args.out)
+        return 0
 
     from . import study
 
@@ -56,6 +71,23 @@ def main(argv=None) -> int:
         return 2
     print(f"\n{len(rows)} cycles in {config.run_dir / 'history.csv'}")
     print(study.format_table(rows, study.COLUMNS_SHOWN))
+    return 0
+
+
+def _lab(args) -> int:
+    from . import lab
+
+    parameters = {}
+    if args.parameters_file:
+        import yaml  # comes with papermill
+
+        parameters = yaml.safe_load(open(args.parameters_file)) or {}
+    try:
+        paths = lab.run_notebooks(args.profile, args.only or lab.NOTEBOOKS, parameters)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"\n{len(paths)} executed notebooks in {paths[0].parent}; figures in {paths[0].parent / 'figures'}")
     return 0
 
 

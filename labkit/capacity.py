@@ -84,15 +84,19 @@ def live_widths(model: nn.Module) -> list[int]:
     return widths
 
 
-def mec_table(model: nn.Module, rule: str = "previous") -> list[dict]:
-    """One row per Linear layer of the head: inputs, live neurons, parameters (as stored), capacity in bits."""
-    lin = _linears(model)
-    widths = live_widths(model)
+def widths_table(widths: Sequence[int], rule: str = "previous") -> list[dict]:
+    """One row per layer of a dense net [inputs, n1, ..., nL]: inputs, neurons, parameters, capacity in bits."""
     caps = layer_capacities(widths, rule)
     return [{"layer": i, "inputs": widths[i], "live_neurons": widths[i + 1],
-             "parameters": layer.weight.numel() + (layer.bias.numel() if layer.bias is not None else 0),
-             "capacity_bits": cap}
-            for i, (layer, cap) in enumerate(zip(lin, caps))]
+             "parameters": (widths[i] + 1) * widths[i + 1], "capacity_bits": cap} for i, cap in enumerate(caps)]
+
+
+def mec_table(model: nn.Module, rule: str = "previous") -> list[dict]:
+    """One row per Linear layer of the head: inputs, live neurons, parameters (as stored), capacity in bits."""
+    rows = widths_table(live_widths(model), rule)
+    for row, layer in zip(rows, _linears(model)):
+        row["parameters"] = layer.weight.numel() + (layer.bias.numel() if layer.bias is not None else 0)
+    return rows
 
 
 def mec_of(model: nn.Module, rule: str = "previous") -> int:

@@ -99,8 +99,8 @@ def load_features(split: str, image_size: int = 32, weights: str = "auto", limit
             maps, labels = payload["maps"], payload["labels"]
             ok = maps.dim() == 4 and maps.shape[0] == labels.shape[0] and maps.shape[-1] == map_size_for(image_size)
         except Exception as err:
-            raise CacheError(f"feature cache {path} is unreadable ({type(err).__name__}: {err}); "
-                             "delete that file to recompute it") from err
+            raise CacheError(f"feature cache {path} is unreadable; delete that file to recompute it "
+                             f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
         if not ok:
             raise CacheError(f"feature cache {path} holds maps of shape {tuple(maps.shape)}, not "
                              f"N x 512 x {map_size_for(image_size)} x {map_size_for(image_size)}; "

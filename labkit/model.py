@@ -201,6 +201,6 @@ def load_head(path: str | os.PathLike) -> tuple[VGGHead, dict]:
         head = VGGHead(widths, payload["map_size"], payload["dropout"])
         head.load_state_dict(payload["state"])
     except Exception as err:
-        raise CheckpointError(f"checkpoint {path} is unreadable or not a labkit head ({type(err).__name__}: {err}); "
-                              "delete it (and its results folder) to start that run over") from err
+        raise CheckpointError(f"checkpoint {path} is unreadable or not a labkit head; delete its run folder "
+                              f"to start that run over ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
     return head, payload.get("extra", {})

@@ -45,11 +45,13 @@ def _check_positive(**values) -> None:
 
 
 def fit(head: torch.nn.Module, train: FeatureSet, epochs: int = 3, batch_size: int = 256, lr: float = 1e-4,
-        seed: int = 0, device="auto", progress: bool = True, desc: str = "train") -> list[dict]:
+        seed: int = 0, device="auto", progress: bool = True, desc: str = "train",
+        test: FeatureSet | None = None) -> list[dict]:
     """Train `head` on cached features with Adam and cross-entropy; one dict per epoch.
 
     Each dict: epoch, loss (mean over the epoch), accuracy (on the training batches, dropout on),
-    seconds, images_per_s. The head ends on the CPU in eval mode.
+    seconds, images_per_s, and test_accuracy / test_loss after the epoch when `test` is given.
+    The head ends on the CPU in eval mode.
     """
     _check_positive(epochs=epochs, batch_size=batch_size)
     if not lr > 0:
@@ -83,8 +85,13 @@ def fit(head: torch.nn.Module, train: FeatureSet, epochs: int = 3, batch_size: i
             bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.close()
         seconds = time.perf_counter() - start
-        history.append({"epoch": epoch, "loss": total_loss / n, "accuracy": correct / n,
-                        "seconds": seconds, "images_per_s": n / seconds})
+        row = {"epoch": epoch, "loss": total_loss / n, "accuracy": correct / n,
+               "seconds": seconds, "images_per_s": n / seconds}
+        if test is not None:
+            result = evaluate(head, test, device=device)
+            row.update(test_accuracy=result["accuracy"], test_loss=result["loss"])
+            head.to(device).train()
+        history.append(row)
     head.cpu().eval()
     return history
 

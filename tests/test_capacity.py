@@ -1,0 +1,101 @@
+"""MEC against the seed table and against values worked out by hand."""
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from labkit import capacity, model, prune
+
+SEED_TABLE = Path(__file__).resolve().parents[2] / "shared" / "seed" / "seed_results.csv"
+VGG_HEAD = [25088, 4096, 4096, 256, 10]
+
+
+def test_vgg16_head_mec():
+    assert capacity.mec(VGG_HEAD) == 102_772_992
+    assert capacity.mec(VGG_HEAD, rule="bottleneck") == 102_772_992
+
+
+def _seed_rows():
+    from labkit.study import seed_table
+
+    rows = seed_table()
+    if SEED_TABLE.exists():  # the packaged copy is the course's file, unchanged
+        with open(SEED_TABLE) as fh:
+            original = [{k: v for k, v in r.items()} for r in csv.DictReader(fh)]
+        assert [r["mec_bits"] for r in original] == [str(r["mec_bits"]) for r in rows]
+    return rows
+
+
+def test_every_seed_row_reproduced():
+    rows = _seed_rows()
+    assert len(rows) == 6
+    for r in rows:
+        removed = 4096 - r["first_layer_neurons"]
+        assert removed == 100 * r["cycle"]
+        assert capacity.mec([25088, 4096 - removed, 4096, 256, 10]) == r["mec_bits"]
+
+
+@pytest.mark.parametrize("widths, previous, bottleneck", [
+    # 2 inputs, 3 hidden, 1 output: 3*3 = 9, then min(3, 4*1) = 3; the stricter cap is min(2, 3) = 2
+    ([2, 3, 1], 12, 11),
+    # a wide layer after a narrow one: 11*3 = 33; min(3, 4*50)=3; min(50, 51*20)=50 vs min(3, .)=3;
+    # min(20, 21*2)=20 vs min(3, 42)=3
+    ([10, 3, 50, 20, 2], 106, 42),
+    # inputs narrower than every layer: 5*8 = 40; min(8, 9*8)=8 vs min(4, .)=4; min(8, 9*2)=8 vs 4
+    ([4, 8, 8, 2], 56, 48),
+    # the output layer smaller than its cap: 3*1 = 3; min(1, 2*1) = 1
+    ([2, 1, 1], 4, 4),
+    # a single perceptron: its parameters
+    ([784, 1], 785, 785),
+])
+def test_hand_computed(widths, previous, bottleneck):
+    assert capacity.mec(widths) == previous
+    assert capacity.mec(widths, rule="bottleneck") == bottleneck
+
+
+def test_bounds_and_parameter_count():
+    assert capacity.parameter_count([2, 3, 1]) == 3 * 3 + 4 * 1
+    b = capacity.bounds([2, 3, 1])
+    assert b == {"one_bit_per_parameter": 13, "two_bits_per_parameter": 26}
+    # MEC never exceeds one bit per parameter
+    assert capacity.mec(VGG_HEAD) <= capacity.bounds(VGG_HEAD)["one_bit_per_parameter"]
+
+
+def test_bad_widths_and_rule():
+    with pytest.raises(ValueError, match="rule='nope'"):
+        capacity.mec([2, 3, 1], rule="nope")
+    with pytest.raises(ValueError, match="positive"):
+        capacity.mec([2, 0, 1])
+    with pytest.raises(ValueError, match="at least"):
+        capacity.mec([5])
+
+
+def test_mec_of_counts_live_neurons_only():
+    head = model.build_head((16, 8, 4), seed=0)
+    assert capacity.mec_of(head) == capacity.mec([25088, 16, 8, 4, 10])
+    with torch.no_grad():
+        head.linears()[0].weight[[1, 5, 7]] = 0  # three dead first-layer neurons
+    assert capacity.live_widths(head) == [25088, 13, 8, 4, 10]
+    assert capacity.mec_of(head) == capacity.mec([25088, 13, 8, 4, 10])
+    table = capacity.mec_table(head)
+    assert [r["live_neurons"] for r in table] == [13, 8, 4, 10]
+    assert table[0]["parameters"] == 25088 * 16 + 16  # stored parameters, dead or alive
+    assert sum(r["capacity_bits"] for r in table) == capacity.mec_of(head)
+
+
+def test_mec_of_pruned_equals_masked():
+    head = model.build_head((32, 16, 8), seed=1)
+    masked = model.build_head((32, 16, 8), seed=1)
+    _, removed = prune.prune_neurons(head, 0, 5, "l1")
+    with torch.no_grad():
+        masked.linears()[0].weight[removed] = 0
+    assert capacity.mec_of(head) == capacity.mec_of(masked) == capacity.mec([25088, 27, 16, 8, 10])
+
+
+def test_generalization_ratio():
+    assert capacity.generalization_ratio(9200, 102_772_992) == pytest.approx(8.95e-5, rel=1e-3)
+    with pytest.raises(ValueError, match="mec_bits=0"):
+        capacity.generalization_ratio(10, 0)
+    with pytest.raises(ValueError, match="correct=-1"):
+        capacity.generalization_ratio(-1, 10)

@@ -1,0 +1,177 @@
+"""The study's cycle: rows measured, files written atomically, resume after a kill, clear errors."""
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from labkit import capacity, features, model, study, train
+
+
+def _snapshot(folder: Path) -> dict:
+    """Every file under `folder` with its bytes: to show an error changed nothing on disk."""
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
+
+
+def test_rows_are_what_was_measured(small_config):
+    c = dataclasses.replace(small_config, checkpoints="all")
+    rows = study.run_study(c, progress=False, log=None)
+    assert [r["cycle"] for r in rows] == [0, 1, 2]
+    assert [r["widths"] for r in rows] == ["25088-64-48-16-10", "25088-56-48-16-10", "25088-48-48-16-10"]
+    assert rows[2]["mec_bits"] == capacity.mec([25088, 48, 48, 16, 10])
+    assert rows[0]["parameters"] > rows[1]["parameters"] > rows[2]["parameters"]
+    assert rows[0]["model_bytes"] > rows[1]["model_bytes"] > rows[2]["model_bytes"]
+    assert (c.run_dir / "config.json").exists()
+    assert _same(study.read_history(c.run_dir / "history.csv"), rows)
+    # the numbers in the table come from the checkpointed model
+    _, test_set = study.prepare_features(c, progress=False)
+    for r in rows:
+        head, extra = model.load_head(c.run_dir / "checkpoints" / f"cycle_{r['cycle']:03d}.pt")
+        assert extra["cycle"] == r["cycle"]
+        result = train.evaluate(head, test_set)
+        assert result["correct"] == r["test_correct"]
+        assert capacity.mec_of(head) == r["mec_bits"]
+        assert r["rho"] == pytest.approx(r["test_correct"] / r["mec_bits"])
+        assert os.path.getsize(c.run_dir / "checkpoints" / f"cycle_{r['cycle']:03d}.pt") == r["model_bytes"]
+
+
+def test_fit_is_deterministic_on_cpu(small_config):
+    tr, _ = study.prepare_features(small_config, progress=False)
+    losses = []
+    for _ in range(2):
+        head = study.new_head(small_config, tr)
+        losses.append([e["loss"] for e in train.fit(head, tr, 2, 32, 1e-3, seed=7, device="cpu", progress=False)])
+    assert losses[0] == losses[1]
+
+
+def _same(rows_a, rows_b):
+    keys = ("cycle", "widths", "mec_bits", "test_correct", "train_loss", "model_bytes")
+    return [[r[k] for k in keys] for r in rows_a] == [[r[k] for k in keys] for r in rows_b]
+
+
+def test_interrupted_run_resumes_with_same_rows(small_config, monkeypatch):
+    reference = study.run_study(dataclasses.replace(small_config, name="straight"), progress=False, log=None)
+    c = dataclasses.replace(small_config, name="interrupted")
+    real_fit, calls = train.fit, []
+
+    def fit_then_die(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # in the middle of cycle 2
+            raise KeyboardInterrupt
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(train, "fit", fit_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        study.run_study(c, progress=False, log=None)
+    kept = study.read_history(c.run_dir / "history.csv")
+    assert [r["cycle"] for r in kept] == [0, 1]  # only the cycle in progress is lost
+    monkeypatch.setattr(train, "fit", real_fit)
+    messages = []
+    resumed = study.run_study(c, progress=False, log=messages.append)
+    assert any("resuming after cycle 1" in m for m in messages)
+    assert _same(resumed, reference)
+
+
+def test_killed_process_resumes(small_config, tmp_path):
+    """A real SIGKILL during a cycle: the rerun keeps the finished rows and ends like a straight run."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import dataclasses, sys\nfrom labkit import study\n"
+        f"c = study.make_config('ci', head={tuple(small_config.head)}, k=8, cycles=4, epochs=3, batch_size=16, "
+        f"train_limit=300, test_limit=200, lr=1e-3, results_dir={small_config.results_dir!r}, name=sys.argv[1])\n"
+        "study.run_study(c, progress=False)\n")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    subprocess.run([sys.executable, str(script), "straight"], check=True, env=env, capture_output=True)
+    run_dir = Path(small_config.results_dir) / "killed"
+    proc = subprocess.Popen([sys.executable, str(script), "killed"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = run_dir / "history.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (history.exists() and len(history.read_text().splitlines()) >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = study.read_history(history)
+    assert 2 <= len(finished) < 4, "the kill should land while cycles are still running"
+    subprocess.run([sys.executable, str(script), "killed"], check=True, env=env, capture_output=True)
+    straight = study.read_history(Path(small_config.results_dir) / "straight" / "history.csv")
+    resumed = study.read_history(history)
+    assert _same(resumed[:len(finished)], finished)
+    assert _same(resumed, straight)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(epochs=0), "epochs=0 must be a positive integer"),
+    (dict(cycles=-1), "cycles=-1 must be a positive integer"),
+    (dict(method="bogus"), "method='bogus' is unknown.*'l1', 'l2', 'reservoir', 'magnitude'"),
+    (dict(layer=3), "layer=3 is out of range.*0..2"),
+    (dict(k=4096, cycles=2), "k=4096 .* only 4096"),
+    (dict(image_size=28), "image_size=28"),
+    (dict(weights="resnet"), "weights='resnet'"),
+    (dict(colour="red"), "unknown config field"),
+])
+def test_bad_config_is_named_and_writes_nothing(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        study.make_config("quick", results_dir=str(tmp_path / "r"), **overrides)
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_profile():
+    with pytest.raises(ValueError, match="profile='huge' is unknown.*'ci', 'quick', 'paper'"):
+        study.make_config("huge")
+
+
+def test_changed_config_refuses_to_resume(small_config):
+    study.run_study(dataclasses.replace(small_config, cycles=1), progress=False, log=None)
+    before = _snapshot(small_config.run_dir)
+    with pytest.raises(ValueError, match="lr=0.001, not 0.01"):
+        study.run_study(dataclasses.replace(small_config, lr=1e-2, name=small_config.run_name),
+                        progress=False, log=None)
+    assert _snapshot(small_config.run_dir) == before
+
+
+def test_corrupt_checkpoint_is_named_and_left_alone(small_config):
+    c = dataclasses.replace(small_config, cycles=2)
+    study.run_study(c, progress=False, log=None)
+    ckpt = c.run_dir / "checkpoints" / "cycle_001.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated, as by a full disk
+    before = _snapshot(c.run_dir)
+    with pytest.raises(model.CheckpointError, match="cycle_001.pt"):
+        study.run_study(dataclasses.replace(c, cycles=3), progress=False, log=None)
+    assert _snapshot(c.run_dir) == before
+
+
+def test_corrupt_cache_is_named_and_left_alone(small_config):
+    tr, _ = study.prepare_features(small_config, progress=False)
+    path = features.cache_path(tr.weights, 32, "train", small_config.train_limit, 0)
+    good = path.read_bytes()
+    try:
+        path.write_bytes(b"not a tensor file")
+        with pytest.raises(features.CacheError, match=path.name + ".*delete that file"):
+            study.prepare_features(small_config, progress=False)
+        assert path.read_bytes() == b"not a tensor file"
+    finally:
+        path.write_bytes(good)
+
+
+def test_cli_prints_table_and_rejects_bad_values(tmp_path):
+    base = [sys.executable, "-m", "labkit", "study", "--profile", "ci", "--results", str(tmp_path), "--no-progress"]
+    bad = subprocess.run(base + ["--epochs", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "epochs=0 must be a positive integer" in bad.stderr
+    bad = subprocess.run(base + ["--method", "l3"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid choice: 'l3'" in bad.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_quick_profile_unpruned_head_reaches_85_percent(tmp_path):
+    """The quick profile's cycle 0, offline with whatever backbone weights are here (random-init in CI)."""
+    c = study.make_config("quick", cycles=1, results_dir=str(tmp_path), checkpoints="none")
+    rows = study.run_study(c, progress=False, log=None)
+    print(f"quick profile cycle 0: {rows[0]['test_accuracy']:.4f} test accuracy on {rows[0]['test_total']} images")
+    assert rows[0]["test_accuracy"] >= 0.85
