@@ -6,7 +6,6 @@ PY := $(VENV)/bin/python
 PROFILE ?= quick
 export LABKIT_DATA ?= $(CURDIR)/.data
 export LABKIT_RESULTS ?= $(CURDIR)/results
-export MPLBACKEND ?= Agg
 
 .PHONY: setup lab study test handouts clean
 
@@ -29,7 +28,7 @@ study: setup
 	$(PY) -m labkit study --profile $(PROFILE)
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests notebooks --nbval-lax --nbval-current-env
 
 handouts: setup
 	$(PY) -m labkit handouts --profile $(PROFILE)

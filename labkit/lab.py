@@ -145,7 +145,6 @@ def run_notebooks(profile: str = "quick", names: Sequence[str] = NOTEBOOKS, para
     out = Path(out) if out else results_root() / profile
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("LABKIT_RESULTS", str(results_root()))
-    os.environ.setdefault("MPLBACKEND", "Agg")
     done = []
     for name in names:
         check_choice("notebook", name, NOTEBOOKS)

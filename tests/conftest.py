@@ -1,14 +1,5 @@
-"""Shared fixtures: one data folder for the session (MNIST and feature caches), small heads for speed."""
-import os
-import tempfile
-from pathlib import Path
-
+"""Fixtures: small configs for fast study tests (the environment is set in the root conftest.py)."""
 import pytest
-
-# All tests share one MNIST copy and feature cache: $LABKIT_DATA where set (CI sets it), else a temp folder.
-if not os.environ.get("LABKIT_DATA"):
-    os.environ["LABKIT_DATA"] = str(Path(tempfile.gettempdir()) / "labkit-test-data")
-os.environ.setdefault("LABKIT_OFFLINE", "1")  # tests never wait on the network
 
 SMALL_HEAD = (64, 48, 16)
 

@@ -1,0 +1,175 @@
+"""The notebooks as software: clean sources, papermill parameters, early errors, handouts, Colab path.
+
+nbval executes every notebook top to bottom (see the test command in README.md); these tests check
+what nbval does not.
+"""
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labkit import lab
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _load(path):
+    return json.loads(path.read_text())
+
+
+def _env(results):
+    return dict(os.environ, LABKIT_RESULTS=str(results), LABKIT_PROFILE="ci", PYTHONUNBUFFERED="1")
+
+
+def test_all_five_notebooks_present():
+    assert [p.stem for p in NOTEBOOKS] == list(lab.NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_clean_with_the_same_opening(path):
+    nb = _load(path)
+    assert nb["metadata"]["kernelspec"]["name"] == "python3", "wrong kernel name"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c["outputs"] and c["execution_count"] is None for c in code), f"{path.name} has outputs"
+    cells = nb["cells"]
+    assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# ")
+    assert "Cost:" in "".join(cells[0]["source"])
+    assert cells[1]["metadata"].get("tags") == ["parameters"]
+    assert "Setup" in "".join(cells[2]["source"]).splitlines()[0]
+    for line in "".join(cells[1]["source"]).splitlines():  # defaults only: typed and commented
+        assert re.match(r"^\w+: \w+ = .+  # .+", line), f"untyped or uncommented parameter: {line}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_help_notebook_lists_parameters(path):
+    out = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    for line in "".join(_load(path)["cells"][1]["source"]).splitlines():
+        name, rest = line.split(":", 1)
+        typ = rest.split("=")[0].strip()
+        help_text = line.split("  # ", 1)[1]
+        assert re.search(rf"{name}: {typ} \(default", out), f"{name} missing from --help-notebook:\n{out}"
+        assert help_text[:30] in out
+
+
+def test_bogus_method_stops_in_the_first_cells(tmp_path):
+    out = tmp_path / "out.ipynb"
+    run = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "03_prune_compare.ipynb"),
+                          str(out), "-p", "method", "bogus", "--cwd", str(tmp_path)],
+                         capture_output=True, text=True, env=_env(tmp_path / "results"))
+    assert run.returncode != 0
+    assert "method='bogus'" in run.stderr and "'l1', 'l2', 'reservoir', 'magnitude'" in run.stderr
+    executed = _load(out)
+    failed = [c["execution_count"] for c in executed["cells"]
+              if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    # parameters, injected parameters, setup, checks: the fourth cell run is the last allowed
+    assert failed and failed[0] <= 4, "the check should stop the notebook in its first cells"
+    assert not (tmp_path / "results" / "ci" / "runs").exists(), "nothing should have run"
+
+
+def _answers(nb):
+    text = []
+    for c in nb["cells"]:
+        if "solution" in c["metadata"].get("tags", []):
+            text += ["".join(o.get("text", "")) for o in c.get("outputs", [])]
+    return "\n".join(text)
+
+
+def _fake_tables(folder, accuracy):
+    """Tables as notebooks 03 and 04 write them, with a distinctive accuracy in the last cycle."""
+    rows = []
+    for method in ("l1", "l2"):
+        for cycle in range(3):
+            rows.append({"cycle": cycle, "method": method, "layer": 0, "removed": 100 * cycle,
+                         "widths": f"25088-{4096 - 100 * cycle}-4096-256-10", "mec_bits": 102772992 - 25090 * 100 * cycle,
+                         "test_correct": int(500 * (0.7 if cycle < 2 else accuracy)), "test_total": 500,
+                         "test_accuracy": 0.7 if cycle < 2 else accuracy, "rho": 3e-6, "parameters": 1,
+                         "model_bytes": 1_000_000 * (10 - cycle), "train_loss": 0.5, "seconds": 1.0, "seed": 0})
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("prune_compare", "capacity_curve"):
+        with open(folder / f"{name}.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+
+def test_questionnaire_answers_follow_the_results(tmp_path):
+    outputs = []
+    for accuracy in (0.1234, 0.5678):
+        results = tmp_path / f"results-{accuracy}"
+        _fake_tables(results / "ci", accuracy)
+        out = tmp_path / f"05-{accuracy}.ipynb"
+        subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "05_questionnaire.ipynb"),
+                        str(out), "--cwd", str(tmp_path)], check=True, capture_output=True, env=_env(results))
+        outputs.append(_answers(_load(out)))
+    assert "12.34%" in outputs[0] and "12.34%" not in outputs[1]
+    assert "56.78%" in outputs[1] and "56.78%" not in outputs[0]
+    assert outputs[0].count("Q") == 0 and len(outputs[0]) > 1000  # every answer printed something
+
+
+def test_handouts_hold_no_solution_code(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    monkeypatch.setenv("LABKIT_RESULTS", str(results))
+    (results / "ci").mkdir(parents=True)
+    subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "01_mec_by_hand.ipynb"),
+                    str(results / "ci" / "01_mec_by_hand.ipynb"), "--cwd", str(tmp_path)],
+                   check=True, capture_output=True, env=_env(results))
+    made = lab.make_handouts("ci", tmp_path / "handouts", run_missing=False)
+    assert len(made["student"]) == 5 and [p.stem for p in made["html"]] == ["01_mec_by_hand"]
+    html = made["html"][0].read_text()
+    assert "<img" in html and "102,772,992" in html
+    import nbformat
+
+    solutions_seen = 0
+    for path in made["student"]:
+        student = nbformat.read(str(path), as_version=4)
+        nbformat.validate(student)
+        original = _load(ROOT / "notebooks" / path.name)
+        solution_lines = {line.strip() for c in original["cells"] if "solution" in c["metadata"].get("tags", [])
+                          for line in "".join(c["source"]).splitlines()
+                          if line.strip() and not line.lstrip().startswith("#")}
+        solutions_seen += len(solution_lines)
+        text = "\n".join("".join(c["source"]) for c in student.cells)
+        leaked = [line for line in solution_lines if line in text]
+        assert not leaked, f"{path.name} keeps solution code: {leaked[:3]}"
+        exercises = [c for c in student.cells if "exercise" in c["metadata"].get("tags", [])]
+        if path.stem in ("01_mec_by_hand", "05_questionnaire"):
+            assert exercises, f"{path.name} should have exercises"
+            assert all("".join(c["source"]).startswith("# ") and "YOUR WORK HERE" in "".join(c["source"])
+                       for c in exercises), "each stub keeps the exercise text and leaves room to work"
+    assert solutions_seen > 20
+
+
+def test_notebook_alone_with_a_wheel_installs_labkit(tmp_path):
+    """The Colab path, forced on: an empty folder, the notebook and a labkit wheel, no labkit installed."""
+    folder = tmp_path / "colab"
+    folder.mkdir()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(folder), str(ROOT)],
+                   check=True, capture_output=True)
+    assert list(folder.glob("labkit-*.whl"))
+    shutil.copy(ROOT / "notebooks" / "01_mec_by_hand.ipynb", folder)
+    # a fresh venv that sees torch & co. from this environment but not labkit
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    here = subprocess.run([sys.executable, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "deps_from_dev_env.pth").write_text(here + "\n")
+    missing = subprocess.run([str(py), "-c", "import labkit"], cwd=folder, capture_output=True)
+    assert missing.returncode != 0, "labkit must not be importable before the notebook installs it"
+    env = dict(_env(folder / "results"), LABKIT_FORCE_COLAB="1")
+    run = subprocess.run([str(py), "-m", "papermill", "01_mec_by_hand.ipynb", "out.ipynb"], cwd=folder, env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.dumps(_load(folder / "out.ipynb"))
+    assert f"from {site}/labkit" in out, "labkit should come from the wheel installed into the fresh venv"
+    assert "102,772,992" in out
