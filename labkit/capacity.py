@@ -9,6 +9,7 @@ All capacities are integers in bits.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -111,3 +112,54 @@ def generalization_ratio(correct: int, mec_bits: int) -> float:
     if correct < 0:
         raise ValueError(f"correct={correct} must be a count of test points (>= 0)")
     return correct / mec_bits
+
+
+# ---------------------------------------------------------------- what the data needs
+
+def _thresholds(sums: torch.Tensor, labels: torch.Tensor) -> int:
+    """Label changes along the samples sorted by their feature sum (a stable sort keeps ties in data order)."""
+    order = torch.sort(sums, stable=True).indices
+    walked = labels[order]
+    return int((walked[1:] != walked[:-1]).sum())
+
+
+def _requirement(thresholds: int, d: int) -> dict:
+    return {"thresholds": thresholds,
+            "max_bits": thresholds * (d + 1) + thresholds + 1,
+            "expected_bits": math.ceil(math.log2(thresholds + 1)) * d}
+
+
+def data_requirement(X: torch.Tensor, y: torch.Tensor) -> dict:
+    """Capacity (bits) a model needs to memorize the labelling y of X, by the thresholds method.
+
+    Each sample is reduced to the sum of its d features; sorted by that sum, every change of label
+    is a threshold a hidden neuron must place. Max requirement = t * (d + 1) + t + 1 bits (a 3-layer
+    net with one hidden neuron per threshold); expected = ceil(log2(t + 1)) * d bits.
+    Two classes: one figure. More classes: each class against the rest (`per_class`) and their sums.
+    """
+    X = X.reshape(len(X), -1)
+    if len(X) != len(y) or len(X) < 2:
+        raise ValueError(f"X has {len(X)} samples and y {len(y)}: they must match and hold at least 2")
+    d = X.shape[1]
+    sums = X.double().sum(1)
+    classes = torch.unique(y)
+    if len(classes) <= 2:
+        return {"d": d, "n": len(y), **_requirement(_thresholds(sums, y), d)}
+    per_class = {int(c): _requirement(_thresholds(sums, (y == c).long()), d) for c in classes}
+    return {"d": d, "n": len(y), "per_class": per_class,
+            **{k: sum(r[k] for r in per_class.values()) for k in ("thresholds", "max_bits", "expected_bits")}}
+
+
+def requirement_progression(X: torch.Tensor, y: torch.Tensor, fractions=(0.05, 0.1, 0.2, 0.4, 1.0),
+                            seed: int = 0) -> list[dict]:
+    """data_requirement on growing random fractions of (X, y), nested (each fraction contains the last)."""
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    rows = []
+    for f in fractions:
+        if not 0 < f <= 1:
+            raise ValueError(f"fraction {f} must be in (0, 1]")
+        idx = order[:max(2, round(f * len(y)))]
+        r = data_requirement(X[idx], y[idx])
+        rows.append({"fraction": f, "n": r["n"], "thresholds": r["thresholds"], "max_bits": r["max_bits"],
+                     "expected_bits": r["expected_bits"]})
+    return rows

@@ -99,3 +99,36 @@ def test_generalization_ratio():
         capacity.generalization_ratio(10, 0)
     with pytest.raises(ValueError, match="correct=-1"):
         capacity.generalization_ratio(-1, 10)
+
+
+def test_data_requirement_two_classes_by_hand():
+    # sums 0.1, 0.2, 0.3, 0.4, 0.5, 0.6 with labels 0 0 1 1 0 1: three label changes
+    X = torch.tensor([[0.1, 0.0], [0.0, 0.2], [0.3, 0.0], [0.2, 0.2], [0.5, 0.0], [0.3, 0.3]])
+    y = torch.tensor([0, 0, 1, 1, 0, 1])
+    r = capacity.data_requirement(X, y)
+    assert r["thresholds"] == 3
+    assert r["max_bits"] == 3 * (2 + 1) + 3 + 1 == 13
+    assert r["expected_bits"] == 2 * 2  # ceil(log2(4)) * d
+    # order of the samples does not matter, only the order of their sums
+    perm = torch.tensor([5, 3, 1, 0, 4, 2])
+    assert capacity.data_requirement(X[perm], y[perm]) == r
+
+
+def test_data_requirement_separable_and_ten_classes():
+    X = torch.arange(8.0).reshape(8, 1)
+    assert capacity.data_requirement(X, torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]))["thresholds"] == 1
+    # three classes, one against the rest: labels by sum 0 0 1 1 2 2 -> class 0: 1 change, 1: 2, 2: 1
+    r = capacity.data_requirement(torch.arange(6.0).reshape(6, 1), torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert [r["per_class"][c]["thresholds"] for c in (0, 1, 2)] == [1, 2, 1]
+    assert r["thresholds"] == 4
+    assert r["max_bits"] == sum(t * 2 + t + 1 for t in (1, 2, 1))
+
+
+def test_requirement_progression_grows_with_data():
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(400, 3, generator=g)
+    y = torch.randint(0, 2, (400,), generator=g)  # random labels: nothing to learn, thresholds grow ~linearly
+    rows = capacity.requirement_progression(X, y, (0.25, 0.5, 1.0))
+    assert [r["n"] for r in rows] == [100, 200, 400]
+    t = [r["thresholds"] for r in rows]
+    assert t[0] < t[1] < t[2] and t[2] > 150
