@@ -145,6 +145,10 @@ def run_notebooks(profile: str = "quick", names: Sequence[str] = NOTEBOOKS, para
     out = Path(out) if out else results_root() / profile
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("LABKIT_RESULTS", str(results_root()))
+    import logging
+
+    # stream each cell's output to the terminal as it comes, so tables print as they grow
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     done = []
     for name in names:
         check_choice("notebook", name, NOTEBOOKS)
@@ -152,7 +156,7 @@ def run_notebooks(profile: str = "quick", names: Sequence[str] = NOTEBOOKS, para
         print(f"--- {name} -> {target}", flush=True)
         papermill.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(target),
                                    parameters={"profile": profile, **(parameters or {})},
-                                   cwd=str(NOTEBOOK_DIR), progress_bar=False, log_output=False,
+                                   cwd=str(NOTEBOOK_DIR), progress_bar=False, log_output=True,
                                    kernel_name="python3")
         done.append(target)
     return done
