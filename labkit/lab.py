@@ -123,7 +123,8 @@ def start(profile: str = "auto", **overrides) -> Session:
     """Open a notebook session: pick the profile, build its config, say where results go and what runs where."""
     profile = pick_profile(profile)
     folder = results_root() / profile
-    config = study.make_config(profile, results_dir=str(folder / "runs"), **overrides)
+    # notebook runs keep no checkpoint once finished (a full-width head is ~480 MB); the trained heads stay
+    config = study.make_config(profile, **{"results_dir": str(folder / "runs"), "checkpoints": "none", **overrides})
     folder.mkdir(parents=True, exist_ok=True)
     gpu = torch.cuda.is_available()
     print(f"labkit profile {profile!r}: {config.train_limit or 60000:,} training / {config.test_limit or 10000:,} "

@@ -40,6 +40,17 @@ def test_rows_are_what_was_measured(small_config):
         assert os.path.getsize(c.run_dir / "checkpoints" / f"cycle_{r['cycle']:03d}.pt") == r["model_bytes"]
 
 
+def test_finished_run_without_checkpoints_reads_back(small_config):
+    c = dataclasses.replace(small_config, checkpoints="none", cycles=2)
+    rows = study.run_study(c, progress=False, log=None)
+    assert not list((c.run_dir / "checkpoints").iterdir())
+    messages = []
+    assert _same(study.run_study(c, progress=False, log=messages.append), rows)
+    assert "already finished" in messages[0]
+    with pytest.raises(ValueError, match="kept no checkpoint"):
+        study.run_study(dataclasses.replace(c, cycles=3), progress=False, log=None)
+
+
 def test_fit_is_deterministic_on_cpu(small_config):
     tr, _ = study.prepare_features(small_config, progress=False)
     losses = []
