@@ -94,6 +94,9 @@ def load_features(split: str, image_size: int = 32, weights: str = "auto", limit
     tag = resolve_weights(weights, backbone_seed)
     path = cache_path(tag, image_size, split, limit, seed, root)
     if path.exists():
+        held = _held.get(_file_key(path))
+        if held is not None:  # already read by this process: every run of a grid shares one copy
+            return held
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
             maps, labels = payload["maps"], payload["labels"]
@@ -105,7 +108,7 @@ def load_features(split: str, image_size: int = 32, weights: str = "auto", limit
             raise CacheError(f"feature cache {path} holds maps of shape {tuple(maps.shape)}, not "
                              f"N x 512 x {map_size_for(image_size)} x {map_size_for(image_size)}; "
                              "delete that file to recompute it")
-        return FeatureSet(maps, labels, tag, image_size, split)
+        return _hold(path, FeatureSet(maps, labels, tag, image_size, split))
     images, labels = data.load_mnist(split, limit=limit, root=root, seed=seed)
     backbone, tag = build_backbone(weights, backbone_seed)
     path = cache_path(tag, image_size, split, limit, seed, root)
@@ -115,7 +118,25 @@ def load_features(split: str, image_size: int = 32, weights: str = "auto", limit
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"maps": maps, "labels": labels}, tmp)
     os.replace(tmp, path)
-    return FeatureSet(maps, labels, tag, image_size, split)
+    return _hold(path, FeatureSet(maps, labels, tag, image_size, split))
+
+
+# Feature sets this process has read, keyed by file, modification time and size (a rewritten or
+# corrupted file is read again). A few at most: a train and a test set of one or two configurations.
+_held: dict[tuple, FeatureSet] = {}
+_HOLD_AT_MOST = 4
+
+
+def _file_key(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+def _hold(path: Path, fs: FeatureSet) -> FeatureSet:
+    _held[_file_key(path)] = fs
+    while len(_held) > _HOLD_AT_MOST:
+        _held.pop(next(iter(_held)))
+    return fs
 
 
 def feature_stats(maps: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:

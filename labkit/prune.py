@@ -93,16 +93,20 @@ def prune_neurons(model: nn.Module, layer: int, k: int, method: str, seed: int |
 
 
 def _sliced(linear: nn.Linear, rows=None, cols=None) -> nn.Linear:
-    w = linear.weight
+    """A Linear holding only the kept rows (neurons) or columns (inputs) of `linear`.
+
+    Indexing already makes the smaller copy; it becomes the new weight as it is (no second copy,
+    no random initialization of a layer that is overwritten anyway).
+    """
+    w = linear.weight.detach()
     if rows is not None:
         w = w[rows]
     if cols is not None:
         w = w[:, cols]
-    # skip_init: the weights are copied in next, so random initialization would be wasted work
     new = nn.utils.skip_init(nn.Linear, w.shape[1], w.shape[0], bias=linear.bias is not None,
-                             device=w.device, dtype=w.dtype)
-    new.weight.copy_(w)
+                             device="meta")
+    new.weight = nn.Parameter(w, requires_grad=linear.weight.requires_grad)
     if linear.bias is not None:
-        new.bias.copy_(linear.bias[rows] if rows is not None else linear.bias)
-    new.weight.requires_grad_(linear.weight.requires_grad)
+        b = linear.bias.detach()
+        new.bias = nn.Parameter(b[rows] if rows is not None else b.clone(), requires_grad=linear.bias.requires_grad)
     return new

@@ -157,6 +157,12 @@ def test_corrupt_checkpoint_is_named_and_left_alone(small_config):
     assert _snapshot(c.run_dir) == before
 
 
+def test_features_are_read_once_per_process(small_config):
+    first, _ = study.prepare_features(small_config, progress=False)
+    again, _ = study.prepare_features(dataclasses.replace(small_config, method="l1"), progress=False)
+    assert again.maps is first.maps  # runs of a grid share one copy instead of reloading the cache
+
+
 def test_corrupt_cache_is_named_and_left_alone(small_config):
     tr, _ = study.prepare_features(small_config, progress=False)
     path = features.cache_path(tr.weights, 32, "train", small_config.train_limit, 0)
