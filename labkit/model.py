@@ -31,6 +31,13 @@ class Standardize(nn.Module):
         return (x.to(self.mean.dtype) - self.mean) / self.std
 
 
+class AsFloat32(nn.Module):
+    """Casts its input to float32 (cached 224 px maps are float16)."""
+
+    def forward(self, x):
+        return x.float()
+
+
 class VGGHead(nn.Module):
     """Backbone maps N x 512 x s x s -> logits N x classes: standardize, VGG16's adaptive pool, the MLP.
 
@@ -57,11 +64,54 @@ class VGGHead(nn.Module):
         return [lin[0].in_features] + [m.out_features for m in lin]
 
     def embed(self, maps: torch.Tensor) -> torch.Tensor:
-        """Standardized, pooled, flattened head input N x 25088."""
-        return torch.flatten(self.pool(self.norm(maps)), 1)
+        """Standardized, pooled, flattened head input N x 25088.
+
+        VGG16's adaptive pool is exact shortcuts at the two sizes used: a 1 x 1 map (32 px inputs)
+        is replicated 49 times, a 7 x 7 map (224 px) passes unchanged; other sizes are pooled.
+        """
+        x = self.norm(maps)
+        side = x.shape[-1]
+        if side == 1:
+            x = x.expand(-1, -1, POOLED, POOLED)
+        elif side != POOLED:
+            x = self.pool(x)
+        return x.reshape(len(x), -1)
 
     def forward(self, maps):
         return self.layers(self.embed(maps))
+
+    @torch.no_grad()
+    def inference_form(self) -> nn.Sequential:
+        """The same function for inference as a plain stack Flatten, Linear, ReLU, ..., Linear.
+
+        The fixed standardization is folded into the first Linear (W' = W / std, b' = b - W' mean,
+        as batch norm is folded for deployment), and at 1 x 1 maps so is the 49-fold replication
+        (the 49 columns that see one feature are summed), so the first layer reads the 512 raw
+        features. Dropout is dropped (eval mode). Outputs equal the head's in eval mode up to
+        float rounding; every FLOP left is a Linear's, so removed neurons are removed work.
+        The later Linear layers are the head's own (shared, not copied).
+        """
+        first, *rest = self.linears()
+        side = self.norm.mean.shape[-1]
+        if side not in (1, POOLED):  # other map sizes: keep the standardize and pool steps as they are
+            return nn.Sequential(self.norm, self.pool, nn.Flatten(), *[m for m in self.layers
+                                                                     if not isinstance(m, nn.Dropout)]).eval()
+        w = first.weight.double()
+        if side == 1:
+            w = w.view(first.out_features, FEATURE_CHANNELS, POOLED * POOLED).sum(-1)
+        mean, std = self.norm.mean.double().flatten(), self.norm.std.double().flatten()
+        w = w / std
+        b = (first.bias.double() if first.bias is not None else 0) - w @ mean
+        fused = nn.Linear(w.shape[1], w.shape[0], dtype=first.weight.dtype, device=first.weight.device)
+        fused.weight.copy_(w)
+        fused.bias.copy_(b)
+        mods: list[nn.Module] = [AsFloat32(), nn.Flatten(), fused]
+        for m in self.layers[1:]:
+            if isinstance(m, nn.Linear):
+                mods.append(m)
+            elif isinstance(m, nn.ReLU):
+                mods.append(nn.ReLU())
+        return nn.Sequential(*mods).eval()
 
 
 class VGG16Lab(nn.Module):

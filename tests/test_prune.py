@@ -88,3 +88,21 @@ def test_bad_input_names_value_and_leaves_model(kwargs, message):
     after = head.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("side", [1, 7, 2])
+def test_inference_form_computes_the_same_function(side):
+    torch.manual_seed(0)
+    head = model.build_head((64, 48, 16), map_size=side, seed=0).eval()
+    maps = torch.randn(8, 512, side, side)
+    head.norm.set_stats(maps.mean(0) + 0.3, maps.std(0) * 2)
+    prune.prune_neurons(head, 0, 40, "l2")
+    fast = head.inference_form()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(maps), head(maps), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(fast(maps.half()), head(maps.half()), atol=1e-5, rtol=1e-4)
+    linears = [m for m in fast if isinstance(m, torch.nn.Linear)]
+    if side == 1:  # the 49-fold replication is folded away: the first layer reads the 512 raw features
+        assert linears[0].in_features == 512 and linears[0].out_features == 24
+    elif side == 7:
+        assert linears[0].in_features == 25088
