@@ -1,0 +1,204 @@
+"""Deep Compression's second stage for the head: quantized weights, the real bytes on disk, loading back.
+
+Two ways to store each Linear layer's weight matrix:
+  bits=8        8-bit integers with one float32 scale per output channel (row):
+                w ~ scale_i * q_ij, q in -127..127, scale_i = max_j |w_ij| / 127
+  bits=1..7     weight sharing as in Deep Compression (Han et al. 2016): a k-means codebook of
+                2**bits float32 values per layer, each weight stored as its codebook index,
+                indices packed `bits` to a weight (4 bits: two weights a byte)
+Biases and the standardization statistics stay float32 (they are a few thousand numbers).
+`load_compressed` turns a file back into an ordinary float32 VGGHead that trains and evaluates as usual.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .model import CheckpointError, VGGHead
+
+FORMAT = "labkit-compressed-head/1"
+_CHUNK = 1 << 23  # values packed per step (a multiple of 8), to bound the temporary memory
+
+
+# ---------------------------------------------------------------- 8 bits, one scale per output channel
+
+def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q int8 out x in, scale float32 out): symmetric 8-bit quantization, one scale per row."""
+    w = weight.detach().float()
+    scale = w.abs().amax(dim=1) / 127
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def dequantize_per_channel(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return q.float() * scale[:, None]
+
+
+# ---------------------------------------------------------------- weight sharing
+
+@torch.no_grad()
+def kmeans_codebook(weight: torch.Tensor, bits: int, iterations: int = 25) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codebook float32 2**bits, index int64 like weight.flatten()): 1-D k-means (Lloyd) on the weights.
+
+    Centroids start spread linearly between the smallest and largest weight, the initialization
+    Deep Compression found best (it keeps the rare large weights, which matter most). Each step
+    assigns every weight to its nearest centroid (a binary search between sorted centroids) and
+    moves each centroid to the mean of its weights; a centroid left without weights restarts at
+    the weight farthest from its centroid.
+    """
+    _check_bits(bits, allowed=range(1, 8))
+    w = weight.detach().float().flatten()
+    k = 1 << bits
+    codebook = torch.linspace(float(w.min()), float(w.max()), k)
+    for _ in range(iterations):
+        index = _nearest(w, codebook)
+        counts = torch.bincount(index, minlength=k)
+        sums = torch.bincount(index, weights=w.double(), minlength=k)
+        moved = torch.where(counts > 0, sums / counts.clamp(min=1), codebook.double()).float()
+        empty = torch.nonzero(counts == 0).flatten()
+        if len(empty):  # an idle centroid restarts at the weight worst served, splitting the widest cluster
+            worst = int((w - codebook[index]).abs().argmax())
+            moved[empty[0]] = w[worst]
+        moved, _ = torch.sort(moved)
+        if torch.equal(moved, codebook):
+            break
+        codebook = moved
+    return codebook, _nearest(w, codebook)
+
+
+def _nearest(w: torch.Tensor, sorted_codebook: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest value of an ascending codebook for every element of w."""
+    midpoints = (sorted_codebook[1:] + sorted_codebook[:-1]) / 2
+    return torch.bucketize(w, midpoints)
+
+
+def pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """Non-negative integers < 2**bits -> uint8 stream, `bits` bits each, least significant bit first."""
+    v = values.flatten().to(torch.int64)
+    shifts = torch.arange(bits)
+    weights8 = 1 << torch.arange(8)
+    out = []
+    for start in range(0, len(v), _CHUNK):
+        b = ((v[start:start + _CHUNK, None] >> shifts) & 1).flatten()
+        b = torch.cat([b, b.new_zeros((-len(b)) % 8)])
+        out.append((b.view(-1, 8) * weights8).sum(1).to(torch.uint8))
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
+    """The inverse of pack_bits: `count` integers (int64)."""
+    shifts8 = torch.arange(8)
+    weights = 1 << torch.arange(bits)
+    out = []
+    step = _CHUNK * bits // 8  # whole values per chunk of bytes
+    for start in range(0, len(packed), step):
+        b = ((packed[start:start + step, None].to(torch.int64) >> shifts8) & 1).flatten()
+        b = b[: (len(b) // bits) * bits].view(-1, bits)
+        out.append((b * weights).sum(1))
+    values = torch.cat(out) if out else torch.empty(0, dtype=torch.int64)
+    if len(values) < count:
+        raise CheckpointError(f"packed weights hold {len(values)} values, {count} expected: the file is damaged")
+    return values[:count]
+
+
+# ---------------------------------------------------------------- the head as a file
+
+def _check_bits(bits, allowed=range(1, 9)) -> None:
+    if not isinstance(bits, int) or isinstance(bits, bool) or bits not in allowed:
+        raise ValueError(f"bits={bits!r} is not allowed: use 8 (int8, a scale per output channel) "
+                         f"or 1..7 (weight sharing, a 2**bits-entry codebook per layer)")
+
+
+@torch.no_grad()
+def compress_head(head: VGGHead, bits: int = 8) -> dict:
+    """The payload `save_compressed` writes: widths, standardization, and each layer's stored weights."""
+    _check_bits(bits)
+    dropout = next((m.p for m in head.layers if isinstance(m, torch.nn.Dropout)), 0.0)
+    layers = []
+    for lin in head.linears():
+        entry = {"shape": list(lin.weight.shape), "bias": lin.bias.detach().float().clone()}
+        if bits == 8:
+            entry["q"], entry["scale"] = quantize_per_channel(lin.weight)
+        else:
+            codebook, index = kmeans_codebook(lin.weight, bits)
+            entry["codebook"], entry["packed"] = codebook, pack_bits(index, bits)
+        layers.append(entry)
+    return {"format": FORMAT, "bits": bits, "widths": head.widths(), "map_size": head.norm.mean.shape[-1],
+            "dropout": dropout, "mean": head.norm.mean.float().clone(), "std": head.norm.std.float().clone(),
+            "layers": layers}
+
+
+def save_compressed(head: VGGHead, path: str | os.PathLike, bits: int = 8) -> int:
+    """Write the head with `bits`-bit weights (atomically); return the file's size in bytes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(compress_head(head, bits), tmp)
+    os.replace(tmp, path)
+    return path.stat().st_size
+
+
+def decompress(payload: dict) -> VGGHead:
+    """A float32 VGGHead from a `compress_head` payload."""
+    head = VGGHead(payload["widths"], payload["map_size"], payload["dropout"])
+    head.norm.mean.copy_(payload["mean"])
+    head.norm.std.copy_(payload["std"])
+    bits = payload["bits"]
+    with torch.no_grad():
+        for lin, entry in zip(head.linears(), payload["layers"]):
+            shape = tuple(entry["shape"])
+            if bits == 8:
+                w = dequantize_per_channel(entry["q"], entry["scale"])
+            else:
+                index = unpack_bits(entry["packed"], bits, shape[0] * shape[1])
+                w = entry["codebook"][index].view(shape)
+            lin.weight.copy_(w.view(shape))
+            lin.bias.copy_(entry["bias"])
+    return head.eval()
+
+
+def load_compressed(path: str | os.PathLike) -> VGGHead:
+    """Read a file written by `save_compressed` back into a working float32 head (eval mode)."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a compressed labkit head (format {FORMAT})")
+        return decompress(payload)
+    except CheckpointError:
+        raise
+    except Exception as err:
+        raise CheckpointError(f"{path} could not be read as a compressed head ({type(err).__name__}: {err}); "
+                              "write it again with labkit.compress.save_compressed") from err
+
+
+def compression_table(head: VGGHead, test_set, folder: str | os.PathLike, reference_bytes: int,
+                      bits=(8, 4), name: str = "head", device="auto") -> list[dict]:
+    """Save `head` as float32 and at each of `bits`, load every file back, evaluate it on `test_set`.
+
+    One row per file: storage, bytes (the file on disk), ratio = reference_bytes / bytes
+    (reference: the unpruned float32 head's file), test_correct, test_accuracy, path.
+    """
+    from . import model, train
+
+    folder = Path(folder)
+    rows = []
+    path = folder / f"{name}-float32.pt"
+    size = model.save_head(head, path)
+    loaded, _ = model.load_head(path)
+    rows.append(_row("float32", size, reference_bytes, train.evaluate(loaded, test_set, device=device), path))
+    for b in bits:
+        path = folder / f"{name}-{b}bit.pt"
+        size = save_compressed(head, path, b)
+        what = "int8, scale per channel" if b == 8 else f"{b}-bit k-means codebook"
+        rows.append(_row(what, size, reference_bytes,
+                         train.evaluate(load_compressed(path), test_set, device=device), path))
+    return rows
+
+
+def _row(storage, size, reference, result, path) -> dict:
+    return {"storage": storage, "bytes": size, "ratio": reference / size, "test_correct": result["correct"],
+            "test_accuracy": result["accuracy"], "path": str(path)}
