@@ -42,6 +42,18 @@ def check_choice(name: str, value, allowed: Sequence) -> None:
                          + ", ".join(repr(a) for a in allowed))
 
 
+def check_fraction(name: str, value) -> None:
+    """Stop unless 0 < value < 1."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
+        raise ValueError(f"parameter {name}={value!r} must be a number strictly between 0 and 1")
+
+
+def check_number(name: str, value, minimum: float = 0.0) -> None:
+    """Stop unless `value` is a number >= minimum."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= minimum:
+        raise ValueError(f"parameter {name}={value!r} must be a number of at least {minimum:g}")
+
+
 def check_count(name: str, value, minimum: int = 1) -> None:
     """Stop unless `value` is an integer >= minimum."""
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
@@ -100,6 +112,22 @@ class Session:
             base = dataclasses.replace(self.config, start=str(self.start_path(seed)), **overrides)
             rows += study.run_grid(base, methods, (seed,), progress)
         return rows
+
+    def knee(self, layer="all", fraction: float = 0.5, tolerance: float = 1.0, method: str = "l2",
+             bits: Sequence[int] = (8, 4), seed: int = 0, progress: bool = True):
+        """From the trained start of `seed`: prune geometrically until accuracy drops, quantize the smallest head.
+
+        Returns (rows per cycle, the smallest row within tolerance, compression rows); see
+        study.compress_smallest. The smallest head stays in its run folder.
+        """
+        import dataclasses
+
+        self.trained_start(seed, progress)
+        c = dataclasses.replace(self.config, start=str(self.start_path(seed)), schedule="geometric", layer=layer,
+                                fraction=fraction, tolerance=tolerance, method=method, seed=seed,
+                                cycles=study.GEOMETRIC_CYCLES, name=None)
+        print(f"--- {c.run_name}")
+        return study.compress_smallest(c, bits, progress)
 
     def history(self, name: str) -> list[dict] | None:
         """A table written by an earlier notebook (results/<profile>/<name>.csv), or None."""

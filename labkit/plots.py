@@ -182,3 +182,83 @@ def rho_per_cycle(rows: list[dict]):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def knee(rows: list[dict], tolerance: float = 1.0):
+    """Test accuracy against MEC (log axis) along a pruning run: where accuracy starts to fall.
+
+    The dashed line is `tolerance` points below the unpruned head (cycle 0); the star is the
+    smallest head above it, crosses are heads below it.
+    """
+    from .study import smallest_within
+
+    base = 100 * rows[0]["test_accuracy"]
+    best = smallest_within(rows, tolerance)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    x = [r["mec_bits"] for r in rows]
+    y = [100 * r["test_accuracy"] for r in rows]
+    ax.plot(x, y, "o-", color="C0", label="pruning cycles (right to left)")
+    for r, xi, yi in zip(rows, x, y):
+        ax.annotate("-".join(r["widths"].split("-")[1:-1]), (xi, yi), textcoords="offset points", xytext=(0, 7),
+                    ha="center", fontsize=7)
+    low = [(xi, yi) for xi, yi in zip(x, y) if yi < base - tolerance - 1e-9]
+    if low:
+        ax.plot(*zip(*low), "x", color="C3", ms=11, mew=2, label="more than the tolerance below")
+    ax.axhline(base - tolerance, color="gray", ls="--", lw=1,
+               label=f"{tolerance:g} point{'' if tolerance == 1 else 's'} below the unpruned head")
+    ax.plot([best["mec_bits"]], [100 * best["test_accuracy"]], "*", color="C2", ms=17,
+            label=f"smallest within tolerance ({best['mec_bits']:,} bits)")
+    ax.set_xscale("log")
+    ax.set_xlabel("MEC of the head (bits, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("The knee: accuracy against capacity as the head is pruned")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def compression(table: list[dict], reference: dict | None = None):
+    """Saved file size (log axis) of each storage of one head, with its ratio and test accuracy.
+
+    reference: a row for the unpruned float32 head (storage, bytes, ratio 1, test_accuracy), drawn first.
+    """
+    if reference is not None:
+        table = [reference, *table]
+    fig, ax = plt.subplots(figsize=(7.5, 0.7 * len(table) + 1.3))
+    names = [r["storage"] for r in table]
+    sizes_mb = [r["bytes"] / 1e6 for r in table]
+    bars = ax.barh(names, sizes_mb, color=[f"C{i}" for i in range(len(table))])
+    for bar, r in zip(bars, table):
+        ax.text(bar.get_width() * 1.05, bar.get_y() + bar.get_height() / 2,
+                f"{r['bytes'] / 1e6:.1f} MB, {r['ratio']:.0f}x smaller, {r['test_accuracy']:.2%}", va="center",
+                fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlim(min(sizes_mb) / 2, max(sizes_mb) * 30)
+    ax.invert_yaxis()
+    ax.set_xlabel("file on disk (MB, log scale); ratio against the unpruned float32 head")
+    ax.set_title("Quantizing the smallest head within tolerance (each file loaded back and tested)")
+    fig.tight_layout()
+    return fig
+
+
+def requirement(progressions: dict[str, list[dict]], capacities: dict[str, int] | None = None):
+    """Bits the labels need (thresholds method) against training images, per representation, on log axes.
+
+    progressions: {name: capacity.requirement_progression rows}; capacities: {label: MEC bits}
+    drawn as horizontal lines (the capacity the head has).
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for i, (name, rows) in enumerate(progressions.items()):
+        n = [r["n"] for r in rows]
+        ax.plot(n, [r["max_bits"] for r in rows], "o-", color=f"C{i}", label=f"{name}: max requirement")
+        ax.plot(n, [r["expected_bits"] for r in rows], "s--", color=f"C{i}", label=f"{name}: expected requirement")
+    for j, (label, bits) in enumerate((capacities or {}).items()):
+        ax.axhline(bits, color=f"C{j + len(progressions) + 1}", lw=1.2, ls=":", label=f"{label}: {bits:,} bits")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training images (log scale)")
+    ax.set_ylabel("bits (log scale)")
+    ax.set_title("Capacity the labels need (thresholds method) and capacity the head has")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig

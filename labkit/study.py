@@ -19,6 +19,9 @@ from typing import Callable, Sequence
 from . import capacity, features, model, prune, train
 
 CHECKPOINT_POLICIES = ("all", "last", "none")
+SCHEDULES = ("fixed", "geometric")
+SMALLEST = "smallest_within_tolerance.pt"  # geometric runs keep the smallest head within tolerance here
+GEOMETRIC_CYCLES = 12  # cycles bound for knee searches: halving 4,096 neurons reaches 1 in 12 cycles
 RESUME_FREE = ("cycles", "device", "checkpoints")  # fields that may change when a run is resumed
 COLUMNS = ("cycle", "method", "layer", "removed", "widths", "mec_bits", "test_correct", "test_total",
            "test_accuracy", "rho", "parameters", "model_bytes", "train_loss", "seconds")
@@ -30,8 +33,12 @@ class StudyConfig:
 
     profile: str = "quick"           # name of the profile these values came from
     method: str = "l2"               # pruning criterion: l1, l2, reservoir, magnitude
-    layer: int = 0                   # hidden layer pruned (0: the 4096-wide first layer)
-    k: int = 100                     # neurons removed per cycle
+    layer: int | str = 0             # hidden layer pruned (0: the 4096-wide first layer), or "all" in proportion
+    schedule: str = "fixed"          # "fixed": k neurons a cycle (the report's); "geometric": a fraction of those left
+    k: int = 100                     # fixed schedule: neurons removed per cycle (from layer 0 when layer="all")
+    fraction: float = 0.5            # geometric schedule: share of each pruned layer's neurons removed per cycle
+    tolerance: float = 1.0           # percentage points below the unpruned head's accuracy still counted as no loss;
+                                     # a geometric run stops after the first cycle that falls further
     cycles: int = 3                  # cycles of train, test, measure (and prune between them)
     epochs: int = 2                  # training epochs per cycle
     batch_size: int = 128            # training batch (cached features, so large batches are cheap)
@@ -59,7 +66,8 @@ class StudyConfig:
         if self.name:
             return self.name
         start = f"-from-{Path(self.start).stem}" if self.start else ""
-        return f"{self.profile}-{self.method}-layer{self.layer}-k{self.k}-seed{self.seed}{start}"
+        sched = f"k{self.k}" if self.schedule == "fixed" else f"geo{self.fraction:g}-tol{self.tolerance:g}"
+        return f"{self.profile}-{self.method}-layer{self.layer}-{sched}-seed{self.seed}{start}"
 
     @property
     def run_dir(self) -> Path:
@@ -86,15 +94,24 @@ def validate(c: StudyConfig) -> None:
         value = getattr(c, name)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{name}={value!r} must be a positive integer")
-    if not isinstance(c.layer, int) or not 0 <= c.layer < len(c.head):
+    if c.layer != "all" and (not isinstance(c.layer, int) or isinstance(c.layer, bool)
+                             or not 0 <= c.layer < len(c.head)):
         raise ValueError(f"layer={c.layer!r} is out of range: the head has {len(c.head)} hidden layers, "
-                         f"so layer must be 0..{len(c.head) - 1}")
+                         f"so layer must be 0..{len(c.head) - 1} or 'all'")
     if any(w <= 0 for w in c.head):
         raise ValueError(f"head={c.head} must hold positive widths")
-    removed = c.k * (c.cycles - 1)
-    if removed >= c.head[c.layer]:
-        raise ValueError(f"k={c.k} x {c.cycles - 1} prune steps removes {removed} neurons, but hidden layer "
-                         f"{c.layer} has only {c.head[c.layer]}: lower k or cycles")
+    if c.schedule not in SCHEDULES:
+        raise ValueError(f"schedule={c.schedule!r} is unknown; choose one of {SCHEDULES}")
+    if not isinstance(c.fraction, (int, float)) or not 0 < c.fraction < 1:
+        raise ValueError(f"fraction={c.fraction!r} must lie strictly between 0 and 1 (0.5 halves a layer each cycle)")
+    if not isinstance(c.tolerance, (int, float)) or not c.tolerance >= 0:
+        raise ValueError(f"tolerance={c.tolerance!r} must be a non-negative number of percentage points")
+    if c.schedule == "fixed":
+        for layer in pruned_layers(c):
+            removed = fixed_k(c, layer) * (c.cycles - 1)
+            if removed >= c.head[layer]:
+                raise ValueError(f"k={c.k} x {c.cycles - 1} prune steps removes {removed} neurons, but hidden layer "
+                                 f"{layer} has only {c.head[layer]}: lower k or cycles")
     for name in ("train_limit", "test_limit"):
         value = getattr(c, name)
         if value is not None and (not isinstance(value, int) or value <= 0):
@@ -112,6 +129,48 @@ def validate(c: StudyConfig) -> None:
         raise ValueError(f"device={c.device!r} must be 'auto', 'cpu' or 'cuda'")
     if c.checkpoints not in CHECKPOINT_POLICIES:
         raise ValueError(f"checkpoints={c.checkpoints!r} is not one of {CHECKPOINT_POLICIES}")
+
+
+def pruned_layers(c: StudyConfig) -> list[int]:
+    """The hidden layers the config prunes."""
+    return list(range(len(c.head))) if c.layer == "all" else [c.layer]
+
+
+def fixed_k(c: StudyConfig, layer: int) -> int:
+    """Neurons the fixed schedule removes from `layer` per cycle: k, scaled to the layer's width for "all"."""
+    if c.layer != "all":
+        return c.k
+    return max(1, round(c.k * c.head[layer] / c.head[0]))
+
+
+def prune_plan(c: StudyConfig, widths: Sequence[int]) -> list[tuple[int, int]]:
+    """(layer, neurons to remove) for the next cycle, given the head's current widths [in, n1, .., out].
+
+    Fixed: k per cycle. Geometric: round(fraction x neurons left), at least 1. No layer
+    goes below one neuron; an empty plan means nothing is left to prune.
+    """
+    plan = []
+    for layer in pruned_layers(c):
+        n = widths[layer + 1]
+        k = fixed_k(c, layer) if c.schedule == "fixed" else max(1, round(c.fraction * n))
+        k = min(k, n - 1)
+        if k >= 1:
+            plan.append((layer, k))
+    return plan
+
+
+def within_tolerance(c: StudyConfig, baseline: float, accuracy: float) -> bool:
+    """True when `accuracy` is at most c.tolerance percentage points below `baseline` (fractions)."""
+    return accuracy >= baseline - c.tolerance / 100 - 1e-12
+
+
+def smallest_within(rows: Sequence[dict], tolerance: float = 1.0) -> dict:
+    """The row with the fewest parameters whose accuracy is within `tolerance` points of cycle 0's."""
+    if not rows:
+        raise ValueError("no rows: run the study first")
+    base = rows[0]["test_accuracy"]
+    ok = [r for r in rows if r["test_accuracy"] >= base - tolerance / 100 - 1e-12]
+    return min(ok, key=lambda r: (r["parameters"], -r["test_accuracy"]))
 
 
 def make_config(profile: str = "quick", **overrides) -> StudyConfig:
@@ -135,9 +194,15 @@ def config_dict(c: StudyConfig) -> dict:
 
 def prepare_features(c: StudyConfig, progress: bool = True):
     """(train, test) FeatureSets for the config: the backbone runs only where the cache has nothing."""
-    kw = dict(image_size=c.image_size, weights=c.weights, seed=c.data_seed, device=c.device, progress=progress)
-    return (features.load_features("train", limit=c.train_limit, **kw),
+    kw = dict(image_size=c.image_size, weights=c.weights, seed=c.data_seed, device=c.device,
+              progress=progress and train.is_lead())
+    if not train.is_lead():
+        train.barrier()  # distributed: rank 0 fills the cache first, the others then read it
+    sets = (features.load_features("train", limit=c.train_limit, **kw),
             features.load_features("test", limit=c.test_limit, **kw))
+    if train.is_lead():
+        train.barrier()
+    return sets
 
 
 def new_head(c: StudyConfig, train_set) -> model.VGGHead:
@@ -195,7 +260,7 @@ def rows_to_csv(rows: Sequence[dict]) -> str:
     return buf.getvalue()
 
 
-_INT = {"cycle", "layer", "removed", "mec_bits", "test_correct", "test_total", "parameters", "model_bytes"}
+_INT = {"cycle", "removed", "mec_bits", "test_correct", "test_total", "parameters", "model_bytes"}
 _FLOAT = {"test_accuracy", "rho", "train_loss", "seconds"}
 
 
@@ -208,6 +273,7 @@ def read_history(path: str | os.PathLike) -> list[dict]:
         for r in rows:
             for k in _INT:
                 r[k] = int(r[k])
+            r["layer"] = int(r["layer"]) if r["layer"].isdigit() else r["layer"]
             for k in _FLOAT:
                 r[k] = float(r[k])
     except Exception as err:
@@ -231,7 +297,8 @@ def _resume_state(c: StudyConfig) -> tuple[list[dict], model.VGGHead | None]:
     except Exception as err:
         raise ValueError(f"{cfg_path} is unreadable ({err}); delete {run_dir} to start that run over") from err
     now = config_dict(c)
-    changed = [k for k in now if k not in RESUME_FREE and saved.get(k) != now[k]]
+    defaults = config_dict(StudyConfig())  # fields added since a run was saved count as their defaults
+    changed = [k for k in now if k not in RESUME_FREE and saved.get(k, defaults[k]) != now[k]]
     if changed:
         k = changed[0]
         raise ValueError(f"{run_dir} holds a run with {k}={saved.get(k)!r}, not {now[k]!r}; "
@@ -241,7 +308,7 @@ def _resume_state(c: StudyConfig) -> tuple[list[dict], model.VGGHead | None]:
     if not rows:
         return [], None
     last = rows[-1]["cycle"]
-    if last + 1 >= c.cycles:
+    if last + 1 >= c.cycles or _stopped(c, rows):
         return rows[:c.cycles], None
     ckpt = _checkpoint(run_dir, last)
     if not ckpt.exists():
@@ -253,14 +320,37 @@ def _resume_state(c: StudyConfig) -> tuple[list[dict], model.VGGHead | None]:
 
 # ---------------------------------------------------------------- the cycle
 
+def _stopped(c: StudyConfig, rows: Sequence[dict]) -> bool:
+    """A geometric run ends after the first cycle whose accuracy fell out of tolerance."""
+    return (c.schedule == "geometric" and len(rows) > 1
+            and not within_tolerance(c, rows[0]["test_accuracy"], rows[-1]["test_accuracy"]))
+
+
+def _save_smallest(run_dir: Path, ckpt: Path) -> None:
+    """Keep a link (or copy) of a cycle checkpoint as the run's smallest head within tolerance."""
+    import shutil
+
+    tmp = run_dir / (SMALLEST + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(ckpt, tmp)
+    except OSError:
+        shutil.copyfile(ckpt, tmp)
+    os.replace(tmp, run_dir / SMALLEST)
+
+
 def run_study(c: StudyConfig, progress: bool = True, log: Callable[[str], None] | None = print) -> list[dict]:
     """Run (or resume) the study for `c`; returns one row per cycle (see COLUMNS).
 
     Cycle 0 trains the fresh head (or measures `c.start` as it is); every later cycle removes
-    c.k neurons of hidden layer c.layer by c.method, then trains c.epochs epochs. Each cycle
-    ends with test accuracy, MEC (bits, live neurons), rho = correct / MEC and a checkpoint.
+    neurons of the pruned layer(s) by c.method (see `prune_plan`), then trains c.epochs epochs.
+    Each cycle ends with test accuracy, MEC (bits, live neurons), rho = correct / MEC and a
+    checkpoint. A geometric run stops after the first cycle that falls out of tolerance (at most
+    c.cycles) and keeps its smallest head within tolerance as results/<name>/smallest_within_tolerance.pt.
     """
-    log = log or (lambda s: None)
+    lead = train.is_lead()  # under torchrun every rank trains; only rank 0 logs and writes files
+    log = log if log and lead else (lambda s: None)
+    progress = progress and lead
     rows, head = _resume_state(c)
     if rows and head is None:  # finished earlier
         log(f"{c.run_dir}: all {c.cycles} cycles already finished; reading them back")
@@ -277,14 +367,21 @@ def run_study(c: StudyConfig, progress: bool = True, log: Callable[[str], None] 
             head = new_head(c, train_set)
     else:
         log(f"{run_dir}: resuming after cycle {first - 1} ({first} of {c.cycles} finished)")
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    _write_atomic(run_dir / "config.json", json.dumps(config_dict(c), indent=2) + "\n")
+    if lead:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        _write_atomic(run_dir / "config.json", json.dumps(config_dict(c), indent=2) + "\n")
     if first == 0:
         log(format_table([], COLUMNS_SHOWN, header_only=True))
     for cycle in range(first, c.cycles):
         start = time.perf_counter()
         if cycle > 0:
-            prune.prune_neurons(head, c.layer, c.k, c.method, seed=c.seed * 1000 + cycle)
+            plan = prune_plan(c, head.widths())
+            if not plan:
+                log(f"every pruned layer is down to one neuron: stopping after cycle {cycle - 1}")
+                break
+            for layer, k in plan:
+                # layer 0 keeps the seed the report-style runs always used; other layers get their own
+                prune.prune_neurons(head, layer, k, c.method, seed=c.seed * 1000 + cycle + 7919 * layer)
         train_loss = float("nan")
         if cycle > 0 or not c.start:
             epochs = train.fit(head, train_set, c.epochs, c.batch_size, c.lr, seed=c.seed * 1000 + cycle,
@@ -293,21 +390,31 @@ def run_study(c: StudyConfig, progress: bool = True, log: Callable[[str], None] 
         result = train.evaluate(head, test_set, device=c.device)
         mec_bits = capacity.mec_of(head)
         ckpt = _checkpoint(run_dir, cycle)
-        size = model.save_head(head, ckpt, extra={"cycle": cycle})
+        size = model.save_head(head, ckpt, extra={"cycle": cycle}) if lead else 0
         widths = head.widths()
-        row = {"cycle": cycle, "method": c.method, "layer": c.layer, "removed": c.head[c.layer] - widths[c.layer + 1],
+        row = {"cycle": cycle, "method": c.method, "layer": c.layer, "removed": sum(c.head) - sum(widths[1:-1]),
                "widths": "-".join(map(str, widths)), "mec_bits": mec_bits, "test_correct": result["correct"],
                "test_total": result["total"], "test_accuracy": result["accuracy"],
                "rho": capacity.generalization_ratio(result["correct"], mec_bits),
                "parameters": sum(p.numel() for p in head.parameters()), "model_bytes": size,
                "train_loss": train_loss, "seconds": time.perf_counter() - start}
         rows.append(row)
-        _write_atomic(run_dir / "history.csv", rows_to_csv(rows))
-        if cycle > 0 and c.checkpoints != "all":
-            _checkpoint(run_dir, cycle - 1).unlink(missing_ok=True)
+        if lead:
+            _write_atomic(run_dir / "history.csv", rows_to_csv(rows))
+            if cycle > 0 and c.checkpoints != "all":
+                _checkpoint(run_dir, cycle - 1).unlink(missing_ok=True)
         log(format_table([row], COLUMNS_SHOWN, rows_only=True))
-    if c.checkpoints == "none":
-        _checkpoint(run_dir, c.cycles - 1).unlink(missing_ok=True)
+        if c.schedule == "geometric":
+            if within_tolerance(c, rows[0]["test_accuracy"], row["test_accuracy"]):
+                if lead:
+                    _save_smallest(run_dir, ckpt)
+            else:
+                log(f"accuracy {row['test_accuracy']:.2%} is more than {c.tolerance:g} point(s) below the unpruned "
+                    f"head's {rows[0]['test_accuracy']:.2%}: the knee lies between cycles {cycle - 1} and {cycle}")
+                break
+    last_ckpt = _checkpoint(run_dir, rows[-1]["cycle"])
+    if c.checkpoints == "none" and lead:
+        last_ckpt.unlink(missing_ok=True)
     return rows
 
 
@@ -361,3 +468,35 @@ def format_table(rows: Sequence[dict], columns: Sequence[str] | None = None, hea
     if not header_only:
         lines += ["  ".join(_cell(r.get(c, "")).rjust(width[c]) for c in columns) for r in rows]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the second Deep Compression stage
+
+def compress_smallest(c: StudyConfig, bits: Sequence[int] = (8, 4), progress: bool = True,
+                      log: Callable[[str], None] | None = print) -> tuple[list[dict], dict, list[dict]]:
+    """Run (or read back) the geometric study `c`, then store its smallest head within tolerance at `bits`.
+
+    Every stored file is loaded back and evaluated on the test set. Returns (the run's rows, the smallest row,
+    one row per stored file: storage, bytes, ratio to the unpruned float32 head's file,
+    test_correct, test_accuracy, drop_points below the unpruned head, path).
+    """
+    from . import compress
+
+    if c.schedule != "geometric":
+        raise ValueError(f"schedule={c.schedule!r}: compression takes the smallest head of a geometric run "
+                         "(schedule='geometric'), which keeps that head on disk")
+    rows = run_study(c, progress, log)
+    best = smallest_within(rows, c.tolerance)
+    path = c.run_dir / SMALLEST
+    if not path.exists():
+        raise ValueError(f"{path} is missing; delete {c.run_dir} and run the study again")
+    head, _ = model.load_head(path)
+    if head.widths() != [int(w) for w in best["widths"].split("-")]:
+        raise ValueError(f"{path} holds widths {head.widths()}, not the smallest row's {best['widths']}; "
+                         f"delete {c.run_dir} and run the study again")
+    _, test_set = prepare_features(c, progress)
+    table = compress.compression_table(head, test_set, c.run_dir / "compressed", rows[0]["model_bytes"], bits,
+                                       name=f"cycle{best['cycle']:03d}", device=c.device)
+    for r in table:
+        r["drop_points"] = 100 * (rows[0]["test_accuracy"] - r["test_accuracy"])
+    return rows, best, table
