@@ -28,12 +28,6 @@ import torch
 from labkit import data, features, prune, study, train
 
 
-def head_train_flops(widths) -> int:
-    """FLOPs of one training step per image: forward, weight gradients, input gradients (not for layer 1)."""
-    macs = [a * b for a, b in zip(widths[:-1], widths[1:])]
-    return 2 * sum(macs) + 2 * sum(macs) + 2 * sum(macs[1:])
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true",
@@ -87,7 +81,7 @@ def main() -> int:
     head = study.new_head(config, train_set)
     epoch = train.fit(head, train_set, epochs=2, batch_size=config.batch_size, lr=config.lr, device=device,
                       progress=False)[-1]
-    tflops = epoch["images_per_s"] * head_train_flops(head.widths()) / 1e12
+    tflops = epoch["images_per_s"] * train.training_flops(head.widths()) / 1e12
     times["head_train_images_per_s"] = epoch["images_per_s"]
     times["head_train_tflops"] = tflops
     total = times["mnist_s"] + times["features_s"] + times["study_s"]

@@ -24,12 +24,6 @@ import torch.nn.utils.prune
 from labkit import data, features, model, prune, train
 
 
-def head_train_flops(widths) -> int:
-    """FLOPs of one training step per image: forward, weight gradients, input gradients (not for layer 1)."""
-    macs = [a * b for a, b in zip(widths[:-1], widths[1:])]
-    return 2 * sum(macs) + 2 * sum(macs) + 2 * sum(macs[1:])
-
-
 def head_forward_flops(widths) -> int:
     return 2 * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
 
@@ -139,7 +133,7 @@ def main():
         features.extract(backbone, images[: min(n, 64)], size, progress=False)
         extract_rate = min(n, 64) / (time.perf_counter() - start)
         b = labkit_way(head, maps_b, labels_b, batch=args.batch)
-        gflops = b * head_train_flops(head.widths()) / 1e9
+        gflops = b * train.training_flops(head.widths()) / 1e9
         print(f"\n{size} x {size}, {n} images" + (f" (their cached maps repeated {reps}x for (b))" if reps > 1 else "") + ":")
         print(f"  (a) report's way (batch 10, backbone every step): {a:8.1f} images/s")
         print(f"  (b) labkit (cached features, batch {args.batch}):        {b:8.1f} images/s")

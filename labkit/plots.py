@@ -247,7 +247,7 @@ def requirement(progressions: dict[str, list[dict]], capacities: dict[str, int] 
     progressions: {name: capacity.requirement_progression rows}; capacities: {label: MEC bits}
     drawn as horizontal lines (the capacity the head has).
     """
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig, ax = plt.subplots(figsize=(10, 4.2))
     for i, (name, rows) in enumerate(progressions.items()):
         n = [r["n"] for r in rows]
         ax.plot(n, [r["max_bits"] for r in rows], "o-", color=f"C{i}", label=f"{name}: max requirement")
@@ -259,6 +259,6 @@ def requirement(progressions: dict[str, list[dict]], capacities: dict[str, int] 
     ax.set_xlabel("training images (log scale)")
     ax.set_ylabel("bits (log scale)")
     ax.set_title("Capacity the labels need (thresholds method) and capacity the head has")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig

@@ -172,6 +172,13 @@ def evaluate(head: torch.nn.Module, test: FeatureSet, batch_size: int = 512, dev
     return result
 
 
+def training_flops(widths) -> int:
+    """FLOPs of one training step per image for a head of these widths: forward, weight gradients, and
+    input gradients for every layer but the first (its input, the cached features, needs none)."""
+    macs = [a * b for a, b in zip(widths[:-1], widths[1:])]
+    return 2 * sum(macs) + 2 * sum(macs) + 2 * sum(macs[1:])
+
+
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, classes: int = 10) -> torch.Tensor:
     """classes x classes counts: row = true label, column = prediction."""
     index = labels.long() * classes + predictions.long()

@@ -90,3 +90,17 @@ def test_bad_input_is_named(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="could not be read"):
         compress.load_compressed(tmp_path / "junk.pt")
+
+
+def test_kmeans_on_a_sample_matches_the_full_fit():
+    torch.manual_seed(1)
+    centres = torch.tensor([-0.5, -0.1, 0.05, 0.4])
+    w = centres[torch.randint(0, 4, (200_000,))] + 0.02 * torch.randn(200_000)
+    full, full_index = compress.kmeans_codebook(w, bits=2, sample=len(w))
+    fast, fast_index = compress.kmeans_codebook(w, bits=2, sample=5_000)
+    torch.testing.assert_close(fast, full, atol=0.01, rtol=0)
+    assert len(fast_index) == len(w) and (fast_index == full_index).float().mean() > 0.99
+    big = torch.zeros(25_690_112)  # a 1024 x 25088 layer: float32 index arithmetic would overrun it
+    big[-1] = 1.0
+    codebook, index = compress.kmeans_codebook(big, bits=1)
+    assert codebook.tolist() == [0.0, 1.0] and index[-1] == 1 and index[:-1].sum() == 0

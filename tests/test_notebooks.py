@@ -92,12 +92,15 @@ def _fake_tables(folder, accuracy):
                          "test_correct": int(500 * (0.7 if cycle < 2 else accuracy)), "test_total": 500,
                          "test_accuracy": 0.7 if cycle < 2 else accuracy, "rho": 3e-6, "parameters": 1,
                          "model_bytes": 1_000_000 * (10 - cycle), "train_loss": 0.5, "seconds": 1.0, "seed": 0})
+    need = [{"representation": "raw pixels (d = 784)", "fraction": f, "n": round(60000 * f),
+             "thresholds": round(60000 * f * accuracy), "max_bits": 7, "expected_bits": round(10**7 * accuracy * f)}
+            for f in (0.05, 0.1, 0.2, 0.4, 1.0)]
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("prune_compare", "capacity_curve"):
+    for name, table in (("prune_compare", rows), ("capacity_curve", rows), ("data_requirement", need)):
         with open(folder / f"{name}.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w = csv.DictWriter(fh, fieldnames=list(table[0]))
             w.writeheader()
-            w.writerows(rows)
+            w.writerows(table)
 
 
 def test_questionnaire_answers_follow_the_results(tmp_path):
@@ -110,6 +113,7 @@ def test_questionnaire_answers_follow_the_results(tmp_path):
                         str(out), "--cwd", str(tmp_path)], check=True, capture_output=True, env=_env(results))
         outputs.append(_answers(_load(out)))
     assert "12.34%" in outputs[0] and "12.34%" not in outputs[1]
+    assert "1,234,000 bits expected" in outputs[0] and "5,678,000 bits expected" in outputs[1]  # Q5 reads 04's table
     assert "56.78%" in outputs[1] and "56.78%" not in outputs[0]
     assert outputs[0].count("Q") == 0 and len(outputs[0]) > 1000  # every answer printed something
 
