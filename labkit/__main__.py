@@ -162,6 +162,10 @@ def _peak_memory() -> None:
 def _compress(parser, args) -> int:
     from . import study
 
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        parser.error("compress runs in one process; start it with python -m labkit, not torchrun")
     # cycles is only an upper bound here: the run stops at the knee
     config = _config(parser, args, schedule="geometric", layer="all", cycles=study.GEOMETRIC_CYCLES)
     print(f"labkit compress: run {config.run_name} -> {config.run_dir}", flush=True)
