@@ -130,16 +130,10 @@ def _study(config, args) -> int:
     if size > 1:
         print(f"labkit study: {size} processes (torchrun), DistributedDataParallel; rank 0 writes the results")
     print(f"labkit study: run {config.run_name} -> {config.run_dir}", flush=True)
-    try:
-        rows = study.run_study(config, progress=not args.no_progress,
-                               log=lambda s: print(s, flush=True))
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished cycles are saved in {config.run_dir}; "
-              "run the same command again to resume", file=sys.stderr)
-        return 130
-    except (ValueError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    rows = _guarded(config, study.run_study, config, progress=not args.no_progress,
+                    log=lambda s: print(s, flush=True))
+    if isinstance(rows, int):
+        return rows
     print(f"\n{len(rows)} cycles in {config.run_dir / 'history.csv'}")
     print(study.format_table(rows, study.COLUMNS_SHOWN))
     if config.schedule == "geometric":
@@ -152,6 +146,19 @@ def _study(config, args) -> int:
     return 0
 
 
+def _guarded(config, call, *a, **kw):
+    """call(*a, **kw), or the exit code after saying what an interruption or a bad setting left behind."""
+    try:
+        return call(*a, **kw)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished cycles are saved in {config.run_dir}; "
+              "run the same command again to resume", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
 def _peak_memory() -> None:
     import resource
 
@@ -160,25 +167,20 @@ def _peak_memory() -> None:
 
 
 def _compress(parser, args) -> int:
-    from . import study
-
     import os
+
+    from . import study
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         parser.error("compress runs in one process; start it with python -m labkit, not torchrun")
     # cycles is only an upper bound here: the run stops at the knee
     config = _config(parser, args, schedule="geometric", layer="all", cycles=study.GEOMETRIC_CYCLES)
     print(f"labkit compress: run {config.run_name} -> {config.run_dir}", flush=True)
-    try:
-        rows, best, table = study.compress_smallest(config, args.bits, progress=not args.no_progress,
-                                              log=lambda s: print(s, flush=True))
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished cycles are saved in {config.run_dir}; run the same command again to resume",
-              file=sys.stderr)
-        return 130
-    except (ValueError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    result = _guarded(config, study.compress_smallest, config, args.bits, progress=not args.no_progress,
+                      log=lambda s: print(s, flush=True))
+    if isinstance(result, int):
+        return result
+    rows, best, table = result
     print(f"\nunpruned head: widths {rows[0]['widths']}, accuracy {rows[0]['test_accuracy']:.2%}, "
           f"float32 file {rows[0]['model_bytes']:,} bytes")
     print(f"smallest within {config.tolerance:g} point(s): cycle {best['cycle']}, widths {best['widths']}, "

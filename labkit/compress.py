@@ -183,20 +183,26 @@ def load_compressed(path: str | os.PathLike) -> VGGHead:
 
 
 def compression_table(head: VGGHead, test_set, folder: str | os.PathLike, reference_bytes: int,
-                      bits=(8, 4), name: str = "head", device="auto") -> list[dict]:
+                      bits=(8, 4), name: str = "head", device="auto",
+                      float32_file: str | os.PathLike | None = None) -> list[dict]:
     """Save `head` as float32 and at each of `bits`, load every file back, evaluate it on `test_set`.
 
     One row per file: storage, bytes (the file on disk), ratio = reference_bytes / bytes
     (reference: the unpruned float32 head's file), test_correct, test_accuracy, path.
+    `float32_file`: `head` was just loaded from this save_head file, so it is measured, not written again.
     """
     from . import model, train
 
     folder = Path(folder)
     rows = []
-    path = folder / f"{name}-float32.pt"
-    size = model.save_head(head, path)
-    loaded, _ = model.load_head(path)
-    rows.append(_row("float32", size, reference_bytes, train.evaluate(loaded, test_set, device=device), path))
+    if float32_file is None:
+        path = folder / f"{name}-float32.pt"
+        model.save_head(head, path)
+        loaded, _ = model.load_head(path)
+    else:
+        path, loaded = Path(float32_file), head
+    rows.append(_row("float32", path.stat().st_size, reference_bytes,
+                     train.evaluate(loaded, test_set, device=device), path))
     for b in bits:
         path = folder / f"{name}-{b}bit.pt"
         size = save_compressed(head, path, b)

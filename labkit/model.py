@@ -96,15 +96,13 @@ class VGGHead(nn.Module):
         if side not in (1, POOLED):  # other map sizes: keep the standardize and pool steps as they are
             return nn.Sequential(self.norm, self.pool, nn.Flatten(), *[m for m in self.layers
                                                                      if not isinstance(m, nn.Dropout)]).eval()
-        w = first.weight.double()
+        w = first.weight.detach()
         if side == 1:
             w = w.view(first.out_features, FEATURE_CHANNELS, POOLED * POOLED).sum(-1)
-        mean, std = self.norm.mean.double().flatten(), self.norm.std.double().flatten()
-        w = w / std
-        b = (first.bias.double() if first.bias is not None else 0) - w @ mean
-        fused = nn.Linear(w.shape[1], w.shape[0], dtype=first.weight.dtype, device=first.weight.device)
-        fused.weight.copy_(w)
-        fused.bias.copy_(b)
+        w = w / self.norm.std.flatten()  # the one new matrix: no float64 or second copy of the 400 MB layer
+        b = (first.bias.detach() if first.bias is not None else 0) - w @ self.norm.mean.flatten()
+        fused = nn.utils.skip_init(nn.Linear, w.shape[1], w.shape[0], device="meta")
+        fused.weight, fused.bias = nn.Parameter(w), nn.Parameter(b)
         mods: list[nn.Module] = [AsFloat32(), nn.Flatten(), fused]
         for m in self.layers[1:]:
             if isinstance(m, nn.Linear):

@@ -159,17 +159,16 @@ def prune_plan(c: StudyConfig, widths: Sequence[int]) -> list[tuple[int, int]]:
     return plan
 
 
-def within_tolerance(c: StudyConfig, baseline: float, accuracy: float) -> bool:
-    """True when `accuracy` is at most c.tolerance percentage points below `baseline` (fractions)."""
-    return accuracy >= baseline - c.tolerance / 100 - 1e-12
+def within_tolerance(baseline: float, accuracy: float, tolerance: float) -> bool:
+    """True when `accuracy` is at most `tolerance` percentage points below `baseline` (both fractions)."""
+    return accuracy >= baseline - tolerance / 100 - 1e-12
 
 
 def smallest_within(rows: Sequence[dict], tolerance: float = 1.0) -> dict:
     """The row with the fewest parameters whose accuracy is within `tolerance` points of cycle 0's."""
     if not rows:
         raise ValueError("no rows: run the study first")
-    base = rows[0]["test_accuracy"]
-    ok = [r for r in rows if r["test_accuracy"] >= base - tolerance / 100 - 1e-12]
+    ok = [r for r in rows if within_tolerance(rows[0]["test_accuracy"], r["test_accuracy"], tolerance)]
     return min(ok, key=lambda r: (r["parameters"], -r["test_accuracy"]))
 
 
@@ -194,15 +193,18 @@ def config_dict(c: StudyConfig) -> dict:
 
 def prepare_features(c: StudyConfig, progress: bool = True):
     """(train, test) FeatureSets for the config: the backbone runs only where the cache has nothing."""
-    kw = dict(image_size=c.image_size, weights=c.weights, seed=c.data_seed, device=c.device,
-              progress=progress and train.is_lead())
     if not train.is_lead():
         train.barrier()  # distributed: rank 0 fills the cache first, the others then read it
-    sets = (features.load_features("train", limit=c.train_limit, **kw),
-            features.load_features("test", limit=c.test_limit, **kw))
+    sets = (_split_features(c, "train", progress and train.is_lead()), _split_features(c, "test", progress))
     if train.is_lead():
         train.barrier()
     return sets
+
+
+def _split_features(c: StudyConfig, split: str, progress: bool = True):
+    limit = c.train_limit if split == "train" else c.test_limit
+    return features.load_features(split, image_size=c.image_size, weights=c.weights, limit=limit, seed=c.data_seed,
+                                  device=c.device, progress=progress and train.is_lead())
 
 
 def new_head(c: StudyConfig, train_set) -> model.VGGHead:
@@ -323,7 +325,7 @@ def _resume_state(c: StudyConfig) -> tuple[list[dict], model.VGGHead | None]:
 def _stopped(c: StudyConfig, rows: Sequence[dict]) -> bool:
     """A geometric run ends after the first cycle whose accuracy fell out of tolerance."""
     return (c.schedule == "geometric" and len(rows) > 1
-            and not within_tolerance(c, rows[0]["test_accuracy"], rows[-1]["test_accuracy"]))
+            and not within_tolerance(rows[0]["test_accuracy"], rows[-1]["test_accuracy"], c.tolerance))
 
 
 def _save_smallest(run_dir: Path, ckpt: Path) -> None:
@@ -405,7 +407,7 @@ def run_study(c: StudyConfig, progress: bool = True, log: Callable[[str], None] 
                 _checkpoint(run_dir, cycle - 1).unlink(missing_ok=True)
         log(format_table([row], COLUMNS_SHOWN, rows_only=True))
         if c.schedule == "geometric":
-            if within_tolerance(c, rows[0]["test_accuracy"], row["test_accuracy"]):
+            if within_tolerance(rows[0]["test_accuracy"], row["test_accuracy"], c.tolerance):
                 if lead:
                     _save_smallest(run_dir, ckpt)
             else:
@@ -494,9 +496,9 @@ def compress_smallest(c: StudyConfig, bits: Sequence[int] = (8, 4), progress: bo
     if head.widths() != [int(w) for w in best["widths"].split("-")]:
         raise ValueError(f"{path} holds widths {head.widths()}, not the smallest row's {best['widths']}; "
                          f"delete {c.run_dir} and run the study again")
-    _, test_set = prepare_features(c, progress)
+    test_set = _split_features(c, "test", progress)  # a finished run read nothing: the training set is not needed
     table = compress.compression_table(head, test_set, c.run_dir / "compressed", rows[0]["model_bytes"], bits,
-                                       name=f"cycle{best['cycle']:03d}", device=c.device)
+                                       name=f"cycle{best['cycle']:03d}", device=c.device, float32_file=path)
     for r in table:
         r["drop_points"] = 100 * (rows[0]["test_accuracy"] - r["test_accuracy"])
     return rows, best, table
