@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 GIB = 2**30
 
@@ -31,9 +30,10 @@ def make_caches(root: str) -> None:
     """Child process: random float16 caches of the paper profile's shape at 224 px, where labkit reads them."""
     import torch
 
-    from labkit import features, study
+    from labkit import features
+    from labkit.config import make_config
 
-    config = study.make_config("paper", image_size=224, weights="none")
+    config = make_config("paper", image_size=224, weights="none")
     for split, n in (("train", 60_000), ("test", 10_000)):
         path = features.cache_path("random-seed0", 224, split, None, config.data_seed, root)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,8 +63,9 @@ def main() -> int:
         import torch
 
         from labkit import features, study, train
+        from labkit.config import make_config
 
-        config = study.make_config("paper", image_size=224, weights="none", device="cpu")
+        config = make_config("paper", image_size=224, weights="none", device="cpu")
         base = peak_gib()
         train_set, test_set = study.prepare_features(config, progress=False)
         after_load = peak_gib()

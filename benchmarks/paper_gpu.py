@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import tempfile
 import time
 
 import torch
 
-from labkit import data, features, prune, study, train
+from labkit import data, metrics, prune, study, train
+from labkit.device import pick_device
+from labkit.config import config_dict, make_config
 
 
 def main() -> int:
@@ -36,15 +37,15 @@ def main() -> int:
     p.add_argument("--results", default=None, help="results folder (default: a temporary one)")
     p.add_argument("--json", default=None, help="also write the timings to this JSON file")
     args = p.parse_args()
-    device = train.pick_device(args.device)
+    device = pick_device(args.device)
     if device.type != "cuda" and not args.smoke:
         p.error("no CUDA GPU here: this script times the paper profile on a GPU (use --smoke to check it on a CPU)")
     results = args.results or tempfile.mkdtemp(prefix="labkit-paper-gpu-")
     if args.smoke:
-        config = study.make_config("ci", device=str(device), results_dir=results, checkpoints="none", cycles=2,
+        config = make_config("ci", device=str(device), results_dir=results, checkpoints="none", cycles=2,
                                    head=(256, 256, 64), k=16)
     else:
-        config = study.make_config("paper", image_size=224, device=str(device), results_dir=results,
+        config = make_config("paper", image_size=224, device=str(device), results_dir=results,
                                    checkpoints="none")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"torch {torch.__version__} on {name}; profile {config.profile}, {config.image_size} px, "
@@ -81,7 +82,7 @@ def main() -> int:
     head = study.new_head(config, train_set)
     epoch = train.fit(head, train_set, epochs=2, batch_size=config.batch_size, lr=config.lr, device=device,
                       progress=False)[-1]
-    tflops = epoch["images_per_s"] * train.training_flops(head.widths()) / 1e12
+    tflops = epoch["images_per_s"] * metrics.training_flops(head.widths()) / 1e12
     times["head_train_images_per_s"] = epoch["images_per_s"]
     times["head_train_tflops"] = tflops
     total = times["mnist_s"] + times["features_s"] + times["study_s"]
@@ -96,7 +97,7 @@ def main() -> int:
         print(f"peak GPU memory: {times['peak_gpu_gib']:.1f} GiB")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"device": name, "config": study.config_dict(config), **times}, fh, indent=2)
+            json.dump({"device": name, "config": config_dict(config), **times}, fh, indent=2)
     return 0
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 import torch.nn.utils.prune
 
-from labkit import data, features, model, prune, train
+from labkit import data, features, metrics, model, prune, train
 
 
 def head_forward_flops(widths) -> int:
@@ -164,7 +164,7 @@ def main():
         features.extract(backbone, images[: min(n, 64)], size, progress=False)
         extract_rate = min(n, 64) / (time.perf_counter() - start)
         b = labkit_way(head, maps_b, labels_b, batch=args.batch)
-        gflops = b * train.training_flops(head.widths()) / 1e9
+        gflops = b * metrics.training_flops(head.widths()) / 1e9
         print(f"\n{size} x {size}, {n} images" + (f" (their cached maps repeated {reps}x for (b))" if reps > 1 else "") + ":")
         print(f"  (a) report's way (batch 10, backbone every step): {a:8.1f} images/s")
         print(f"  (b) labkit (cached features, batch {args.batch}):        {b:8.1f} images/s")

@@ -1,6 +1,5 @@
 """labkit: the helper package of the VGG16 deep-compression and capacity lab.
 
-Modules: data (MNIST), model (VGG16 and its head), features (cached backbone maps),
-capacity (MEC), prune (neuron removal), train (fit/evaluate), study (the cycles), plots.
+Modules: see README.md ("The package"); each module's docstring names the one thing it owns.
 """
 __version__ = "0.1.0"

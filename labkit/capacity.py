@@ -15,17 +15,14 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from . import checks
+
 RULES = ("previous", "bottleneck")
 
 
 def _check_widths(widths: Sequence[int]) -> list[int]:
-    widths = [int(w) for w in widths]
-    if len(widths) < 2:
-        raise ValueError(f"widths={widths} needs at least [inputs, outputs]")
-    bad = [w for w in widths if w <= 0]
-    if bad:
-        raise ValueError(f"widths={widths}: every width must be a positive integer (got {bad[0]})")
-    return widths
+    return checks.integers("widths", widths, minimum=1, length=2,
+                           hint="give [inputs, n1, ..., outputs], e.g. [25088, 4096, 4096, 256, 10]")
 
 
 def layer_capacities(widths: Sequence[int], rule: str = "previous") -> list[int]:
@@ -36,8 +33,7 @@ def layer_capacities(widths: Sequence[int], rule: str = "previous") -> list[int]
     rule="previous" (the report's estimator) and the narrowest width anywhere
     upstream, inputs included, for rule="bottleneck" (TFMeter's stricter reading).
     """
-    if rule not in RULES:
-        raise ValueError(f"rule={rule!r} is not one of {RULES}")
+    checks.choice("rule", rule, RULES)
     widths = _check_widths(widths)
     caps = [(widths[0] + 1) * widths[1]]
     for l in range(2, len(widths)):
@@ -107,10 +103,8 @@ def mec_of(model: nn.Module, rule: str = "previous") -> int:
 
 def generalization_ratio(correct: int, mec_bits: int) -> float:
     """rho = correctly classified test points / MEC in bits. rho > 1 means the model must have generalized."""
-    if mec_bits <= 0:
-        raise ValueError(f"mec_bits={mec_bits} must be positive")
-    if correct < 0:
-        raise ValueError(f"correct={correct} must be a count of test points (>= 0)")
+    mec_bits = checks.integer("mec_bits", mec_bits, minimum=1)
+    correct = checks.integer("correct", correct, minimum=0, hint="it counts correctly classified test points")
     return correct / mec_bits
 
 
@@ -129,7 +123,19 @@ def _requirement(thresholds: int, d: int) -> dict:
             "expected_bits": math.ceil(math.log2(thresholds + 1)) * d}
 
 
-def data_requirement(X: torch.Tensor, y: torch.Tensor) -> dict:
+def _as_tensors(X, y) -> tuple[torch.Tensor, torch.Tensor]:
+    """X as a float tensor N x d and y as integer labels N, from tensors, numpy arrays or nested lists."""
+    X = torch.as_tensor(X)
+    y = torch.as_tensor(y)
+    if X.dim() == 0 or y.dim() != 1:
+        raise ValueError(f"X must hold one row per sample and y one label per sample (got X of shape "
+                         f"{tuple(X.shape)}, y of shape {tuple(y.shape)})")
+    if y.is_floating_point() and not torch.equal(y, y.round()):
+        raise ValueError("y must hold integer class labels, not fractions")
+    return X.reshape(len(X), -1), y.long()
+
+
+def data_requirement(X, y) -> dict:
     """Capacity (bits) a model needs to memorize the labelling y of X, by the thresholds method.
 
     Each sample is reduced to the sum of its d features; sorted by that sum, every change of label
@@ -137,7 +143,7 @@ def data_requirement(X: torch.Tensor, y: torch.Tensor) -> dict:
     net with one hidden neuron per threshold); expected = ceil(log2(t + 1)) * d bits.
     Two classes: one figure. More classes: each class against the rest (`per_class`) and their sums.
     """
-    X = X.reshape(len(X), -1)
+    X, y = _as_tensors(X, y)
     if len(X) != len(y) or len(X) < 2:
         raise ValueError(f"X has {len(X)} samples and y {len(y)}: they must match and hold at least 2")
     d = X.shape[1]
@@ -150,14 +156,13 @@ def data_requirement(X: torch.Tensor, y: torch.Tensor) -> dict:
             **{k: sum(r[k] for r in per_class.values()) for k in ("thresholds", "max_bits", "expected_bits")}}
 
 
-def requirement_progression(X: torch.Tensor, y: torch.Tensor, fractions=(0.05, 0.1, 0.2, 0.4, 1.0),
-                            seed: int = 0) -> list[dict]:
+def requirement_progression(X, y, fractions=(0.05, 0.1, 0.2, 0.4, 1.0), seed: int = 0) -> list[dict]:
     """data_requirement on growing random fractions of (X, y), nested (each fraction contains the last)."""
+    X, y = _as_tensors(X, y)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     rows = []
     for f in fractions:
-        if not 0 < f <= 1:
-            raise ValueError(f"fraction {f} must be in (0, 1]")
+        checks.number("fraction", f, above=0, maximum=1)
         idx = order[:max(2, round(f * len(y)))]
         r = data_requirement(X[idx], y[idx])
         rows.append({"fraction": f, "n": r["n"], "thresholds": r["thresholds"], "max_bits": r["max_bits"],

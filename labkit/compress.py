@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from . import files
 from .model import CheckpointError, VGGHead
 
 FORMAT = "labkit-compressed-head/1"
@@ -140,12 +141,7 @@ def compress_head(head: VGGHead, bits: int = 8) -> dict:
 
 def save_compressed(head: VGGHead, path: str | os.PathLike, bits: int = 8) -> int:
     """Write the head with `bits`-bit weights (atomically); return the file's size in bytes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(compress_head(head, bits), tmp)
-    os.replace(tmp, path)
-    return path.stat().st_size
+    return files.save_torch(compress_head(head, bits), path)
 
 
 def decompress(payload: dict) -> VGGHead:
@@ -170,16 +166,16 @@ def decompress(payload: dict) -> VGGHead:
 def load_compressed(path: str | os.PathLike) -> VGGHead:
     """Read a file written by `save_compressed` back into a working float32 head (eval mode)."""
     path = Path(path)
+    fix = "write it again with labkit.compress.save_compressed (python -m labkit compress does)"
+    payload = files.load_torch(path, "compressed head", fix, CheckpointError)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a compressed labkit head (format {FORMAT}); {fix}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise CheckpointError(f"{path} is not a compressed labkit head (format {FORMAT})")
         return decompress(payload)
     except CheckpointError:
         raise
     except Exception as err:
-        raise CheckpointError(f"{path} could not be read as a compressed head ({type(err).__name__}: {err}); "
-                              "write it again with labkit.compress.save_compressed") from err
+        raise CheckpointError(f"compressed head {path} is damaged ({type(err).__name__}: {err}); {fix}") from None
 
 
 def compression_table(head: VGGHead, test_set, folder: str | os.PathLike, reference_bytes: int,

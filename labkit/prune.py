@@ -6,6 +6,8 @@ import random
 import torch
 from torch import nn
 
+from . import checks
+
 METHODS = ("l1", "l2", "reservoir", "magnitude")
 
 
@@ -51,27 +53,26 @@ def choose_neurons(weight: torch.Tensor, k: int, method: str, seed: int | None =
     return sorted(order[:k].tolist())
 
 
-def _hidden_positions(seq: nn.Sequential) -> list[int]:
+def _linear_positions(seq: nn.Sequential) -> list[int]:
+    """Indices in `seq` of every Linear layer, the output layer included."""
     return [i for i, m in enumerate(seq) if isinstance(m, nn.Linear)]
 
 
-def _check(model: nn.Module, layer, k, method) -> tuple[nn.Sequential, list[int]]:
+def _check(model: nn.Module, layer, k, method) -> tuple[nn.Sequential, list[int], int, int]:
+    """The head's Sequential, its Linear positions, and layer and k as ints; ValueError naming a bad one."""
     head = getattr(model, "head", model)
     seq = getattr(head, "layers", None)
     if not isinstance(seq, nn.Sequential):
         raise TypeError("prune_neurons needs a labkit VGGHead or a model with a .head (see labkit.model)")
-    positions = _hidden_positions(seq)
+    positions = _linear_positions(seq)
     hidden = len(positions) - 1
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is unknown; choose one of {METHODS}")
-    if not isinstance(layer, int) or not 0 <= layer < hidden:
-        raise ValueError(f"layer={layer!r} is out of range: the head has {hidden} hidden layers, "
-                         f"so layer must be 0..{hidden - 1}")
+    checks.choice("method", method, METHODS)
+    layer = checks.integer("layer", layer, 0, hidden - 1,
+                           hint=f"the head has {hidden} hidden layers, so layer must be 0..{hidden - 1}")
     width = seq[positions[layer]].out_features
-    if not isinstance(k, int) or not 1 <= k < width:
-        raise ValueError(f"k={k!r} is out of range for hidden layer {layer} of width {width}: "
-                         f"remove 1..{width - 1} neurons (at least one must stay)")
-    return seq, positions
+    k = checks.integer("k", k, 1, width - 1,
+                       hint=f"hidden layer {layer} has {width} neurons and at least one must stay")
+    return seq, positions, layer, k
 
 
 @torch.no_grad()
@@ -82,7 +83,7 @@ def prune_neurons(model: nn.Module, layer: int, k: int, method: str, seed: int |
     so parameters, memory, file size and compute all drop. The model is changed in place
     (and returned for chaining); `removed` indexes the layer as it was before.
     """
-    seq, positions = _check(model, layer, k, method)
+    seq, positions, layer, k = _check(model, layer, k, method)
     this, nxt = seq[positions[layer]], seq[positions[layer + 1]]
     removed = choose_neurons(this.weight, k, method, seed)
     keep = torch.ones(this.out_features, dtype=torch.bool, device=this.weight.device)

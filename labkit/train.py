@@ -1,4 +1,4 @@
-"""Training and evaluating the head on cached features: seeds, devices, progress bars.
+"""Training and evaluating the head on cached features (fit, evaluate), with progress bars.
 
 The backbone never runs here: every function takes a FeatureSet of cached maps.
 On CUDA the head runs under bf16 autocast; on the CPU it runs in float32 and,
@@ -10,78 +10,30 @@ weights its loss so that the averaged gradient is the global batch's mean, as in
 """
 from __future__ import annotations
 
-import random
 import time
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import checks
+from .device import autocast, pick_device, set_seed
+from .distributed import world
 from .features import FeatureSet
 
 
-def world() -> tuple[int, int]:
-    """(rank, world size) of this process: (0, 1) unless torch.distributed is initialized."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def is_lead() -> bool:
-    """True in a single process and on rank 0 of a distributed run (the one that writes files)."""
-    return world()[0] == 0
-
-
-def barrier() -> None:
-    """Wait for every rank (nothing to do in a single process)."""
-    if world()[1] > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python's, torch's CPU and CUDA generators (the one seeding helper used everywhere)."""
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def pick_device(device: str | torch.device | None = "auto") -> torch.device:
-    """"auto" -> CUDA when present, else CPU; anything else is passed to torch.device."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} but no CUDA GPU is visible; use 'cpu' or 'auto'")
-    return device
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
-
-
-def _check_positive(**values) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"{name}={value!r} must be a positive integer")
-
-
-def fit(head: torch.nn.Module, train: FeatureSet, epochs: int = 3, batch_size: int = 256, lr: float = 1e-4,
+def fit(head: torch.nn.Module, train_set: FeatureSet, epochs: int = 3, batch_size: int = 256, lr: float = 1e-4,
         seed: int = 0, device="auto", progress: bool = True, desc: str = "train",
-        test: FeatureSet | None = None) -> list[dict]:
+        test_set: FeatureSet | None = None) -> list[dict]:
     """Train `head` on cached features with Adam and cross-entropy; one dict per epoch.
 
     Each dict: epoch, loss (mean over the epoch), accuracy (on the training batches, dropout on),
-    seconds, images_per_s, and test_accuracy / test_loss after the epoch when `test` is given.
+    seconds, images_per_s, and test_accuracy / test_loss after the epoch when `test_set` is given.
     The head ends on the CPU in eval mode.
     """
-    _check_positive(epochs=epochs, batch_size=batch_size)
-    if not lr > 0:
-        raise ValueError(f"lr={lr!r} must be a positive learning rate")
+    epochs = checks.integer("epochs", epochs, minimum=1)
+    batch_size = checks.integer("batch_size", batch_size, minimum=1)
+    checks.number("lr", lr, above=0)
     device = pick_device(device)
     rank, size = world()
     if batch_size < size:
@@ -95,8 +47,8 @@ def fit(head: torch.nn.Module, train: FeatureSet, epochs: int = 3, batch_size: i
 
         net = DistributedDataParallel(head, device_ids=[device.index] if device.type == "cuda" else None,
                                       broadcast_buffers=False)
-    maps = train.maps.to(device, non_blocking=True)
-    labels = train.labels.to(device)
+    maps = train_set.maps.to(device, non_blocking=True)
+    labels = train_set.labels.to(device)
     # fused Adam: one pass over the 100M parameters instead of several (5x faster steps on a CPU)
     optimizer = torch.optim.Adam(head.parameters(), lr=lr, fused=True)
     history = []
@@ -110,7 +62,7 @@ def fit(head: torch.nn.Module, train: FeatureSet, epochs: int = 3, batch_size: i
             idx = order[i:i + batch_size]
             mine = idx.tensor_split(size)[rank] if size > 1 else idx  # this rank's shard of the global batch
             x, y = maps[mine], labels[mine]
-            with _autocast(device):
+            with autocast(device):
                 logits = net(x)
                 if size > 1:  # DDP averages gradients over ranks: scale so the result is the global batch mean
                     loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
@@ -135,8 +87,8 @@ def fit(head: torch.nn.Module, train: FeatureSet, epochs: int = 3, batch_size: i
         seconds = time.perf_counter() - start
         row = {"epoch": epoch, "loss": total_loss / n, "accuracy": correct / n,
                "seconds": seconds, "images_per_s": n / seconds}
-        if test is not None:
-            result = evaluate(head, test, device=device)
+        if test_set is not None:
+            result = evaluate(head, test_set, device=device)
             row.update(test_accuracy=result["accuracy"], test_loss=result["loss"])
             head.to(device).train()
         history.append(row)
@@ -145,50 +97,28 @@ def fit(head: torch.nn.Module, train: FeatureSet, epochs: int = 3, batch_size: i
 
 
 @torch.no_grad()
-def evaluate(head: torch.nn.Module, test: FeatureSet, batch_size: int = 512, device="auto",
+def evaluate(head: torch.nn.Module, feature_set: FeatureSet, batch_size: int = 512, device="auto",
              return_predictions: bool = False) -> dict:
-    """Accuracy (fraction), correct (count), total, loss (mean cross-entropy) of `head` on `test`.
+    """Accuracy (fraction), correct (count), total, loss (mean cross-entropy) of `head` on `feature_set`.
 
     With return_predictions=True the dict also holds `predictions` (int64, N).
     """
-    _check_positive(batch_size=batch_size)
+    batch_size = checks.integer("batch_size", batch_size, minimum=1)
     device = pick_device(device)
     head.to(device).eval()
     total_loss, correct, preds = 0.0, 0, []
-    for i in range(0, len(test), batch_size):
-        x = test.maps[i:i + batch_size].to(device)
-        y = test.labels[i:i + batch_size].to(device)
-        with _autocast(device):
+    for i in range(0, len(feature_set), batch_size):
+        x = feature_set.maps[i:i + batch_size].to(device)
+        y = feature_set.labels[i:i + batch_size].to(device)
+        with autocast(device):
             logits = head(x).float()
         total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
         p = logits.argmax(1)
         correct += int((p == y).sum())
         preds.append(p.cpu())
     head.cpu()
-    n = len(test)
+    n = len(feature_set)
     result = {"accuracy": correct / n, "correct": correct, "total": n, "loss": total_loss / n}
     if return_predictions:
         result["predictions"] = torch.cat(preds)
     return result
-
-
-def training_flops(widths) -> int:
-    """FLOPs of one training step per image for a head of these widths: forward, weight gradients, and
-    input gradients for every layer but the first (its input, the cached features, needs none)."""
-    macs = [a * b for a, b in zip(widths[:-1], widths[1:])]
-    return 2 * sum(macs) + 2 * sum(macs) + 2 * sum(macs[1:])
-
-
-def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, classes: int = 10) -> torch.Tensor:
-    """classes x classes counts: row = true label, column = prediction."""
-    index = labels.long() * classes + predictions.long()
-    return torch.bincount(index, minlength=classes * classes).reshape(classes, classes)
-
-
-def cohens_kappa(confusion: torch.Tensor) -> float:
-    """Cohen's kappa = (p_o - p_e) / (1 - p_e) from a confusion matrix (the report wrote (1 - p_o) / (1 - p_e))."""
-    c = confusion.double()
-    n = c.sum()
-    p_o = c.diag().sum() / n
-    p_e = (c.sum(0) * c.sum(1)).sum() / (n * n)
-    return float((p_o - p_e) / (1 - p_e))

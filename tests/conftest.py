@@ -7,7 +7,7 @@ SMALL_HEAD = (64, 48, 16)
 @pytest.fixture
 def small_config(tmp_path):
     """A config that trains a small head on 300 / 200 images in a couple of seconds a cycle."""
-    from labkit import study
+    from labkit import config
 
-    return study.make_config("ci", head=SMALL_HEAD, k=8, cycles=3, epochs=1, batch_size=32,
+    return config.make_config("ci", head=SMALL_HEAD, k=8, cycles=3, epochs=1, batch_size=32,
                              train_limit=300, test_limit=200, results_dir=str(tmp_path / "results"), lr=1e-3)

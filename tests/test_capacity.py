@@ -17,7 +17,7 @@ def test_vgg16_head_mec():
 
 
 def _seed_rows():
-    from labkit.study import seed_table
+    from labkit.report import seed_table
 
     rows = seed_table()
     if SEED_TABLE.exists():  # the packaged copy is the course's file, unchanged

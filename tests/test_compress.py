@@ -88,7 +88,7 @@ def test_bad_input_is_named(tmp_path):
     with pytest.raises(CheckpointError, match="not a compressed labkit head"):
         compress.load_compressed(tmp_path / "plain.pt")
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(CheckpointError, match="could not be read"):
+    with pytest.raises(CheckpointError, match="junk.pt is damaged or not a labkit file"):
         compress.load_compressed(tmp_path / "junk.pt")
 
 

@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch.distributed as dist
 
-from labkit import study
+from labkit import runs
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="this torch build has no gloo backend")
@@ -28,8 +28,8 @@ def test_two_ranks_match_one_process(tmp_path):
                  "-m", "labkit", *COMMON, "--results", str(tmp_path), "--name", "two"], tmp_path)
     assert "2 processes (torchrun)" in text
     assert text.count("labkit study: run") == 1  # only rank 0 speaks
-    one = study.read_history(tmp_path / "one" / "history.csv")
-    two = study.read_history(tmp_path / "two" / "history.csv")
+    one = runs.read_history(tmp_path / "one" / "history.csv")
+    two = runs.read_history(tmp_path / "two" / "history.csv")
     assert len(one) == len(two) == 3
     for a, b in zip(one, two):
         assert a["widths"] == b["widths"]

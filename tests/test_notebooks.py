@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import lab
+from labkit import handouts, notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -29,7 +29,7 @@ def _env(results):
 
 
 def test_all_five_notebooks_present():
-    assert [p.stem for p in NOTEBOOKS] == list(lab.NOTEBOOKS)
+    assert [p.stem for p in NOTEBOOKS] == list(notebook.NOTEBOOKS)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -125,7 +125,7 @@ def test_handouts_hold_no_solution_code(tmp_path, monkeypatch):
     subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "01_mec_by_hand.ipynb"),
                     str(results / "ci" / "01_mec_by_hand.ipynb"), "--cwd", str(tmp_path)],
                    check=True, capture_output=True, env=_env(results))
-    made = lab.make_handouts("ci", tmp_path / "handouts", run_missing=False)
+    made = handouts.make_handouts("ci", tmp_path / "handouts", run_missing=False)
     assert len(made["student"]) == 5 and [p.stem for p in made["html"]] == ["01_mec_by_hand"]
     html = made["html"][0].read_text()
     assert "<img" in html and "102,772,992" in html

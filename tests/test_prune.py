@@ -73,12 +73,15 @@ def test_reservoir_is_reproducible_and_uniform():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(layer=0, k=32, method="l1"), "k=32 is out of range .* width 32"),
-    (dict(layer=0, k=0, method="l1"), "k=0 is out of range"),
+    (dict(layer=0, k=32, method="l1"), "k=32 must be an integer of at least 1 and at most 31.* has 32 neurons"),
+    (dict(layer=0, k=0, method="l1"), "k=0 must be an integer of at least 1"),
     (dict(layer=0, k=-3, method="l1"), "k=-3"),
-    (dict(layer=3, k=1, method="l1"), "layer=3 is out of range.*0..2"),
+    (dict(layer=0, k=True, method="l1"), "k=True"),
+    (dict(layer=0, k=2.5, method="l1"), "k=2.5"),
+    (dict(layer=3, k=1, method="l1"), "layer=3 must be an integer of at least 0 and at most 2"),
     (dict(layer=-1, k=1, method="l1"), "layer=-1"),
-    (dict(layer=0, k=1, method="l3"), "method='l3' is unknown.*'l1', 'l2', 'reservoir', 'magnitude'"),
+    (dict(layer=True, k=1, method="l1"), "layer=True"),
+    (dict(layer=0, k=1, method="l3"), "method='l3' is not allowed.*'l1', 'l2', 'reservoir', 'magnitude'"),
 ])
 def test_bad_input_names_value_and_leaves_model(kwargs, message):
     head = _head()

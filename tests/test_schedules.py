@@ -5,19 +5,19 @@ import sys
 
 import pytest
 
-from labkit import compress, model, study, train
+from labkit import compress, config, model, runs, study, train
 
 
 def test_prune_plan_by_hand(small_config):
     geo = dataclasses.replace(small_config, schedule="geometric", fraction=0.5, layer="all")
-    assert study.prune_plan(geo, [25088, 64, 48, 16, 10]) == [(0, 32), (1, 24), (2, 8)]
-    assert study.prune_plan(geo, [25088, 3, 1, 2, 10]) == [(0, 2), (2, 1)]  # round(1.5) = 2; width 1 stays
-    assert study.prune_plan(geo, [25088, 1, 1, 1, 10]) == []
+    assert config.prune_plan(geo, [25088, 64, 48, 16, 10]) == [(0, 32), (1, 24), (2, 8)]
+    assert config.prune_plan(geo, [25088, 3, 1, 2, 10]) == [(0, 2), (2, 1)]  # round(1.5) = 2; width 1 stays
+    assert config.prune_plan(geo, [25088, 1, 1, 1, 10]) == []
     one = dataclasses.replace(geo, layer=1, fraction=0.25)
-    assert study.prune_plan(one, [25088, 64, 48, 16, 10]) == [(1, 12)]
+    assert config.prune_plan(one, [25088, 64, 48, 16, 10]) == [(1, 12)]
     fixed_all = dataclasses.replace(small_config, layer="all", k=8)  # k for layer 0, the rest in proportion
-    assert study.prune_plan(fixed_all, [25088, 64, 48, 16, 10]) == [(0, 8), (1, 6), (2, 2)]
-    assert study.prune_plan(small_config, [25088, 64, 48, 16, 10]) == [(0, 8)]
+    assert config.prune_plan(fixed_all, [25088, 64, 48, 16, 10]) == [(0, 8), (1, 6), (2, 2)]
+    assert config.prune_plan(small_config, [25088, 64, 48, 16, 10]) == [(0, 8)]
 
 
 def test_smallest_within_tolerance_by_hand():
@@ -44,7 +44,7 @@ def test_geometric_run_stops_at_the_knee_and_keeps_the_smallest_head(small_confi
     for a, b in zip(widths, widths[1:]):
         assert b[1:-1] == [n - min(max(1, round(0.5 * n)), n - 1) for n in a[1:-1]]
     best = study.smallest_within(rows, 0.0)
-    head, _ = model.load_head(c.run_dir / study.SMALLEST)
+    head, _ = model.load_head(c.run_dir / runs.SMALLEST)
     assert "-".join(map(str, head.widths())) == best["widths"]
     _, test_set = study.prepare_features(c, progress=False)
     assert train.evaluate(head, test_set, device="cpu")["correct"] == best["test_correct"]
@@ -68,8 +68,8 @@ def test_compress_smallest_writes_loads_and_evaluates(small_config):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (dict(schedule="halving"), "schedule='halving' is unknown"),
-    (dict(schedule="geometric", fraction=1.0), "fraction=1.0 must lie strictly between 0 and 1"),
+    (dict(schedule="halving"), "schedule='halving' is not allowed"),
+    (dict(schedule="geometric", fraction=1.0), "fraction=1.0 must be a number strictly between 0 and 1"),
     (dict(tolerance=-1), "tolerance=-1"),
     (dict(layer="first"), "layer='first' is out of range"),
     (dict(layer="all", k=30, cycles=3), "hidden layer 2 has only 16"),
@@ -88,4 +88,4 @@ def test_cli_compress_prints_the_table(small_config, tmp_path):
     assert "int8, scale per channel" in out.stdout and "2-bit k-means codebook" in out.stdout
     assert "layerall-geo0.5-tol1" in out.stdout and "peak memory" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "labkit", "compress", "--layer", "top"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "layer 'top' must be 0, 1, 2 or 'all'" in bad.stderr
+    assert bad.returncode == 2 and "layer 'top' must be a hidden layer's number" in bad.stderr

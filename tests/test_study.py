@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from labkit import capacity, features, model, study, train
+from labkit import capacity, config, features, model, runs, study, train
 
 
 def _snapshot(folder: Path) -> dict:
@@ -27,7 +26,7 @@ def test_rows_are_what_was_measured(small_config):
     assert rows[0]["parameters"] > rows[1]["parameters"] > rows[2]["parameters"]
     assert rows[0]["model_bytes"] > rows[1]["model_bytes"] > rows[2]["model_bytes"]
     assert (c.run_dir / "config.json").exists()
-    assert _same(study.read_history(c.run_dir / "history.csv"), rows)
+    assert _same(runs.read_history(c.run_dir / "history.csv"), rows)
     # the numbers in the table come from the checkpointed model
     _, test_set = study.prepare_features(c, progress=False)
     for r in rows:
@@ -79,7 +78,7 @@ def test_interrupted_run_resumes_with_same_rows(small_config, monkeypatch):
     monkeypatch.setattr(train, "fit", fit_then_die)
     with pytest.raises(KeyboardInterrupt):
         study.run_study(c, progress=False, log=None)
-    kept = study.read_history(c.run_dir / "history.csv")
+    kept = runs.read_history(c.run_dir / "history.csv")
     assert [r["cycle"] for r in kept] == [0, 1]  # only the cycle in progress is lost
     monkeypatch.setattr(train, "fit", real_fit)
     messages = []
@@ -92,8 +91,8 @@ def test_killed_process_resumes(small_config, tmp_path):
     """A real SIGKILL during a cycle: the rerun keeps the finished rows and ends like a straight run."""
     script = tmp_path / "run.py"
     script.write_text(
-        "import dataclasses, sys\nfrom labkit import study\n"
-        f"c = study.make_config('ci', head={tuple(small_config.head)}, k=8, cycles=4, epochs=3, batch_size=16, "
+        "import dataclasses, sys\nfrom labkit import config, study\n"
+        f"c = config.make_config('ci', head={tuple(small_config.head)}, k=8, cycles=4, epochs=3, batch_size=16, "
         f"train_limit=300, test_limit=200, lr=1e-3, results_dir={small_config.results_dir!r}, name=sys.argv[1])\n"
         "study.run_study(c, progress=False)\n")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -107,11 +106,11 @@ def test_killed_process_resumes(small_config, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    finished = study.read_history(history)
+    finished = runs.read_history(history)
     assert 2 <= len(finished) < 4, "the kill should land while cycles are still running"
     subprocess.run([sys.executable, str(script), "killed"], check=True, env=env, capture_output=True)
-    straight = study.read_history(Path(small_config.results_dir) / "straight" / "history.csv")
-    resumed = study.read_history(history)
+    straight = runs.read_history(Path(small_config.results_dir) / "straight" / "history.csv")
+    resumed = runs.read_history(history)
     assert _same(resumed[:len(finished)], finished)
     assert _same(resumed, straight)
 
@@ -119,7 +118,7 @@ def test_killed_process_resumes(small_config, tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (dict(epochs=0), "epochs=0 must be a positive integer"),
     (dict(cycles=-1), "cycles=-1 must be a positive integer"),
-    (dict(method="bogus"), "method='bogus' is unknown.*'l1', 'l2', 'reservoir', 'magnitude'"),
+    (dict(method="bogus"), "method='bogus' is not allowed.*'l1', 'l2', 'reservoir', 'magnitude'"),
     (dict(layer=3), "layer=3 is out of range.*0..2"),
     (dict(k=4096, cycles=2), "k=4096 .* only 4096"),
     (dict(image_size=28), "image_size=28"),
@@ -128,13 +127,13 @@ def test_killed_process_resumes(small_config, tmp_path):
 ])
 def test_bad_config_is_named_and_writes_nothing(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
-        study.make_config("quick", results_dir=str(tmp_path / "r"), **overrides)
+        config.make_config("quick", results_dir=str(tmp_path / "r"), **overrides)
     assert not (tmp_path / "r").exists()
 
 
 def test_unknown_profile():
-    with pytest.raises(ValueError, match="profile='huge' is unknown.*'ci', 'quick', 'paper'"):
-        study.make_config("huge")
+    with pytest.raises(ValueError, match="profile='huge' is not allowed.*'ci', 'quick', 'paper'"):
+        config.make_config("huge")
 
 
 def test_changed_config_refuses_to_resume(small_config):
@@ -188,7 +187,7 @@ def test_cli_prints_table_and_rejects_bad_values(tmp_path):
 @pytest.mark.slow
 def test_quick_profile_unpruned_head_reaches_85_percent(tmp_path):
     """The quick profile's cycle 0, offline with whatever backbone weights are here (random-init in CI)."""
-    c = study.make_config("quick", cycles=1, results_dir=str(tmp_path), checkpoints="none")
+    c = config.make_config("quick", cycles=1, results_dir=str(tmp_path), checkpoints="none")
     rows = study.run_study(c, progress=False, log=None)
     print(f"quick profile cycle 0: {rows[0]['test_accuracy']:.4f} test accuracy on {rows[0]['test_total']} images")
     assert rows[0]["test_accuracy"] >= 0.85

@@ -1,0 +1,160 @@
+"""The study's settings: the StudyConfig dataclass, the profiles, their validation and the prune plan.
+
+A config is frozen and checked when it is made: a bad field raises ValueError naming the field,
+what it may be and how to fix it, before anything is computed or written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from . import checks
+from .model import WEIGHT_CHOICES
+from .prune import METHODS
+CHECKPOINT_POLICIES = ("all", "last", "none")
+SCHEDULES = ("fixed", "geometric")
+GEOMETRIC_CYCLES = 12  # cycles bound for knee searches: halving 4,096 neurons reaches 1 in 12 cycles
+RESUME_FREE = ("cycles", "device", "checkpoints")  # fields that may change when a run is resumed
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything one run of the study depends on. Change fields with `make_config(profile, **overrides)`."""
+
+    profile: str = "quick"           # name of the profile these values came from
+    method: str = "l2"               # pruning criterion: l1, l2, reservoir, magnitude
+    layer: int | str = 0             # hidden layer pruned (0: the 4096-wide first layer), or "all" in proportion
+    schedule: str = "fixed"          # "fixed": k neurons a cycle (the report's); "geometric": a fraction of those left
+    k: int = 100                     # fixed schedule: neurons removed per cycle (from layer 0 when layer="all")
+    fraction: float = 0.5            # geometric schedule: share of each pruned layer's neurons removed per cycle
+    tolerance: float = 1.0           # percentage points below the unpruned head's accuracy still counted as no loss;
+                                     # a geometric run stops after the first cycle that falls further
+    cycles: int = 3                  # cycles of train, test, measure (and prune between them)
+    epochs: int = 2                  # training epochs per cycle
+    batch_size: int = 128            # training batch (cached features, so large batches are cheap)
+    lr: float = 2e-4                 # Adam learning rate
+    train_limit: int | None = 2000   # class-balanced training subset (None: all 60,000)
+    test_limit: int | None = 2000    # class-balanced test subset (None: all 10,000)
+    data_seed: int = 0               # seed of the subsets, fixed across training seeds
+    image_size: int = 32             # digits are resized to image_size x image_size (32 or more)
+    weights: str = "auto"            # backbone weights: auto, imagenet, none
+    head: tuple = (4096, 4096, 256)  # hidden widths of the head
+    dropout: float = 0.5             # dropout between hidden layers
+    seed: int = 0                    # initialization, shuffling, dropout and reservoir seed
+    device: str = "auto"             # auto, cpu, cuda
+    results_dir: str = "results"     # parent folder of results/<name>/
+    name: str | None = None          # run name; None derives one from the fields above
+    start: str | None = None         # a trained head checkpoint: cycle 0 measures it without training
+    checkpoints: str = "last"        # keep "all" cycle checkpoints, the "last", or "none" once finished
+
+    def __post_init__(self):
+        object.__setattr__(self, "head", tuple(checks.integers("head", self.head, minimum=1, length=1,
+                                                               hint="give the hidden widths, e.g. (4096, 4096, 256)")))
+        validate(self)
+
+    @property
+    def run_name(self) -> str:
+        if self.name:
+            return self.name
+        start = f"-from-{Path(self.start).stem}" if self.start else ""
+        sched = f"k{self.k}" if self.schedule == "fixed" else f"geo{self.fraction:g}-tol{self.tolerance:g}"
+        return f"{self.profile}-{self.method}-layer{self.layer}-{sched}-seed{self.seed}{start}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.results_dir) / self.run_name
+
+
+PROFILES = {
+    # seconds a cycle on 2 CPU cores: enough to exercise every path in tests and notebooks
+    "ci": dict(cycles=3, epochs=1, batch_size=64, train_limit=600, test_limit=500),
+    # about 25 s a cycle on a 2-core CPU; the unpruned head reaches 88-90% (random-init backbone)
+    "quick": dict(cycles=3, epochs=2, batch_size=128, train_limit=2000, test_limit=2000),
+    # the report's run: all 60,000 / 10,000 images, 6 cycles of 3 epochs, 100 neurons a cycle
+    "paper": dict(cycles=6, epochs=3, batch_size=256, train_limit=None, test_limit=None),
+}
+
+
+def validate(c: StudyConfig) -> None:
+    """Raise ValueError naming the first field out of range, what it may be and how to fix it."""
+    checks.choice("profile", c.profile, tuple(PROFILES))
+    checks.choice("method", c.method, METHODS)
+    for name in ("cycles", "epochs", "batch_size", "k"):
+        checks.integer(name, getattr(c, name), minimum=1)
+    if c.layer != "all" and (checks._as_int(c.layer) is None or not 0 <= c.layer < len(c.head)):
+        raise ValueError(f"layer={c.layer!r} is out of range: the head has {len(c.head)} hidden layers, "
+                         f"so layer must be 0..{len(c.head) - 1} or 'all'")
+    checks.choice("schedule", c.schedule, SCHEDULES)
+    checks.number("fraction", c.fraction, above=0, below=1, hint="0.5 halves a layer each cycle")
+    checks.number("tolerance", c.tolerance, minimum=0, hint="it counts percentage points of accuracy")
+    if c.schedule == "fixed":
+        for layer in pruned_layers(c):
+            removed = fixed_k(c, layer) * (c.cycles - 1)
+            if removed >= c.head[layer]:
+                raise ValueError(f"k={c.k} x {c.cycles - 1} prune steps removes {removed} neurons, but hidden layer "
+                                 f"{layer} has only {c.head[layer]}: lower k or cycles")
+    for name in ("train_limit", "test_limit"):
+        checks.optional_integer(name, getattr(c, name), minimum=1, hint="None takes all images")
+    checks.integer("image_size", c.image_size, minimum=32, hint="VGG16's five max-pools take 28 x 28 to nothing")
+    checks.choice("weights", c.weights, WEIGHT_CHOICES)
+    checks.number("dropout", c.dropout, minimum=0, below=1)
+    checks.number("lr", c.lr, above=0)
+    checks.integer("seed", c.seed, minimum=0)
+    checks.integer("data_seed", c.data_seed, minimum=0)
+    if c.device not in ("auto", "cpu", "cuda") and not (isinstance(c.device, str) and c.device.startswith("cuda:")
+                                                       and c.device[5:].isdigit()):
+        raise ValueError(f"device={c.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    checks.choice("checkpoints", c.checkpoints, CHECKPOINT_POLICIES)
+
+
+def pruned_layers(c: StudyConfig) -> list[int]:
+    """The hidden layers the config prunes."""
+    return list(range(len(c.head))) if c.layer == "all" else [c.layer]
+
+
+def fixed_k(c: StudyConfig, layer: int) -> int:
+    """Neurons the fixed schedule removes from `layer` per cycle: k, scaled to the layer's width for "all"."""
+    if c.layer != "all":
+        return c.k
+    return max(1, round(c.k * c.head[layer] / c.head[0]))
+
+
+def prune_plan(c: StudyConfig, widths: Sequence[int]) -> list[tuple[int, int]]:
+    """(layer, neurons to remove) for the next cycle, given the head's current widths [in, n1, .., out].
+
+    Fixed: k per cycle. Geometric: round(fraction x neurons left), at least 1. No layer
+    goes below one neuron; an empty plan means nothing is left to prune.
+    """
+    plan = []
+    for layer in pruned_layers(c):
+        n = widths[layer + 1]
+        k = fixed_k(c, layer) if c.schedule == "fixed" else max(1, round(c.fraction * n))
+        k = min(k, n - 1)
+        if k >= 1:
+            plan.append((layer, k))
+    return plan
+
+
+def make_config(profile: str = "quick", **overrides) -> StudyConfig:
+    """The named profile's config with `overrides` applied field by field (unknown fields are an error)."""
+    checks.choice("profile", profile, tuple(PROFILES))
+    names = {f.name for f in dataclasses.fields(StudyConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"unknown config field(s) {unknown}; fields are {sorted(names)}")
+    return StudyConfig(profile=profile, **{**PROFILES[profile], **overrides})
+
+
+def config_dict(c: StudyConfig) -> dict:
+    """The config as plain JSON-ready values."""
+    d = dataclasses.asdict(c)
+    d["head"] = list(c.head)
+    return d
+
+
+def results_root() -> Path:
+    """Where every result goes: $LABKIT_RESULTS, else ./results (absolute)."""
+    return Path(os.environ.get("LABKIT_RESULTS") or "results").expanduser().resolve()

@@ -1,0 +1,69 @@
+"""Where computation runs and where its randomness starts: device choice, seeding, autocast.
+
+`pick_device` is the one place a device is chosen (features, training, evaluation); under torchrun
+each rank is given its own GPU. `seeded` draws from a fixed seed without disturbing the caller's
+random state; `set_seed` seeds Python's and torch's generators for a training run.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+
+import torch
+
+from . import distributed
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
+
+
+def pick_device(requested: str | torch.device | None = "auto") -> torch.device:
+    """"auto" -> CUDA when present, else the CPU; "cpu", "cuda" or "cuda:N" as named.
+
+    Under torchrun (LOCAL_RANK set) a CUDA request means this rank's own GPU, cuda:LOCAL_RANK,
+    whatever index was asked for, so ranks never share a GPU.
+    """
+    name = "auto" if requested is None else str(requested)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    name = distributed.device_for_rank(name, distributed.local_rank())
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device={str(requested)!r} is not a device; choose one of {DEVICE_CHOICES}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={str(requested)!r} is not supported; choose one of {DEVICE_CHOICES}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={str(requested)!r} but no CUDA GPU is visible here; use device 'cpu' or "
+                             "'auto' (--device cpu on the command line)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={str(requested)!r} but only {torch.cuda.device_count()} GPU(s) are visible "
+                             f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    return device
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python's and torch's generators (CPU and every GPU) for a training run."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None):
+    """Run the block with torch's CPU generator seeded by `seed`, then restore the caller's state (None: no-op)."""
+    if seed is None:
+        yield
+        return
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; plain float32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)

@@ -1,0 +1,94 @@
+"""torchrun helpers: this process's rank, the lead rank that writes files, barriers, and joining the group.
+
+Under torchrun every rank trains; rank 0 (the lead) logs, writes files and takes decisions.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless torch.distributed is initialized."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_lead() -> bool:
+    """True in a single process and on rank 0 of a distributed run (the one that writes files)."""
+    return world()[0] == 0
+
+
+def local_rank() -> int | None:
+    """LOCAL_RANK as torchrun sets it, or None outside torchrun."""
+    value = os.environ.get("LOCAL_RANK")
+    return int(value) if value not in (None, "") else None
+
+
+def device_for_rank(name: str, rank: int | None) -> str:
+    """The device a rank uses when `name` is asked for: under torchrun CUDA always means cuda:LOCAL_RANK."""
+    if rank is not None and name.split(":")[0] == "cuda":
+        return f"cuda:{rank}"
+    return name
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to do in a single process)."""
+    if world()[1] > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def launched_by_torchrun() -> bool:
+    """True when WORLD_SIZE says there is more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def join(device_type: str) -> None:
+    """Join torchrun's process group: NCCL on GPUs (one per rank), gloo on CPUs."""
+    import torch
+    import torch.distributed as dist
+
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank() or 0)
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+
+
+def leave() -> None:
+    """Leave the process group if this process joined one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def session(device: str):
+    """The block as one rank of a torchrun job when launched by torchrun (else as it is).
+
+    Joins the group (NCCL on GPUs, gloo on CPUs), silences every rank's standard output but
+    rank 0's (rank 0 speaks for all), says how many processes share the work, and leaves the group.
+    """
+    if not launched_by_torchrun():
+        yield
+        return
+    from .device import pick_device
+
+    join(pick_device(device).type)
+    stdout = sys.stdout
+    if not is_lead():
+        sys.stdout = io.StringIO()
+    try:
+        print(f"labkit: {world()[1]} processes (torchrun), DistributedDataParallel; rank 0 writes the results")
+        yield
+    finally:
+        sys.stdout = stdout
+        leave()
