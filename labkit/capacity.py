@@ -18,6 +18,8 @@ from torch import nn
 from . import checks
 
 RULES = ("previous", "bottleneck")
+HEAD_INPUTS = 512 * 7 * 7  # what VGG16's head reads: 512 feature maps of 7 x 7 after its adaptive pool
+VGG16_HEAD = (HEAD_INPUTS, 4096, 4096, 256, 10)  # the study's head: inputs, three hidden layers, classes
 
 
 def _check_widths(widths: Sequence[int]) -> list[int]:
@@ -47,6 +49,16 @@ def mec(widths: Sequence[int], rule: str = "previous") -> int:
     return sum(layer_capacities(widths, rule))
 
 
+def report_slip() -> dict:
+    """The 2019 report's "almost 822 million bits" beside the rules' figure for the same head.
+
+    The report multiplied the first layer's weights by 8 (bits to a byte): report_bits = 25,088 x 4,096 x 8.
+    """
+    report_bits = HEAD_INPUTS * VGG16_HEAD[1] * 8
+    mec_bits = mec(VGG16_HEAD)
+    return {"report_bits": report_bits, "mec_bits": mec_bits, "ratio": report_bits / mec_bits}
+
+
 def parameter_count(widths: Sequence[int]) -> int:
     """Weights plus biases of a dense net [inputs, n1, ..., nL]."""
     widths = _check_widths(widths)
@@ -60,7 +72,7 @@ def bounds(widths: Sequence[int]) -> dict[str, int]:
 
 
 def _linears(model: nn.Module) -> list[nn.Linear]:
-    head = getattr(model, "head", model)
+    head = getattr(model, "classifier", model)
     if hasattr(head, "linears"):
         return head.linears()
     return [m for m in head.modules() if isinstance(m, nn.Linear)]
@@ -168,3 +180,17 @@ def requirement_progression(X, y, fractions=(0.05, 0.1, 0.2, 0.4, 1.0), seed: in
         rows.append({"fraction": f, "n": r["n"], "thresholds": r["thresholds"], "max_bits": r["max_bits"],
                      "expected_bits": r["expected_bits"]})
     return rows
+
+
+def progression_slope(rows: Sequence[dict], key: str = "thresholds") -> float:
+    """Slope on log-log axes of `key` against images, from the progression's middle row to its last.
+
+    About 1: the requirement grows in step with the data (every new image brings new thresholds);
+    well below 1: it saturates, a sign of a rule the data follows.
+    """
+    if len(rows) < 2:
+        raise ValueError("a progression needs at least two rows (fractions) to have a slope")
+    a, b = rows[len(rows) // 2], rows[-1]
+    if a["n"] == b["n"] or min(a[key], b[key]) <= 0:
+        raise ValueError(f"rows with n={a['n']} and n={b['n']}, {key}={a[key]} and {b[key]} have no log-log slope")
+    return math.log(b[key] / a[key]) / math.log(b["n"] / a["n"])

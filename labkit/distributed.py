@@ -5,6 +5,7 @@ Under torchrun every rank trains; rank 0 (the lead) logs, writes files and takes
 from __future__ import annotations
 
 import contextlib
+import datetime
 import io
 import os
 import sys
@@ -37,12 +38,31 @@ def device_for_rank(name: str, rank: int | None) -> str:
     return name
 
 
-def barrier() -> None:
-    """Wait for every rank (nothing to do in a single process)."""
-    if world()[1] > 1:
+# how long a rank waits for another (rank 0 extracting the paper profile's features takes minutes on a
+# GPU and hours on a CPU); LABKIT_WAIT_MINUTES changes it
+WAIT_MINUTES = float(os.environ.get("LABKIT_WAIT_MINUTES") or 240)
+
+
+def barrier(waiting_for: str = "the other ranks") -> None:
+    """Wait for every rank (nothing to do in a single process), saying what this rank waits for."""
+    rank, size = world()
+    if size > 1:
         import torch.distributed as dist
 
+        print(f"rank {rank}: waiting for {waiting_for} (at most {WAIT_MINUTES:g} minutes, LABKIT_WAIT_MINUTES)",
+              file=sys.stderr, flush=True)
         dist.barrier()
+
+
+def from_lead(value):
+    """Rank 0's `value` on every rank (a decision taken once, by rank 0); `value` itself in one process."""
+    if world()[1] <= 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def launched_by_torchrun() -> bool:
@@ -55,11 +75,12 @@ def join(device_type: str) -> None:
     import torch
     import torch.distributed as dist
 
+    timeout = datetime.timedelta(minutes=WAIT_MINUTES)
     if device_type == "cuda":
         torch.cuda.set_device(local_rank() or 0)
-        dist.init_process_group("nccl")
+        dist.init_process_group("nccl", timeout=timeout)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=timeout)
 
 
 def leave() -> None:

@@ -8,13 +8,12 @@ The head pools, flattens and standardizes per batch.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from . import data, files
+from . import data, files, progress as bars
 from .device import pick_device
 from .model import build_backbone, map_size_for, resolve_weights
 
@@ -23,24 +22,51 @@ class CacheError(files.FileProblem):
     """A feature cache file is unreadable or does not match what was asked for."""
 
 
-@dataclass
+@dataclass(eq=False)
 class FeatureSet:
-    """Cached backbone maps (N x 512 x s x s) and their labels (N), plus where they came from."""
+    """Cached backbone maps (N x 512 x s x s) and their labels (N), plus where they came from.
+
+    `on(device)` moves them to a device once and keeps them there; `stats()` computes the per-feature
+    mean and spread once: every run of a grid and every cycle share both.
+    """
 
     maps: torch.Tensor
     labels: torch.Tensor
     weights: str
     image_size: int
     split: str
+    _placed: dict = field(default_factory=dict, repr=False)
+    _stats: tuple | None = field(default=None, repr=False)
 
     def __len__(self):
         return len(self.labels)
 
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(maps, labels) on `device`, copied there the first time only (through pinned memory on CUDA)."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            return self.maps, self.labels
+        key = str(device)
+        if key not in self._placed:
+            self._placed[key] = (self.maps.pin_memory().to(device, non_blocking=True), self.labels.to(device))
+        return self._placed[key]
+
+    def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-feature mean and standard deviation of the maps (see `feature_stats`), computed once."""
+        if self._stats is None:
+            self._stats = feature_stats(self.maps)
+        return self._stats
+
 
 def cache_path(weights_tag: str, image_size: int, split: str, limit: int | None, seed: int,
-               root: str | os.PathLike | None = None) -> Path:
-    """The file caching features for this (weights, input size, split, subset)."""
-    subset = "all" if limit is None else f"n{limit}-s{seed}"
+               root: str | os.PathLike | None = None, val_limit: int | None = None) -> Path:
+    """The file caching features for this (weights, input size, split, subset); see data.load_mnist."""
+    if split == "val":
+        subset = f"n{limit}-s{seed}"
+    elif split == "train" and val_limit:
+        subset = f"{'all' if limit is None else f'n{limit}'}-outside-val{val_limit}-s{seed}"
+    else:
+        subset = "all" if limit is None else f"n{limit}-s{seed}"
     return data.data_root(root) / "features" / f"vgg16-{weights_tag}-{image_size}px-{split}-{subset}.pt"
 
 
@@ -62,7 +88,7 @@ def extract(backbone: torch.nn.Module, images: torch.Tensor, image_size: int = 3
         backbone = backbone.to(memory_format=torch.channels_last)
     side = map_size_for(image_size)
     out = torch.empty((len(images), 512, side, side), dtype=storage_dtype(image_size))
-    bar = tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False)
+    bar = bars.bar(len(images), desc, "img", enabled=progress)
     for start in range(0, len(images), batch_size):
         x = data.to_inputs(images[start:start + batch_size].to(device), image_size)
         if cuda:
@@ -79,15 +105,15 @@ def extract(backbone: torch.nn.Module, images: torch.Tensor, image_size: int = 3
 
 def load_features(split: str, image_size: int = 32, weights: str = "auto", limit: int | None = None,
                   seed: int = 0, root: str | os.PathLike | None = None, device=None,
-                  progress: bool = True, backbone_seed: int = 0) -> FeatureSet:
-    """Backbone maps for an MNIST split, computed once and then read from the cache.
+                  progress: bool = True, backbone_seed: int = 0, val_limit: int | None = None) -> FeatureSet:
+    """Backbone maps for an MNIST split (see data.load_mnist), computed once and then read from the cache.
 
     The cache key names the weights actually used, so ImageNet and random features never mix.
     """
     if image_size < 32:
         raise ValueError(f"image_size={image_size}: VGG16 needs at least 32 (its five max-pools take 28 x 28 to 0)")
     tag = resolve_weights(weights, backbone_seed)
-    path = cache_path(tag, image_size, split, limit, seed, root)
+    path = cache_path(tag, image_size, split, limit, seed, root, val_limit)
     if path.exists():
         held = _held.get(_file_key(path))
         if held is not None:  # already read by this process: every run of a grid shares one copy
@@ -104,9 +130,11 @@ def load_features(split: str, image_size: int = 32, weights: str = "auto", limit
                              f"N x 512 x {map_size_for(image_size)} x {map_size_for(image_size)}; "
                              "delete that file to recompute it")
         return _hold(path, FeatureSet(maps, labels, tag, image_size, split))
-    images, labels = data.load_mnist(split, limit=limit, root=root, seed=seed)
+    files.writable_folder(path.parent, "the feature cache folder",
+                          "set LABKIT_DATA to a folder you can write to (the Makefile uses ./.data)")
+    images, labels = data.load_mnist(split, limit=limit, root=root, seed=seed, val_limit=val_limit)
     backbone, tag = build_backbone(weights, backbone_seed)
-    path = cache_path(tag, image_size, split, limit, seed, root)
+    path = cache_path(tag, image_size, split, limit, seed, root, val_limit)
     maps = extract(backbone, images, image_size, device=device, progress=progress,
                    desc=f"VGG16 features, {split} {image_size}px")
     files.save_torch({"maps": maps, "labels": labels}, path)
@@ -114,9 +142,9 @@ def load_features(split: str, image_size: int = 32, weights: str = "auto", limit
 
 
 # Feature sets this process has read, keyed by file, modification time and size (a rewritten or
-# corrupted file is read again). A few at most: a train and a test set of one or two configurations.
+# corrupted file is read again). A few at most: the three splits of one or two configurations.
 _held: dict[tuple, FeatureSet] = {}
-_HOLD_AT_MOST = 4
+_HOLD_AT_MOST = 6
 
 
 def _file_key(path: Path) -> tuple:

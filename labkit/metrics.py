@@ -10,6 +10,12 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, classes: i
     return torch.bincount(index, minlength=classes * classes).reshape(classes, classes)
 
 
+def per_class_accuracy(confusion: torch.Tensor) -> list[float]:
+    """Share of each true class (row) predicted correctly; a class with no images gives NaN."""
+    c = confusion.double()
+    return (c.diag() / c.sum(1)).tolist()
+
+
 def cohens_kappa(confusion: torch.Tensor) -> float:
     """Cohen's kappa = (p_o - p_e) / (1 - p_e) from a confusion matrix (the report wrote (1 - p_o) / (1 - p_e)).
 

@@ -61,6 +61,11 @@ class VGGHead(nn.Module):
     def linears(self) -> list[nn.Linear]:
         return [m for m in self.layers if isinstance(m, nn.Linear)]
 
+    @property
+    def map_size(self) -> int:
+        """Side of the backbone maps the head reads: 1 at 32 px inputs, 7 at 224 px."""
+        return self.norm.mean.shape[-1]
+
     def widths(self) -> list[int]:
         """[inputs, n1, ..., classes] as the layers now stand."""
         lin = self.linears()
@@ -115,17 +120,72 @@ class VGGHead(nn.Module):
         return nn.Sequential(*mods).eval()
 
 
-class VGG16Lab(nn.Module):
-    """torchvision's VGG16 backbone (frozen) followed by a VGGHead; `weights_used` says which weights it has."""
+class FoldedFirstLayer(nn.Module):
+    """A training view of a head that reads 1 x 1 maps (32 px inputs): the head's own updates, 49x cheaper.
 
-    def __init__(self, backbone: nn.Module, head: VGGHead, weights_used: str):
+    At 1 x 1 maps VGG16's adaptive pool repeats each of the 512 features 49 times, so the 49 weights of
+    a neuron that read one feature always receive the same gradient, and Adam (elementwise, no weight
+    decay) moves them by the same step. This view trains their sum instead, a 512-column matrix, with
+    the learning rate times 49: each step changes the sum by exactly what the 49 equal steps add up to.
+    `write_back()` adds a 49th of the change to each of the 49 weights, so the head then holds what
+    full-width training gives, up to float rounding. Bias and later layers are the head's own.
+    """
+
+    def __init__(self, head: VGGHead):
         super().__init__()
-        self.backbone = backbone
-        self.head = head
+        if head.map_size != 1:
+            raise ValueError(f"FoldedFirstLayer needs a head that reads 1 x 1 maps, not {head.map_size} x "
+                             f"{head.map_size}")
+        first = head.linears()[0]
+        self._head = [head]  # a plain reference: the head is not a submodule of its view
+        self.norm = head.norm
+        self.copies = POOLED * POOLED
+        with torch.no_grad():
+            self._written = first.weight.view(first.out_features, FEATURE_CHANNELS, self.copies).sum(-1)
+        self.weight = nn.Parameter(self._written.clone())
+        self.bias = first.bias
+        self.rest = head.layers[1:]
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Adam parameter groups: the summed matrix at lr x 49, everything else at lr."""
+        return [{"params": [self.weight], "lr": lr * self.copies},
+                {"params": [self.bias, *self.rest.parameters()], "lr": lr}]
+
+    def forward(self, maps):
+        return self.rest(nn.functional.linear(self.norm(maps).flatten(1), self.weight, self.bias))
+
+    @torch.no_grad()
+    def write_back(self) -> None:
+        """Give the head's full-width first layer the change trained here so far."""
+        first = self._head[0].linears()[0]
+        change = (self.weight - self._written) / self.copies
+        first.weight.view(first.out_features, FEATURE_CHANNELS, self.copies).add_(change.unsqueeze(-1))
+        self._written.copy_(self.weight)
+
+
+class VGG16Lab(nn.Module):
+    """VGG16 as torchvision lays it out: `features` (the 13 convolutions, frozen), `avgpool` (VGG16's adaptive
+    pool to 7 x 7) and `classifier` (here the study's head, a VGGHead, which standardizes the maps and applies
+    that same pool itself before its Linear layers). `weights_used` says which weights the features have;
+    `backbone` and `head` are other names for `features` and `classifier`."""
+
+    def __init__(self, features: nn.Module, classifier: VGGHead, weights_used: str):
+        super().__init__()
+        self.features = features
+        self.avgpool = classifier.pool
+        self.classifier = classifier
         self.weights_used = weights_used
 
+    @property
+    def backbone(self) -> nn.Module:
+        return self.features
+
+    @property
+    def head(self) -> VGGHead:
+        return self.classifier
+
     def forward(self, images):
-        return self.head(self.backbone(images))
+        return self.classifier(self.features(images))
 
 
 def imagenet_weights_cached() -> Path | None:
@@ -134,10 +194,23 @@ def imagenet_weights_cached() -> Path | None:
     return path if path.is_file() else None
 
 
-def _imagenet_backbone():
-    from torchvision.models import VGG16_Weights, vgg16
+def _vgg16_features() -> nn.Module:
+    """VGG16's 13 convolutions as torchvision builds them (without its 138M-parameter classifier)."""
+    from torchvision.models.vgg import cfgs, make_layers
 
-    return vgg16(weights=VGG16_Weights.IMAGENET1K_V1).features
+    return make_layers(cfgs["D"], batch_norm=False)
+
+
+def _imagenet_backbone() -> nn.Module:
+    """VGG16's convolutions with ImageNet weights: torchvision's IMAGENET1K_V1 file from the torch hub cache,
+    downloaded there first when missing (torch.hub checks its hash). Only the `features.*` weights are read."""
+    from torchvision.models import VGG16_Weights
+
+    state = torch.hub.load_state_dict_from_url(VGG16_Weights.IMAGENET1K_V1.url, progress=False, check_hash=True,
+                                               map_location="cpu", weights_only=True)
+    features = _vgg16_features()
+    features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
+    return features
 
 
 def resolve_weights(weights: str = "auto", seed: int = 0) -> str:
@@ -164,7 +237,10 @@ def _announce(tag: str, asked: str) -> None:
         return
     _announced.add(tag)
     if tag == "imagenet":
-        print("labkit: VGG16 backbone uses ImageNet weights (IMAGENET1K_V1).")
+        cached = imagenet_weights_cached()
+        where = (f"from {cached}" if cached else
+                 f"downloaded once from download.pytorch.org into {Path(torch.hub.get_dir()) / 'checkpoints'}")
+        print(f"labkit: VGG16 backbone uses ImageNet weights (IMAGENET1K_V1), {where}.")
     else:
         why = "not asked for" if asked == "none" else "not in the torch hub cache and not downloadable here"
         print(f"labkit: VGG16 backbone is RANDOMLY INITIALIZED ({tag}); ImageNet weights were {why}.")
@@ -173,7 +249,8 @@ def _announce(tag: str, asked: str) -> None:
 def build_backbone(weights: str = "auto", seed: int = 0) -> tuple[nn.Module, str]:
     """VGG16's conv backbone, frozen and in eval mode, and the tag of its weights (see `resolve_weights`).
 
-    A random backbone is torchvision's own initialization drawn from `seed`, so it is the same on every machine.
+    A random backbone is torchvision's own initialization drawn from `seed`, so it is the same on every machine
+    (built through vgg16() as a whole, whose random draws fix the convolutions' values).
     """
     from torchvision.models import vgg16
 
@@ -211,6 +288,22 @@ def map_size_for(image_size: int) -> int:
     return image_size // 32
 
 
+def describe_head_input(image_size: int) -> str:
+    """How the backbone's maps at `image_size` become the head's 25,088 inputs, in a sentence."""
+    side = map_size_for(image_size)
+    inputs = FEATURE_CHANNELS * POOLED * POOLED
+    if side == 1:
+        return (f"At {image_size} x {image_size} pixels the five max-pools leave a 1 x 1 map of {FEATURE_CHANNELS} "
+                f"features per image; VGG16's adaptive average pool repeats each of them {POOLED * POOLED} times to "
+                f"make the {POOLED} x {POOLED} x {FEATURE_CHANNELS} = {inputs:,} inputs the head reads, so the cache "
+                f"keeps {FEATURE_CHANNELS} numbers per image.")
+    if side == POOLED:
+        return (f"At {image_size} x {image_size} pixels the backbone leaves a {POOLED} x {POOLED} map of "
+                f"{FEATURE_CHANNELS} features, which VGG16's adaptive pool passes on unchanged: {inputs:,} inputs.")
+    return (f"At {image_size} x {image_size} pixels the backbone leaves a {side} x {side} map of {FEATURE_CHANNELS} "
+            f"features, which VGG16's adaptive average pool turns into {POOLED} x {POOLED}: {inputs:,} inputs.")
+
+
 def build_vgg16(weights: str = "auto", head=(4096, 4096, 256), num_classes: int = 10, image_size: int = 32,
                 dropout: float = 0.5, seed: int = 0) -> VGG16Lab:
     """torchvision's VGG16 with its classifier replaced by the study's head, backbone frozen."""
@@ -218,12 +311,32 @@ def build_vgg16(weights: str = "auto", head=(4096, 4096, 256), num_classes: int 
     return VGG16Lab(backbone, build_head(head, num_classes, map_size_for(image_size), dropout, seed), tag)
 
 
+def head_payload(head: VGGHead, extra: dict | None = None) -> dict:
+    """What a head file holds: widths, map size, dropout, the state (on the CPU), and `extra` (plain data)."""
+    dropout = next((m.p for m in head.layers if isinstance(m, nn.Dropout)), 0.0)
+    state = {k: v.detach().cpu() for k, v in head.state_dict().items()}
+    return {"widths": head.widths(), "map_size": head.norm.mean.shape[-1], "dropout": dropout,
+            "state": state, "extra": extra or {}}
+
+
 def save_head(head: VGGHead, path: str | os.PathLike, extra: dict | None = None) -> int:
     """Write the head (widths, dropout, state) atomically; return the file's size in bytes."""
-    dropout = next((m.p for m in head.layers if isinstance(m, nn.Dropout)), 0.0)
-    payload = {"widths": head.widths(), "map_size": head.norm.mean.shape[-1], "dropout": dropout,
-               "state": head.state_dict(), "extra": extra or {}}
-    return files.save_torch(payload, path)
+    return files.save_torch(head_payload(head, extra), path)
+
+
+def head_bytes(head: VGGHead) -> int:
+    """The size in bytes of the file `save_head(head, path)` writes, measured without writing it."""
+    return files.serialized_size(head_payload(head))
+
+
+def read_extra(path: str | os.PathLike) -> dict:
+    """The `extra` data of a head file, read without loading its weights (memory-mapped); {} if unreadable."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        extra = payload.get("extra") if isinstance(payload, dict) else None
+    except Exception:
+        return {}
+    return extra if isinstance(extra, dict) else {}
 
 
 class CheckpointError(files.FileProblem):

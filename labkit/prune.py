@@ -9,6 +9,7 @@ from torch import nn
 from . import checks
 
 METHODS = ("l1", "l2", "reservoir", "magnitude")
+_ROWS = 256  # rows scored at a time
 
 
 @torch.no_grad()
@@ -20,16 +21,23 @@ def neuron_scores(weight: torch.Tensor, method: str) -> torch.Tensor:
       "l1"        sum_j |w_ij - w_bar_j|      distance of neuron i from the average neuron
       "l2"        sum_j (w_ij - w_bar_j)^2    the same, squared: the most redundant neurons go first
       "magnitude" sum_j |w_ij|                the classic L1-norm criterion (Li et al. 2017)
+    Scores are float64; neurons whose scores still tie go in index order (a stable sort).
     """
-    w = weight.detach().float()
+    checks.choice("method", method, ("l1", "l2", "magnitude"), hint="reservoir sampling scores nothing")
+    w = weight.detach()
     if method == "magnitude":
-        return w.abs().sum(dim=1)
-    w_bar = w.mean(dim=0, keepdim=True)
+        return torch.cat([b.abs().sum(dim=1) for b in _float64_rows(w)])
+    w_bar = sum(b.sum(dim=0) for b in _float64_rows(w)) / len(w)
     if method == "l1":
-        return (w - w_bar).abs().sum(dim=1)
-    if method == "l2":
-        return (w - w_bar).pow(2).sum(dim=1)
-    raise ValueError(f"method={method!r} has no score; scored methods are 'l1', 'l2', 'magnitude'")
+        return torch.cat([(b - w_bar).abs().sum(dim=1) for b in _float64_rows(w)])
+    return torch.cat([(b - w_bar).pow(2).sum(dim=1) for b in _float64_rows(w)])
+
+
+def _float64_rows(w: torch.Tensor):
+    """`w` as float64 blocks of rows: float32 sums of 25,088 terms tie for dozens of neurons, float64 ones
+    do not, and a float64 copy of the whole 4096 x 25088 matrix at once would take 800 MB."""
+    for i in range(0, len(w), _ROWS):
+        yield w[i:i + _ROWS].double()
 
 
 def reservoir_sample(n: int, k: int, seed: int | None = None) -> list[int]:
@@ -60,10 +68,11 @@ def _linear_positions(seq: nn.Sequential) -> list[int]:
 
 def _check(model: nn.Module, layer, k, method) -> tuple[nn.Sequential, list[int], int, int]:
     """The head's Sequential, its Linear positions, and layer and k as ints; ValueError naming a bad one."""
-    head = getattr(model, "head", model)
+    head = getattr(model, "classifier", model)
     seq = getattr(head, "layers", None)
     if not isinstance(seq, nn.Sequential):
-        raise TypeError("prune_neurons needs a labkit VGGHead or a model with a .head (see labkit.model)")
+        raise TypeError("prune_neurons needs a labkit VGGHead or a VGG16 model whose .classifier is one "
+                        "(see labkit.model)")
     positions = _linear_positions(seq)
     hidden = len(positions) - 1
     checks.choice("method", method, METHODS)

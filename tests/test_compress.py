@@ -72,10 +72,15 @@ def test_saved_head_is_smaller_and_loads_back(tmp_path, bits):
 
 def test_compression_table(tmp_path):
     head, fs = _trained_small_head()
-    rows = compress.compression_table(head, fs, tmp_path, reference_bytes=10**7, bits=(8, 4), device="cpu")
+    rows = compress.compression_table(head, {"val": fs, "test": fs}, tmp_path, reference_bytes=10**7, bits=(8, 4),
+                                      device="cpu")
     assert [r["storage"] for r in rows] == ["float32", "int8, scale per channel", "4-bit k-means codebook"]
     assert rows[0]["bytes"] > rows[1]["bytes"] > rows[2]["bytes"]
     assert all(r["ratio"] == 10**7 / r["bytes"] for r in rows)
+    assert all(r["val_accuracy"] == r["test_accuracy"] and r["val_correct"] <= len(fs) for r in rows)
+    assert rows[0]["test_correct"] == train.evaluate(head, fs, device="cpu")["correct"]
+    with pytest.raises(ValueError, match="bits=9"):
+        compress.compression_table(head, {"test": fs}, tmp_path, 10**7, bits=(8, 9))
 
 
 def test_bad_input_is_named(tmp_path):

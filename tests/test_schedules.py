@@ -21,46 +21,51 @@ def test_prune_plan_by_hand(small_config):
 
 
 def test_smallest_within_tolerance_by_hand():
-    rows = [{"cycle": 0, "test_accuracy": 0.900, "parameters": 100},
-            {"cycle": 1, "test_accuracy": 0.905, "parameters": 50},
-            {"cycle": 2, "test_accuracy": 0.8905, "parameters": 25},
-            {"cycle": 3, "test_accuracy": 0.870, "parameters": 12}]
-    assert study.smallest_within(rows, 1.0)["cycle"] == 2
-    assert study.smallest_within(rows, 0.5)["cycle"] == 1
-    assert study.smallest_within(rows, 5.0)["cycle"] == 3
+    rows = [{"cycle": 0, "val_accuracy": 0.900, "parameters": 100},
+            {"cycle": 1, "val_accuracy": 0.905, "parameters": 50},
+            {"cycle": 2, "val_accuracy": 0.8905, "parameters": 25},
+            {"cycle": 3, "val_accuracy": 0.870, "parameters": 12}]
+    # the control at the same cycle, not cycle 0, is the baseline: here it improves with training
+    control = [{"cycle": c, "val_accuracy": v} for c, v in enumerate([0.900, 0.905, 0.900, 0.915])]
+    assert study.smallest_within(rows, control, 1.0)["cycle"] == 2  # 0.8905 >= 0.900 - 0.01
+    assert study.smallest_within(rows, control, 0.5)["cycle"] == 1
+    assert study.smallest_within(rows, control, 5.0)["cycle"] == 3  # 0.870 >= 0.915 - 0.05
+    assert study.smallest_within(rows, control, 4.0)["cycle"] == 2  # 0.870 < 0.915 - 0.04
+    assert study.stop_cycle(rows, control, 1.0) == 3 and study.stop_cycle(rows, control, 5.0) is None
     with pytest.raises(ValueError, match="no rows"):
-        study.smallest_within([], 1.0)
+        study.smallest_within([], control, 1.0)
 
 
 def test_geometric_run_stops_at_the_knee_and_keeps_the_smallest_head(small_config):
-    # a tolerance of -0 points cannot be met for long: the run must stop, not run all 12 cycles
+    # a tolerance of 0 points cannot be met for long: the run must stop, not run all 12 cycles
     c = dataclasses.replace(small_config, schedule="geometric", layer="all", fraction=0.5, cycles=12,
                             tolerance=0.0, checkpoints="none")
-    rows = study.run_study(c, progress=False, log=None)
-    base = rows[0]["test_accuracy"]
-    assert all(r["test_accuracy"] >= base for r in rows[1:-1])  # every cycle before the last stayed in
-    assert rows[-1]["test_accuracy"] < base or len(rows) == 7  # stopped at the knee, or ran out of neurons
+    rows, control = study.knee_search(c, progress=False, log=None)
+    stop = study.stop_cycle(rows, control, 0.0)
+    assert stop == rows[-1]["cycle"] or len(rows) == 7  # stopped at the knee, or ran out of neurons
     widths = [list(map(int, r["widths"].split("-"))) for r in rows]
     for a, b in zip(widths, widths[1:]):
         assert b[1:-1] == [n - min(max(1, round(0.5 * n)), n - 1) for n in a[1:-1]]
-    best = study.smallest_within(rows, 0.0)
+    best = study.smallest_within(rows, control, 0.0)
     head, _ = model.load_head(c.run_dir / runs.SMALLEST)
     assert "-".join(map(str, head.widths())) == best["widths"]
-    _, test_set = study.prepare_features(c, progress=False)
-    assert train.evaluate(head, test_set, device="cpu")["correct"] == best["test_correct"]
+    splits = study.prepare_features(c, progress=False)
+    assert train.evaluate(head, splits.val, device="cpu")["correct"] == best["val_correct"]
     assert not list((c.run_dir / "checkpoints").glob("*.pt"))  # checkpoints="none" still keeps the result
-    again = study.run_study(c, progress=False, log=None)  # finished: read back, nothing retrained
+    again, _ = study.knee_search(c, progress=False, log=None)  # finished: read back, nothing retrained
     assert [r["test_correct"] for r in again] == [r["test_correct"] for r in rows]
 
 
 def test_compress_smallest_writes_loads_and_evaluates(small_config):
     c = dataclasses.replace(small_config, schedule="geometric", layer="all", cycles=3, tolerance=100.0)
-    rows, best, table = study.compress_smallest(c, bits=(8, 4), progress=False, log=None)
+    result = study.compress_smallest(c, bits=(8, 4), progress=False, log=None)
+    rows, best, table = result["rows"], result["smallest"], result["table"]
     assert best is rows[-1]  # a tolerance of 100 points keeps every head: the last is the smallest
     assert [r["storage"] for r in table] == ["float32", "int8, scale per channel", "4-bit k-means codebook"]
+    reference = result["control"][best["cycle"]]
     for r in table:
         assert r["ratio"] == pytest.approx(rows[0]["model_bytes"] / r["bytes"])
-        assert r["drop_points"] == pytest.approx(100 * (rows[0]["test_accuracy"] - r["test_accuracy"]))
+        assert r["drop_points"] == pytest.approx(100 * (reference["test_accuracy"] - r["test_accuracy"]))
     head = compress.load_compressed(table[2]["path"])
     assert head.widths() == list(map(int, best["widths"].split("-")))
     with pytest.raises(ValueError, match="schedule='fixed'"):
@@ -81,11 +86,12 @@ def test_bad_schedule_is_named(small_config, overrides, message):
 
 def test_cli_compress_prints_the_table(small_config, tmp_path):
     out = subprocess.run([sys.executable, "-m", "labkit", "compress", "--profile", "ci", "--head", "64", "48", "16",
-                          "--train-limit", "300", "--test-limit", "200", "--batch-size", "32", "--lr", "1e-3",
+                          "--train-limit", "300", "--val-limit", "200", "--test-limit", "200", "--batch-size", "32", "--lr", "1e-3",
                           "--cycles", "3", "--bits", "8", "2", "--results", str(tmp_path), "--no-progress"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "int8, scale per channel" in out.stdout and "2-bit k-means codebook" in out.stdout
     assert "layerall-geo0.5-tol1" in out.stdout and "peak memory" in out.stdout
+    assert "control_val_accuracy" in out.stdout and "unpruned head trained as long" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "labkit", "compress", "--layer", "top"], capture_output=True, text=True)
     assert bad.returncode == 2 and "layer 'top' must be a hidden layer's number" in bad.stderr

@@ -1,0 +1,142 @@
+"""The protocol: a validation split that takes every decision, the equal-budget and from-scratch controls."""
+import dataclasses
+import hashlib
+
+import pytest
+import torch
+
+from labkit import config, data, features, files, model, runs, study, train
+
+
+def test_validation_is_disjoint_from_training_and_test():
+    images, labels = data.load_mnist("train")
+    val = data.split_indices(labels, "val", 300, None, 0)
+    for limit in (600, None):
+        trained = data.split_indices(labels, "train", limit, 300, 0)
+        assert not set(val.tolist()) & set(trained.tolist())
+    assert len(data.split_indices(labels, "train", None, 10_000, 0)) == 50_000  # the paper profile's split
+    assert torch.bincount(labels[val]).tolist() == [30] * 10  # class-balanced
+    test_images, _ = data.load_mnist("test")
+    digest = lambda x: hashlib.sha1(x.numpy().tobytes()).hexdigest()  # noqa: E731
+    assert not {digest(x) for x in images[val]} & {digest(x) for x in test_images}
+    # load_mnist and the feature sets draw the same images
+    x_val, y_val = data.load_mnist("val", 300, seed=0)
+    assert torch.equal(x_val, images[val]) and torch.equal(y_val, labels[val])
+
+
+def test_history_has_validation_columns(small_config):
+    rows = study.run_study(small_config, progress=False, log=None)
+    saved = runs.read_history(small_config.run_dir / "history.csv")
+    for r in saved:
+        assert r["val_total"] == small_config.val_limit == 200
+        assert r["val_accuracy"] == pytest.approx(r["val_correct"] / r["val_total"])
+        assert r["test_total"] == small_config.test_limit
+    assert [r["epochs_total"] for r in rows] == [1, 2, 3]
+
+
+def _permuted_test_labels(monkeypatch):
+    real = study.split_features
+
+    def permuted(c, split, progress=True, weights=None):
+        fs = real(c, split, progress, weights)
+        if split != "test":
+            return fs
+        order = torch.randperm(len(fs), generator=torch.Generator().manual_seed(1))
+        return features.FeatureSet(fs.maps, fs.labels[order], fs.weights, fs.image_size, "test")
+
+    monkeypatch.setattr(study, "split_features", permuted)
+
+
+def test_test_labels_decide_nothing(small_config, tmp_path, monkeypatch):
+    geo = dataclasses.replace(small_config, schedule="geometric", layer="all", fraction=0.5, cycles=8,
+                              tolerance=0.5, checkpoints="none")
+    rows, control = study.knee_search(geo, progress=False, log=None)
+    _permuted_test_labels(monkeypatch)
+    other = dataclasses.replace(geo, results_dir=str(tmp_path / "permuted"))
+    rows_p, control_p = study.knee_search(other, progress=False, log=None)
+    decided = lambda r, c: (study.stop_cycle(r, c, 0.5), study.smallest_within(r, c, 0.5)["widths"],  # noqa: E731
+                            [x["widths"] for x in r], [x["val_correct"] for x in r])
+    assert decided(rows, control) == decided(rows_p, control_p)
+    assert [r["test_correct"] for r in rows] != [r["test_correct"] for r in rows_p]  # only the report changed
+
+
+def test_stop_is_the_first_cycle_below_the_control_at_equal_training(small_config):
+    geo = dataclasses.replace(small_config, schedule="geometric", layer="all", fraction=0.5, cycles=8,
+                              tolerance=0.5, checkpoints="none")
+    result = study.compress_smallest(geo, bits=(8,), progress=False, log=None)
+    knee, rows, control = result["knee"], result["rows"], result["control"]
+    assert [r["cycle"] for r in control] == [r["cycle"] for r in rows]
+    assert all(c["epochs_total"] == r["epochs_total"] for r, c in zip(rows, control))  # equal training
+    below = [r["cycle"] for r in rows if r["val_accuracy"] < control[r["cycle"]]["val_accuracy"] - 0.005 - 1e-12]
+    stop = study.stop_cycle(rows, control, 0.5)
+    assert stop == (below[0] if below else None)
+    assert rows[-1]["cycle"] == (stop if stop is not None else rows[-1]["cycle"])  # nothing ran past the stop
+    for t in knee:
+        if t["method"] != "scratch":
+            assert t["control_val_accuracy"] == control[t["cycle"]]["val_accuracy"]
+            assert t["control_test_accuracy"] == control[t["cycle"]]["test_accuracy"]
+    best = result["smallest"]
+    assert [t for t in knee if t["smallest"]] == [next(t for t in knee if t["cycle"] == best["cycle"]
+                                                       and t["method"] != "scratch")]
+    head, _ = model.load_head(geo.run_dir / runs.SMALLEST)
+    assert "-".join(map(str, head.widths())) == best["widths"]
+    if best["cycle"] > 0:
+        scratch = [t for t in knee if t["method"] == "scratch"]
+        assert len(scratch) == 1 and scratch[0]["widths"] == best["widths"]
+        assert scratch[0]["epochs_total"] == best["epochs_total"]
+    assert result["table"][0]["drop_points"] == pytest.approx(
+        100 * (control[best["cycle"]]["test_accuracy"] - result["table"][0]["test_accuracy"]))
+
+
+def test_comparison_holds_both_controls_for_every_seed(small_config, tmp_path):
+    rows = []
+    for seed in (0, 1):
+        c = dataclasses.replace(small_config, seed=seed)
+        start = tmp_path / f"start{seed}.pt"
+        study.train_start(c, start, progress=False, log=None)
+        rows += study.compare_methods(dataclasses.replace(c, start=str(start)), ("l2", "reservoir"), seed,
+                                      progress=False, log=None)
+    for seed in (0, 1):
+        mine = [r for r in rows if r["seed"] == seed]
+        assert {r["method"] for r in mine} == {"l2", "reservoir", "none", "scratch"}
+        none = [r for r in mine if r["method"] == "none"]
+        assert [r["widths"] for r in none] == ["25088-64-48-16-10"] * 3  # nothing removed, the same cycles
+        last = next(r for r in mine if r["method"] == "l2" and r["cycle"] == 2)
+        (scratch,) = [r for r in mine if r["method"] == "scratch"]  # both methods end at the same widths
+        assert (scratch["widths"], scratch["cycle"], scratch["epochs_total"]) == (last["widths"], 2, 3)
+
+
+def test_scratch_is_a_fresh_head_trained_as_long(small_config):
+    like = {"widths": "25088-40-48-16-10", "epochs_total": 3, "cycle": 2, "removed": 24}
+    row = study.scratch_control(small_config, like, progress=False, log=None)
+    c = config.scratch_of(small_config, [40, 48, 16], 3)
+    assert c.method == "scratch" and c.epochs == 3 and c.cycles == 1 and c.start is None
+    assert (row["method"], row["widths"], row["epochs_total"], row["cycle"]) == ("scratch", like["widths"], 3, 2)
+    with pytest.raises(ValueError, match="method='scratch' trains a fresh head"):
+        dataclasses.replace(c, start=__file__)
+
+
+def test_folded_training_is_full_width_training(small_config):
+    """At 1 x 1 maps, training the 512-column sum at 49x the learning rate gives the full-width head's updates."""
+    splits = study.prepare_features(small_config, progress=False)
+    heads = []
+    for fold in (True, False):
+        head = study.new_head(small_config, splits.train)
+        history = train.fit(head, splits.train, 2, 32, 1e-3, seed=3, device="cpu", progress=False, fold=fold)
+        heads.append((head, history))
+    (a, ha), (b, hb) = heads
+    for x, y in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=2e-6)
+    assert [e["loss"] for e in ha] == pytest.approx([e["loss"] for e in hb], rel=1e-4)
+
+
+def test_no_checkpoint_is_written_when_none_are_kept(small_config, monkeypatch):
+    written = []
+    real = files.save_torch
+    monkeypatch.setattr(files, "save_torch", lambda obj, path: written.append(path) or real(obj, path))
+    c = dataclasses.replace(small_config, checkpoints="none")
+    rows = study.run_study(c, progress=False, log=None)
+    assert written == [] and not list((c.run_dir / "checkpoints").iterdir())
+    head = study.new_head(c, study.prepare_features(c, progress=False).train)
+    # model_bytes is what the head's file would take, measured without writing it
+    assert rows[0]["model_bytes"] == real(model.head_payload(head), c.run_dir.parent / "probe.pt")
