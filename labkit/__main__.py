@@ -5,12 +5,14 @@ import argparse
 import sys
 
 from . import config as cfg
+from .device import pick_device
 from .prune import METHODS
 
 
 def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="quick", choices=tuple(cfg.PROFILES), help="size of the run (default quick)")
-    p.add_argument("--method", default=None, choices=METHODS, help="pruning criterion (default l2)")
+    p.add_argument("--method", default=None, choices=(*METHODS, *cfg.CONTROLS),
+                   help="pruning criterion (default l2), or a control: none (nothing removed), scratch (a fresh head)")
     p.add_argument("--layer", type=_layer, help="hidden layer to prune (0 is the first), or 'all' in proportion "
                                                 "(default 0)")
     p.add_argument("--schedule", choices=cfg.SCHEDULES,
@@ -26,12 +28,16 @@ def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, dest="batch_size", help="training batch size")
     p.add_argument("--lr", type=float, help="Adam learning rate")
     p.add_argument("--train-limit", type=int, dest="train_limit", help="training images (class-balanced subset)")
+    p.add_argument("--val-limit", type=int, dest="val_limit",
+                   help="validation images, drawn from the training set (every decision is taken on them)")
     p.add_argument("--test-limit", type=int, dest="test_limit", help="test images (class-balanced subset)")
     p.add_argument("--image-size", type=int, dest="image_size", help="input side in pixels (32 or more)")
     p.add_argument("--weights", choices=cfg.WEIGHT_CHOICES, help="backbone weights (default auto)")
     p.add_argument("--seed", type=int, help="seed of initialization, shuffling, dropout and reservoir sampling")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--results", dest="results_dir", help="parent folder of the run's folder (default results)")
+    p.add_argument("--results", dest="results_dir",
+                   help="parent folder of the run's folder (default $LABKIT_RESULTS/<profile>/runs, where the "
+                        "notebooks' runs go; LABKIT_RESULTS defaults to ./results)")
     p.add_argument("--name", help="run name (default derived from the settings)")
     p.add_argument("--start", help="a trained head checkpoint to start from (cycle 0 is measured, not trained)")
     p.add_argument("--checkpoints", choices=cfg.CHECKPOINT_POLICIES, help="which cycle checkpoints to keep")
@@ -54,9 +60,11 @@ def _config(parser: argparse.ArgumentParser, args, **defaults) -> cfg.StudyConfi
     if "head" in overrides:
         overrides["head"] = tuple(overrides["head"])
     try:
-        return cfg.make_config(args.profile, **{**defaults, **overrides})
+        config = cfg.make_config(args.profile, **{**defaults, **overrides})
+        pick_device(config.device)  # a GPU asked for where there is none is refused now, not after loading data
     except ValueError as err:
         parser.error(str(err))
+    return config
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict]:
@@ -68,7 +76,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
         "compress", help="prune geometrically until accuracy drops, then quantize the smallest head within "
                          "tolerance (default: all hidden layers, 8 and 4 bits)")
     _study_args(comp)
-    comp.add_argument("--bits", type=int, nargs="+", default=[8, 4],
+    comp.add_argument("--bits", type=int, nargs="+", default=[8, 4], choices=range(1, 9), metavar="BITS",
                       help="storage widths to try: 8 (int8, scale per channel), 1-7 (k-means codebook)")
     subs["lab"] = lab = sub.add_parser("lab", help="run the five notebooks with papermill into results/<profile>/")
     lab.add_argument("--profile", default="quick", choices=tuple(cfg.PROFILES), help="size of the run (default quick)")
@@ -130,9 +138,9 @@ def _compress(parser, args) -> int:
     config = _config(parser, args, schedule="geometric", layer="all", cycles=cfg.GEOMETRIC_CYCLES)
     args.run_dir = config.run_dir
     print(f"labkit compress: run {config.run_name} -> {config.run_dir}", flush=True)
-    rows, best, table = study.compress_smallest(config, args.bits, progress=not args.no_progress,
-                                                log=lambda s: print(s, flush=True))
-    print(report.compress_summary(config, rows, best, table))
+    result = study.compress_smallest(config, args.bits, progress=not args.no_progress,
+                                     log=lambda s: print(s, flush=True))
+    print(report.compress_summary(config, result))
     print(report.peak_memory())
     return 0
 
@@ -146,7 +154,9 @@ def _lab(parser, args) -> int:
 
         parameters = yaml.safe_load(open(args.parameters_file)) or {}
     paths = notebook.run_notebooks(args.profile, args.only or notebook.NOTEBOOKS, parameters)
-    print(f"\n{len(paths)} executed notebooks in {paths[0].parent}; figures in {paths[0].parent / 'figures'}")
+    folder = paths[0].parent
+    print(f"{len(paths)} executed notebooks in {folder}\nfigures in {folder / 'figures'}, tables (*.csv) in {folder}, "
+          f"study runs in {folder / 'runs'}")
     return 0
 
 

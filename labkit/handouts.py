@@ -1,7 +1,13 @@
-"""Handouts: student copies of the notebooks (solutions stubbed) and HTML renders of the executed ones."""
+"""Handouts: student copies of the notebooks made by nbgrader's own preprocessors, and HTML renders.
+
+The notebooks are nbgrader source notebooks: exercise cells are nbgrader solution cells whose answer
+lies between `### BEGIN SOLUTION` and `### END SOLUTION`, and their checks are nbgrader test cells
+worth points. Instructors who grade run nbgrader on them as on any course (`nbgrader generate_assignment`,
+`nbgrader autograde`); `make handouts` makes student copies with the same preprocessors without a
+course database. nbgrader is an optional extra (pip install 'labkit[grade]'); the lab runs without it.
+"""
 from __future__ import annotations
 
-import copy
 import json
 import os
 from pathlib import Path
@@ -9,42 +15,39 @@ from pathlib import Path
 from . import config as cfg
 from .notebook import NOTEBOOK_DIR, NOTEBOOKS, run_notebooks
 
-STUB = "# YOUR WORK HERE: write your answer, then run the check in the next cell\n..."
+CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"  # nbgrader's own stub
 
 
-def _is_solution(cell) -> bool:
-    return "solution" in cell.get("metadata", {}).get("tags", [])
+def _nbgrader():
+    try:
+        from nbgrader import preprocessors
+    except ImportError:
+        raise RuntimeError("student copies are made with nbgrader, which is not installed here: "
+                           "pip install 'labkit[grade]' (or pip install nbgrader), or run make handouts, "
+                           "which installs it") from None
+    return preprocessors
 
 
-def student_copy(nb: dict) -> dict:
-    """A copy of notebook `nb` in which every cell tagged `solution` keeps only its leading comment
-    lines (the exercise text) and a stub, and no cell has outputs."""
-    nb = copy.deepcopy(nb)
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
-            cell["outputs"], cell["execution_count"] = [], None
-        if _is_solution(cell):
-            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-            lines = source.splitlines()
-            head = []
-            for line in lines:
-                if not line.startswith("#"):
-                    break
-                head.append(line)
-            if cell["cell_type"] == "markdown":
-                cell["source"] = "\n".join(head + ["*Your answer here.*"])
-            else:
-                cell["source"] = "\n".join(head + [STUB])
-            cell["metadata"]["tags"] = [t for t in cell["metadata"]["tags"] if t != "solution"] + ["exercise"]
-    return nb
+def student_copy(nb: dict):
+    """The student version of notebook `nb` (a dict or NotebookNode): solutions replaced by nbgrader's stub,
+    outputs cleared, test cells locked: nbgrader's ClearSolutions, ClearOutput and LockCells."""
+    import nbformat
+
+    pre = _nbgrader()
+    node = nbformat.reads(json.dumps(nb), as_version=4)  # sources as strings, as nbgrader reads them
+    resources: dict = {}
+    for step in (pre.ClearSolutions(code_stub={"python": CODE_STUB}), pre.ClearOutput(), pre.LockCells()):
+        node, resources = step.preprocess(node, resources)
+    return node
 
 
 def make_handouts(profile: str = "quick", out: str | os.PathLike = "handouts", run_missing: bool = True) -> dict:
-    """Student copies (solutions stubbed) to out/student/ and HTML renders of the executed notebooks
-    (results/<profile>/) to out/html/; notebooks not yet executed are run first when run_missing."""
+    """Student copies to out/student/ and HTML renders of the executed notebooks (results/<profile>/) to
+    out/html/; notebooks not yet executed are run first when run_missing."""
     import nbformat
     from nbconvert import HTMLExporter
 
+    _nbgrader()  # before any work: say at once if nbgrader is missing
     out = Path(out)
     (out / "student").mkdir(parents=True, exist_ok=True)
     (out / "html").mkdir(parents=True, exist_ok=True)
@@ -56,8 +59,7 @@ def make_handouts(profile: str = "quick", out: str | os.PathLike = "handouts", r
     made = {"student": [], "html": []}
     exporter = HTMLExporter()
     for name in NOTEBOOKS:
-        nb = json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())
-        student = nbformat.from_dict(student_copy(nb))
+        student = student_copy(json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text()))
         nbformat.validate(student)
         path = out / "student" / f"{name}.ipynb"
         nbformat.write(student, str(path))

@@ -93,22 +93,24 @@ class Session:
                   f"with the {self.profile!r} profile.")
         return study.train_start(dataclasses.replace(self.config, seed=seed), path, progress=progress)
 
-    def prune_grid(self, methods: Sequence[str], seeds: Sequence[int] = (0,), progress: bool = True,
-                   **overrides) -> list[dict]:
-        """For each seed: its trained start (02's, or trained now), then the prune cycles of every method."""
+    def compare(self, methods: Sequence[str], seeds: Sequence[int] = (0,), progress: bool = True,
+                **overrides) -> list[dict]:
+        """For each seed, from its trained start (02's, or trained now): every method, the equal-budget
+        control "none" and the last cycle's widths trained from scratch (see study.compare_methods)."""
         rows = []
         for seed in seeds:
             self.trained_start(seed, progress)
             base = dataclasses.replace(self.config, start=str(self.start_path(seed)), **overrides)
-            rows += study.run_grid(base, methods, (seed,), progress)
+            rows += study.compare_methods(base, methods, seed, progress)
         return rows
 
     def knee(self, layer="all", fraction: float = 0.5, tolerance: float = 1.0, method: str = "l2",
-             bits: Sequence[int] = (8, 4), seed: int = 0, progress: bool = True):
-        """From the trained start of `seed`: prune geometrically until accuracy drops, quantize the smallest head.
+             bits: Sequence[int] = (8, 4), seed: int = 0, progress: bool = True) -> dict:
+        """From the trained start of `seed`: prune geometrically beside the equal-budget control until validation
+        accuracy drops, train the smallest widths from scratch, quantize the smallest head.
 
-        Returns (rows per cycle, the smallest row within tolerance, compression rows); see
-        study.compress_smallest. The smallest head stays in its run folder.
+        Returns study.compress_smallest's dict (rows, control, smallest, scratch, knee, table).
+        The smallest head stays in its run folder.
         """
         self.trained_start(seed, progress)
         c = dataclasses.replace(self.config, start=str(self.start_path(seed)), schedule="geometric", layer=layer,
@@ -117,6 +119,42 @@ class Session:
         print(f"--- {c.run_name}")
         return study.compress_smallest(c, bits, progress)
 
+    def questionnaire_inputs(self, seed: int = 0, progress: bool = True) -> dict:
+        """What notebook 05's answers read: the trained heads of `seed` and `seed + 1` (02 / 04), the comparison
+        (03), the capacity curve (04), the knee and the stored heads (03), the data requirement (04). Each is
+        read from results/<profile>/ when an earlier notebook wrote it, and computed now (saying so) when not."""
+        from . import capacity, data, metrics, prune, train
+
+        head, record = self.trained_start(seed, progress)
+        other, _ = self.trained_start(seed + 1, progress)  # a second rater for Q3
+        splits = study.prepare_features(self.config, progress)
+        test = train.evaluate(head, splits.test, return_predictions=True)
+        second = train.evaluate(other, splits.test, return_predictions=True)
+        compare = self.saved_table("prune_compare")
+        if compare is None:
+            print("No table from notebook 03; running its comparison now.")
+            compare = self.compare(prune.METHODS, seeds=(seed,), progress=progress)
+        knee, stored = self.saved_table("knee"), self.saved_table("compression")
+        if knee is None or stored is None:
+            print("No knee search from notebook 03; running it now.")
+            result = self.knee(seed=seed, progress=progress)
+            knee, stored = result["knee"], result["table"]
+        requirement = self.saved_table("data_requirement")
+        if requirement is None:
+            print("No data requirement from notebook 04; estimating it now.")
+            requirement = [{"representation": name, **r}
+                           for name, rows in study.requirement_progressions(self.config).items() for r in rows]
+        curve = self.saved_table("capacity_curve") or compare
+        starts = [r["test_accuracy"] for r in curve if r["method"] == "none" and r["cycle"] == 0]
+        return {"record": record, "test": test, "weights": splits.train.weights, "n_train": len(splits.train),
+                "confusion": metrics.confusion_matrix(splits.test.labels, test["predictions"]),
+                "between_heads": metrics.confusion_matrix(test["predictions"], second["predictions"]),
+                "counts": study.class_counts(self.config),
+                "full_train_counts": torch.bincount(data.load_mnist("train")[1], minlength=10).tolist(),
+                "mec_bits": capacity.mec_of(head), "compare": compare, "curve": curve, "knee": knee,
+                "stored": stored, "requirement": requirement, "start_accuracies": starts,
+                "tolerance": float(knee[0]["tolerance"])}
+
 
 def start(profile: str = "auto", **overrides) -> Session:
     """Open a notebook session: pick the profile, build its config, say where results go and what runs where."""
@@ -124,10 +162,12 @@ def start(profile: str = "auto", **overrides) -> Session:
     folder = cfg.results_root() / profile
     # notebook runs keep no checkpoint once finished (a full-width head is ~480 MB); the trained heads stay
     config = cfg.make_config(profile, **{"results_dir": str(folder / "runs"), "checkpoints": "none", **overrides})
-    folder.mkdir(parents=True, exist_ok=True)
+    files.writable_folder(folder, "the results folder", "set LABKIT_RESULTS to a folder you can write to")
     gpu = torch.cuda.is_available()
-    print(f"labkit profile {profile!r}: {config.train_limit or 60000:,} training / {config.test_limit or 10000:,} "
-          f"test images, {config.cycles} cycles x {config.epochs} epochs; results in {folder}")
+    train_images = config.train_limit or 60_000 - config.val_limit
+    print(f"labkit profile {profile!r}: {train_images:,} training / {config.val_limit:,} validation / "
+          f"{config.test_limit or 10_000:,} test images, {config.cycles} cycles x {config.epochs} epochs; "
+          f"results in {folder}")
     print(f"torch {torch.__version__} on {'GPU: ' + torch.cuda.get_device_name(0) if gpu else 'CPU'}")
     if not gpu:
         print("Note: no GPU found; running on the CPU (fine for the 'quick' and 'ci' profiles).")
@@ -136,27 +176,58 @@ def start(profile: str = "auto", **overrides) -> Session:
 
 # ---------------------------------------------------------------- running the notebooks
 
+def _local_kernels():
+    """A kernel manager whose kernels talk over local sockets (ipc) rather than TCP: a kernel on this machine
+    has nothing to encrypt, and ipykernel then has no reason to warn that TCP is unencrypted."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class LocalKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self):
+            return "ipc"
+
+    return LocalKernelManager
+
+
 def run_notebooks(profile: str = "quick", names: Sequence[str] = NOTEBOOKS, parameters: dict | None = None,
                   out: str | os.PathLike | None = None) -> list[Path]:
-    """Execute the notebooks in order with papermill; executed copies go to results/<profile>/."""
-    import logging
+    """Execute the notebooks in order with papermill; executed copies go to results/<profile>/.
+
+    One line per notebook in the terminal, live while it runs: its name, the cells done and the time.
+    The notebooks' own output goes into the executed copies, not to the terminal; their progress bars
+    are switched off there (LABKIT_PROGRESS=0), since a bar saved in a notebook freezes at its first frame.
+    """
+    import sys
+    import time
 
     import papermill
+    from papermill.exceptions import PapermillExecutionError
 
     checks.choice("profile", profile, tuple(cfg.PROFILES))
-    out = Path(out) if out else cfg.results_root() / profile
-    out.mkdir(parents=True, exist_ok=True)
+    names = [checks.choice("notebook", n, NOTEBOOKS) for n in names]
+    out = files.writable_folder(Path(out) if out else cfg.results_root() / profile, "the results folder",
+                                "set LABKIT_RESULTS to a folder you can write to")
     os.environ.setdefault("LABKIT_RESULTS", str(cfg.results_root()))
-    # stream each cell's output to the terminal as it comes, so tables print as they grow
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.environ["LABKIT_PROGRESS"] = "0"
+    width = max(map(len, names))
     done = []
+    live = sys.stdout.isatty()  # a terminal: one line per notebook that moves as cells finish
     for name in names:
-        checks.choice("notebook", name, NOTEBOOKS)
         target = out / f"{name}.ipynb"
-        print(f"--- {name} -> {target}", flush=True)
-        papermill.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(target),
-                                   parameters={"profile": profile, **(parameters or {})},
-                                   cwd=str(NOTEBOOK_DIR), progress_bar=False, log_output=True,
-                                   kernel_name="python3")
+        bar = {"desc": name.ljust(width), "unit": "cell", "file": sys.stdout, "leave": True, "mininterval": 0.5,
+               "bar_format": "{desc}  {bar:20}  {n_fmt:>2}/{total_fmt} cells  {elapsed}"} if live else False
+        began = time.perf_counter()
+        try:
+            papermill.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(target),
+                                       parameters={"profile": profile, **(parameters or {})},
+                                       cwd=str(NOTEBOOK_DIR), progress_bar=bar, log_output=False,
+                                       kernel_name="python3", kernel_manager_class=_local_kernels())
+        except PapermillExecutionError as err:
+            raise RuntimeError(f"notebook {name} stopped in cell {err.exec_count}: {err.ename}: {err.evalue}; "
+                               f"the executed copy with the whole traceback is {target}") from None
+        if not live:  # a log: one line per notebook once it is done
+            minutes, seconds = divmod(round(time.perf_counter() - began), 60)
+            print(f"{name.ljust(width)}  done  {minutes:02d}:{seconds:02d}", flush=True)
         done.append(target)
     return done

@@ -1,4 +1,10 @@
-"""Figures for the notebooks (matplotlib; each function returns its Figure and computes nothing new)."""
+"""Figures for the notebooks (matplotlib; each function returns its Figure and computes nothing new).
+
+Accuracy axes are in percent, capacity axes in millions of bits (no detached "1e8" offset), cycle
+axes in whole cycles. Controls are drawn beside the pruning curves: the unpruned head trained as
+long ("none", dashed, at the capacity of the pruned heads of the same cycle) and the same widths
+trained from scratch ("scratch", crosses). Means over seeds carry error bars of one standard deviation.
+"""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -7,51 +13,80 @@ from typing import Sequence
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 MARKERS = {"l1": "o", "l2": "s", "reservoir": "^", "magnitude": "D"}
+CONTROL_STYLE = dict(color="black", ls="--", marker="o", mfc="white", label="unpruned, trained as long (control)")
+SCRATCH_STYLE = dict(color="C4", marker="X", ms=10, ls="none", label="same widths from scratch, as long")
+
+
+def _bits_axis(ax, axis: str = "x") -> None:
+    """Capacity ticks in millions of bits (102.8M), on a linear or log axis (1, 2, 5 x 10^k on a log axis)."""
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e6:,.3g}M" if v >= 1e5 else
+                                             f"{v / 1e3:,.3g}k" if v >= 1e3 else f"{v:,.0f}"))
+    if (ax.get_xscale() if axis == "x" else ax.get_yscale()) == "log":
+        target.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+        target.set_minor_formatter(NullFormatter())
+
+
+def _count_axis(ax, axis: str = "x") -> None:
+    """Plain counts with thousands separators (1, 2, 5 x 10^k on a log axis)."""
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    if (ax.get_xscale() if axis == "x" else ax.get_yscale()) == "log":
+        target.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+        target.set_minor_formatter(NullFormatter())
+
+
+def _whole_cycles(ax) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def digit_grid(images: torch.Tensor, labels: torch.Tensor, per_class: int = 8):
-    """A grid of `per_class` digits for each class 0-9, labelled."""
-    fig, axes = plt.subplots(10, per_class, figsize=(per_class * 0.9, 9.5))
+    """A grid of `per_class` digits for each class 0-9, one row per class."""
+    fig, axes = plt.subplots(10, per_class, figsize=(per_class * 0.75, 8.2),
+                             gridspec_kw=dict(wspace=0.05, hspace=0.05))
     for c in range(10):
         idx = torch.nonzero(labels == c).flatten()[:per_class]
         for j in range(per_class):
             ax = axes[c, j]
-            ax.axis("off")
+            ax.set_xticks([]), ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
             if j < len(idx):
                 ax.imshow(images[idx[j]], cmap="gray_r")
-        axes[c, 0].set_title(str(c), x=-0.3, y=0.2, fontsize=9)
-    fig.suptitle("MNIST digits, one row per class")
+        axes[c, 0].set_ylabel(str(c), rotation=0, labelpad=10, va="center", fontsize=10)
+    fig.suptitle("MNIST digits, one row per class", y=0.915)
     return fig
 
 
 def class_balance(counts: dict[str, Sequence[int]]):
-    """Bars of images per class for each split: counts = {"train": [...10], "test": [...10]}."""
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    """Bars of images per class for each subset: counts = {"train": [...10], "validation": [...10], ...}."""
+    fig, ax = plt.subplots(figsize=(8, 3.4))
     width = 0.8 / len(counts)
     for i, (name, values) in enumerate(counts.items()):
         ax.bar([c + i * width for c in range(10)], values, width, label=f"{name} ({sum(values):,} images)")
     ax.set_xticks([c + 0.4 - width / 2 for c in range(10)], [str(c) for c in range(10)])
     ax.set_xlabel("digit class")
     ax.set_ylabel("images")
-    ax.set_title("Class balance")
-    ax.legend()
+    ax.set_title("Images per class in the subsets this profile uses", pad=28)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(counts), frameon=False, fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def training_curves(epochs: list[dict]):
-    """Loss and accuracy (%) per epoch from train.fit's history."""
+    """Loss and accuracy (%) per epoch from train.fit's history (training batches, and validation)."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
     x = [e["epoch"] for e in epochs]
-    a.plot(x, [e["loss"] for e in epochs], "o-", label="train")
-    if "test_loss" in epochs[0]:
-        a.plot(x, [e["test_loss"] for e in epochs], "s--", label="test")
+    a.plot(x, [e["loss"] for e in epochs], "o-", label="training batches")
+    if "val_loss" in epochs[0]:
+        a.plot(x, [e["val_loss"] for e in epochs], "s--", label="validation")
     a.set_xlabel("epoch"), a.set_ylabel("cross-entropy loss"), a.set_title("Loss"), a.legend()
-    b.plot(x, [100 * e["accuracy"] for e in epochs], "o-", label="train (dropout on)")
-    if "test_accuracy" in epochs[0]:
-        b.plot(x, [100 * e["test_accuracy"] for e in epochs], "s--", label="test")
+    b.plot(x, [100 * e["accuracy"] for e in epochs], "o-", label="training batches (dropout on)")
+    if "val_accuracy" in epochs[0]:
+        b.plot(x, [100 * e["val_accuracy"] for e in epochs], "s--", label="validation")
     b.set_xlabel("epoch"), b.set_ylabel("accuracy (%)"), b.set_title("Accuracy"), b.legend()
     for ax in (a, b):
         ax.set_xticks(x)
@@ -59,8 +94,9 @@ def training_curves(epochs: list[dict]):
     return fig
 
 
-def confusion(matrix: torch.Tensor):
-    """Confusion matrix: rows true class, columns predicted class, counts in the cells."""
+def confusion(matrix: torch.Tensor, title: str = "Confusion matrix (test images)", xlabel: str = "predicted class",
+              ylabel: str = "true class"):
+    """Confusion matrix: rows true class (or first rater), columns predicted class (second rater), counts."""
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     im = ax.imshow(matrix, cmap="Blues")
     for i in range(matrix.shape[0]):
@@ -69,16 +105,16 @@ def confusion(matrix: torch.Tensor):
             if v:
                 ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
                         color="white" if v > matrix.max() / 2 else "black")
-    ax.set_xlabel("predicted class"), ax.set_ylabel("true class")
+    ax.set_xlabel(xlabel), ax.set_ylabel(ylabel)
     ax.set_xticks(range(10)), ax.set_yticks(range(10))
-    ax.set_title("Confusion matrix (test images)")
+    ax.set_title(title)
     fig.colorbar(im, ax=ax, label="images")
     fig.tight_layout()
     return fig
 
 
 def capacity_table_bars(table: list[dict]):
-    """Capacity in bits per Linear layer (log scale), from capacity.mec_table."""
+    """Capacity in bits per Linear layer (log scale), from capacity.mec_table or widths_table."""
     fig, ax = plt.subplots(figsize=(6, 3))
     names = [f"layer {r['layer']}\n{r['inputs']:,}->{r['live_neurons']:,}" for r in table]
     ax.bar(names, [r["capacity_bits"] for r in table])
@@ -89,130 +125,121 @@ def capacity_table_bars(table: list[dict]):
     return fig
 
 
-def _by_method(rows, x, y):
-    series = defaultdict(lambda: defaultdict(list))
+def _series(rows, method: str, x: str, y: str) -> list[tuple[float, float, float]]:
+    """(x, mean y, standard deviation of y over seeds) for one method, sorted by x."""
+    points = defaultdict(list)
     for r in rows:
-        series[r["method"]][r[x]].append(r[y])
-    return series
+        if r["method"] == method:
+            points[r[x]].append(r[y])
+    return [(k, mean(v), pstdev(v)) for k, v in sorted(points.items())]
 
 
-def prune_compare(rows: list[dict]):
-    """Test accuracy (%) against neurons removed and against MEC (bits), one line per method."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for method, pts in _by_method(rows, "removed", "test_accuracy").items():
-        xs = sorted(pts)
-        a.plot(xs, [100 * mean(pts[x]) for x in xs], marker=MARKERS.get(method, "o"), label=method)
-    for method, pts in _by_method(rows, "mec_bits", "test_accuracy").items():
-        xs = sorted(pts)
-        b.plot(xs, [100 * mean(pts[x]) for x in xs], marker=MARKERS.get(method, "o"), label=method)
-    a.set_xlabel("neurons removed from the pruned layer"), a.set_ylabel("test accuracy (%)")
-    b.set_xlabel("MEC of the head (bits)"), b.set_ylabel("test accuracy (%)")
-    a.set_title("Accuracy against neurons removed"), b.set_title("Accuracy against capacity")
-    for ax in (a, b):
-        ax.legend()
+def _pruning_methods(rows) -> list[str]:
+    return [m for m in dict.fromkeys(r["method"] for r in rows) if m not in ("none", "scratch")]
+
+
+def accuracy_vs_capacity(rows: list[dict], seed_rows: list[dict] | None = None):
+    """Validation and test accuracy against MEC, one line per method, mean +- std over seeds, with both controls.
+
+    The control (nothing removed, trained as long) is drawn at the capacity the pruned heads have at
+    the same cycle, so the vertical gap at each point is what pruning did at equal training.
+    `seed_rows`: the 2019 report's table, drawn on the test panel.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.2), sharey=True)
+    methods = _pruning_methods(rows)
+    mec_at = {r["cycle"]: r["mec_bits"] for r in rows if methods and r["method"] == methods[0]}
+    seeds = len({r.get("seed", 0) for r in rows})
+    for ax, split in zip(axes, ("val", "test")):
+        y = f"{split}_accuracy"
+        for m in methods:
+            pts = _series(rows, m, "mec_bits", y)
+            ax.errorbar([p[0] for p in pts], [100 * p[1] for p in pts], yerr=[100 * p[2] for p in pts],
+                        marker=MARKERS.get(m, "o"), capsize=3, label=m)
+        ctl = [(mec_at[c], v, s) for c, v, s in _series(rows, "none", "cycle", y) if c in mec_at]
+        if ctl:
+            ax.errorbar([p[0] for p in ctl], [100 * p[1] for p in ctl], yerr=[100 * p[2] for p in ctl], capsize=3,
+                        **CONTROL_STYLE)
+        scratch = _series(rows, "scratch", "mec_bits", y)
+        if scratch:
+            ax.errorbar([p[0] for p in scratch], [100 * p[1] for p in scratch], yerr=[100 * p[2] for p in scratch],
+                        capsize=3, **SCRATCH_STYLE)
+        if seed_rows and split == "test":
+            ax.plot([r["mec_bits"] for r in seed_rows], [100 * r["test_accuracy"] for r in seed_rows], "k*:",
+                    ms=9, alpha=0.6, label="2019 report (its test set, one run)")
+        ax.set_xlabel("MEC of the head (bits)")
+        _bits_axis(ax)
+        ax.set_title(f"{'Validation' if split == 'val' else 'Test'} accuracy"
+                     + (f", mean ± std over {seeds} seeds" if seeds > 1 else ", one seed"))
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def sizes(rows: list[dict]):
-    """Parameters and saved file size (MB) per cycle, one line per method."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
-    for method, pts in _by_method(rows, "cycle", "parameters").items():
-        xs = sorted(pts)
-        a.plot(xs, [mean(pts[x]) / 1e6 for x in xs], marker=MARKERS.get(method, "o"), label=method)
-    for method, pts in _by_method(rows, "cycle", "model_bytes").items():
-        xs = sorted(pts)
-        b.plot(xs, [mean(pts[x]) / 1e6 for x in xs], marker=MARKERS.get(method, "o"), label=method)
-    a.set_xlabel("cycle"), a.set_ylabel("parameters (millions)"), a.set_title("Parameters of the head")
-    b.set_xlabel("cycle"), b.set_ylabel("saved head (MB)"), b.set_title("Checkpoint size on disk")
-    for ax in (a, b):
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def spread(rows: list[dict], x: str, y: str) -> dict[str, list[tuple[float, float, float, int]]]:
-    """Per method: (x, mean y, population std of y, number of seeds) for each x, sorted by x."""
-    out = {}
-    for method, pts in _by_method(rows, x, y).items():
-        out[method] = [(xv, mean(pts[xv]), pstdev(pts[xv]), len(pts[xv])) for xv in sorted(pts)]
-    return out
-
-
-def capacity_curve(rows: list[dict], seed_rows: list[dict] | None = None):
-    """The report's Figure 1 done properly: correct test points and accuracy against MEC, mean +- std over seeds."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for method, pts in spread(rows, "mec_bits", "test_correct").items():
-        xs = [p[0] for p in pts]
-        a.errorbar(xs, [p[1] for p in pts], yerr=[p[2] for p in pts], marker=MARKERS.get(method, "o"),
-                   capsize=3, label=f"{method} (n={pts[0][3]} seeds)")
-    for method, pts in spread(rows, "mec_bits", "test_accuracy").items():
-        xs = [p[0] for p in pts]
-        b.errorbar(xs, [100 * p[1] for p in pts], yerr=[100 * p[2] for p in pts], marker=MARKERS.get(method, "o"),
-                   capsize=3, label=method)
-    total = rows[0]["test_total"]
-    if seed_rows:
-        b.plot([r["mec_bits"] for r in seed_rows], [100 * r["test_accuracy"] for r in seed_rows], "k*--",
-               markersize=10, label="2019 report (seed table)")
-        if total == 10000:
-            a.plot([r["mec_bits"] for r in seed_rows], [round(r["test_accuracy"] * 10000) for r in seed_rows],
-                   "k*--", markersize=10, label="2019 report (seed table)")
-    a.set_xlabel("MEC of the head (bits)"), a.set_ylabel(f"correct test points (of {total:,} images)")
-    b.set_xlabel("MEC of the head (bits)"), b.set_ylabel("test accuracy (%)")
-    a.set_title("Generalization against capacity"), b.set_title("Accuracy against capacity, with the report's")
-    for ax in (a, b):
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
+        ax.invert_xaxis()
+    axes[0].set_ylabel("accuracy (%)")
+    axes[0].tick_params(labelleft=True)
+    axes[1].tick_params(labelleft=True)
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle("Pruning cycles run right to left: capacity falls as neurons are removed")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
 
 def rho_per_cycle(rows: list[dict]):
-    """rho = correct test points / MEC per cycle, mean +- std over seeds, one line per method."""
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    for method, pts in spread(rows, "cycle", "rho").items():
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
-                    marker=MARKERS.get(method, "o"), capsize=3, label=method)
-    ax.set_xlabel("cycle"), ax.set_ylabel("rho (correct points per bit of MEC)")
+    """rho = correct test points / MEC per cycle, mean +- std over seeds, one line per method and the control."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for m in [*_pruning_methods(rows), "none"]:
+        pts = _series(rows, m, "cycle", "rho")
+        if not pts:
+            continue
+        style = dict(CONTROL_STYLE) if m == "none" else dict(marker=MARKERS.get(m, "o"), label=m)
+        ax.errorbar([p[0] for p in pts], [1e6 * p[1] for p in pts], yerr=[1e6 * p[2] for p in pts], capsize=3,
+                    **style)
+    ax.set_xlabel("cycle")
+    ax.set_ylabel("rho (correct test points\nper million bits of MEC)")
     ax.set_title("Generalization ratio rho per cycle")
-    ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
-    ax.legend()
+    _whole_cycles(ax)
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
 
-def knee(rows: list[dict], tolerance: float = 1.0):
-    """Test accuracy against MEC (log axis) along a pruning run: where accuracy starts to fall.
+def knee(table: list[dict], tolerance: float = 1.0):
+    """Validation accuracy against MEC (log axis) along a knee search, beside the equal-budget control.
 
-    The dashed line is `tolerance` points below the unpruned head (cycle 0); the star is the
-    smallest head above it, crosses are heads below it.
+    table: study.knee_table rows. The shaded band is the tolerance below the control at each cycle;
+    the star is the smallest head within it, crosses are heads below it, the red X the same widths
+    trained from scratch as long. Test accuracy is drawn faintly for reference.
     """
-    from .study import smallest_within
-
-    base = 100 * rows[0]["test_accuracy"]
-    best = smallest_within(rows, tolerance)
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    rows = [r for r in table if r["method"] != "scratch"]
+    scratch = [r for r in table if r["method"] == "scratch"]
+    fig, ax = plt.subplots(figsize=(8, 5.2))
     x = [r["mec_bits"] for r in rows]
-    y = [100 * r["test_accuracy"] for r in rows]
-    ax.plot(x, y, "o-", color="C0", label="pruning cycles (right to left)")
-    for r, xi, yi in zip(rows, x, y):
-        ax.annotate("-".join(r["widths"].split("-")[1:-1]), (xi, yi), textcoords="offset points", xytext=(0, 7),
-                    ha="center", fontsize=7)
-    low = [(xi, yi) for xi, yi in zip(x, y) if yi < base - tolerance - 1e-9]
-    if low:
-        ax.plot(*zip(*low), "x", color="C3", ms=11, mew=2, label="more than the tolerance below")
-    ax.axhline(base - tolerance, color="gray", ls="--", lw=1,
-               label=f"{tolerance:g} point{'' if tolerance == 1 else 's'} below the unpruned head")
-    ax.plot([best["mec_bits"]], [100 * best["test_accuracy"]], "*", color="C2", ms=17,
-            label=f"smallest within tolerance ({best['mec_bits']:,} bits)")
+    ctl = [100 * r["control_val_accuracy"] for r in rows]
+    ax.fill_between(x, [c - tolerance for c in ctl], ctl, color="0.85", label=f"within {tolerance:g} point(s) of "
+                    "the control")
+    ax.plot(x, ctl, **{**CONTROL_STYLE, "marker": None})
+    ax.plot(x, [100 * r["val_accuracy"] for r in rows], "o-", color="C0", label="pruned head, validation")
+    ax.plot(x, [100 * r["test_accuracy"] for r in rows], "o:", color="C0", alpha=0.35, label="pruned head, test")
+    for r in rows:
+        ax.annotate("-".join(r["widths"].split("-")[1:-1]), (r["mec_bits"], 100 * r["val_accuracy"]),
+                    textcoords="offset points", xytext=(0, 8), ha="center", fontsize=7)
+    out = [r for r in rows if not r["within_tolerance"]]
+    if out:
+        ax.plot([r["mec_bits"] for r in out], [100 * r["val_accuracy"] for r in out], "x", color="C3", ms=11, mew=2,
+                label="more than the tolerance below")
+    best = next(r for r in rows if r["smallest"])
+    ax.plot([best["mec_bits"]], [100 * best["val_accuracy"]], "*", color="C2", ms=17,
+            label=f"smallest within tolerance ({best['mec_bits'] / 1e6:,.1f}M bits)")
+    if scratch:
+        ax.plot([s["mec_bits"] for s in scratch], [100 * s["val_accuracy"] for s in scratch], **SCRATCH_STYLE)
     ax.set_xscale("log")
-    ax.set_xlabel("MEC of the head (bits, log scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("The knee: accuracy against capacity as the head is pruned")
-    ax.legend(fontsize=8, loc="lower right")
+    _bits_axis(ax)
+    ax.invert_xaxis()
+    ax.set_xlabel("MEC of the head (bits, log scale; pruning runs left to right)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("The knee: accuracy against capacity, beside the head trained as long unpruned")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
@@ -220,23 +247,25 @@ def knee(rows: list[dict], tolerance: float = 1.0):
 def compression(table: list[dict], reference: dict | None = None):
     """Saved file size (log axis) of each storage of one head, with its ratio and test accuracy.
 
-    reference: a row for the unpruned float32 head (storage, bytes, ratio 1, test_accuracy), drawn first.
+    reference: a row for the unpruned float32 head (storage, bytes, test_accuracy), drawn first.
     """
-    if reference is not None:
-        table = [reference, *table]
-    fig, ax = plt.subplots(figsize=(7.5, 0.7 * len(table) + 1.3))
-    names = [r["storage"] for r in table]
-    sizes_mb = [r["bytes"] / 1e6 for r in table]
-    bars = ax.barh(names, sizes_mb, color=[f"C{i}" for i in range(len(table))])
-    for bar, r in zip(bars, table):
-        ax.text(bar.get_width() * 1.05, bar.get_y() + bar.get_height() / 2,
-                f"{r['bytes'] / 1e6:.1f} MB, {r['ratio']:.0f}x smaller, {r['test_accuracy']:.2%}", va="center",
-                fontsize=8)
+    entries = ([{**reference, "ratio": None}] if reference else []) + list(table)
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(entries) + 1.4))
+    names = [("smallest head, " if reference and r is not entries[0] else "") + r["storage"] for r in entries]
+    sizes_mb = [r["bytes"] / 1e6 for r in entries]
+    bars = ax.barh(names, sizes_mb, color=[f"C{i}" for i in range(len(entries))])
+    for bar, r in zip(bars, entries):
+        ratio = ("the reference" if r["ratio"] is None else "the same size" if r["ratio"] < 1.05 else
+                 f"{r['ratio']:.1f}x smaller" if r["ratio"] < 10 else f"{r['ratio']:.0f}x smaller")
+        ax.text(1.02, bar.get_y() + bar.get_height() / 2, f"{r['bytes'] / 1e6:,.1f} MB, {ratio}, "
+                f"test {r['test_accuracy']:.2%}", va="center", fontsize=8, transform=ax.get_yaxis_transform())
     ax.set_xscale("log")
-    ax.set_xlim(min(sizes_mb) / 2, max(sizes_mb) * 30)
+    ax.set_xlim(min(sizes_mb) / 2, max(sizes_mb) * 1.3)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.4g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.invert_yaxis()
-    ax.set_xlabel("file on disk (MB, log scale); ratio against the unpruned float32 head")
-    ax.set_title("Quantizing the smallest head within tolerance (each file loaded back and tested)")
+    ax.set_xlabel("file on disk (MB, log scale)")
+    ax.set_title("The smallest head within tolerance, stored three ways\n(each file read back from disk and tested)")
     fig.tight_layout()
     return fig
 
@@ -247,18 +276,21 @@ def requirement(progressions: dict[str, list[dict]], capacities: dict[str, int] 
     progressions: {name: capacity.requirement_progression rows}; capacities: {label: MEC bits}
     drawn as horizontal lines (the capacity the head has).
     """
-    fig, ax = plt.subplots(figsize=(10, 4.2))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
     for i, (name, rows) in enumerate(progressions.items()):
         n = [r["n"] for r in rows]
-        ax.plot(n, [r["max_bits"] for r in rows], "o-", color=f"C{i}", label=f"{name}: max requirement")
-        ax.plot(n, [r["expected_bits"] for r in rows], "s--", color=f"C{i}", label=f"{name}: expected requirement")
+        ax.plot(n, [r["max_bits"] for r in rows], "o-", color=f"C{i}", label=f"{name}: max")
+        ax.plot(n, [r["expected_bits"] for r in rows], "s--", color=f"C{i}", label=f"{name}: expected")
     for j, (label, bits) in enumerate((capacities or {}).items()):
-        ax.axhline(bits, color=f"C{j + len(progressions) + 1}", lw=1.2, ls=":", label=f"{label}: {bits:,} bits")
+        ax.axhline(bits, color=f"C{j + len(progressions) + 1}", lw=1.2, ls=":", label=f"{label}: {bits / 1e6:,.1f}M")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _bits_axis(ax, "y")
+    _count_axis(ax, "x")
     ax.set_xlabel("training images (log scale)")
     ax.set_ylabel("bits (log scale)")
     ax.set_title("Capacity the labels need (thresholds method) and capacity the head has")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return fig

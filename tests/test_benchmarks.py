@@ -1,28 +1,52 @@
-"""The benchmark scripts run (their figures are measured by running them, not asserted here)."""
+"""The benchmark scripts run and print figures that agree with each other (the figures are measured by
+running them, not asserted here)."""
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "paper_gpu.py"
 
 
-def test_paper_gpu_script_smoke(tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "paper_gpu.py"), "--smoke", "--device", "cpu",
-                          "--results", str(tmp_path / "r"), "--json", str(tmp_path / "t.json")],
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    timings = json.loads((tmp_path / "t.json").read_text())
-    assert set(timings["per_method_s"]) == {"l1", "l2", "reservoir", "magnitude"}
-    assert timings["total_s"] > 0 and timings["head_train_tflops"] > 0
-    assert "whole profile" in out.stdout
+def test_paper_gpu_smoke_runs_the_224px_path_and_its_figures_add_up(tmp_path):
+    results = tmp_path / "r"
+    out = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--device", "cpu", "--results", str(results),
+                          "--json", str(tmp_path / "t.json")], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    t = json.loads((tmp_path / "t.json").read_text())
+    assert t["config"]["image_size"] == 224
+    assert t["cache_dtype"] == "torch.float16" and t["map_shape"] == [512, 7, 7]  # the GPU run's cache
+    assert set(t["per_method"]) == {"l1", "l2", "reservoir", "magnitude", "none", "scratch"}
+    assert t["total_s"] == pytest.approx(t["mnist_s"] + t["features_s"] + t["study_s"])
+    assert sum(m["total_s"] for m in t["per_method"].values()) == pytest.approx(t["study_s"], rel=0.05)
+    assert t["train_s"] + t["evaluate_s"] + t["other_study_s"] == pytest.approx(t["study_s"])
+    assert t["head_train_tflops"] == pytest.approx(t["train_flops"] / t["train_s"] / 1e12)
+    # 7 x 7 maps are not folded: every cycle trains the full first layer
+    assert t["train_flops"] > 0 and "TFLOP/s" in out.stdout and "whole profile" in out.stdout
+    assert "labkit 0.1.0 from" in out.stdout
+    again = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--device", "cpu", "--results", str(results)],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "is not empty" in again.stderr  # never reports a study it did not run
 
 
 def test_paper_gpu_script_refuses_without_gpu():
-    import torch
-
     if torch.cuda.is_available():
-        return
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "paper_gpu.py"), "--device", "cpu"],
-                         capture_output=True, text=True, timeout=120)
+        pytest.skip("a GPU is here: the refusal is for machines without one")
+    out = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu"], capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 2 and "no CUDA GPU here" in out.stderr
+
+
+def test_install_runs_the_bundle_it_was_given(tmp_path):
+    wheels = tmp_path / "whl"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(wheels), str(ROOT)], check=True, capture_output=True)
+    (wheels / "BUNDLE.json").write_text('{"commit": "abc1234", "dirty": false, "version": "0.1.0"}')
+    out = subprocess.run([sys.executable, str(SCRIPT), "--install", str(wheels), "--device", "cpu"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    # it first says which labkit it runs: the one just installed into a fresh folder, not the working tree
+    assert "commit abc1234" in out.stdout and "labkit-site-" in out.stdout, out.stdout + out.stderr

@@ -1,0 +1,167 @@
+"""The course questionnaire (Q1-Q10) answered from measurements: one function per question, returning text.
+
+Every answer reads the same tables (notebooks 02-04's results), so answers never contradict each other:
+Q7 and Q10 both name the knee search's smallest head within tolerance (chosen on validation against the
+equal-budget control), and every "best" is a mean over seeds on validation, with test reported beside it.
+"""
+from __future__ import annotations
+
+import math
+from statistics import mean
+from typing import Sequence
+
+from . import capacity, metrics, report
+
+CHEQUE_ACCURACY = 0.99  # what reading handwritten amounts on cheques is usually said to need
+
+
+def _pct(x: float) -> str:
+    return f"{x:.2%}"
+
+
+def knee_choice(knee: Sequence[dict]) -> dict:
+    """The row notebook 03 kept as the smallest head within tolerance (knee.csv's `smallest` column)."""
+    rows = [r for r in knee if str(r.get("smallest")) == "True"]
+    if not rows:
+        raise ValueError("knee.csv marks no smallest head: run notebook 03 (or study.compress_smallest) again")
+    return rows[0]
+
+
+def q1(test: dict, confusion) -> str:
+    """The target variable, the accuracy success needs, adversarial examples."""
+    worst = min(range(confusion.shape[0]), key=lambda c: float(confusion[c, c] / confusion[c].sum()))
+    share = float(confusion[worst, worst] / confusion[worst].sum())
+    meets = "meets" if test["accuracy"] >= CHEQUE_ACCURACY else "does not meet"
+    return (f"Target: the digit class 0-9 of a 28 x 28 grayscale image ({confusion.shape[0]} classes).\n"
+            f"Measured test accuracy of the unpruned head: {_pct(test['accuracy'])} on {test['total']:,} test "
+            f"images; chance is {1 / confusion.shape[0]:.0%}. Reading cheques asks for about {CHEQUE_ACCURACY:.0%}: "
+            f"this head {meets} that bar.\n"
+            f"Adversarial examples push an image across the nearest decision boundary with a change too small to "
+            f"see; the class with the least margin here is {worst} ({share:.1%} of its test images correct).")
+
+
+def q2(counts: dict[str, Sequence[int]], full_train: Sequence[int], test_total: int) -> str:
+    """How much data, balance, modalities, noise, bias. counts: images per class of each subset used."""
+    used = ", ".join(f"{sum(v):,} {k}" for k, v in counts.items())
+    return (f"MNIST: {sum(full_train):,} training and {test_total:,} test images; this profile uses {used} "
+            "(the validation images are drawn from the training set, apart from the training subset).\n"
+            f"Training images per class: {min(full_train):,} to {max(full_train):,} (largest / smallest = "
+            f"{max(full_train) / min(full_train):.2f}): mildly imbalanced; the subsets are drawn class-balanced.\n"
+            "One modality (a grayscale image, pixel values 0-255), no temporal information.\n"
+            "Noise and bias: the digits come from American census employees and high-school students; "
+            "some labels are ambiguous even to people (see the confusion matrix in notebook 02).")
+
+
+def q3(confusion, between_heads, seeds: tuple[int, int]) -> str:
+    """Annotation quality: Cohen's kappa of the model against the labels, and of two heads against each other."""
+    c = confusion.double()
+    n = c.sum()
+    p_o = float(c.diag().sum() / n)
+    p_e = float((c.sum(0) * c.sum(1)).sum() / n ** 2)
+    kappa = metrics.cohens_kappa(confusion)
+    heads = metrics.cohens_kappa(between_heads)
+    return (f"MNIST carries one label per image, so no agreement between annotators can be measured from it.\n"
+            f"Model against labels: p_o (observed agreement) = {p_o:.4f}, p_e (chance agreement from the two "
+            f"marginals) = {p_e:.4f}, Cohen's kappa = (p_o - p_e) / (1 - p_e) = {kappa:.4f}. This measures how far "
+            "the head's predictions agree with the labels beyond chance, not how well the data is annotated.\n"
+            f"As a stand-in for two annotators, two independently trained heads (seeds {seeds[0]} and {seeds[1]}) "
+            f"labelling the same test images agree with kappa = {heads:.4f}.\n"
+            f"The report's formula (1 - p_o) / (1 - p_e) would give {(1 - p_o) / (1 - p_e):.4f}: it measures "
+            "disagreement and falls as agreement rises. The report never computed kappa.")
+
+
+def q4(image_bits: int = 28 * 28 * 8, classes: int = 10) -> str:
+    """Reducing or inferring information."""
+    out = math.log2(classes)
+    return (f"Each image carries up to {image_bits:,} bits and the answer log2({classes}) = {out:.2f} bits: the "
+            f"learner reduces information by a factor of about {image_bits / out:,.0f}.\n"
+            "That is pattern matching on one modality: a convolutional feature extractor with a small classifier "
+            "fits.")
+
+
+def q5(head_mec: int, n_train: int, requirement: Sequence[dict], knee_row: dict | None) -> str:
+    """The capacity needed, the expected generalization, the progression."""
+    label_bits = n_train * math.log2(10)
+    lines = [f"MEC of the head: {head_mec:,} bits (four rules). Memorizing {n_train:,} labels outright needs at most "
+             f"{label_bits:,.0f} bits, so the head has {head_mec / label_bits:,.0f} times what a lookup table needs."]
+    for name in dict.fromkeys(r["representation"] for r in requirement):
+        prog = [r for r in requirement if r["representation"] == name]
+        lines.append("Capacity the labels need, " + report.requirement_sentence(name, prog))
+    if knee_row is not None:
+        lines.append(f"Expected generalization: the smallest head within tolerance of the equal-budget control "
+                     f"(notebook 03, chosen on validation) has {knee_row['mec_bits']:,} bits of MEC; its validation "
+                     f"accuracy {_pct(knee_row['val_accuracy'])} predicts its test accuracy, measured at "
+                     f"{_pct(knee_row['test_accuracy'])} (rho = {knee_row['rho']:.3g}).")
+    return "\n".join(lines)
+
+
+def q6(record: dict, test: dict, head_mec: int, n_train: int, weights: str) -> str:
+    """Memorization at memory-equivalent capacity."""
+    last = record["epochs"][-1]
+    label_bits = n_train * math.log2(10)
+    why = " (random weights: ImageNet weights were not available)." if weights != "imagenet" else "."
+    return (f"Training accuracy after {report.plural_epochs(len(record['epochs']))}: {_pct(last['accuracy'])} "
+            f"(dropout on); "
+            f"validation {_pct(record['val']['accuracy'])}, test {_pct(test['accuracy'])}.\n"
+            f"With {head_mec:,} bits for {label_bits:,.0f} bits of labels, capacity is not the limit: more epochs "
+            "would memorize the training set. What limits accuracy here is the frozen backbone's features" + why)
+
+
+def q7(curve: Sequence[dict], knee: Sequence[dict], tolerance: float) -> str:
+    """Where to stop on the accuracy / capacity curve, and what to expect there."""
+    best = report.best_point(curve)
+    pick = knee_choice(knee)
+    pruned = [r for r in knee if r["method"] not in report.CONTROLS]
+    beyond = [r for r in pruned if r["cycle"] > pick["cycle"]]
+    seeds = best["seeds"]
+    lines = [f"The curve is in notebook 04. Its best point by mean validation accuracy over {seeds} seed(s) is "
+             f"{report.arm_name(best['method'])} at cycle {best['cycle']} (MEC {best['mec_bits']:,} bits): validation "
+             f"{_pct(best['val_accuracy'])}, test {_pct(best['test_accuracy'])}, rho {best['rho']:.3g}. The report's "
+             "schedule removes a few hundred of 4,096 first-layer neurons, far from where accuracy starts to fall.",
+             f"Notebook 03 pruned on until validation accuracy fell more than {tolerance:g} point(s) below the "
+             f"unpruned head trained as long: stop at {pick['widths']} (cycle {pick['cycle']}, MEC "
+             f"{pick['mec_bits']:,} bits), the smallest head within tolerance. There expect about its validation "
+             f"accuracy, {_pct(pick['val_accuracy'])} (measured on test: {_pct(pick['test_accuracy'])}), and "
+             f"rho = {pick['rho']:.3g}."]
+    if beyond:
+        lines.append(f"One step further, {beyond[0]['widths']} reached {_pct(beyond[0]['val_accuracy'])} on "
+                     f"validation against the control's {_pct(beyond[0]['control_val_accuracy'])}.")
+    return "\n".join(lines)
+
+
+def q8(test: dict, head_mec: int, start_accuracies: Sequence[float]) -> str:
+    """How well the prediction held on independent test data, and how confident to be."""
+    n, p = test["total"], test["accuracy"]
+    half = 1.96 * math.sqrt(p * (1 - p) / n)
+    lines = [f"Test accuracy {_pct(p)} ± {half:.2%} (95% binomial interval, {n:,} images); the validation set "
+             "made every choice, so the test figure is an unbiased estimate of it."]
+    if len(start_accuracies) > 1:
+        lines.append(f"Across {len(start_accuracies)} independently trained heads: {_pct(min(start_accuracies))} to "
+                     f"{_pct(max(start_accuracies))} (mean {_pct(mean(start_accuracies))}).")
+    rho = capacity.generalization_ratio(test["correct"], head_mec)
+    lines.append(f"rho = {rho:.3g} < 1: by the capacity argument alone the head could have memorized the test set; "
+                 "it never saw it, so the accuracy is generalization, but the MEC bound cannot prove it.")
+    return "\n".join(lines)
+
+
+def q9(methods: Sequence[str]) -> str:
+    """Combining the models of several modalities."""
+    shown = [m for m in methods if m not in report.CONTROLS]
+    return (f"There is one modality, so there is nothing to combine across modalities. The {len(shown)} pruned "
+            f"variants ({', '.join(shown)}) are one model at different sizes, not separate experts.")
+
+
+def q10(test: dict, head_mec: int, kappa: float, knee: Sequence[dict], stored: Sequence[dict], profile: str) -> str:
+    """The final results, documented and repeatable."""
+    pick = knee_choice(knee)
+    small = report.smallest_stored(stored)
+    return (f"Unpruned head: {_pct(test['accuracy'])} test accuracy, MEC {head_mec:,} bits, kappa against the labels "
+            f"{kappa:.3f}.\n"
+            f"Smallest head kept (notebook 03's knee, the stopping point of Q7): {pick['widths']}, MEC "
+            f"{pick['mec_bits']:,} bits, test accuracy {_pct(pick['test_accuracy'])}; stored as {small['storage']} "
+            f"in {small['bytes']:,} bytes ({small['bytes'] / 1e6:.1f} MB, {small['ratio']:.0f}x less than the "
+            f"unpruned float32 head), test accuracy {_pct(small['test_accuracy'])} read back from the file.\n"
+            f"Every number here comes from results/{profile}/; reruns from the same seeds give the same values on a "
+            "CPU (tested); on a GPU bf16 arithmetic changes the last digits. Rerun with: python -m labkit lab "
+            f"--profile {profile}")
+

@@ -1,0 +1,172 @@
+"""The lab in a real browser: JupyterLab on a free local port, Debian's Chromium driven by Playwright.
+
+Run it alone with `.venv/bin/python -m pytest tests/test_browser.py` (it needs `apt-get install chromium`
+and Playwright from PyPI; make test installs Playwright, .ci/run installs both). Screenshots of a
+failing test go to test-screenshots/ in the repository.
+"""
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from labkit import capacity
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SHOTS = ROOT / "test-screenshots"
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - CI installs it
+    sync_playwright = None
+
+if os.environ.get("CI") != "true" and (CHROMIUM is None or sync_playwright is None):
+    pytest.skip("the browser test needs Debian's chromium (apt-get install chromium) and Playwright (pip install "
+                "playwright); CI installs both", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab serving a copy of the notebooks, with the ci profile and a results folder of its own."""
+    assert CHROMIUM and sync_playwright, "CI must install chromium (apt) and playwright (pip)"
+    root = tmp_path_factory.mktemp("lab")
+    for nb in ("01_mec_by_hand.ipynb", "02_train_vgg16.ipynb"):
+        shutil.copy(ROOT / "notebooks" / nb, root)
+    settings = root / ".settings"
+    for plugin, values in {"notebook-extension/tracker": {"windowingMode": "none"},  # every cell in the page
+                           "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False}
+                           }.items():
+        path = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "LABKIT_PROFILE": "ci", "LABKIT_RESULTS": str(root / "results"),
+           "JUPYTER_CONFIG_DIR": str(root / ".jupyter"), "JUPYTER_RUNTIME_DIR": str(root / ".runtime")}
+    log = open(root / "jupyterlab.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
+                               "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
+                               f"--ServerApp.root_dir={root}", "--LabApp.news_url=", "--ServerApp.open_browser=False",
+                               f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={root / '.ws'}",
+                               "--allow-root"],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        server.terminate()
+        raise AssertionError("JupyterLab did not start: " + (root / "jupyterlab.log").read_text()[-2000:])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield {"url": url, "token": token, "browser": browser, "root": root}
+        browser.close()
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture
+def page(lab, request):
+    context = lab["browser"].new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    yield page
+    if getattr(request.node, "failed", True):
+        SHOTS.mkdir(exist_ok=True)
+        path = SHOTS / f"{request.node.name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        print(f"screenshot of the failure: {path}")
+    context.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # noqa: D103 - marks a failed test for the page fixture
+    outcome = yield
+    if call.when == "call":
+        item.failed = outcome.get_result().failed
+
+
+def open_and_run_all(page, lab, name: str, timeout_s: float = 300) -> None:
+    """Open `name` in a fresh workspace, run all its cells from the Run menu, wait until every cell ran."""
+    page.goto(f"{lab['url']}/lab/tree/{name}?reset&token={lab['token']}")
+    notebook_ = page.locator(".jp-NotebookPanel:visible .jp-Notebook")
+    notebook_.locator(".jp-CodeCell").first.wait_for(timeout=60_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator, .jp-KernelStatus", timeout=60_000)
+    time.sleep(2)  # let the kernel come up
+    notebook_.click()
+    page.keyboard.press("Escape")
+    page.click(".lm-MenuBar-itemLabel:text-is('Run')", timeout=10_000)
+    page.click(".lm-Menu-itemLabel:text-is('Run All Cells')", timeout=10_000)
+    deadline = time.time() + timeout_s
+    prompts = []
+    while time.time() < deadline:
+        prompts = notebook_.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
+        if prompts and all(p.strip().startswith("[") and p.strip()[1:-2].isdigit() for p in prompts):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{name} did not finish running: prompts {prompts}")
+
+
+def _outputs_text(page) -> str:
+    return "\n".join(page.locator(".jp-NotebookPanel:visible .jp-OutputArea-output").all_inner_texts())
+
+
+def test_notebook_01_sliders_start_at_the_widths_and_redraw_once(page, lab):
+    open_and_run_all(page, lab, "01_mec_by_hand.ipynb")
+    page.wait_for_selector(".widget-slider", timeout=30_000)
+    readouts = page.eval_on_selector_all(".widget-slider .widget-readout", "els => els.map(e => e.innerText)")
+    assert readouts == ["4096", "4096", "256"]
+    explorer = page.locator(".widget-output").last
+    assert "total 102,772,992 bits" in explorer.inner_text()
+    assert explorer.locator("img").count() == 1
+    before_src = explorer.locator("img").first.get_attribute("src")
+    # count what the next change draws: tables, totals and figures added to the explorer's output
+    page.evaluate("""() => {
+        const out = [...document.querySelectorAll('.widget-output')].pop();
+        window.__drawn = {img: 0, table: 0, total: 0};
+        new MutationObserver(records => records.forEach(r => r.addedNodes.forEach(n => {
+            if (!(n instanceof HTMLElement)) return;
+            window.__drawn.img += n.matches('img') ? 1 : n.querySelectorAll('img').length;
+            window.__drawn.table += n.matches('table') ? 1 : n.querySelectorAll('table').length;
+            if (n.innerText && n.innerText.includes('total ')) window.__drawn.total += 1;
+        }))).observe(out, {childList: true, subtree: true});
+    }""")
+    handle = page.locator(".widget-slider .noUi-handle").first
+    handle.focus()
+    handle.press("ArrowRight")
+    expected = f"total {capacity.mec([25088, 4097, 4096, 256, 10]):,} bits"
+    page.wait_for_function(f"() => [...document.querySelectorAll('.widget-output')].pop().innerText"
+                           f".includes('{expected}')", timeout=30_000)
+    time.sleep(3)  # a second redraw, if there were one, would land now
+    drawn = page.evaluate("() => window.__drawn")
+    assert drawn == {"img": 1, "table": 1, "total": 1}, drawn
+    readouts = page.eval_on_selector_all(".widget-slider .widget-readout", "els => els.map(e => e.innerText)")
+    assert readouts == ["4097", "4096", "256"]
+    assert explorer.locator("img").count() == 1
+    assert explorer.locator("img").first.get_attribute("src") != before_src
+
+
+def test_notebook_02_runs_without_an_error(page, lab):
+    open_and_run_all(page, lab, "02_train_vgg16.ipynb", timeout_s=600)
+    panel = page.locator(".jp-NotebookPanel:visible")
+    text = _outputs_text(page)
+    assert "Traceback" not in text and "Error" not in text, text[-3000:]
+    assert panel.locator("[data-mime-type='application/vnd.jupyter.error']").count() == 0
+    assert "test accuracy" in text and panel.locator(".jp-OutputArea-output img").count() >= 4
