@@ -114,15 +114,16 @@ def q7(curve: Sequence[dict], knee: Sequence[dict], tolerance: float) -> str:
     pruned = [r for r in knee if r["method"] not in report.CONTROLS]
     beyond = [r for r in pruned if r["cycle"] > pick["cycle"]]
     seeds = best["seeds"]
-    lines = [f"The curve is in notebook 04. Its best point by mean validation accuracy over {seeds} seed(s) is "
-             f"{report.arm_name(best['method'])} at cycle {best['cycle']} (MEC {best['mec_bits']:,} bits): validation "
-             f"{_pct(best['val_accuracy'])}, test {_pct(best['test_accuracy'])}, rho {best['rho']:.3g}. The report's "
-             "schedule removes a few hundred of 4,096 first-layer neurons, far from where accuracy starts to fall.",
-             f"Notebook 03 pruned on until validation accuracy fell more than {tolerance:g} point(s) below the "
-             f"unpruned head trained as long: stop at {pick['widths']} (cycle {pick['cycle']}, MEC "
-             f"{pick['mec_bits']:,} bits), the smallest head within tolerance. There expect about its validation "
-             f"accuracy, {_pct(pick['val_accuracy'])} (measured on test: {_pct(pick['test_accuracy'])}), and "
-             f"rho = {pick['rho']:.3g}."]
+    lines = [f"The curve is in notebook 04. Its highest mean validation accuracy over {seeds} seed(s) is "
+             f"{report.arm_name(best['method'])} at cycle {best['cycle']} (MEC {best['mec_bits']:,} bits, "
+             f"{report.plural_epochs(best['epochs_total'])}): validation {_pct(best['val_accuracy'])}, test "
+             f"{_pct(best['test_accuracy'])}, rho {best['rho']:.3g}. The report's schedule removes a few hundred of "
+             "4,096 first-layer neurons, far from where accuracy starts to fall.",
+             f"Where to stop is another question: the smallest head that gives up at most {tolerance:g} point(s) "
+             f"of validation accuracy against the unpruned head trained as long. Notebook 03 pruned on until it fell "
+             f"further: stop at {pick['widths']} (cycle {pick['cycle']}, MEC {pick['mec_bits']:,} bits). There "
+             f"expect about its validation accuracy, {_pct(pick['val_accuracy'])} (measured on test: "
+             f"{_pct(pick['test_accuracy'])}), and rho = {pick['rho']:.3g}."]
     if beyond:
         lines.append(f"One step further, {beyond[0]['widths']} reached {_pct(beyond[0]['val_accuracy'])} on "
                      f"validation against the control's {_pct(beyond[0]['control_val_accuracy'])}.")

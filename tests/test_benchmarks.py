@@ -43,7 +43,7 @@ def test_paper_gpu_script_refuses_without_gpu():
 
 def test_install_runs_the_bundle_it_was_given(tmp_path):
     wheels = tmp_path / "whl"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-cache-dir", "-w",
                     str(wheels), str(ROOT)], check=True, capture_output=True)
     (wheels / "BUNDLE.json").write_text('{"commit": "abc1234", "dirty": false, "version": "0.1.0"}')
     out = subprocess.run([sys.executable, str(SCRIPT), "--install", str(wheels), "--device", "cpu"],
