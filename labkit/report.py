@@ -99,7 +99,9 @@ def compare(a: Sequence[float], b: Sequence[float], n: int) -> dict:
     basis (a sentence saying where the margin comes from), outcome "higher", "lower" or "same"
     ("same": |diff| within the margin, so no difference was measured). With at least two seeds in each
     arm, paired by seed, the margin is Student's t times the standard error of the per-seed differences,
-    and never less than one image; with one seed it is 1.96 binomial standard errors of the difference.
+    and never less than one image; with one seed it is 1.96 binomial standard errors of the difference, which
+    leaves out how much the training itself varies (a run with other float rounding moves a quick-profile
+    head's accuracy by a point or two), so one-seed verdicts say so.
     """
     a, b = [float(x) for x in a], [float(x) for x in b]
     if not a or not b:
@@ -112,7 +114,7 @@ def compare(a: Sequence[float], b: Sequence[float], n: int) -> dict:
         basis = f"from the spread of the per-seed differences over {len(diffs)} seeds"
     else:
         margin = 1.96 * math.sqrt(ma * (1 - ma) / n + mb * (1 - mb) / n)
-        basis = f"the sampling error of {n:,} images, one seed"
+        basis = f"the sampling error of {n:,} images; one seed, so training's own randomness is not counted"
     diff = ma - mb
     outcome = "higher" if diff > margin else "lower" if diff < -margin else "same"
     return {"mean_a": ma, "mean_b": mb, "diff": 100 * diff, "margin": 100 * margin, "basis": basis,

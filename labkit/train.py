@@ -92,11 +92,11 @@ def fit(head: torch.nn.Module, train_set: FeatureSet, epochs: int = 3, batch_siz
             row = {"epoch": epoch, "loss": float(total_loss) / n, "accuracy": int(correct) / n,
                    "seconds": seconds, "images_per_s": n / seconds}
             if val_set is not None:
-                if folded:
-                    folded.write_back()
-                result = evaluate(head, val_set, device=device)
+                # the folded view computes the head's function, so it is evaluated as it stands: a write-back
+                # now would change the rounding, and a monitored fit would no longer equal an unmonitored one
+                result = evaluate(folded or head, val_set, device=device)
                 row.update(val_accuracy=result["accuracy"], val_loss=result["loss"])
-                head.train()
+                (folded or head).train()
             history.append(row)
     finally:
         if folded:

@@ -140,3 +140,15 @@ def test_no_checkpoint_is_written_when_none_are_kept(small_config, monkeypatch):
     head = study.new_head(c, study.prepare_features(c, progress=False).train)
     # model_bytes is what the head's file would take, measured without writing it
     assert rows[0]["model_bytes"] == real(model.head_payload(head), c.run_dir.parent / "probe.pt")
+
+
+def test_a_trained_start_is_exactly_a_runs_cycle_zero(small_config, tmp_path):
+    """Notebook 02's trained head (validation watched every epoch) equals a plain run's cycle 0, so runs
+    from that start and runs from scratch are the same experiment."""
+    c = dataclasses.replace(small_config, epochs=2, cycles=1, checkpoints="all")
+    head, record = study.train_start(c, tmp_path / "start.pt", progress=False, log=None)
+    assert len(record["epochs"]) == 2 and "val_accuracy" in record["epochs"][0]
+    study.run_study(c, progress=False, log=None)
+    plain, _ = model.load_head(c.run_dir / "checkpoints" / "cycle_000.pt")
+    for a, b in zip(head.state_dict().values(), plain.state_dict().values()):
+        assert torch.equal(a, b)

@@ -12,7 +12,7 @@ def test_one_seed_margin_is_the_binomial_error():
     se = (0.9 * 0.1 / 2000 + 0.88 * 0.12 / 2000) ** 0.5
     assert c["margin"] == pytest.approx(100 * 1.96 * se)
     assert c["diff"] == pytest.approx(2.0)
-    assert c["outcome"] == "higher" and "2,000 images, one seed" in c["basis"]
+    assert c["outcome"] == "higher" and "2,000 images; one seed" in c["basis"]
 
 
 def test_seeds_margin_is_t_times_the_paired_error():
