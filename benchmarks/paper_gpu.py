@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,7 +52,10 @@ def install(wheels: str) -> int:
             continue
         argv.append(a)
     env = {**os.environ, "PYTHONPATH": target, "LABKIT_BUNDLE": str(Path(wheels) / "BUNDLE.json")}
-    return subprocess.run([sys.executable, __file__, *argv], env=env).returncode
+    try:
+        return subprocess.run([sys.executable, __file__, *argv], env=env).returncode
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
 
 
 def which_labkit() -> str:

@@ -311,10 +311,10 @@ def build_vgg16(weights: str = "auto", head=(4096, 4096, 256), num_classes: int 
     return VGG16Lab(backbone, build_head(head, num_classes, map_size_for(image_size), dropout, seed), tag)
 
 
-def head_payload(head: VGGHead, extra: dict | None = None) -> dict:
+def head_payload(head: VGGHead, extra: dict | None = None, with_state: bool = True) -> dict:
     """What a head file holds: widths, map size, dropout, the state (on the CPU), and `extra` (plain data)."""
     dropout = next((m.p for m in head.layers if isinstance(m, nn.Dropout)), 0.0)
-    state = {k: v.detach().cpu() for k, v in head.state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in head.state_dict().items()} if with_state else {}
     return {"widths": head.widths(), "map_size": head.norm.mean.shape[-1], "dropout": dropout,
             "state": state, "extra": extra or {}}
 
@@ -325,8 +325,21 @@ def save_head(head: VGGHead, path: str | os.PathLike, extra: dict | None = None)
 
 
 def head_bytes(head: VGGHead) -> int:
-    """The size in bytes of the file `save_head(head, path)` writes, measured without writing it."""
-    return files.serialized_size(head_payload(head))
+    """The size in bytes of the file `save_head(head, path)` writes, measured without writing it.
+
+    A file's size depends only on the tensors' shapes and dtypes (nothing is compressed), so the head is
+    serialized once per shape as uninitialized CPU tensors: no copy off a GPU, no second pass per cycle.
+    """
+    payload = head_payload(head, with_state=False)
+    shapes = tuple((k, tuple(v.shape), v.dtype) for k, v in head.state_dict().items())
+    key = (tuple(payload["widths"]), payload["map_size"], payload["dropout"], shapes)
+    if key not in _sizes:
+        payload["state"] = {k: torch.empty(shape, dtype=dtype) for k, shape, dtype in shapes}
+        _sizes[key] = files.serialized_size(payload)
+    return _sizes[key]
+
+
+_sizes: dict[tuple, int] = {}
 
 
 def read_extra(path: str | os.PathLike) -> dict:

@@ -74,13 +74,17 @@ def lab(tmp_path_factory):
     else:
         server.terminate()
         raise AssertionError("JupyterLab did not start: " + (root / "jupyterlab.log").read_text()[-2000:])
+    home = root / ".browser-home"  # chromium's caches and settings stay in the test's folder
+    browser_env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"),
+                   "XDG_CONFIG_HOME": str(home / ".config")}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], env=browser_env)
         yield {"url": url, "token": token, "browser": browser, "root": root}
         browser.close()
     server.terminate()
     server.wait(timeout=30)
     log.close()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

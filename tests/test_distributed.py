@@ -20,7 +20,9 @@ COMMON = ["study", "--profile", "ci", "--head", "64", "48", "16", "--dropout", "
 
 
 def _run(cmd, cwd):
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    # torchrun keeps its own temporary folder: under TMPDIR, here the test's own folder
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "TMPDIR": str(cwd)})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out.stdout
 

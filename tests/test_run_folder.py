@@ -5,6 +5,7 @@ printed, and that no finished cycle is lost.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -61,7 +62,8 @@ def reference(tmp_path_factory):
     base = tmp_path_factory.mktemp("reference")
     ok(study(base / "straight", "--cycles", "4"))
     ok(study(base / "two", "--cycles", "2"))
-    return {"four": rows(only_run(base / "straight")), "two": only_run(base / "two")}
+    yield {"four": rows(only_run(base / "straight")), "two": only_run(base / "two")}
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def _files(folder: Path) -> dict:
@@ -70,8 +72,6 @@ def _files(folder: Path) -> dict:
 
 
 def fresh_copy(reference, tmp_path) -> Path:
-    import shutil
-
     target = tmp_path / "r" / reference["two"].name
     shutil.copytree(reference["two"], target)
     (target / ".lock").unlink(missing_ok=True)
@@ -208,8 +208,6 @@ def test_damaged_feature_cache_is_named(tmp_path, reference, kind, monkeypatch):
     folder = fresh_copy(reference, tmp_path)
     cache = sorted((data.data_root() / "features").glob("*-val-n200-s0.pt"))
     data_copy = tmp_path / "data"
-    import shutil
-
     shutil.copytree(data.data_root(), data_copy, ignore=shutil.ignore_patterns("*.tmp"))
     target = data_copy / "features" / cache[0].name
     _damage(target, kind)
