@@ -179,13 +179,18 @@ class RunFolder:
     # ------------------------------------------------------------ reading back
 
     def open(self) -> list[dict]:
-        """The rows finished so far, after checking this folder holds this run (repairing what can be)."""
+        """The rows finished so far, after checking this folder holds this run (repairing what can be).
+
+        Nothing is written before the settings are checked: a folder of another run is refused untouched.
+        """
         has_config, has_history = self.config_path.exists(), self.history_path.exists()
         if not has_config and not has_history and not self.checkpoints():
             return []
         evidence = self._newest_checkpoint_extra()
-        rows = self._rows(evidence)
+        rows, repair = self._rows(evidence)
         self._check_settings(rows, evidence)
+        if repair:
+            repair()
         return rows
 
     def _newest_checkpoint_extra(self) -> dict | None:
@@ -196,28 +201,38 @@ class RunFolder:
                 return extra
         return None
 
-    def _rows(self, evidence: dict | None) -> list[dict]:
-        saved = evidence["rows"] if evidence else []
+    def _rows(self, evidence: dict | None) -> tuple[list[dict], Callable[[], None] | None]:
+        """The finished rows, and what to write to repair history.csv (None when it is whole)."""
+        saved = [dict(r) for r in evidence["rows"]] if evidence else []
         try:
             rows = parse_history(_text(self.history_path)) if self.history_path.exists() else []
         except ValueError as err:
+            problem = str(err)
             if not saved:
                 raise files.FileProblem(
-                    f"history {self.history_path} is damaged ({err}), and no checkpoint in {self.path} holds its "
+                    f"history {self.history_path} is damaged ({problem}), and no checkpoint in {self.path} holds its "
                     f"rows (checkpoints={self.config.checkpoints!r}), so its finished cycles cannot be read back. "
                     f"Fix: move it aside (mv {self.history_path} {self.history_path}.damaged) and run again to "
                     "compute those cycles anew") from None
-            self._keep_damaged(self.history_path)
-            self.log(f"{self.history_path} was damaged ({err}); rebuilt its {len(saved)} rows from the checkpoint "
-                     f"of cycle {saved[-1]['cycle']} (the damaged file is kept as history.csv.damaged)")
-            self._write_rows(saved)
-            return [dict(r) for r in saved]
+
+            def rebuild():
+                self._keep_damaged(self.history_path)
+                self.log(f"{self.history_path} was damaged ({problem}); rebuilt its {len(saved)} rows from the "
+                         f"checkpoint of cycle {saved[-1]['cycle']} (the damaged file is kept as history.csv.damaged)")
+                self._write_rows(saved)
+
+            return saved, rebuild
         if len(saved) > len(rows) and [r["cycle"] for r in rows] == [r["cycle"] for r in saved[:len(rows)]]:
-            self.log(f"{self.history_path} lacked the rows of cycles {len(rows)}-{len(saved) - 1}, which the "
-                     f"checkpoint of cycle {saved[-1]['cycle']} holds; restored them")
-            rows = rows + [dict(r) for r in saved[len(rows):]]
-            self._write_rows(rows)
-        return rows
+            missing = f"{len(rows)}-{len(saved) - 1}"
+            rows = rows + saved[len(rows):]
+
+            def restore():
+                self.log(f"{self.history_path} lacked the rows of cycles {missing}, which the checkpoint of cycle "
+                         f"{saved[-1]['cycle']} holds; restored them")
+                self._write_rows(rows)
+
+            return rows, restore
+        return rows, None
 
     def _check_settings(self, rows: list[dict], evidence: dict | None) -> None:
         c = self.config
