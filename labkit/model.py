@@ -327,14 +327,18 @@ def save_head(head: VGGHead, path: str | os.PathLike, extra: dict | None = None)
 def head_bytes(head: VGGHead) -> int:
     """The size in bytes of the file `save_head(head, path)` writes, measured without writing it.
 
-    A file's size depends only on the tensors' shapes and dtypes (nothing is compressed), so the head is
-    serialized once per shape as uninitialized CPU tensors: no copy off a GPU, no second pass per cycle.
+    A file's size depends only on the tensors' shapes and dtypes (nothing is compressed), so it is measured
+    once per shape: on the head itself when it is on the CPU (no copy), else on uninitialized CPU tensors of
+    its shapes (no copy off the GPU).
     """
     payload = head_payload(head, with_state=False)
-    shapes = tuple((k, tuple(v.shape), v.dtype) for k, v in head.state_dict().items())
+    state = head.state_dict()
+    shapes = tuple((k, tuple(v.shape), v.dtype) for k, v in state.items())
     key = (tuple(payload["widths"]), payload["map_size"], payload["dropout"], shapes)
     if key not in _sizes:
-        payload["state"] = {k: torch.empty(shape, dtype=dtype) for k, shape, dtype in shapes}
+        on_cpu = all(v.device.type == "cpu" for v in state.values())
+        payload["state"] = ({k: v.detach() for k, v in state.items()} if on_cpu else
+                            {k: torch.empty(shape, dtype=dtype) for k, shape, dtype in shapes})
         _sizes[key] = files.serialized_size(payload)
     return _sizes[key]
 

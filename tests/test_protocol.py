@@ -152,3 +152,13 @@ def test_a_trained_start_is_exactly_a_runs_cycle_zero(small_config, tmp_path):
     plain, _ = model.load_head(c.run_dir / "checkpoints" / "cycle_000.pt")
     for a, b in zip(head.state_dict().values(), plain.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_model_bytes_off_the_cpu_equals_the_file(tmp_path, monkeypatch):
+    """A head on another device is measured from its shapes, without copying it back: the same bytes."""
+    head = model.build_head((32, 24, 12), seed=0)
+    on_file = model.save_head(head, tmp_path / "head.pt")
+    monkeypatch.setattr(model, "_sizes", {})
+    assert model.head_bytes(head) == on_file
+    monkeypatch.setattr(model, "_sizes", {})
+    assert model.head_bytes(head.to("meta")) == on_file  # not on the CPU: measured from shapes alone
