@@ -27,6 +27,21 @@ def knee_choice(knee: Sequence[dict]) -> dict:
     return rows[0]
 
 
+def knee_against_controls(knee: Sequence[dict], pick: dict) -> str:
+    """The kept head's test accuracy against the unpruned head trained as long and against the same widths from
+    scratch (knee.csv's control columns and scratch row), as notebook 03 states it; '' for the unpruned head."""
+    if int(pick["cycle"]) == 0:
+        return ""
+    n, epochs = int(pick["test_total"]), int(pick["epochs_total"])
+    lines = [report.pruning_vs_control([pick["test_accuracy"]], [pick["control_test_accuracy"]], n, epochs)]
+    scratch = [r for r in knee if r["method"] == "scratch" and r["widths"] == pick["widths"]]
+    if scratch:
+        hidden = "-".join(pick["widths"].split("-")[1:-1])
+        lines.append(report.pruned_vs_scratch([pick["test_accuracy"]], [scratch[0]["test_accuracy"]], n, hidden,
+                                              int(scratch[0]["epochs_total"])))
+    return " ".join(lines) + "\n"
+
+
 def q1(test: dict, confusion) -> str:
     """The target variable, the accuracy success needs, adversarial examples."""
     worst = min(range(confusion.shape[0]), key=lambda c: float(confusion[c, c] / confusion[c].sum()))
@@ -117,8 +132,9 @@ def q7(curve: Sequence[dict], knee: Sequence[dict], tolerance: float) -> str:
     lines = [f"The curve is in notebook 04. Its highest mean validation accuracy over {seeds} seed(s) is "
              f"{report.arm_name(best['method'])} at cycle {best['cycle']} (MEC {best['mec_bits']:,} bits, "
              f"{report.plural_epochs(best['epochs_total'])}): validation {_pct(best['val_accuracy'])}, test "
-             f"{_pct(best['test_accuracy'])}, rho {best['rho']:.3g}. The report's schedule removes a few hundred of "
-             "4,096 first-layer neurons, far from where accuracy starts to fall.",
+             f"{_pct(best['test_accuracy'])}, rho {best['rho']:.3g}. " + report.best_against_control(curve, best),
+             "The report's schedule removes a few hundred of 4,096 first-layer neurons, far from where accuracy "
+             "starts to fall.",
              f"Where to stop is another question: the smallest head that gives up at most {tolerance:g} point(s) "
              f"of validation accuracy against the unpruned head trained as long. Notebook 03 pruned on until it fell "
              f"further: stop at {pick['widths']} (cycle {pick['cycle']}, MEC {pick['mec_bits']:,} bits). There "
@@ -162,6 +178,7 @@ def q10(test: dict, head_mec: int, kappa: float, knee: Sequence[dict], stored: S
             f"{pick['mec_bits']:,} bits, test accuracy {_pct(pick['test_accuracy'])}; stored as {small['storage']} "
             f"in {small['bytes']:,} bytes ({small['bytes'] / 1e6:.1f} MB, {small['ratio']:.0f}x less than the "
             f"unpruned float32 head), test accuracy {_pct(small['test_accuracy'])} read back from the file.\n"
+            + knee_against_controls(knee, pick) +
             f"Every number here comes from results/{profile}/; reruns from the same seeds give the same values on a "
             "CPU (tested); on a GPU bf16 arithmetic changes the last digits. Rerun with: python -m labkit lab "
             f"--profile {profile}")

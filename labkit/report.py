@@ -249,6 +249,23 @@ def best_point(rows: Sequence[dict]) -> dict:
     return max(summary, key=lambda r: (r["val_accuracy"], -r["mec_bits"]))
 
 
+def best_against_control(rows: Sequence[dict], best: dict) -> str:
+    """One sentence: the best point (`best_point`) against the unpruned head trained as long at its cycle,
+    on validation, paired by seed; or, where the control itself is the best point, that no pruned head beat it."""
+    if best["method"] == "none":
+        return ("That best point is the unpruned head trained as long itself (the equal-budget control): no pruned "
+                "head scored higher on validation.")
+    mine = _seeded(rows, best["method"], best["cycle"], "val_accuracy")
+    control = _seeded(rows, "none", best["cycle"], "val_accuracy")
+    seeds = [s for s in mine if s in control]
+    if not seeds:
+        return f"No equal-budget control was run at cycle {best['cycle']}, so this point has nothing to be judged against."
+    total = next(r["val_total"] for r in rows)
+    return (pruning_vs_control([mine[s] for s in seeds], [control[s] for s in seeds], total,
+                               best["epochs_total"], "validation")
+            + " (It is the highest of several means, which flatters it a little.)")
+
+
 # ---------------------------------------------------------------- the knee and compression
 
 def knee_summary(result: dict, tolerance: float) -> list[str]:

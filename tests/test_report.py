@@ -170,6 +170,28 @@ def test_q7_and_q10_name_the_same_head_as_the_knee():
     assert "stop at 25088-1024-1024-64-10" in q7 and "25088-1024-1024-64-10" in q10
     assert "10,000,000 bytes" in q10  # the smallest stored file, with its bytes
     assert "one should prune further" not in q7
+    assert "on the validation set and the unpruned head trained as long" in q7  # the best point meets its control
+    assert "the unpruned head trained as long 90.00%" in q10  # the kept head against the control at its cycle ...
+    assert "trained from scratch for 6 epochs reached 87.00%" in q10  # ... and against the same widths from scratch
+
+
+def test_best_point_is_judged_against_its_control():
+    three = _grid([0.96, 0.90, 0.86], [0.90, 0.90, 0.90], [0.9] * 3, seeds=(0, 1, 2))
+    for r in three:  # validation is what the best point and its comparison read
+        r["val_accuracy"] = r["test_accuracy"]
+    best = report.best_point(three)
+    assert (best["method"], best["cycle"]) == ("l2", 1)  # mean 0.9067, above every other point
+    text = report.best_against_control(three, best)
+    assert "3 seeds" in text and "no difference was measured" in text and "validation set" in text
+    control_wins = [r for r in three if r["method"] != "l2" or r["cycle"] == 0]
+    assert "no pruned head scored higher" in report.best_against_control(control_wins, {"method": "none", "cycle": 1})
+    alone = [r for r in three if r["method"] != "none"]
+    assert "nothing to be judged against" in report.best_against_control(alone, best)
+
+
+def test_unpruned_knee_has_no_control_sentence():
+    knee = _knee_result()["knee"]
+    assert questionnaire.knee_against_controls(knee, knee[0]) == ""
 
 
 def test_knee_choice_reads_a_saved_table():
