@@ -366,8 +366,9 @@ def load_head(path: str | os.PathLike, fix: str = "delete its run folder to star
     path = Path(path)
     payload = files.load_torch(path, "checkpoint", fix, CheckpointError)
     try:
-        head = VGGHead(payload["widths"], payload["map_size"], payload["dropout"])
-        head.load_state_dict(payload["state"])
+        with torch.device("meta"):  # shapes only: the file's tensors become the head's (no init, no copy)
+            head = VGGHead(payload["widths"], payload["map_size"], payload["dropout"])
+        head.load_state_dict(payload["state"], assign=True)
     except Exception as err:
         raise CheckpointError(f"checkpoint {path} is not a labkit head ({type(err).__name__}: "
                               f"{str(err).splitlines()[0][:200] if str(err) else ''}); {fix}") from None
