@@ -97,7 +97,7 @@ def extract(backbone: torch.nn.Module, images: torch.Tensor, image_size: int = 3
                 maps = backbone(x)
         else:
             maps = backbone(x)
-        out[start:start + len(x)] = maps.float().cpu().to(out.dtype)
+        out[start:start + len(x)] = maps.to(out.dtype).cpu()  # cast on the device: half the bytes cross at 224 px
         bar.update(len(x))
     bar.close()
     return out
@@ -127,8 +127,7 @@ def load_features(split: str, image_size: int = 32, weights: str = "auto", limit
             raise CacheError(f"feature cache {path} does not hold maps and labels; {fix}") from None
         if not ok:
             raise CacheError(f"feature cache {path} holds maps of shape {tuple(maps.shape)}, not "
-                             f"N x 512 x {map_size_for(image_size)} x {map_size_for(image_size)}; "
-                             "delete that file to recompute it")
+                             f"N x 512 x {map_size_for(image_size)} x {map_size_for(image_size)}; {fix}")
         return _hold(path, FeatureSet(maps, labels, tag, image_size, split))
     files.writable_folder(path.parent, "the feature cache folder",
                           "set LABKIT_DATA to a folder you can write to (the Makefile uses ./.data)")

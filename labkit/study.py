@@ -446,20 +446,15 @@ def knee_table(rows: Sequence[dict], control: Sequence[dict], tolerance: float,
     """
     ctl = by_cycle(control)
     best = smallest_within(rows, control, tolerance)
-    table = []
-    for r in rows:
+
+    def beside_control(r: dict) -> dict:
         k = ctl[r["cycle"]]
-        table.append({**r, "control_val_accuracy": k["val_accuracy"], "control_test_accuracy": k["test_accuracy"],
-                      "tolerance": tolerance,
-                      "within_tolerance": within_tolerance(k["val_accuracy"], r["val_accuracy"], tolerance),
-                      "smallest": r is best})
-    if scratch is not None:
-        k = ctl[scratch["cycle"]]
-        table.append({**scratch, "control_val_accuracy": k["val_accuracy"],
-                      "control_test_accuracy": k["test_accuracy"], "tolerance": tolerance,
-                      "within_tolerance": within_tolerance(k["val_accuracy"], scratch["val_accuracy"], tolerance),
-                      "smallest": False})
-    return table
+        return {**r, "control_val_accuracy": k["val_accuracy"], "control_test_accuracy": k["test_accuracy"],
+                "tolerance": tolerance,
+                "within_tolerance": within_tolerance(k["val_accuracy"], r["val_accuracy"], tolerance),
+                "smallest": r is best}
+
+    return [beside_control(r) for r in rows] + ([beside_control(scratch)] if scratch is not None else [])
 
 
 # ---------------------------------------------------------------- the second Deep Compression stage
