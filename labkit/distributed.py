@@ -96,7 +96,8 @@ def session(device: str):
     """The block as one rank of a torchrun job when launched by torchrun (else as it is).
 
     Joins the group (NCCL on GPUs, gloo on CPUs), silences every rank's standard output but
-    rank 0's (rank 0 speaks for all), says how many processes share the work, and leaves the group.
+    rank 0's (rank 0 speaks for all), says how many processes share the work, and leaves the group
+    (after a barrier when the block ended normally; at once when it raised).
     """
     if not launched_by_torchrun():
         yield
@@ -110,6 +111,7 @@ def session(device: str):
     try:
         print(f"labkit: {world()[1]} processes (torchrun), DistributedDataParallel; rank 0 writes the results")
         yield
+        barrier("the other ranks to finish")  # no rank leaves while another still communicates
     finally:
         sys.stdout = stdout
         leave()
