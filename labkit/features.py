@@ -15,7 +15,7 @@ import torch
 
 from . import data, files, progress as bars
 from .device import pick_device
-from .model import build_backbone, map_size_for, resolve_weights
+from .model import build_backbone, imagenet_weights_cached, map_size_for, resolve_weights
 
 
 class CacheError(files.FileProblem):
@@ -83,9 +83,8 @@ def extract(backbone: torch.nn.Module, images: torch.Tensor, image_size: int = 3
     cuda = device.type == "cuda"
     if batch_size is None:
         batch_size = 256 if cuda else (128 if image_size <= 64 else 16)
-    backbone = backbone.to(device)
-    if cuda:
-        backbone = backbone.to(memory_format=torch.channels_last)
+    # channels-last on a GPU; the standard layout elsewhere (a backbone is reused across splits and devices)
+    backbone = backbone.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
     side = map_size_for(image_size)
     out = torch.empty((len(images), 512, side, side), dtype=storage_dtype(image_size))
     bar = bars.bar(len(images), desc, "img", enabled=progress)
@@ -132,7 +131,7 @@ def load_features(split: str, image_size: int = 32, weights: str = "auto", limit
     files.writable_folder(path.parent, "the feature cache folder",
                           "set LABKIT_DATA to a folder you can write to (the Makefile uses ./.data)")
     images, labels = data.load_mnist(split, limit=limit, root=root, seed=seed, val_limit=val_limit)
-    backbone, tag = build_backbone(weights, backbone_seed)
+    backbone, tag = _backbone(weights, backbone_seed, tag)
     path = cache_path(tag, image_size, split, limit, seed, root, val_limit)
     maps = extract(backbone, images, image_size, device=device, progress=progress,
                    desc=f"VGG16 features, {split} {image_size}px")
@@ -144,6 +143,22 @@ def load_features(split: str, image_size: int = 32, weights: str = "auto", limit
 # corrupted file is read again). A few at most: the three splits of one or two configurations.
 _held: dict[tuple, FeatureSet] = {}
 _HOLD_AT_MOST = 6
+
+
+# The backbone last built to fill a cache: the three splits of a profile share one build (a build draws
+# VGG16's 138M initial values or reads its 528 MB ImageNet file: seconds each). Keyed by the ImageNet
+# file's identity too, so another torch hub folder or a replaced file is read anew.
+_built: dict[tuple, tuple[torch.nn.Module, str]] = {}
+
+
+def _backbone(weights: str, seed: int, tag: str) -> tuple[torch.nn.Module, str]:
+    """build_backbone(weights, seed), built once for every split this process extracts."""
+    source = imagenet_weights_cached() if tag == "imagenet" else None
+    key = (weights, seed, tag, source and _file_key(source))
+    if key not in _built:
+        _built.clear()  # one backbone held at most
+        _built[key] = build_backbone(weights, seed)
+    return _built[key]
 
 
 def _file_key(path: Path) -> tuple:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from labkit import capacity, config, features, model, runs, study, train
 
@@ -165,6 +166,25 @@ def test_features_are_read_once_per_process(small_config):
     again = study.prepare_features(dataclasses.replace(small_config, method="l1"), progress=False)
     assert again.train.maps is first.train.maps  # runs of a grid share one copy instead of reloading the cache
     assert again.train.stats() is first.train.stats()  # and the statistics are computed once
+
+
+def test_one_backbone_fills_the_three_caches(tmp_path, monkeypatch, small_config):
+    import shutil
+
+    from labkit import data
+
+    shutil.copytree(data.data_root() / "MNIST", tmp_path / "data" / "MNIST")
+    monkeypatch.setenv("LABKIT_DATA", str(tmp_path / "data"))  # empty feature cache: every split is extracted
+    built = []
+    monkeypatch.setattr(features, "build_backbone", lambda *a: built.append(a) or model.build_backbone(*a))
+    monkeypatch.setattr(features, "_built", {})
+    c = dataclasses.replace(small_config, weights="none")
+    splits = study.prepare_features(c, progress=False)
+    assert len(built) == 1 and len(list((tmp_path / "data" / "features").glob("*.pt"))) == 3
+    # the one backbone gives what a fresh one gives, for the last split it filled
+    images, _ = data.load_mnist("test", limit=c.test_limit, seed=c.data_seed)
+    fresh = features.extract(model.build_backbone("none")[0], images, c.image_size, progress=False)
+    assert torch.equal(fresh, splits.test.maps)
 
 
 def test_corrupt_cache_is_named_and_left_alone(small_config):
