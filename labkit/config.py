@@ -19,7 +19,8 @@ CONTROLS = ("none", "scratch")  # the equal-budget control (nothing removed) and
 PRUNING_FIELDS = ("layer", "schedule", "k", "fraction", "tolerance")  # what a control ignores
 CHECKPOINT_POLICIES = ("all", "last", "none")
 SCHEDULES = ("fixed", "geometric")
-GEOMETRIC_CYCLES = 12  # cycles bound for knee searches: halving 4,096 neurons reaches 1 in 12 cycles
+SEEDS = {"ci": 2, "quick": 3, "paper": 3}  # independently trained heads the notebooks compare (curve and knee)
+GEOMETRIC_CYCLES = 12  # cycles bound for knee searches: cycle 0 and 11 halvings take 4,096 neurons to 2
 RESUME_FREE = ("cycles", "device", "checkpoints")  # fields that may change when a run is resumed
 
 
@@ -38,7 +39,12 @@ class StudyConfig:
                                      # (the unpruned head trained as long) still counted as no loss; a geometric
                                      # run stops after the first cycle that falls further
     cycles: int = 3                  # cycles of train, test, measure (and prune between them)
-    epochs: int = 2                  # training epochs per cycle
+    epochs: int = 2                  # training epochs per cycle after cycle 0
+    lr_epochs: int = 5               # the schedule of every head: lr_epochs epochs at lr, then lr x lr_drop
+    lr_drop: float = 0.1             # (fine-tuning; every cycle after cycle 0 trains at that rate)
+    start_epochs: int = 20           # cycle 0 (the unpruned head every run starts from) fine-tunes until
+    patience: int = 3                # validation accuracy has not risen for `patience` epochs, at most
+                                     # start_epochs in all, and keeps its best epoch: pruning starts at a plateau
     batch_size: int = 128            # training batch (cached features, so large batches are cheap)
     lr: float = 2e-4                 # Adam learning rate
     train_limit: int | None = 2000   # class-balanced training subset (None: all training images outside validation)
@@ -65,15 +71,19 @@ class StudyConfig:
 
     @property
     def run_name(self) -> str:
+        """`name`, or one derived from every setting that shapes the run's numbers: the profile, method, what
+        it prunes, the seed and the start, then each other setting that differs from the profile's
+        (e.g. "-head512-512-64-lr0.001"), so runs and controls of other settings never share a folder."""
         if self.name:
             return self.name
         start = f"-from-{Path(self.start).stem}" if self.start else ""
         if self.method == "none":
-            return f"{self.profile}-none-seed{self.seed}{start}"
+            return f"{self.profile}-none-seed{self.seed}{start}{_differences(self)}"
         if self.method == "scratch":
-            return f"{self.profile}-scratch-{'-'.join(map(str, self.head))}-e{self.epochs}-seed{self.seed}"
+            return (f"{self.profile}-scratch-{'-'.join(map(str, self.head))}-e{self.epochs}-seed{self.seed}"
+                    f"{_differences(self, ('head', 'epochs'))}")
         sched = f"k{self.k}" if self.schedule == "fixed" else f"geo{self.fraction:g}-tol{self.tolerance:g}"
-        return f"{self.profile}-{self.method}-layer{self.layer}-{sched}-seed{self.seed}{start}"
+        return f"{self.profile}-{self.method}-layer{self.layer}-{sched}-seed{self.seed}{start}{_differences(self)}"
 
     @property
     def run_dir(self) -> Path:
@@ -81,14 +91,69 @@ class StudyConfig:
         return parent / self.run_name
 
 
+# how a run name spells a setting that differs from its profile's ("-head512-512-64", "-lr0.001", "-224px");
+# a field not listed here is spelled by its own name ("-patience3")
+_NAME_TAGS = {"head": "head", "epochs": "e", "batch_size": "b", "lr": "lr", "train_limit": "train",
+              "val_limit": "val", "test_limit": "test", "data_seed": "data", "image_size": "px", "weights": "weights-",
+              "dropout": "dropout"}
+# fields a derived name never spells: its first part says them, they may change on resume, or they place it
+_UNNAMED = ("profile", "method", "seed", "start", "name", "results_dir", "layer", "schedule", "k", "fraction",
+            "tolerance")
+
+
+def _differences(c: "StudyConfig", spelled: Sequence[str] = ()) -> str:
+    """"-<tag><value>" for each setting of `c` that differs from its profile's (see `StudyConfig.run_name`)."""
+    base = dataclasses.asdict(make_config(c.profile))
+    skip = {*_UNNAMED, *PRUNING_FIELDS, *RESUME_FREE, *spelled}
+    parts = []
+    for f in dataclasses.fields(c):
+        value = getattr(c, f.name)
+        if f.name in skip or value == base.get(f.name):
+            continue
+        if isinstance(value, (tuple, list)):
+            text = "-".join(map(str, value))
+        elif value is None:
+            text = "all"
+        elif isinstance(value, float):
+            text = f"{value:g}"
+        else:
+            text = str(value)
+        text = "".join(ch if ch.isalnum() or ch in "._+-" else "_" for ch in text)
+        parts.append(f"{text}px" if f.name == "image_size" else f"{_NAME_TAGS.get(f.name, f.name)}{text}")
+    return "".join("-" + p for p in parts)
+
+
+def check_name(name) -> str:
+    """A run name must be one folder name inside the results folder; ValueError saying why else."""
+    bad = None
+    if not isinstance(name, str) or not name.strip():
+        bad = "it is empty"
+    elif name in (".", ".."):
+        bad = f"{name!r} names a folder that is not a run's own"
+    elif any(sep and sep in name for sep in ("/", "\\", os.sep, os.altsep)):
+        bad = "it holds a path separator"
+    elif "\0" in name:
+        bad = "it holds a NUL character"
+    elif len(name.encode(errors="surrogateescape")) > 255:
+        bad = "it is longer than a folder name may be (255 bytes)"
+    if bad:
+        raise ValueError(f"name={name!r} must be one folder name ({bad}): the run's folder goes inside the results "
+                         "folder, so give a plain name such as 'my-run' (--name) and choose that folder with "
+                         "--results")
+    return name
+
+
 PROFILES = {
     # seconds a cycle on 2 CPU cores: enough to exercise every path in tests and notebooks
-    "ci": dict(cycles=3, epochs=1, batch_size=64, train_limit=600, val_limit=300, test_limit=500),
+    "ci": dict(cycles=3, epochs=1, lr_epochs=3, start_epochs=8, patience=2, batch_size=64, train_limit=600, val_limit=300,
+               test_limit=500),
     # a few seconds a cycle on a 2-core CPU; the unpruned head reaches about 89% (random-init backbone)
-    "quick": dict(cycles=3, epochs=2, batch_size=128, train_limit=2000, val_limit=2000, test_limit=2000),
+    "quick": dict(cycles=3, epochs=2, lr_epochs=5, start_epochs=20, patience=3, batch_size=128, train_limit=2000,
+                  val_limit=2000, test_limit=5000),
     # the report's run: its 6 cycles of 3 epochs, 100 neurons a cycle, on all of MNIST: 50,000 training and
     # 10,000 validation images (the 60,000 the report trained on) and the 10,000 test images
-    "paper": dict(cycles=6, epochs=3, batch_size=256, train_limit=None, val_limit=10_000, test_limit=None),
+    "paper": dict(cycles=6, epochs=3, lr_epochs=3, start_epochs=12, patience=2, batch_size=256, train_limit=None,
+                  val_limit=10_000, test_limit=None),
 }
 
 
@@ -99,7 +164,7 @@ def validate(c: StudyConfig) -> None:
     if c.method == "scratch" and c.start:
         raise ValueError(f"method='scratch' trains a fresh head, but start={c.start!r} names a trained one; "
                          "drop start, or use method='none' to go on training that head without pruning")
-    for name in ("cycles", "epochs", "batch_size", "k"):
+    for name in ("cycles", "epochs", "lr_epochs", "start_epochs", "patience", "batch_size", "k"):
         checks.integer(name, getattr(c, name), minimum=1)
     if c.layer != "all" and (checks._as_int(c.layer) is None or not 0 <= c.layer < len(c.head)):
         raise ValueError(f"layer={c.layer!r} is out of range: the head has {len(c.head)} hidden layers, "
@@ -118,6 +183,7 @@ def validate(c: StudyConfig) -> None:
     checks.choice("weights", c.weights, WEIGHT_CHOICES)
     checks.number("dropout", c.dropout, minimum=0, below=1)
     checks.number("lr", c.lr, above=0)
+    checks.number("lr_drop", c.lr_drop, above=0, maximum=1, hint="0.1 fine-tunes at a tenth of lr")
     checks.integer("seed", c.seed, minimum=0)
     checks.integer("data_seed", c.data_seed, minimum=0)
     if c.device not in ("auto", "cpu", "cuda") and not (isinstance(c.device, str) and c.device.startswith("cuda:")
@@ -125,6 +191,8 @@ def validate(c: StudyConfig) -> None:
         raise ValueError(f"device={c.device!r} is not a device; choose one of 'auto', 'cpu', 'cuda', 'cuda:N' "
                          "(--device on the command line)")
     checks.choice("checkpoints", c.checkpoints, CHECKPOINT_POLICIES)
+    if c.name is not None:
+        check_name(c.name)
     if c.start is not None and not Path(c.start).is_file():
         raise ValueError(f"start={c.start!r} is not a file: give the path of a trained head (notebook 02 saves one "
                          "as $LABKIT_RESULTS/<profile>/trained_head_seed0.pt)")

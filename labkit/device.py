@@ -50,16 +50,20 @@ def set_seed(seed: int) -> None:
 
 @contextlib.contextmanager
 def seeded(seed: int | None):
-    """Run the block with torch's CPU generator seeded by `seed`, then restore the caller's state (None: no-op)."""
+    """Run the block with torch's generators (the CPU's and every GPU's) seeded by `seed`, then restore the
+    caller's state of each (None: no-op)."""
     if seed is None:
         yield
         return
     state = torch.random.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     torch.manual_seed(seed)
     try:
         yield
     finally:
         torch.random.set_rng_state(state)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def autocast(device: torch.device):

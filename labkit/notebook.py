@@ -28,6 +28,14 @@ def pick_profile(profile: str = "auto") -> str:
     return profile
 
 
+def profile_seeds(profile: str, seeds: Sequence[int] | int = 0) -> list[int]:
+    """The seeds a notebook runs: a list as given, an int n as 0..n-1, 0 as the profile's (cfg.SEEDS)."""
+    if isinstance(seeds, int):
+        count = checks.integer("seeds", seeds, minimum=0) or cfg.SEEDS[profile]
+        return list(range(count))
+    return [checks.integer("seed", s, minimum=0) for s in seeds]
+
+
 def read_table(path: str | os.PathLike) -> list[dict]:
     """A CSV table written by `Session.table`, numbers back as int or float."""
     with open(path, newline="") as fh:
@@ -105,25 +113,72 @@ class Session:
         return rows
 
     def knee(self, layer="all", fraction: float = 0.5, tolerance: float = 1.0, method: str = "l2",
-             bits: Sequence[int] = (8, 4), seed: int = 0, progress: bool = True) -> dict:
-        """From the trained start of `seed`: prune geometrically beside the equal-budget control until validation
-        accuracy drops, train the smallest widths from scratch, quantize the smallest head.
+             bits: Sequence[int] = (8, 4), seeds: Sequence[int] | int = 0, progress: bool = True) -> dict:
+        """From the trained starts of `seeds` (an int n: seeds 0..n-1; 0: the profile's, as notebook 04's curve):
+        prune geometrically beside the equal-budget control, all seeds in lockstep, until the mean validation
+        accuracy drops; train the smallest widths from scratch for each seed; quantize seed 0's smallest head.
 
-        Returns study.compress_smallest's dict (rows, control, smallest, scratch, knee, table).
-        The smallest head stays in its run folder.
+        Returns study.compress_smallest's dict (rows, control, smallest, scratch, agree, knee, table).
+        The smallest heads stay in their run folders.
         """
-        self.trained_start(seed, progress)
-        c = dataclasses.replace(self.config, start=str(self.start_path(seed)), schedule="geometric", layer=layer,
-                                fraction=fraction, tolerance=tolerance, method=method, seed=seed,
-                                cycles=cfg.GEOMETRIC_CYCLES, name=None)
-        print(f"--- {c.run_name}")
-        return study.compress_smallest(c, bits, progress)
+        seeds = profile_seeds(self.profile, seeds)
+        configs = []
+        for seed in seeds:
+            self.trained_start(seed, progress)
+            configs.append(dataclasses.replace(self.config, start=str(self.start_path(seed)), schedule="geometric",
+                                               layer=layer, fraction=fraction, tolerance=tolerance, method=method,
+                                               seed=seed, cycles=cfg.GEOMETRIC_CYCLES, name=None))
+        print(f"--- {configs[0].run_name}" + (f" and seeds {', '.join(str(s) for s in seeds[1:])}" if seeds[1:] else ""))
+        return study.compress_smallest(configs[0], bits, progress, seeds=configs[1:])
+
+    def deep_compression(self, knee: dict | None = None, seed: int = 0, sparsity="han", bits: int = 5,
+                         steps: int = 2, progress: bool = True) -> dict:
+        """Han et al.'s three stages on the trained start of `seed` (labkit.finegrained.deep_compression), each
+        stage's file read back and scored, beside the equal-budget control trained as many epochs (the unpruned
+        head, nothing removed) and Han's VGG16 figures; then structured (the knee head of `knee`, stored the same
+        way) against fine-grained pruning: bytes, MEC, CPU time.
+
+        Returns {"stages": the stage table, "result": deep_compression's dict, "control": the control's row,
+        "versus": structured_vs_finegrained's rows}.
+        """
+        import math
+
+        from . import finegrained, model
+
+        head, record = self.trained_start(seed, progress)
+        splits = study.prepare_features(self.config, progress)
+        c = self.config
+        cycles = math.ceil((steps + 1) / c.epochs)  # retraining epochs, rounded up to whole cycles of the control
+        result = finegrained.deep_compression(
+            head, splits, sparsity=sparsity, bits=bits, steps=steps, epochs=1,
+            finetune_epochs=cycles * c.epochs - steps, optimizer=record.get("optimizer"), seed=seed,
+            folder=self.folder / "deep_compression", name=f"seed{seed}", device=c.device,
+            unpruned={"val_accuracy": record["val"]["accuracy"], "test_accuracy": record["test"]["accuracy"]},
+            log=print)
+        control_config = dataclasses.replace(c, start=str(self.start_path(seed)), method="none", seed=seed,
+                                             cycles=cycles + 1, name=None)
+        control = study.run_study(control_config, progress, log=None)[cycles]
+        stages = finegrained.stage_table(result["stages"], control["val_accuracy"], control["test_accuracy"],
+                                         c.tolerance)
+        heads, stored = {"unpruned": head}, {"unpruned": result["stages"][0]["bytes"]}
+        if knee is not None:  # the knee's smallest head of its first seed, as study.compress_smallest kept it
+            best = knee["smallest"]
+            structured, _ = model.load_head(next(r["path"] for r in knee["table"] if r["storage"] == "float32"))
+            label = f"structured (the knee, {best['widths']})"
+            heads[label] = structured
+            stored[label] = finegrained.save_stage(structured, self.folder / "deep_compression" /
+                                                   f"seed{seed}-knee-huffman.pt", "huffman", bits=bits)
+        label = "fine-grained (Deep Compression)"
+        heads[label], stored[label] = result["head"], result["stages"][-1]["bytes"]
+        versus = finegrained.structured_vs_finegrained(heads, {"val": splits.val, "test": splits.test},
+                                                       stored_bytes=stored, device=c.device)
+        return {"stages": stages, "result": result, "control": control, "versus": versus}
 
     def questionnaire_inputs(self, seed: int = 0, progress: bool = True) -> dict:
         """What notebook 05's answers read: the trained heads of `seed` and `seed + 1` (02 / 04), the comparison
         (03), the capacity curve (04), the knee and the stored heads (03), the data requirement (04). Each is
         read from results/<profile>/ when an earlier notebook wrote it, and computed now (saying so) when not."""
-        from . import capacity, data, metrics, prune, report, train
+        from . import capacity, data, memorization, metrics, prune, report, train
 
         head, record = self.trained_start(seed, progress)
         other, _ = self.trained_start(seed + 1, progress)  # a second rater for Q3
@@ -137,7 +192,7 @@ class Session:
         knee, stored = self.saved_table("knee"), self.saved_table("compression")
         if knee is None or stored is None:
             print("No knee search from notebook 03; running it now.")
-            result = self.knee(seed=seed, progress=progress)
+            result = self.knee(progress=progress)
             knee, stored = result["knee"], result["table"]
         requirement = self.saved_table("data_requirement")
         if requirement is None:
@@ -145,7 +200,18 @@ class Session:
             requirement = report.requirement_rows(study.requirement_progressions(self.config))
         curve = self.saved_table("capacity_curve") or compare
         starts = [r["test_accuracy"] for r in curve if r["method"] == "none" and r["cycle"] == 0]
-        return {"record": record, "test": test, "weights": splits.train.weights, "n_train": len(splits.train),
+        memorized = self.saved_table("memorization")
+        if memorized is None:
+            print("No memorization table from notebook 04; measuring it now.")
+            memorized = memorization.memorize_random_labels(splits.train)
+        ladder = self.saved_table("requirement_ladder")
+        if ladder is None:
+            print("No requirement ladder from notebook 04; measuring it now.")
+            ladder = memorization.measure_requirement(splits.train, splits.val,
+                                                      tolerance=self.config.tolerance)["rows"]
+        return {"memorization": memorized, "requirement_ladder": ladder, "mec_effective_bits":
+                capacity.mec_effective_of(head), "map_size": head.map_size,
+                "record": record, "test": test, "weights": splits.train.weights, "n_train": len(splits.train),
                 "confusion": metrics.confusion_matrix(splits.test.labels, test["predictions"]),
                 "between_heads": metrics.confusion_matrix(test["predictions"], second["predictions"]),
                 "counts": study.class_counts(self.config),
@@ -175,27 +241,103 @@ def start(profile: str = "auto", **overrides) -> Session:
 
 # ---------------------------------------------------------------- running the notebooks
 
-def _local_kernels():
+PROGRESS_EVERY_S = 60.0  # off a terminal, a line this often while a notebook runs
+# notebook parameters that are also study settings (and so change which features are computed)
+_FIELDS = ("image_size", "weights", "train_limit", "val_limit", "test_limit", "data_seed", "device")
+
+
+def _local_kernels(stderr=None):
     """A kernel manager whose kernels talk over local sockets (ipc) rather than TCP: a kernel on this machine
-    has nothing to encrypt, and ipykernel then has no reason to warn that TCP is unencrypted."""
+    has nothing to encrypt, and ipykernel then has no reason to warn that TCP is unencrypted. Each kernel's own
+    stderr (its log, not the cells' output, which the executed copy keeps) goes to `stderr`, and every kernel
+    started is listed in `started`, so an interrupted run stops them at once and prints no kernel tracebacks."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
     class LocalKernelManager(AsyncKernelManager):
+        started: list = []
+
         @default("transport")
         def _transport_default(self):
             return "ipc"
 
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if stderr is not None:
+                kw["stderr"] = stderr
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            LocalKernelManager.started.append(self)
+
     return LocalKernelManager
+
+
+def _stop_kernels(managers) -> None:
+    """Stop the kernels still running (each in its own session, so Ctrl-C did not reach them)."""
+    import signal
+
+    for km in managers:
+        process = getattr(getattr(km, "provisioner", None), "process", None)
+        if process is not None and process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except OSError:
+                process.kill()
+
+
+class _Cells:
+    """Where papermill's progress bar writes off a terminal: keeps the latest "done/total" and shows nothing."""
+
+    def __init__(self):
+        self.latest = ""
+
+    def write(self, text: str) -> None:
+        text = text.strip("\r\n ")
+        if text:
+            self.latest = text.split("\r")[-1].strip()
+
+    def flush(self) -> None:
+        pass
+
+
+def _ticking(name: str, width: int, cells: _Cells, began: float):
+    """A thread printing a line every PROGRESS_EVERY_S seconds while a notebook runs (off a terminal)."""
+    import threading
+    import time
+
+    stop = threading.Event()
+
+    def tick():
+        while not stop.wait(PROGRESS_EVERY_S):
+            minutes, seconds = divmod(round(time.perf_counter() - began), 60)
+            done = f"  {cells.latest} cells done" if cells.latest else ""
+            print(f"{name.ljust(width)}  running  {minutes:02d}:{seconds:02d}{done}", flush=True)
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    return stop
+
+
+def check_parameters(profile: str, parameters: dict | None) -> dict:
+    """Notebook parameters as papermill takes them; ValueError for a `profile` in them that is not `profile`
+    (the notebooks would run one profile and their executed copies go to another's folder)."""
+    parameters = dict(parameters or {})
+    if any(not isinstance(k, str) for k in parameters):
+        raise ValueError(f"notebook parameters {sorted(map(repr, parameters))} must be named by text (name: value)")
+    if "profile" in parameters and parameters["profile"] != profile:
+        raise ValueError(f"the notebook parameters say profile={parameters['profile']!r}, but the notebooks run "
+                         f"profile {profile!r} (their copies, tables and runs go to its folder): give one profile, "
+                         "with --profile or in the parameters, not two")
+    return parameters
 
 
 def run_notebooks(profile: str = "quick", names: Sequence[str] = NOTEBOOKS, parameters: dict | None = None,
                   out: str | os.PathLike | None = None) -> list[Path]:
     """Execute the notebooks in order with papermill; executed copies go to results/<profile>/.
 
-    One line per notebook in the terminal, live while it runs: its name, the cells done and the time.
-    The notebooks' own output goes into the executed copies, not to the terminal; their progress bars
-    are switched off there (LABKIT_PROGRESS=0), since a bar saved in a notebook freezes at its first frame.
+    One line per notebook in the terminal, live while it runs: its name, the cells done and the time; off a
+    terminal (a log), a line a minute while it runs and one when it is done. The notebooks' own output goes
+    into the executed copies, not to the terminal; their progress bars are switched off there
+    (LABKIT_PROGRESS=0), since a bar saved in a notebook freezes at its first frame. Ctrl-C stops the kernel
+    at once and raises KeyboardInterrupt, with nothing printed by the kernels.
     """
     import sys
     import time
@@ -205,28 +347,54 @@ def run_notebooks(profile: str = "quick", names: Sequence[str] = NOTEBOOKS, para
 
     checks.choice("profile", profile, tuple(cfg.PROFILES))
     names = [checks.choice("notebook", n, NOTEBOOKS) for n in names]
+    parameters = check_parameters(profile, parameters)
     out = files.writable_folder(Path(out) if out else cfg.results_root() / profile, "the results folder",
                                 "set LABKIT_RESULTS to a folder you can write to")
+    removed = files.remove_dead_temporaries(out)
+    if removed:
+        print(files.said_removed(removed), flush=True)
+    from . import features
+
+    try:
+        settings = cfg.make_config(profile, **{k: v for k, v in parameters.items() if k in _FIELDS})
+    except ValueError:
+        settings = None  # a notebook refuses such a value itself, in its own words
+    if settings is not None:
+        features.say_cost(settings)
     os.environ.setdefault("LABKIT_RESULTS", str(cfg.results_root()))
     os.environ["LABKIT_PROGRESS"] = "0"
     width = max(map(len, names))
     done = []
     live = sys.stdout.isatty()  # a terminal: one line per notebook that moves as cells finish
-    for name in names:
-        target = out / f"{name}.ipynb"
-        bar = {"desc": name.ljust(width), "unit": "cell", "file": sys.stdout, "leave": True, "mininterval": 0.5,
-               "bar_format": "{desc}  {bar:20}  {n_fmt:>2}/{total_fmt} cells  {elapsed}"} if live else False
-        began = time.perf_counter()
-        try:
-            papermill.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(target),
-                                       parameters={"profile": profile, **(parameters or {})},
-                                       cwd=str(NOTEBOOK_DIR), progress_bar=bar, log_output=False,
-                                       kernel_name="python3", kernel_manager_class=_local_kernels())
-        except PapermillExecutionError as err:
-            raise RuntimeError(f"notebook {name} stopped in cell {err.exec_count}: {err.ename}: {err.evalue}; "
-                               f"the executed copy with the whole traceback is {target}") from None
-        if not live:  # a log: one line per notebook once it is done
-            minutes, seconds = divmod(round(time.perf_counter() - began), 60)
-            print(f"{name.ljust(width)}  done  {minutes:02d}:{seconds:02d}", flush=True)
-        done.append(target)
+    kernel_log = open(out / ".kernels.log", "wb")  # the kernels' own log of this run (not the cells' output)
+    managers = _local_kernels(kernel_log)
+    try:
+        for name in names:
+            target = out / f"{name}.ipynb"
+            cells = _Cells()
+            bar = ({"desc": name.ljust(width), "unit": "cell", "file": sys.stdout, "leave": True, "mininterval": 0.5,
+                    "bar_format": "{desc}  {bar:20}  {n_fmt:>2}/{total_fmt} cells  {elapsed}"} if live else
+                   {"file": cells, "mininterval": 0, "bar_format": "{n_fmt}/{total_fmt}", "disable": False})
+            began = time.perf_counter()
+            ticker = None if live else _ticking(name, width, cells, began)
+            try:
+                papermill.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(target),
+                                           parameters={"profile": profile, **parameters},
+                                           cwd=str(NOTEBOOK_DIR), progress_bar=bar, log_output=False,
+                                           kernel_name="python3", kernel_manager_class=managers)
+            except PapermillExecutionError as err:
+                raise RuntimeError(f"notebook {name} stopped in cell {err.exec_count}: {err.ename}: {err.evalue}; "
+                                   f"the executed copy with the whole traceback is {target}") from None
+            finally:
+                if ticker is not None:
+                    ticker.set()
+            if not live:  # a log: one line per notebook once it is done
+                minutes, seconds = divmod(round(time.perf_counter() - began), 60)
+                print(f"{name.ljust(width)}  done  {minutes:02d}:{seconds:02d}", flush=True)
+            done.append(target)
+    except BaseException:
+        _stop_kernels(managers.started)
+        raise
+    finally:
+        kernel_log.close()
     return done

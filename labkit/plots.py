@@ -8,7 +8,7 @@ trained from scratch ("scratch", crosses). Means over seeds carry error bars of 
 from __future__ import annotations
 
 from collections import defaultdict
-from statistics import mean, pstdev
+from statistics import mean, stdev
 from typing import Sequence
 
 import matplotlib.pyplot as plt
@@ -126,12 +126,22 @@ def capacity_table_bars(table: list[dict]):
 
 
 def _series(rows, method: str, x: str, y: str) -> list[tuple[float, float, float]]:
-    """(x, mean y, standard deviation of y over seeds) for one method, sorted by x."""
+    """(x, mean y, sample standard deviation of y over seeds, as the tables give it) for one method, by x."""
     points = defaultdict(list)
     for r in rows:
         if r["method"] == method:
             points[r[x]].append(r[y])
-    return [(k, mean(v), pstdev(v)) for k, v in sorted(points.items())]
+    return [(k, mean(v), stdev(v) if len(v) > 1 else 0.0) for k, v in sorted(points.items())]
+
+
+CAPACITY_LABEL = {"mec_effective_bits": "effective MEC of the head (bits on its distinct inputs; at 32 px the 25,088 "
+                                        "inputs are 49 copies of 512)",
+                  "mec_bits": "MEC of the head (bits, the four rules on its nominal inputs)"}
+
+
+def _capacity_key(rows) -> str:
+    """The capacity figures plot against: the effective MEC where the rows carry it (older tables: the nominal)."""
+    return "mec_effective_bits" if all(r.get("mec_effective_bits") not in (None, "") for r in rows) else "mec_bits"
 
 
 def _pruning_methods(rows) -> list[str]:
@@ -147,26 +157,27 @@ def accuracy_vs_capacity(rows: list[dict], seed_rows: list[dict] | None = None):
     """
     fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.2), sharey=True)
     methods = _pruning_methods(rows)
-    mec_at = {r["cycle"]: r["mec_bits"] for r in rows if methods and r["method"] == methods[0]}
+    key = _capacity_key(rows)
+    mec_at = {r["cycle"]: r[key] for r in rows if methods and r["method"] == methods[0]}
     seeds = len({r.get("seed", 0) for r in rows})
     for ax, split in zip(axes, ("val", "test")):
         y = f"{split}_accuracy"
         for m in methods:
-            pts = _series(rows, m, "mec_bits", y)
+            pts = _series(rows, m, key, y)
             ax.errorbar([p[0] for p in pts], [100 * p[1] for p in pts], yerr=[100 * p[2] for p in pts],
                         marker=MARKERS.get(m, "o"), capsize=3, label=m)
         ctl = [(mec_at[c], v, s) for c, v, s in _series(rows, "none", "cycle", y) if c in mec_at]
         if ctl:
             ax.errorbar([p[0] for p in ctl], [100 * p[1] for p in ctl], yerr=[100 * p[2] for p in ctl], capsize=3,
                         **CONTROL_STYLE)
-        scratch = _series(rows, "scratch", "mec_bits", y)
+        scratch = _series(rows, "scratch", key, y)
         if scratch:
             ax.errorbar([p[0] for p in scratch], [100 * p[1] for p in scratch], yerr=[100 * p[2] for p in scratch],
                         capsize=3, **SCRATCH_STYLE)
         if seed_rows and split == "test":
             ax.plot([r["mec_bits"] for r in seed_rows], [100 * r["test_accuracy"] for r in seed_rows], "k*:",
-                    ms=9, alpha=0.6, label="2019 report (its test set, one run)")
-        ax.set_xlabel("MEC of the head (bits)")
+                    ms=9, alpha=0.6, label="2019 report (its test set, one run; its nominal MEC)")
+        ax.set_xlabel(CAPACITY_LABEL[key])
         _bits_axis(ax)
         ax.set_title(f"{'Validation' if split == 'val' else 'Test'} accuracy"
                      + (f", mean ± std over {seeds} seeds" if seeds > 1 else ", one seed"))
@@ -206,38 +217,52 @@ def rho_per_cycle(rows: list[dict]):
 def knee(table: list[dict], tolerance: float = 1.0):
     """Validation accuracy against MEC (log axis) along a knee search, beside the equal-budget control.
 
-    table: study.knee_table rows. The shaded band is the tolerance below the control at each cycle;
-    the star is the smallest head within it, crosses are heads below it, the red X the same widths
-    trained from scratch as long. Test accuracy is drawn faintly for reference.
+    table: study.knee_table rows, one per seed and cycle. Lines are means over seeds with error bars of one
+    standard deviation (the spread the tables give); the shaded band is the tolerance below the control's mean
+    at each cycle; the star is the smallest head within it, crosses are cycles below it, the purple X the same
+    widths trained from scratch as long. Test accuracy (mean) is drawn faintly for reference.
     """
     rows = [r for r in table if r["method"] != "scratch"]
     scratch = [r for r in table if r["method"] == "scratch"]
+    seeds = len({r.get("seed", 0) for r in rows})
+    cycles = sorted({r["cycle"] for r in rows})
+    at = {c: [r for r in rows if r["cycle"] == c] for c in cycles}
+    key = _capacity_key(rows)
+    x = [at[c][0][key] for c in cycles]
+
+    def spread(c, key):
+        values = [100 * r[key] for r in at[c]]
+        return mean(values), (stdev(values) if len(values) > 1 else 0.0)
+
+    val, ctl, test = ([spread(c, k) for c in cycles] for k in ("val_accuracy", "control_val_accuracy", "test_accuracy"))
     fig, ax = plt.subplots(figsize=(8, 5.2))
-    x = [r["mec_bits"] for r in rows]
-    ctl = [100 * r["control_val_accuracy"] for r in rows]
-    ax.fill_between(x, [c - tolerance for c in ctl], ctl, color="0.85", label=f"within {tolerance:g} point(s) of "
-                    "the control")
-    ax.plot(x, ctl, **{**CONTROL_STYLE, "marker": None})
-    ax.plot(x, [100 * r["val_accuracy"] for r in rows], "o-", color="C0", label="pruned head, validation")
-    ax.plot(x, [100 * r["test_accuracy"] for r in rows], "o:", color="C0", alpha=0.35, label="pruned head, test")
-    for r in rows:
-        ax.annotate("-".join(r["widths"].split("-")[1:-1]), (r["mec_bits"], 100 * r["val_accuracy"]),
-                    textcoords="offset points", xytext=(0, 8), ha="center", fontsize=7)
-    out = [r for r in rows if not r["within_tolerance"]]
+    ax.fill_between(x, [m - tolerance for m, _ in ctl], [m for m, _ in ctl], color="0.85",
+                    label=f"within {tolerance:g} point(s) of the control")
+    ax.errorbar(x, [m for m, _ in ctl], yerr=[d for _, d in ctl], capsize=3, **{**CONTROL_STYLE, "marker": None})
+    ax.errorbar(x, [m for m, _ in val], yerr=[d for _, d in val], fmt="o-", color="C0", capsize=3,
+                label="pruned head, validation")
+    ax.plot(x, [m for m, _ in test], "o:", color="C0", alpha=0.35, label="pruned head, test")
+    for c, xi, (m, _) in zip(cycles, x, val):
+        ax.annotate("-".join(at[c][0]["widths"].split("-")[1:-1]), (xi, m), textcoords="offset points",
+                    xytext=(0, 8), ha="center", fontsize=7)
+    out = [(xi, m) for c, xi, (m, _) in zip(cycles, x, val) if not at[c][0]["within_tolerance"]]
     if out:
-        ax.plot([r["mec_bits"] for r in out], [100 * r["val_accuracy"] for r in out], "x", color="C3", ms=11, mew=2,
+        ax.plot([p[0] for p in out], [p[1] for p in out], "x", color="C3", ms=11, mew=2,
                 label="more than the tolerance below")
-    best = next(r for r in rows if r["smallest"])
-    ax.plot([best["mec_bits"]], [100 * best["val_accuracy"]], "*", color="C2", ms=17,
-            label=f"smallest within tolerance ({best['mec_bits'] / 1e6:,.1f}M bits)")
+    best = next((xi, m) for c, xi, (m, _) in zip(cycles, x, val) if at[c][0]["smallest"])
+    ax.plot([best[0]], [best[1]], "*", color="C2", ms=17,
+            label=f"smallest within tolerance ({best[0]:,.0f} bits)")
     if scratch:
-        ax.plot([s["mec_bits"] for s in scratch], [100 * s["val_accuracy"] for s in scratch], **SCRATCH_STYLE)
+        values = [100 * r["val_accuracy"] for r in scratch]
+        ax.errorbar([scratch[0][key]], [mean(values)], yerr=[stdev(values) if len(values) > 1 else 0.0],
+                    capsize=3, **SCRATCH_STYLE)
     ax.set_xscale("log")
     _bits_axis(ax)
     ax.invert_xaxis()
-    ax.set_xlabel("MEC of the head (bits, log scale; pruning runs left to right)")
+    ax.set_xlabel(CAPACITY_LABEL[key] + ", log scale; pruning runs left to right")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title("The knee: accuracy against capacity, beside the head trained as long unpruned")
+    ax.set_title("The knee: accuracy against capacity, beside the head trained as long unpruned"
+                 + (f"\n(mean ± std over {seeds} seeds)" if seeds > 1 else "\n(one seed)"))
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -270,11 +295,13 @@ def compression(table: list[dict], reference: dict | None = None):
     return fig
 
 
-def requirement(progressions: dict[str, list[dict]], capacities: dict[str, int] | None = None):
+def requirement(progressions: dict[str, list[dict]], capacities: dict[str, int] | None = None,
+                measured: dict | None = None):
     """Bits the labels need (thresholds method) against training images, per representation, on log axes.
 
     progressions: {name: capacity.requirement_progression rows}; capacities: {label: MEC bits}
-    drawn as horizontal lines (the capacity the head has).
+    drawn as horizontal lines (the capacity the head has); measured: memorization.measure_requirement's
+    result, its chosen head's effective MEC drawn as a star at the images it was trained on.
     """
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for i, (name, rows) in enumerate(progressions.items()):
@@ -283,14 +310,134 @@ def requirement(progressions: dict[str, list[dict]], capacities: dict[str, int] 
         ax.plot(n, [r["expected_bits"] for r in rows], "s--", color=f"C{i}", label=f"{name}: expected")
     for j, (label, bits) in enumerate((capacities or {}).items()):
         ax.axhline(bits, color=f"C{j + len(progressions) + 1}", lw=1.2, ls=":", label=f"{label}: {bits / 1e6:,.1f}M")
+    if measured:
+        pick = measured["chosen"]
+        ax.plot([measured["images"]], [pick["mec_effective_bits"]], "*", color="black", ms=16, ls="none",
+                label=f"measured: smallest head within {measured['tolerance']:g} point(s) of the best on validation, "
+                      f"{pick['head']}: {pick['mec_effective_bits']:,} bits (effective MEC)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     _bits_axis(ax, "y")
     _count_axis(ax, "x")
     ax.set_xlabel("training images (log scale)")
     ax.set_ylabel("bits (log scale)")
-    ax.set_title("Capacity the labels need (thresholds method) and capacity the head has")
+    ax.set_title("Capacity the labels need (thresholds method" + (", and measured" if measured else "")
+                 + ") and capacity the head has")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
+def memorization(rows: list[dict]):
+    """Bits memorized of random labels against MEC (log axes), each head at its nominal and its effective MEC.
+
+    rows: memorization.memorize_random_labels rows. Open markers: the four rules on the inputs as read
+    (a twin's 25,088 repeated inputs counted as distinct); filled: on the distinct inputs. A triangle: the
+    head fitted every image there was, so it could store more. Lines: stored = MEC, and MacKay's 2 bits per
+    parameter (these heads' parameters are within 2% of their nominal MEC).
+    """
+    fig, ax = plt.subplots(figsize=(8, 5.4))
+    for i, r in enumerate(rows):
+        color, marker = f"C{i % 10}", "^" if str(r["all_images"]) == "True" else "o"
+        y = max(r["bits_stored"], 1)
+        ax.plot([r["mec_bits"]], [y], marker, color=color, mfc="white", ms=9)
+        ax.plot([r["mec_effective_bits"]], [y], marker, color=color, ms=9,
+                label=f"{r['head']}: {r['images_memorized']:,} images")
+        if r["mec_bits"] != r["mec_effective_bits"]:
+            ax.annotate("", (r["mec_effective_bits"], y), (r["mec_bits"], y),
+                        arrowprops=dict(arrowstyle="->", color=color, ls="--"))
+    low = min(min(r["mec_effective_bits"] for r in rows), min(max(r["bits_stored"], 1) for r in rows)) / 2
+    high = 2 * max(r["mec_bits"] for r in rows)
+    ax.plot([low, high], [low, high], color="0.3", lw=1, label="stored = MEC (the four rules)")
+    ax.plot([low, high / 2], [2 * low, high], color="0.3", lw=1, ls=":",
+            label="MacKay: 2 bits per parameter (parameters ≈ MEC here)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _bits_axis(ax, "x")
+    _bits_axis(ax, "y")
+    criterion = rows[0]["criterion"]
+    ax.set_xlabel("MEC (bits, log scale): open = nominal (repeated inputs counted), filled = effective "
+                  "(distinct inputs)")
+    ax.set_ylabel(f"bits stored at ≥ {criterion:.0%} training accuracy\n(random labels, log scale)")
+    ax.set_title("How much each head memorized of random labels, against its MEC")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- Deep Compression, weight by weight
+
+def _kept_axis(ax) -> None:
+    """A log axis of the fraction of weights kept, in percent, pruning running left to right."""
+    from matplotlib.ticker import FixedLocator
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator([1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.3g}%"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.invert_xaxis()
+
+
+def sensitivity(rows: list[dict], chosen: Sequence[float] | None = None, tolerance: float | None = None):
+    """Validation accuracy (%) with one layer pruned alone by weight magnitude, without retraining, against
+    the share of that layer's weights kept (log axis): one line per layer (finegrained.sensitivity_scan rows).
+
+    chosen: the sparsity each layer was then pruned to (a ring on its line); tolerance: points below the
+    unpruned head still counted as no loss (a shaded band).
+    """
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    layers = sorted({r["layer"] for r in rows})
+    base = next(r["val_accuracy"] for r in rows if r["sparsity"] == 0)
+    if tolerance is not None:
+        ax.axhspan(100 * base - tolerance, 100 * base, color="0.88",
+                   label=f"within {tolerance:g} point(s) of the unpruned head")
+    for i, layer in enumerate(layers):
+        mine = sorted((r for r in rows if r["layer"] == layer), key=lambda r: r["sparsity"])
+        kept = [1 - r["sparsity"] for r in mine]
+        name = mine[0].get("name", f"fc{layer + 1}")
+        ax.plot(kept, [100 * r["val_accuracy"] for r in mine], "o-", color=f"C{i}", ms=4,
+                label=f"{name} ({mine[0]['weights']:,} weights)")
+        if chosen is not None and chosen[i] > 0:
+            at = min(mine, key=lambda r: abs(r["sparsity"] - chosen[i]))
+            ax.plot([1 - chosen[i]], [100 * at["val_accuracy"]], "o", ms=12, mfc="none", mec=f"C{i}", mew=2)
+    _kept_axis(ax)
+    ax.set_xlabel("weights of the layer kept (log scale; the others pruned by magnitude, no retraining)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("Sensitivity of each layer to fine-grained pruning" +
+                 ("\n(rings: the sparsity each layer was pruned to)" if chosen is not None else ""))
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
+def weight_histograms(histograms: list[dict]):
+    """Each layer's weights (a row per layer): before pruning, the weights kept after pruning, and the shared
+    values after trained quantization (one bar per value, its height the weights that share it).
+    histograms: finegrained.weight_histograms; counts on log axes.
+    """
+    fig, axes = plt.subplots(len(histograms), 3, figsize=(11, 2.3 * len(histograms) + 0.6), squeeze=False)
+    for row, h in zip(axes, histograms):
+        edges = torch.tensor(h["edges"])
+        centres, width = (edges[1:] + edges[:-1]) / 2, float(edges[1] - edges[0])
+        kept = h["kept"] / h["weights"]
+        for ax, counts, color, title in ((row[0], h["before"], "C0", f"{h['name']}: {h['weights']:,} weights"),
+                                         (row[1], h["pruned"], "C1", f"after pruning: {kept:.1%} kept")):
+            ax.bar(centres.tolist(), counts, width=width, color=color)
+            ax.set_title(title, fontsize=9)
+        row[2].bar(h["codebook"], h["codebook_counts"], width=width, color="C2")
+        row[2].set_title(f"after trained quantization: {len(h['codebook'])} shared values", fontsize=9)
+        for ax in row:
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlim(float(edges[0]), float(edges[-1]))
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel("weights (log)", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("weight value", fontsize=8)
+    fig.suptitle("Weights before pruning, after pruning, after trained quantization (Deep Compression)")
     fig.tight_layout()
     return fig

@@ -21,27 +21,32 @@ def neuron_scores(weight: torch.Tensor, method: str) -> torch.Tensor:
       "l1"        sum_j |w_ij - w_bar_j|      distance of neuron i from the average neuron
       "l2"        sum_j (w_ij - w_bar_j)^2    the same, squared: the most redundant neurons go first
       "magnitude" sum_j |w_ij|                the classic L1-norm criterion (Li et al. 2017)
+    Terms are formed in the weight's own precision and summed in float64 (float32 sums of 25,088 terms tie for
+    dozens of neurons, float64 ones do not), a block of rows at a time: no float64 copy of the matrix.
     Scores are float64; neurons whose scores still tie go in index order (a stable sort).
     """
     checks.choice("method", method, ("l1", "l2", "magnitude"), hint="reservoir sampling scores nothing")
     w = weight.detach()
     if method == "magnitude":
-        return torch.cat([b.abs().sum(dim=1) for b in _float64_rows(w)])
-    w_bar = sum(b.sum(dim=0) for b in _float64_rows(w)) / len(w)
+        return torch.cat([b.abs().sum(1, dtype=torch.float64) for b in _blocks(w)])
+    w_bar = (sum(b.sum(0, dtype=torch.float64) for b in _blocks(w)) / len(w)).to(w.dtype)
     if method == "l1":
-        return torch.cat([(b - w_bar).abs().sum(dim=1) for b in _float64_rows(w)])
-    return torch.cat([(b - w_bar).pow(2).sum(dim=1) for b in _float64_rows(w)])
+        return torch.cat([(b - w_bar).abs_().sum(1, dtype=torch.float64) for b in _blocks(w)])
+    return torch.cat([(b - w_bar).square_().sum(1, dtype=torch.float64) for b in _blocks(w)])
 
 
-def _float64_rows(w: torch.Tensor):
-    """`w` as float64 blocks of rows: float32 sums of 25,088 terms tie for dozens of neurons, float64 ones
-    do not, and a float64 copy of the whole 4096 x 25088 matrix at once would take 800 MB."""
+def _blocks(w: torch.Tensor):
+    """`w` a block of rows at a time (a 4096 x 25,088 layer's whole temporary would take 400 MB)."""
     for i in range(0, len(w), _ROWS):
-        yield w[i:i + _ROWS].double()
+        yield w[i:i + _ROWS]
 
 
 def reservoir_sample(n: int, k: int, seed: int | None = None) -> list[int]:
-    """Algorithm R: a uniformly random k of range(n) in one pass, reproducible from `seed` (sorted)."""
+    """Algorithm R: a uniformly random k of range(n) in one pass, reproducible from `seed` (sorted).
+
+    k may be 0 to n; a k larger than n is refused (there are not k distinct indices to draw)."""
+    n = checks.integer("n", n, minimum=0, hint="it is how many items there are to draw from")
+    k = checks.integer("k", k, 0, n, hint=f"a sample of distinct indices from range({n}) holds at most {n}")
     rng = random.Random(seed)
     reservoir = list(range(k))
     for i in range(k, n):
@@ -52,7 +57,10 @@ def reservoir_sample(n: int, k: int, seed: int | None = None) -> list[int]:
 
 
 def choose_neurons(weight: torch.Tensor, k: int, method: str, seed: int | None = None) -> list[int]:
-    """Indices (sorted) of the k neurons of `weight` that `method` removes."""
+    """Indices (sorted) of the k neurons of `weight` that `method` removes; k larger than its rows is refused."""
+    rows = weight.shape[0]
+    k = checks.integer("k", k, 0, rows, hint=f"the layer has {rows} neurons (rows of its weight), so at most "
+                                             f"{rows} can be chosen")
     if method == "reservoir":
         return reservoir_sample(weight.shape[0], k, seed)
     scores = neuron_scores(weight, method)

@@ -20,25 +20,35 @@ def _pct(x: float) -> str:
 
 
 def knee_choice(knee: Sequence[dict]) -> dict:
-    """The row notebook 03 kept as the smallest head within tolerance (knee.csv's `smallest` column)."""
+    """The row notebook 03 kept as the smallest head within tolerance (knee.csv's `smallest` column; the first
+    seed's), with val_accuracy, test_accuracy and rho replaced by their means over the seeds of that cycle."""
     rows = [r for r in knee if str(r.get("smallest")) == "True"]
     if not rows:
         raise ValueError("knee.csv marks no smallest head: run notebook 03 (or study.compress_smallest) again")
-    return rows[0]
+    means = {k: mean(float(r[k]) for r in rows) for k in ("val_accuracy", "test_accuracy", "rho")}
+    if all("rho_effective" in r for r in rows):
+        means["rho_effective"] = mean(float(r["rho_effective"]) for r in rows)
+    return {**rows[0], **means, "seeds": len(rows)}
 
 
 def knee_against_controls(knee: Sequence[dict], pick: dict) -> str:
     """The kept head's test accuracy against the unpruned head trained as long and against the same widths from
-    scratch (knee.csv's control columns and scratch row), as notebook 03 states it; '' for the unpruned head."""
+    scratch (knee.csv's control columns and scratch rows), paired by seed (or by image on one seed), as notebook
+    03 states it; '' for the unpruned head."""
     if int(pick["cycle"]) == 0:
         return ""
     n, epochs = int(pick["test_total"]), int(pick["epochs_total"])
-    lines = [report.pruning_vs_control([pick["test_accuracy"]], [pick["control_test_accuracy"]], n, epochs)]
-    scratch = [r for r in knee if r["method"] == "scratch" and r["widths"] == pick["widths"]]
+    mine = {r.get("seed", 0): r for r in knee if r["method"] != "scratch" and int(r["cycle"]) == int(pick["cycle"])}
+    control = {s: {"test_accuracy": r["control_test_accuracy"], "test_right": r.get("control_test_right")}
+               for s, r in mine.items()}
+    lines = [report.pruning_vs_control(*report.paired(mine, control, "test")[:2], n, epochs, "test",
+                                       report.paired(mine, control, "test")[2])]
+    scratch = {r.get("seed", 0): r for r in knee if r["method"] == "scratch" and r["widths"] == pick["widths"]}
     if scratch:
+        a, b, right = report.paired(mine, scratch, "test")
         hidden = "-".join(pick["widths"].split("-")[1:-1])
-        lines.append(report.pruned_vs_scratch([pick["test_accuracy"]], [scratch[0]["test_accuracy"]], n, hidden,
-                                              int(scratch[0]["epochs_total"])))
+        lines.append(report.pruned_vs_scratch(a, b, n, hidden, int(next(iter(scratch.values()))["epochs_total"]),
+                                              "test", right))
     return " ".join(lines) + "\n"
 
 
@@ -94,32 +104,67 @@ def q4(image_bits: int = 28 * 28 * 8, classes: int = 10) -> str:
             "fits.")
 
 
-def q5(head_mec: int, n_train: int, requirement: Sequence[dict], knee_row: dict | None) -> str:
-    """The capacity needed, the expected generalization, the progression."""
+def q5(head_mec: int, n_train: int, requirement: Sequence[dict], knee_row: dict | None,
+       ladder: Sequence[dict] | None = None, head_mec_effective: int | None = None, map_size: int = 1,
+       tolerance: float = 1.0) -> str:
+    """The capacity needed (thresholds estimate and the measured ladder), the expected generalization, the progression.
+
+    ladder: memorization.measure_requirement rows (requirement_ladder.csv); head_mec_effective: the head's MEC on
+    its distinct inputs (capacity.mec_effective_of), which the comparisons use when given.
+    """
     label_bits = n_train * math.log2(10)
-    lines = [f"MEC of the head: {head_mec:,} bits (four rules). Memorizing {n_train:,} labels outright needs at most "
-             f"{label_bits:,.0f} bits, so the head has {head_mec / label_bits:,.0f} times what a lookup table needs."]
+    effective = head_mec_effective or head_mec
+    lines = [f"The head: {report.mec_both(head_mec, effective, map_size)}. Memorizing {n_train:,} labels outright "
+             f"needs at most {label_bits:,.0f} bits, so the head has {effective / label_bits:,.0f} times what a "
+             "lookup table needs."]
     for name in dict.fromkeys(r["representation"] for r in requirement):
         prog = [r for r in requirement if r["representation"] == name]
-        lines.append("Capacity the labels need, " + report.requirement_sentence(name, prog))
+        lines.append("Capacity the labels need, thresholds estimate, " + report.requirement_sentence(name, prog))
+    if ladder:
+        lines.append(report.ladder_sentence(ladder, tolerance, effective))
     if knee_row is not None:
+        mec = (f"{knee_row['mec_bits']:,} bits of MEC ({knee_row['mec_effective_bits']:,} effective)"
+               if "mec_effective_bits" in knee_row else f"{knee_row['mec_bits']:,} bits of MEC")
         lines.append(f"Expected generalization: the smallest head within tolerance of the equal-budget control "
-                     f"(notebook 03, chosen on validation) has {knee_row['mec_bits']:,} bits of MEC; its validation "
+                     f"(notebook 03, chosen on validation) has {mec}; its validation "
                      f"accuracy {_pct(knee_row['val_accuracy'])} predicts its test accuracy, measured at "
                      f"{_pct(knee_row['test_accuracy'])} (rho = {knee_row['rho']:.3g}).")
     return "\n".join(lines)
 
 
-def q6(record: dict, test: dict, head_mec: int, n_train: int, weights: str) -> str:
-    """Memorization at memory-equivalent capacity."""
+def q6(record: dict, test: dict, head_mec: int, n_train: int, weights: str,
+       memorization: Sequence[dict] | None = None, head_mec_effective: int | None = None) -> str:
+    """Memorization at memory-equivalent capacity: the trained head, and the random-label measurement.
+
+    memorization: memorization.memorize_random_labels rows (memorization.csv).
+    """
     last = record["epochs"][-1]
     label_bits = n_train * math.log2(10)
+    effective = head_mec_effective or head_mec
     why = " (random weights: ImageNet weights were not available)." if weights != "imagenet" else "."
-    return (f"Training accuracy after {report.plural_epochs(len(record['epochs']))}: {_pct(last['accuracy'])} "
-            f"(dropout on); "
-            f"validation {_pct(record['val']['accuracy'])}, test {_pct(test['accuracy'])}.\n"
-            f"With {head_mec:,} bits for {label_bits:,.0f} bits of labels, capacity is not the limit: more epochs "
-            "would memorize the training set. What limits accuracy here is the frozen backbone's features" + why)
+    lines = [f"Training accuracy after {report.plural_epochs(len(record['epochs']))}: {_pct(last['accuracy'])} "
+             f"(dropout on); validation {_pct(record['val']['accuracy'])}, test {_pct(test['accuracy'])}."]
+    if memorization:
+        criterion = memorization[0]["criterion"]
+        lines += [f"Measured with uniformly random labels (nothing to generalize), the most training images each "
+                  f"small head fitted to {criterion:.0%} training accuracy:",
+                  *("  " + line for line in report.memorization_lines(memorization)),
+                  report.twin_sentence(memorization), report.memorization_bound(memorization)]
+        every = [r for r in memorization if report.yes(r["all_images"])]
+        if every:
+            small = min(every, key=lambda r: r["mec_effective_bits"])
+            lines.append(f"So near 100% memorization is within reach: {small['head']} ({small['mec_effective_bits']:,} "
+                         f"bits of effective MEC) already fitted all {small['images_memorized']:,} random labels at "
+                         f"{small['accuracy_at']:.1%}, and the unpruned head has {effective:,} effective bits for "
+                         f"{label_bits:,.0f} bits of labels.")
+        else:
+            lines.append(f"No small head fitted every random label; the unpruned head has {effective:,} effective "
+                         f"bits for {label_bits:,.0f} bits of labels, so capacity is not its limit.")
+    else:
+        lines.append(f"With {effective:,} bits for {label_bits:,.0f} bits of labels, capacity is not the limit: more "
+                     "epochs would memorize the training set.")
+    lines.append("What limits accuracy on real labels here is the frozen backbone's features" + why)
+    return "\n".join(lines)
 
 
 def q7(curve: Sequence[dict], knee: Sequence[dict], tolerance: float) -> str:
@@ -130,24 +175,25 @@ def q7(curve: Sequence[dict], knee: Sequence[dict], tolerance: float) -> str:
     beyond = [r for r in pruned if r["cycle"] > pick["cycle"]]
     seeds = best["seeds"]
     lines = [f"The curve is in notebook 04. Its highest mean validation accuracy over {seeds} seed(s) is "
-             f"{report.arm_name(best['method'])} at cycle {best['cycle']} (MEC {best['mec_bits']:,} bits, "
+             f"{report.arm_name(best['method'])} at cycle {best['cycle']} ({_mecs(best)}, "
              f"{report.plural_epochs(best['epochs_total'])}): validation {_pct(best['val_accuracy'])}, test "
              f"{_pct(best['test_accuracy'])}, rho {best['rho']:.3g}. " + report.best_against_control(curve, best),
              "The report's schedule removes a few hundred of 4,096 first-layer neurons, far from where accuracy "
              "starts to fall.",
              f"Where to stop is another question: the smallest head that gives up at most {tolerance:g} point(s) "
              f"of validation accuracy against the unpruned head trained as long. Notebook 03 pruned on until it fell "
-             f"further: stop at {pick['widths']} (cycle {pick['cycle']}, MEC {pick['mec_bits']:,} bits). There "
+             f"further: stop at {pick['widths']} (cycle {pick['cycle']}, {_mecs(pick)}). There "
              f"expect about its validation accuracy, {_pct(pick['val_accuracy'])} (measured on test: "
-             f"{_pct(pick['test_accuracy'])}), and rho = {pick['rho']:.3g}."]
+             f"{_pct(pick['test_accuracy'])}), and rho = {pick['rho']:.3g} on the nominal MEC"
+             + (f", {pick['rho_effective']:.3g} on the effective one." if pick.get("rho_effective") else ".")]
     if beyond:
         lines.append(f"One step further, {beyond[0]['widths']} reached {_pct(beyond[0]['val_accuracy'])} on "
                      f"validation against the control's {_pct(beyond[0]['control_val_accuracy'])}.")
     return "\n".join(lines)
 
 
-def q8(test: dict, head_mec: int, start_accuracies: Sequence[float]) -> str:
-    """How well the prediction held on independent test data, and how confident to be."""
+def q8(test: dict, head_mec: int, start_accuracies: Sequence[float], head_mec_effective: int | None = None) -> str:
+    """How well the prediction held on independent test data, how confident to be, rho on both MECs."""
     n, p = test["total"], test["accuracy"]
     half = 1.96 * math.sqrt(p * (1 - p) / n)
     lines = [f"Test accuracy {_pct(p)} ± {half:.2%} (95% binomial interval, {n:,} images); the validation set "
@@ -155,9 +201,7 @@ def q8(test: dict, head_mec: int, start_accuracies: Sequence[float]) -> str:
     if len(start_accuracies) > 1:
         lines.append(f"Across {len(start_accuracies)} independently trained heads: {_pct(min(start_accuracies))} to "
                      f"{_pct(max(start_accuracies))} (mean {_pct(mean(start_accuracies))}).")
-    rho = capacity.generalization_ratio(test["correct"], head_mec)
-    lines.append(f"rho = {rho:.3g} < 1: by the capacity argument alone the head could have memorized the test set; "
-                 "it never saw it, so the accuracy is generalization, but the MEC bound cannot prove it.")
+    lines.append(report.rho_both(test["correct"], head_mec, head_mec_effective or head_mec))
     return "\n".join(lines)
 
 
@@ -168,14 +212,25 @@ def q9(methods: Sequence[str]) -> str:
             f"variants ({', '.join(shown)}) are one model at different sizes, not separate experts.")
 
 
-def q10(test: dict, head_mec: int, kappa: float, knee: Sequence[dict], stored: Sequence[dict], profile: str) -> str:
+def _mecs(row: dict) -> str:
+    """A row's MEC on its nominal inputs and, where it differs, on its distinct inputs (the inputs repeat)."""
+    nominal, effective = int(row["mec_bits"]), int(row.get("mec_effective_bits") or row["mec_bits"])
+    if nominal == effective:
+        return f"MEC {nominal:,} bits"
+    return (f"MEC {nominal:,} bits nominal, {effective:,} on its distinct inputs (its 25,088 inputs repeat: "
+            "the effective MEC)")
+
+
+def q10(test: dict, head_mec: int, kappa: float, knee: Sequence[dict], stored: Sequence[dict], profile: str,
+        head_mec_effective: int | None = None) -> str:
     """The final results, documented and repeatable."""
     pick = knee_choice(knee)
     small = report.smallest_stored(stored)
-    return (f"Unpruned head: {_pct(test['accuracy'])} test accuracy, MEC {head_mec:,} bits, kappa against the labels "
+    unpruned = _mecs({"mec_bits": head_mec, "mec_effective_bits": head_mec_effective})
+    return (f"Unpruned head: {_pct(test['accuracy'])} test accuracy, {unpruned}, kappa against the labels "
             f"{kappa:.3f}.\n"
-            f"Smallest head kept (notebook 03's knee, the stopping point of Q7): {pick['widths']}, MEC "
-            f"{pick['mec_bits']:,} bits, test accuracy {_pct(pick['test_accuracy'])}; stored as {small['storage']} "
+            f"Smallest head kept (notebook 03's knee, the stopping point of Q7): {pick['widths']}, "
+            f"{_mecs(pick)}, test accuracy {_pct(pick['test_accuracy'])}; stored as {small['storage']} "
             f"in {small['bytes']:,} bytes ({small['bytes'] / 1e6:.1f} MB, {small['ratio']:.0f}x less than the "
             f"unpruned float32 head), test accuracy {_pct(small['test_accuracy'])} read back from the file.\n"
             + knee_against_controls(knee, pick) +

@@ -18,7 +18,7 @@ COLUMNS_SHOWN = ("cycle", "method", "widths", "mec_bits", "epochs_total", "val_a
                  "parameters", "model_bytes", "seconds")
 _WIDTH = {"cycle": 5, "method": 9, "widths": 24, "mec_bits": 13, "val_accuracy": 12, "test_accuracy": 13,
           "rho": 10, "parameters": 13, "model_bytes": 13, "seconds": 8}
-CONTROLS = ("none", "scratch")
+from .config import CONTROLS  # noqa: E402  (one definition: the equal-budget and from-scratch controls)
 
 
 # ---------------------------------------------------------------- tables
@@ -82,43 +82,44 @@ def seed_table() -> list[dict]:
 
 # ---------------------------------------------------------------- comparing two arms
 
-_T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 15: 2.13,
-        20: 2.09, 30: 2.04}
-
-
-def _t95(dof: int) -> float:
-    """The two-sided 95% quantile of Student's t with `dof` degrees of freedom (2.0 beyond 30)."""
-    keys = [k for k in _T95 if k <= dof]
-    return _T95[max(keys)] if keys else _T95[1]
-
-
-def compare(a: Sequence[float], b: Sequence[float], n: int) -> dict:
+def compare(a: Sequence[float], b: Sequence[float], n: int, right: tuple | None = None) -> dict:
     """Accuracies of arm a against arm b (fractions, one per seed, in the same seed order), on `n` images.
 
     Returns mean_a, mean_b, diff (points, a - b), margin (points, the 95% margin of the difference),
-    basis (a sentence saying where the margin comes from), outcome "higher", "lower" or "same"
-    ("same": |diff| within the margin, so no difference was measured). With at least two seeds in each
-    arm, paired by seed, the margin is Student's t times the standard error of the per-seed differences,
-    and never less than one image; with one seed it is 1.96 binomial standard errors of the difference, which
-    leaves out how much the training itself varies (a run with other float rounding moves a quick-profile
-    head's accuracy by a point or two), so one-seed verdicts say so.
+    basis (a sentence saying where the margin comes from: the test used), outcome "higher", "lower" or "same"
+    ("same": no difference was measured), seeds, and p where a test gives one.
+    - At least two seeds in each arm, paired by seed: Student's t on the per-seed differences (stats.paired_t);
+      "same" when |diff| is within the margin.
+    - One seed with `right` = (a's, b's) correctness records (metrics.pack_right, the same images): McNemar's
+      exact test on the images where exactly one head was right (stats.mcnemar); "same" when p >= 0.05.
+    - One seed without them: 1.96 binomial standard errors of the difference of two independent proportions.
+    A one-seed margin leaves out how much training itself varies, so one-seed verdicts say so (see `ending`).
     """
+    from . import metrics, stats
+
     a, b = [float(x) for x in a], [float(x) for x in b]
     if not a or not b:
         raise ValueError("compare needs at least one accuracy in each arm")
     ma, mb = mean(a), mean(b)
+    out = {"mean_a": ma, "mean_b": mb, "seeds": min(len(a), len(b)), "p": None}
     if len(a) == len(b) >= 2:
-        diffs = [x - y for x, y in zip(a, b)]
-        se = stdev(diffs) / math.sqrt(len(diffs))
-        margin = max(_t95(len(diffs) - 1) * se, 1 / n)
-        basis = f"from the spread of the per-seed differences over {len(diffs)} seeds"
+        t = stats.paired_t(a, b, n)
+        diff, margin = t["diff"], t["margin"]
+        outcome = "higher" if diff > margin else "lower" if diff < -margin else "same"
+        basis = f"Student's t over {t['seeds']} seeds, paired by seed"
+    elif right is not None:
+        m = stats.mcnemar(metrics.unpack_right(right[0], n), metrics.unpack_right(right[1], n))
+        diff, margin = m["diff"], m["margin"]
+        outcome = "same" if m["p"] >= 0.05 else "higher" if diff > 0 else "lower"
+        basis = (f"McNemar's exact test on the {m['b'] + m['c']:,} of {n:,} images where exactly one head was right "
+                 f"({m['b']:,} against {m['c']:,}), p = {m['p']:.2g}; one seed")
+        out["p"] = m["p"]
     else:
-        margin = 1.96 * math.sqrt(ma * (1 - ma) / n + mb * (1 - mb) / n)
-        basis = f"the sampling error of {n:,} images, one seed"
-    diff = ma - mb
-    outcome = "higher" if diff > margin else "lower" if diff < -margin else "same"
-    return {"mean_a": ma, "mean_b": mb, "diff": 100 * diff, "margin": 100 * margin, "basis": basis,
-            "outcome": outcome, "seeds": min(len(a), len(b))}
+        margin = 100 * 1.96 * math.sqrt(ma * (1 - ma) / n + mb * (1 - mb) / n)
+        diff = 100 * (ma - mb)
+        outcome = "higher" if diff > margin else "lower" if diff < -margin else "same"
+        basis = f"the sampling error of {n:,} images, unpaired, one seed"
+    return {**out, "diff": diff, "margin": margin, "basis": basis, "outcome": outcome}
 
 
 def plural_epochs(n: int) -> str:
@@ -168,25 +169,39 @@ def ending(kind: str, c: dict) -> str:
 
 
 def pruning_vs_control(pruned: Sequence[float], control: Sequence[float], n: int, epochs: int,
-                       split: str = "test") -> str:
-    """Did pruning help at equal budget? One sentence from the pruned head's and the control's accuracies."""
-    c = compare(pruned, control, n)
+                       split: str = "test", right: tuple | None = None) -> str:
+    """Did pruning help at equal budget? One sentence from the pruned head's and the control's accuracies
+    (`right`: their correctness records, for McNemar's test on one seed; see `compare`)."""
+    c = compare(pruned, control, n, right)
     return (f"At equal training ({plural_epochs(epochs)} in all) the pruned head reached {c['mean_a']:.2%} on the "
             f"{split} set and the unpruned head trained as long {c['mean_b']:.2%} ({_numbers(c)}): "
             + ending("control", c))
 
 
 def pruned_vs_scratch(pruned: Sequence[float], scratch: Sequence[float], n: int, widths: str, epochs: int,
-                      split: str = "test") -> str:
-    """Did the pruned head beat the same widths trained from scratch? One sentence."""
-    c = compare(pruned, scratch, n)
+                      split: str = "test", right: tuple | None = None) -> str:
+    """Did the pruned head beat the same widths trained from scratch? One sentence (`right` as in `compare`)."""
+    c = compare(pruned, scratch, n, right)
     return (f"A fresh head of the same widths ({widths}) trained from scratch for {plural_epochs(epochs)} reached "
             f"{c['mean_b']:.2%} on the {split} set, the pruned head {c['mean_a']:.2%} ({_numbers(c)}): "
             + ending("scratch", c))
 
 
-def _seeded(rows: Sequence[dict], method: str, cycle: int, column: str) -> dict[int, float]:
-    return {r.get("seed", 0): r[column] for r in rows if r["method"] == method and r["cycle"] == cycle}
+def _arm(rows: Sequence[dict], method: str, cycle: int, widths: str | None = None) -> dict[int, dict]:
+    """{seed: row} of one arm at one cycle (of one widths, for scratch rows)."""
+    return {r.get("seed", 0): r for r in rows if r["method"] == method and r["cycle"] == cycle
+            and (widths is None or r["widths"] == widths)}
+
+
+def paired(a: dict[int, dict], b: dict[int, dict], split: str) -> tuple[list[float], list[float], tuple | None]:
+    """Two arms ({seed: row}) on their common seeds: a's and b's `split` accuracies, and with one seed the two
+    correctness records (for McNemar's test) where both rows carry them."""
+    seeds = [s for s in a if s in b]
+    column, record = f"{split}_accuracy", f"{split}_right"
+    right = None
+    if len(seeds) == 1 and a[seeds[0]].get(record) and b[seeds[0]].get(record):
+        right = (a[seeds[0]][record], b[seeds[0]][record])
+    return [a[s][column] for s in seeds], [b[s][column] for s in seeds], right
 
 
 def controls_summary(rows: Sequence[dict], split: str = "test") -> list[str]:
@@ -196,27 +211,46 @@ def controls_summary(rows: Sequence[dict], split: str = "test") -> list[str]:
     and "scratch" rows (scratch rows carry the cycle they match). Sentences use `split` accuracy,
     paired by seed where every arm has the seed.
     """
-    column = f"{split}_accuracy"
     total = next(r[f"{split}_total"] for r in rows)
     lines = []
     for method in dict.fromkeys(r["method"] for r in rows if r["method"] not in CONTROLS):
         last = max(r["cycle"] for r in rows if r["method"] == method)
-        mine = _seeded(rows, method, last, column)
-        widths = next(r["widths"] for r in rows if r["method"] == method and r["cycle"] == last)
-        epochs = next(r["epochs_total"] for r in rows if r["method"] == method and r["cycle"] == last)
-        control = _seeded(rows, "none", last, column)
-        scratch = {r.get("seed", 0): r[column] for r in rows
-                   if r["method"] == "scratch" and r["widths"] == widths and r["cycle"] == last}
+        mine = _arm(rows, method, last)
+        first = next(iter(mine.values()))
+        widths, epochs = first["widths"], first["epochs_total"]
         line = f"{method} (cycle {last}, {widths}): "
-        seeds = [s for s in mine if s in control]
-        if seeds:
-            line += pruning_vs_control([mine[s] for s in seeds], [control[s] for s in seeds], total, epochs, split)
-        both = [s for s in mine if s in scratch]
-        if both:
+        a, b, right = paired(mine, _arm(rows, "none", last), split)
+        if a:
+            line += pruning_vs_control(a, b, total, epochs, split, right)
+        a, b, right = paired(mine, _arm(rows, "scratch", last, widths), split)
+        if a:
             hidden = "-".join(widths.split("-")[1:-1])
-            line += " " + pruned_vs_scratch([mine[s] for s in both], [scratch[s] for s in both], total, hidden,
-                                            epochs, split)
+            line += " " + pruned_vs_scratch(a, b, total, hidden, epochs, split, right)
         lines.append(line)
+    return lines
+
+
+def criteria_summary(rows: Sequence[dict], split: str = "test", baseline: str = "reservoir") -> list[str]:
+    """Each scoring criterion against `baseline` (reservoir sampling: neurons chosen at random) at its last cycle,
+    paired by seed (or, on one seed, image by image): does choosing neurons by a score beat choosing at random?"""
+    total = next(r[f"{split}_total"] for r in rows)
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m not in (*CONTROLS, baseline)]
+    if not any(r["method"] == baseline for r in rows):
+        return []
+    lines = []
+    for method in methods:
+        last = max(r["cycle"] for r in rows if r["method"] == method)
+        a, b, right = paired(_arm(rows, method, last), _arm(rows, baseline, last), split)
+        if not a:
+            continue
+        c = compare(a, b, total, right)
+        verdict = ({"higher": f"{method} chose better neurons than chance.",
+                    "lower": f"{method} chose worse neurons than chance."}[c["outcome"]] if c["outcome"] != "same"
+                   else f"no difference was measured between {method} and choosing at random.")
+        if c["outcome"] != "same" and c["seeds"] == 1:
+            verdict = f"{method} scored {c['outcome']} than choosing at random, on one seed (not yet a measured effect)."
+        lines.append(f"{method} against {baseline} (neurons chosen at random), cycle {last}: {c['mean_a']:.2%} and "
+                     f"{c['mean_b']:.2%} on the {split} set ({_numbers(c)}): {verdict}")
     return lines
 
 
@@ -231,12 +265,15 @@ def curve_summary(rows: Sequence[dict]) -> list[dict]:
     out = []
     for (method, cycle), group in groups.items():
         entry = {"method": method, "cycle": cycle, "mec_bits": group[0]["mec_bits"],
+                 "mec_effective_bits": group[0].get("mec_effective_bits", group[0]["mec_bits"]),
                  "epochs_total": group[0]["epochs_total"]}
         for split in ("val", "test"):
             values = [r[f"{split}_accuracy"] for r in group]
             entry[f"{split}_accuracy"] = mean(values)
             entry[f"{split}_std_points"] = 100 * stdev(values) if len(values) > 1 else 0.0
         entry["rho"] = mean(r["rho"] for r in group)
+        if all("rho_effective" in r for r in group):
+            entry["rho_effective"] = mean(r["rho_effective"] for r in group)
         entry["seeds"] = len(group)
         out.append(entry)
     return out
@@ -255,57 +292,69 @@ def best_against_control(rows: Sequence[dict], best: dict) -> str:
     if best["method"] == "none":
         return ("That best point is the unpruned head trained as long itself (the equal-budget control): no pruned "
                 "head scored higher on validation.")
-    mine = _seeded(rows, best["method"], best["cycle"], "val_accuracy")
-    control = _seeded(rows, "none", best["cycle"], "val_accuracy")
-    seeds = [s for s in mine if s in control]
-    if not seeds:
+    a, b, right = paired(_arm(rows, best["method"], best["cycle"]), _arm(rows, "none", best["cycle"]), "val")
+    if not a:
         return f"No equal-budget control was run at cycle {best['cycle']}, so this point has nothing to be judged against."
     total = next(r["val_total"] for r in rows)
-    return (pruning_vs_control([mine[s] for s in seeds], [control[s] for s in seeds], total,
-                               best["epochs_total"], "validation")
+    return (pruning_vs_control(a, b, total, best["epochs_total"], "validation", right)
             + " (It is the highest of several means, which flatters it a little.)")
 
 
 # ---------------------------------------------------------------- the knee and compression
 
 def knee_summary(result: dict, tolerance: float) -> list[str]:
-    """What the knee search showed: the smallest head within tolerance (chosen on validation against the
-    equal-budget control), where accuracy fell, and what storing it costs, stated against the control."""
+    """What the knee search showed (study.compress_smallest's result, one seed or several): the smallest head
+    within tolerance (chosen on the mean validation accuracy over seeds against the equal-budget control),
+    how many seeds put it at the same widths on their own, where accuracy fell, and what storing it costs,
+    each stated against its control with a paired test."""
     rows, control, best = result["rows"], result["control"], result["smallest"]
-    ctl = {r["cycle"]: r for r in control}
-    base, last = rows[0], rows[-1]
     pts = "point" if tolerance == 1 else "points"
-    n = best["test_total"]
-    if best["cycle"] == 0:
-        lines = [f"No pruned head stayed within {tolerance:g} {pts} of the equal-budget control on validation: the "
-                 f"smallest head within tolerance is the unpruned one, {best['widths']} (MEC {best['mec_bits']:,} bits; "
-                 f"validation {best['val_accuracy']:.2%}, test {best['test_accuracy']:.2%})."]
+    seeds = list(dict.fromkeys(r.get("seed", 0) for r in rows))
+    over = f"the mean over {len(seeds)} seeds" if len(seeds) > 1 else "one seed"
+    first = [r for r in rows if r.get("seed", 0) == seeds[0]]
+    base, last = first[0], first[-1]
+    n, cycle = best["test_total"], best["cycle"]
+    mine, ctl = _arm(rows, best["method"], cycle), _arm(control, "none", cycle)
+    val = compare(*paired(mine, ctl, "val")[:2], best["val_total"], paired(mine, ctl, "val")[2])
+    mecs = f"MEC {best['mec_bits']:,} bits nominal, {best.get('mec_effective_bits', best['mec_bits']):,} effective"
+    if cycle == 0:
+        lines = [f"No pruned head stayed within {tolerance:g} {pts} of the equal-budget control on validation "
+                 f"({over}): the smallest head within tolerance is the unpruned one, {best['widths']} ({mecs}; "
+                 f"validation {val['mean_a']:.2%}, test {best['test_accuracy']:.2%})."]
     else:
-        lines = [f"Smallest head within {tolerance:g} {pts} of the equal-budget control on validation: widths "
-                 f"{best['widths']} (cycle {best['cycle']}, {plural_epochs(best['epochs_total'])} in all), MEC "
-                 f"{best['mec_bits']:,} bits ({base['mec_bits'] / best['mec_bits']:.0f}x below the unpruned head), "
-                 f"{best['parameters']:,} parameters; validation {best['val_accuracy']:.2%} against the control's "
-                 f"{ctl[best['cycle']]['val_accuracy']:.2%}, test {best['test_accuracy']:.2%} against "
-                 f"{ctl[best['cycle']]['test_accuracy']:.2%}."]
-    if last["cycle"] != best["cycle"] and last["cycle"] in ctl:
-        lines.append(f"One step further, at {last['widths']}, validation accuracy fell to {last['val_accuracy']:.2%} "
-                     f"against the control's {ctl[last['cycle']]['val_accuracy']:.2%}: the knee lies between "
-                     "those two heads.")
+        lines = [f"Smallest head within {tolerance:g} {pts} of the equal-budget control on validation ({over}): "
+                 f"widths {best['widths']} (cycle {cycle}, {plural_epochs(best['epochs_total'])} in all), {mecs} "
+                 f"({base['mec_bits'] / best['mec_bits']:.0f}x below the unpruned head), {best['parameters']:,} "
+                 f"parameters; validation {val['mean_a']:.2%} against the control's {val['mean_b']:.2%} "
+                 f"({_numbers(val)})."]
+    agree = result.get("agree") or {}
+    if len(agree) > 1:
+        same = sum(w == best["widths"] for w in agree.values())
+        lines.append(f"{same} of {len(agree)} seeds put the knee at {best['widths']} when judged on their own "
+                     f"({', '.join(f'seed {s}: {w}' for s, w in agree.items())}).")
+    ctl_last = _arm(control, "none", last["cycle"])
+    if last["cycle"] != cycle and ctl_last:
+        a, b, _ = paired(_arm(rows, last["method"], last["cycle"]), ctl_last, "val")
+        lines.append(f"One step further, at {last['widths']}, validation accuracy fell to {mean(a):.2%} against the "
+                     f"control's {mean(b):.2%} ({over}): the knee lies between those two heads.")
     else:
-        lines.append(f"Validation accuracy stayed within tolerance for all {len(rows)} cycles searched: the knee "
+        lines.append(f"Validation accuracy stayed within tolerance for all {len(first)} cycles searched: the knee "
                      "lies beyond them.")
-    if best["cycle"] > 0:
-        lines.append(pruning_vs_control([best["test_accuracy"]], [ctl[best["cycle"]]["test_accuracy"]], n,
-                                        best["epochs_total"]))
-        if result.get("scratch"):
-            s = result["scratch"]
-            lines.append(pruned_vs_scratch([best["test_accuracy"]], [s["test_accuracy"]], n,
-                                           "-".join(best["widths"].split("-")[1:-1]), s["epochs_total"]))
+    if cycle > 0:
+        a, b, right = paired(mine, ctl, "test")
+        lines.append(pruning_vs_control(a, b, n, best["epochs_total"], "test", right))
+        scratch = {r.get("seed", 0): r for r in result.get("scratch") or []}
+        if scratch:
+            a, b, right = paired(mine, scratch, "test")
+            hidden = "-".join(best["widths"].split("-")[1:-1])
+            lines.append(pruned_vs_scratch(a, b, n, hidden, next(iter(scratch.values()))["epochs_total"], "test",
+                                           right))
     stored = [r for r in result["table"] if r["storage"] != "float32"]
     if stored:
         small = min(stored, key=lambda r: r["bytes"])
-        c = compare([small["test_accuracy"]], [small["control_test_accuracy"]], n)
-        lines.append(f"Stored as {small['storage']}, that head takes {small['bytes'] / 1e6:.2f} MB, "
+        right = (small["test_right"], small["control_test_right"]) if small.get("control_test_right") else None
+        c = compare([small["test_accuracy"]], [small["control_test_accuracy"]], n, right)
+        lines.append(f"Stored as {small['storage']}, seed {seeds[0]}'s head takes {small['bytes'] / 1e6:.2f} MB, "
                      f"{small['ratio']:.0f}x less than the unpruned float32 head ({base['model_bytes'] / 1e6:.0f} "
                      f"MB). Read back from {small['path']}, it reached {small['test_accuracy']:.2%} on the test set, "
                      f"the unpruned head trained as long {small['control_test_accuracy']:.2%} ({_numbers(c)}): "
@@ -382,3 +431,163 @@ def requirement_sentence(name: str, rows: Sequence[dict], head_mec: int | None =
         said += (f" The head's {head_mec:,} bits of MEC are {'more' if head_mec > full['max_bits'] else 'less'} "
                  "than even the max requirement.")
     return said
+
+
+# ---------------------------------------------------------------- capacity counted, then measured
+
+TWIN_TOLERANCE = 0.25  # a twin on repeated inputs within 25% of its one-copy head's count lands where it does
+
+
+def yes(value) -> bool:
+    """A flag as rows hold it: a bool, or read back from a CSV as "True"."""
+    return str(value) == "True"
+
+
+def mec_both(nominal: int, effective: int, map_size: int) -> str:
+    """The head's MEC counted on its 25,088 inputs and on its distinct inputs, saying why they differ (or agree)."""
+    from .capacity import distinct_positions, effective_inputs
+
+    if nominal == effective:
+        return (f"MEC {nominal:,} bits by the four rules (at a {map_size} x {map_size} backbone map the head's "
+                "inputs are distinct, so counting only distinct inputs gives the same)")
+    side = f"{map_size} x {map_size}"
+    how = ("each of the 512 features is copied 49 times" if distinct_positions(map_size) == 1 else
+           f"its 49 pooled positions mix {distinct_positions(map_size)} distinct ones")
+    return (f"MEC {nominal:,} bits by the four rules on its 25,088 inputs, but those inputs repeat (a {side} backbone "
+            f"map: {how}), and a layer's weights on copies of one input act only through their sum; on its "
+            f"{effective_inputs(map_size):,} distinct inputs the head has {effective:,} bits (effective MEC, "
+            f"{nominal / effective:.0f}x less)")
+
+
+def memorization_lines(rows: Sequence[dict]) -> list[str]:
+    """One line per head of memorization.csv: images of random labels memorized, bits stored, both MECs."""
+    lines = []
+    for r in rows:
+        every = " (every image there was, so at least that)" if yes(r["all_images"]) else ""
+        repeated = r["mec_bits"] != r["mec_effective_bits"]
+        nominal = f"; nominal {r['mec_bits']:,} bits, its inputs counted as distinct" if repeated else ""
+        n = r["images_memorized"]
+        lines.append(f"{r['head']}: {n:,} image{'' if n == 1 else 's'}{every} at {r['accuracy_at']:.1%} training "
+                     f"accuracy, {r['bits_stored']:,} bits stored, {r['bits_stored'] / r['mec_effective_bits']:.2f} "
+                     f"of its effective MEC of {r['mec_effective_bits']:,} bits{nominal}.")
+    return lines
+
+
+def twin_sentence(rows: Sequence[dict]) -> str:
+    """Where each head on repeated inputs (copies > 1) landed against the same head reading each feature once."""
+    twins = [r for r in rows if int(r.get("copies", 1)) > 1]
+    if not twins:
+        return "No head read repeated inputs: at this image size the backbone's map makes no copies to count."
+    said = []
+    for t in twins:
+        base = next(r for r in rows if int(r.get("copies", 1)) == 1 and r["mec_bits"] == t["mec_effective_bits"])
+        n, m = t["images_memorized"], base["images_memorized"]
+        head = (f"The twin {t['head']} has {t['mec_bits'] / base['mec_bits']:.0f}x the nominal MEC of {base['head']} "
+                f"({t['mec_bits']:,} against {base['mec_bits']:,} bits), so the four rules on its inputs as read "
+                f"predict it memorizes about that many times more; it memorized {n:,} images against {m:,}")
+        if yes(t["all_images"]) and yes(base["all_images"]):
+            said.append(head + ": both fitted every image there was, so these images cannot tell them apart.")
+        elif abs(n / m - 1) <= TWIN_TOLERANCE:
+            said.append(head + f" ({n / m:.2f} times): it lands where its one-copy twin does, as their equal "
+                               f"effective MEC ({t['mec_effective_bits']:,} bits) says.")
+        else:
+            said.append(head + f" ({n / m:.2f} times): more than {TWIN_TOLERANCE:.0%} apart, yet far from the "
+                               f"{t['mec_bits'] / base['mec_bits']:.0f}x the nominal MEC predicts.")
+    return " ".join(said)
+
+
+def memorization_bound(rows: Sequence[dict]) -> str:
+    """Whether any head stored more bits of random labels than its effective MEC (the count as an upper bound)."""
+    over = [r for r in rows if r["bits_stored"] > r["mec_effective_bits"]]
+    if not over:
+        return ("No head stored more bits than its effective MEC: the four rules, counted on distinct inputs, held as "
+                "an upper bound on what training memorized here.")
+    return (f"{', '.join(r['head'] for r in over)} stored more bits than {'its' if len(over) == 1 else 'their'} "
+            "effective MEC (up to MacKay's 2 bits per parameter is possible): the four rules are then no upper bound.")
+
+
+def ladder_sentence(rows: Sequence[dict], tolerance: float, head_effective: int | None = None) -> str:
+    """What the ladder on real labels (memorization.measure_requirement rows) measured the labels to need."""
+    best = max(rows, key=lambda r: r["val_accuracy"])
+    pick = next(r for r in rows if yes(r["chosen"]))
+    linear = next((r for r in rows if int(r["hidden"]) == 0), None)
+    pts = "point" if tolerance == 1 else "points"
+    said = (f"Measured on the real labels: heads of growing width trained on the training images reach at best "
+            f"{best['val_accuracy']:.2%} on validation ({best['head']}); ")
+    if int(pick["hidden"]) == 0:
+        said += (f"a linear classifier on the features ({pick['mec_effective_bits']:,} bits of effective MEC) is "
+                 f"within {tolerance:g} {pts} of that, at {pick['val_accuracy']:.2%}, so the labels need about "
+                 f"{pick['mec_effective_bits']:,} bits.")
+    else:
+        lin = f"; a linear classifier reaches {linear['val_accuracy']:.2%}" if linear else ""
+        said += (f"the smallest within {tolerance:g} {pts} of it is {pick['head']} "
+                 f"({pick['mec_effective_bits']:,} bits of effective MEC, {pick['val_accuracy']:.2%}){lin}. "
+                 "So the labels need about "
+                 f"{pick['mec_effective_bits']:,} bits.")
+    if head_effective:
+        said += f" The unpruned head's effective MEC is {head_effective / pick['mec_effective_bits']:,.0f}x that."
+    return said
+
+
+def rho_both(correct: int, nominal: int, effective: int) -> str:
+    """rho = correct test points / MEC on the nominal and the effective MEC, and what each can prove."""
+    from .capacity import generalization_ratio
+
+    low, high = generalization_ratio(correct, nominal), generalization_ratio(correct, effective)
+    said = f"rho = {correct:,} correct test points / MEC = {low:.3g} on the nominal MEC"
+    if nominal != effective:
+        said += f", {high:.3g} on the effective MEC ({nominal / effective:.0f}x higher: the inputs repeat)"
+    if high >= 1:
+        return said + (". Above 1 on the effective MEC: the head cannot hold that many test points in its "
+                       "capacity, so its accuracy is generalization, which the capacity argument proves here.")
+    return said + (". Below 1 both ways: by the capacity argument alone the head could have memorized the test set; "
+                   "it never saw it, so the accuracy is generalization, but the MEC bound cannot prove it.")
+
+
+# ---------------------------------------------------------------- Deep Compression's stages
+
+def stages_summary(stages: Sequence[dict], tolerance: float = 1.0) -> list[str]:
+    """What each of Deep Compression's stages bought (finegrained.stage_table rows, first the unpruned head), set
+    beside Han et al.'s VGG16 and against the equal-budget control, on validation (decides) and test (reports)."""
+    by = {r["stage"]: r for r in stages}
+    base, last = stages[0], stages[-1]
+    steps = ", ".join(f"{r['description']} {r['ratio']:.1f}x (Han: {r['han_vgg16_ratio']:.0f}x)"
+                      for r in stages[1:] if r.get("han_vgg16_ratio"))
+    lines = [f"The head's file went from {base['bytes'] / 1e6:,.0f} MB (unpruned, float32) to {last['bytes'] / 1e6:.2f} MB "
+             f"after all three stages, {last['ratio']:.1f}x smaller; Han et al.'s VGG16 went from 552 MB to 11.3 MB, "
+             f"49x. Stage by stage: {steps}."]
+    pts = "point" if tolerance == 1 else "points"
+    drop = last["val_drop_points"]
+    verdict = (f"within the {tolerance:g}-{pts} tolerance" if last["within_tolerance"] else
+               f"{drop:.2f} points below it, more than the {tolerance:g}-{pts} tolerance")
+    lines.append(f"Read back from its file, the smallest head reached {last['val_accuracy']:.2%} on validation against "
+                 f"the unpruned head trained as many epochs ({last['control_val_accuracy']:.2%}): {verdict}; on test "
+                 f"{last['test_accuracy']:.2%} against {last['control_test_accuracy']:.2%}.")
+    if "quantized" in by and "huffman" in by:
+        same = by["quantized"]["test_accuracy"] == by["huffman"]["test_accuracy"]
+        saved = 1 - by["huffman"]["bytes"] / by["quantized"]["bytes"]
+        lines.append(f"Huffman coding took {saved:.0%} off the quantized file (Han et al.: 20-30%) and "
+                     + ("changed no prediction: it is lossless." if same else
+                        "changed the test accuracy, which lossless coding must not: the file is not what was coded."))
+    return lines
+
+
+def pruning_kinds(rows: Sequence[dict]) -> list[str]:
+    """Structured (whole neurons) against fine-grained (single weights) pruning, from
+    finegrained.structured_vs_finegrained rows (the first the unpruned head): what each buys in bytes, MEC and
+    CPU time, said from the numbers."""
+    base = rows[0]
+    lines = []
+    for r in rows[1:]:
+        fastest = min(r["dense_ms"], r["sparse_ms"])
+        speedup = min(base["dense_ms"], base["sparse_ms"]) / fastest
+        kernels = ("dense kernels" if r["sparse_layers"] == "none" else f"sparse kernels on {r['sparse_layers']}")
+        time = (f"{speedup:.1f}x faster than the unpruned head ({fastest:.1f} against "
+                f"{min(base['dense_ms'], base['sparse_ms']):.1f} ms, {kernels})" if speedup >= 1.2 else
+                f"no faster than the unpruned head ({fastest:.1f} against {min(base['dense_ms'], base['sparse_ms']):.1f} "
+                f"ms, {kernels}): what it removed does not shorten the work the kernels do")
+        stored = f"{r['stored_bytes'] / 1e6:.2f} MB stored" if r.get("stored_bytes") else "not stored"
+        lines.append(f"{r['pruning']}: {r['weights_kept']:,} weights kept ({r['density']:.1%}), {stored}, MEC "
+                     f"{r['mec_bits']:,} bits nominal and {r['mec_effective_bits'] or r['mec_bits']:,} effective, "
+                     f"validation {r['val_accuracy']:.2%}; per image batch it runs {time}.")
+    return lines

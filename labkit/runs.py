@@ -16,7 +16,10 @@ saying so, with the damaged file kept beside it. Nothing finished is ever delete
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import csv
+import dataclasses
 import fcntl
 import io
 import json
@@ -30,18 +33,43 @@ from typing import Callable, Sequence
 from . import config as cfg
 from . import files, model
 
-COLUMNS = ("cycle", "method", "layer", "removed", "widths", "mec_bits", "epochs_total", "val_correct", "val_total",
-           "val_accuracy", "test_correct", "test_total", "test_accuracy", "rho", "parameters", "model_bytes",
-           "train_loss", "seconds")
+COLUMNS = ("cycle", "method", "layer", "removed", "widths", "mec_bits", "mec_effective_bits", "epochs_total",
+           "val_correct", "val_total", "val_accuracy", "test_correct", "test_total", "test_accuracy", "rho",
+           "rho_effective", "parameters", "model_bytes", "train_loss", "seconds", "val_right", "test_right")
 SMALLEST = "smallest_within_tolerance.pt"  # geometric runs keep the smallest head within tolerance here
-_INT = ("cycle", "removed", "mec_bits", "epochs_total", "val_correct", "val_total", "test_correct", "test_total",
+_INT = ("cycle", "removed", "mec_bits", "mec_effective_bits", "epochs_total", "val_correct", "val_total", "test_correct", "test_total",
         "parameters", "model_bytes")
-_FLOAT = ("val_accuracy", "test_accuracy", "rho", "train_loss", "seconds")
+_FLOAT = ("val_accuracy", "test_accuracy", "rho", "rho_effective", "train_loss", "seconds")
 # fields a run folder may be opened with, changed: they do not shape its numbers (start is compared by
 # what the start file was trained with, not by its path)
 IDENTITY_FREE = (*cfg.RESUME_FREE, "results_dir", "name", "start")
-# fields older labkit versions did not write, with the value they meant
+# fields older labkit versions did not write, with the value they meant (a field added to StudyConfig goes here
+# with the value runs made before it meant; any other field a config.json lacks is named as missing)
 _LEGACY = {"val_limit": None}
+POLICY_RANK = {"none": 0, "last": 1, "all": 2}  # checkpoints kept, from fewest to most
+
+
+class _Missing:
+    """A field a saved config.json (or a checkpoint's settings) does not hold."""
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING = _Missing()
+_policy_asked = contextvars.ContextVar("labkit_checkpoint_policy_asked", default=False)
+
+
+@contextlib.contextmanager
+def checkpoint_policy_asked():
+    """Within this block a run's `checkpoints` setting is what the user asked for, even where it keeps fewer
+    checkpoints than the run folder's (`--checkpoints last` on an `all` run); outside it the folder's policy
+    is never lowered from `all` to the default `last` (an extended run keeps every checkpoint it kept)."""
+    token = _policy_asked.set(True)
+    try:
+        yield
+    finally:
+        _policy_asked.reset(token)
 
 Log = Callable[[str], None]
 
@@ -50,8 +78,12 @@ class RunBusy(RuntimeError):
     """Another process holds the run folder's lock."""
 
 
-def rows_to_csv(rows: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str:
-    """Rows as CSV text with a header; columns not in `columns` are left out."""
+def rows_to_csv(rows: Sequence[dict], columns: Sequence[str] = COLUMNS, keep_extra: bool = True) -> str:
+    """Rows as CSV text with a header: `columns`, then (keep_extra) the other columns the rows hold, such as
+    one a user added to history.csv in a spreadsheet (rows without it leave it empty)."""
+    if keep_extra:
+        columns = [*columns, *dict.fromkeys(k for r in rows for k in r if k not in columns and isinstance(k, str)
+                                           and k)]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -60,20 +92,37 @@ def rows_to_csv(rows: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str:
 
 
 def parse_history(text: str) -> list[dict]:
-    """Typed rows from history.csv text; ValueError saying what is wrong (missing column, bad number, ...)."""
-    reader = csv.DictReader(io.StringIO(text))
+    """Typed rows from history.csv text; ValueError saying what is wrong (missing column, bad number, ...).
+
+    Read as a spreadsheet user expects: a byte-order mark (UTF-8 as spreadsheets save it) is skipped, empty
+    lines and empty columns are ignored, fields may be separated by ';' or tabs with decimal commas, integers
+    written as 5.0 are read as 5, and columns labkit does not write (see `extra_columns`) are kept, as text.
+    """
+    text = text.lstrip("\ufeff")
+    header = text.split("\n", 1)[0]
+    # a spreadsheet set to a language that writes decimal commas separates fields with ';' (or tabs)
+    delimiter = next((d for d in ";\t" if d in header and "," not in header), ",")
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    if reader.fieldnames:
+        reader.fieldnames = [f.strip() for f in reader.fieldnames]
     missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise ValueError(f"no column {missing[0]!r}" if reader.fieldnames else "no header line")
     rows = []
     for n, r in enumerate(reader, start=2):
-        if None in r or any(r[c] is None for c in COLUMNS):
+        if None in r and any(v.strip() for v in r[None]):
+            raise ValueError(f"line {n} has more fields than the header")
+        r.pop(None, None)
+        if not any((v or "").strip() for v in r.values()):
+            continue  # an empty line, as spreadsheets leave at the end
+        if any(r[c] is None for c in COLUMNS):
             raise ValueError(f"line {n} is cut short")
+        r.pop("", None)  # a column without a name (a spreadsheet's trailing comma)
         try:
             for k in _INT:
-                r[k] = int(r[k])
+                r[k] = _integer(r[k] if delimiter == "," else r[k].replace(",", "."))
             for k in _FLOAT:
-                r[k] = float(r[k])
+                r[k] = float(r[k] if delimiter == "," else r[k].replace(",", "."))
         except ValueError as err:
             raise ValueError(f"line {n}: {err}") from None
         r["layer"] = int(r["layer"]) if r["layer"].isdigit() else r["layer"]
@@ -81,6 +130,21 @@ def parse_history(text: str) -> list[dict]:
     if [r["cycle"] for r in rows] != list(range(len(rows))):
         raise ValueError(f"its cycles run {[r['cycle'] for r in rows]}, not 0, 1, 2, ...")
     return rows
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)  # ValueError for what is not a number at all
+        if not value.is_integer():
+            raise ValueError(f"{text!r} is not a whole number") from None
+        return int(value)
+
+
+def extra_columns(rows: Sequence[dict]) -> list[str]:
+    """The columns of `rows` that labkit does not write (kept as they are when history.csv is written again)."""
+    return list(dict.fromkeys(k for r in rows for k in r if k not in COLUMNS))
 
 
 def read_history(path: str | os.PathLike) -> list[dict]:
@@ -94,7 +158,7 @@ def read_history(path: str | os.PathLike) -> list[dict]:
 
 def _text(path: Path) -> str:
     try:
-        return files.contents(path).decode()
+        return files.contents(path).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ValueError("it is not text") from None
 
@@ -109,16 +173,16 @@ def start_identity(start: str | None):
 def identity(c: cfg.StudyConfig, saved: dict | None = None) -> dict:
     """The settings that shape a run's numbers (config.json without the free fields, the start by content).
 
-    With `saved` (a config.json's contents), the same view of that run, fields it lacks read as their
-    legacy or default values. Controls ("none", "scratch") do not prune, so pruning fields do not count.
+    With `saved` (a config.json's contents), the same view of that run: a field it lacks reads as the value
+    older versions meant (`_LEGACY`), or as MISSING, never as a default it does not hold. Controls ("none",
+    "scratch") do not prune, so pruning fields do not count.
     """
     now = cfg.config_dict(c)
     if saved is None:
         values = now
         values["start_trained_with"] = start_identity(c.start)
     else:
-        defaults = cfg.config_dict(cfg.StudyConfig())
-        values = {k: saved.get(k, _LEGACY.get(k, defaults[k])) for k in now}
+        values = {k: saved[k] if k in saved else _LEGACY.get(k, MISSING) for k in now}
         values["start_trained_with"] = saved.get("start_trained_with", Path(saved["start"]).name
                                                  if saved.get("start") else None)
     ignored = set(IDENTITY_FREE)
@@ -140,6 +204,7 @@ class RunFolder:
         self.log = log or (lambda s: None)
         self.write = write  # False on the ranks of a torchrun job that are not rank 0
         self._lock = None
+        self._saved_policy = None  # the checkpoint policy config.json holds, once read
 
     # ------------------------------------------------------------ paths
 
@@ -169,6 +234,10 @@ class RunFolder:
     def __enter__(self):
         if self.write:
             self._lock = _take_lock(self.path)
+            removed = [r for place in (self.path, self.path / "checkpoints", self.path / "compressed")
+                       for r in files.remove_dead_temporaries(place)]
+            if removed:
+                self.log(files.said_removed(removed))
         return self
 
     def __exit__(self, *exc):
@@ -188,10 +257,57 @@ class RunFolder:
             return []
         evidence = self._newest_checkpoint_extra()
         rows, repair = self._rows(evidence)
-        self._check_settings(rows, evidence)
+        rewrite = self._check_settings(rows, evidence)
+        self.check_checkpoints()  # before anything is written: a foreign checkpoint leaves the folder untouched
+        self._keep_policy(self._saved_policy)
+        if rewrite:
+            rewrite()
         if repair:
             repair()
+        extra = extra_columns(rows)
+        if extra:
+            self.log(f"{self.history_path} has column(s) {', '.join(map(repr, extra))} that labkit does not write: "
+                     "kept as they are (rows computed from now on leave them empty)")
         return rows
+
+    def check_checkpoints(self) -> None:
+        """Check every checkpoint in the folder is this run's (its settings, its cycle); FileProblem naming the
+        first foreign one and what differs. Unreadable files are left to `head_after`, which names them."""
+        for cycle in self.checkpoints():
+            path = self.checkpoint(cycle)
+            extra = model.read_extra(path)
+            if extra:
+                self.check_checkpoint(path, extra, cycle)
+
+    def check_checkpoint(self, path: Path, extra: dict, cycle: int | None = None) -> None:
+        """FileProblem unless checkpoint `path` (its `extra`) holds the head after `cycle` of this very run."""
+        problem = self._foreign(extra, cycle)
+        if problem:
+            raise files.FileProblem(
+                f"checkpoint {path} {problem}, so it is not this run's: nothing of it is used. Fix: move it aside "
+                f"(mv {path} {path}.foreign) and run again; the run then goes on from its own checkpoints (or "
+                f"computes that cycle again); {self.path} is otherwise left as it is")
+
+    def _foreign(self, extra: dict, cycle: int | None) -> str | None:
+        settings, rows = extra.get("config"), extra.get("rows")
+        if not isinstance(settings, dict) or not isinstance(rows, list):
+            return ("holds no run settings or history rows (a trained head, a compressed head or another file "
+                    "saved under a checkpoint's name?)")
+        if cycle is not None and extra.get("cycle") != cycle:
+            return f"holds the head after cycle {extra.get('cycle')!r}, not after cycle {cycle} (a renamed file?)"
+        mine, theirs = identity(self.config), identity(self.config, settings)
+        if "start_trained_with" not in settings:  # checkpoints name the start by path only
+            mine.pop("start_trained_with", None)
+        for k in mine:
+            if theirs.get(k, MISSING) is MISSING:
+                return f"records no {k} (this run has {k}={mine[k]!r})"
+            if mine[k] != theirs[k]:
+                return f"was written by a run with {k}={theirs[k]!r}, not {mine[k]!r}"
+        got = [r.get("cycle") if isinstance(r, dict) else None for r in rows]
+        want = list(range((extra.get("cycle") if isinstance(extra.get("cycle"), int) else len(rows) - 1) + 1))
+        if got != want:
+            return f"holds history rows of cycles {got}, not {want}"
+        return None
 
     def _newest_checkpoint_extra(self) -> dict | None:
         """The extra data (rows, settings) of the newest readable checkpoint, or None."""
@@ -234,7 +350,9 @@ class RunFolder:
             return rows, restore
         return rows, None
 
-    def _check_settings(self, rows: list[dict], evidence: dict | None) -> None:
+    def _check_settings(self, rows: list[dict], evidence: dict | None) -> Callable[[], None] | None:
+        """Check config.json holds this run's settings (ValueError naming the first that differs or is missing);
+        when it is unreadable but a checkpoint or the rows confirm the settings, return what rewrites it."""
         c = self.config
         fix = (f"give this run another name (--name) or another results folder, or repeat the settings that made "
                f"it; {self.path} is left as it is")
@@ -244,6 +362,8 @@ class RunFolder:
             witness = evidence.get("config") if evidence else None
             if isinstance(witness, dict):
                 mine, theirs = identity(c), identity(c, witness)
+                if "start_trained_with" not in witness:  # checkpoints name the start by path only
+                    mine.pop("start_trained_with", None)
                 changed = [k for k in mine if mine[k] != theirs.get(k)]
                 if changed:
                     k = changed[0]
@@ -259,24 +379,55 @@ class RunFolder:
                 raise files.FileProblem(
                     f"settings {self.config_path} are unreadable ({err}), and nothing in {self.path} shows "
                     f"that this run was made with these settings; {fix}") from None
-            if self.config_path.exists():
-                self._keep_damaged(self.config_path)
-            self.log(f"{self.config_path} was unreadable ({err}); these settings agree with {how}, "
-                     "so it is written again from them")
-            self.begin()
-            return
+            problem = err
+
+            def rewrite():
+                if self.config_path.exists():
+                    self._keep_damaged(self.config_path)
+                self.log(f"{self.config_path} was unreadable ({problem}); these settings agree with {how}, "
+                         "so it is written again from them")
+                self.begin()
+
+            return rewrite
         mine, theirs = identity(c), identity(c, saved)
-        changed = [k for k in mine if mine[k] != theirs.get(k)]
+        changed = [k for k in mine if mine[k] != theirs.get(k, MISSING)]
         if changed:
             k = changed[0]
-            raise ValueError(f"{self.path} holds a run with {k}={theirs.get(k)!r}, not {mine[k]!r}; {fix}")
+            if theirs.get(k, MISSING) is MISSING:
+                raise ValueError(
+                    f"settings {self.config_path} have no field {k!r} (this run asks {k}={mine[k]!r}), so it cannot "
+                    f"be told whether {self.path} holds this run: the file was edited or written by another program. "
+                    f"Fix: add \"{k}\": <the value the run was made with> to it, or {fix}")
+            raise ValueError(f"{self.path} holds a run with {k}={theirs[k]!r}, not {mine[k]!r}; {fix}")
+        self._saved_policy = saved.get("checkpoints")
+        return None
+
+    def _keep_policy(self, saved) -> None:
+        """Never lower the folder's checkpoint policy silently: from 'all' to the default 'last' only when asked
+        (`checkpoint_policy_asked`, the command line's --checkpoints); any change is said."""
+        now = self.config.checkpoints
+        if saved not in POLICY_RANK or saved == now or POLICY_RANK[saved] < POLICY_RANK[now]:
+            return
+        default = cfg.StudyConfig.__dataclass_fields__["checkpoints"].default
+        kept = self.checkpoints()
+        if now == default and not _policy_asked.get():
+            self.config = dataclasses.replace(self.config, checkpoints=saved)
+            self.log(f"{self.path} keeps checkpoints={saved!r}, as its config.json says: every checkpoint it holds "
+                     f"stays (--checkpoints {now} keeps only the newest from now on)")
+        elif now == "none":
+            self.log(f"{self.path}: checkpoints='none' as asked (the run kept {saved!r}): no checkpoint is written "
+                     f"from now on; the {len(kept)} it holds stay")
+        else:
+            self.log(f"{self.path}: checkpoints={now!r} as asked (the run kept {saved!r}): each new cycle's "
+                     f"checkpoint replaces those before it, so the {len(kept)} it holds go as the next cycle finishes")
 
     def _keep_damaged(self, path: Path) -> None:
         if self.write:
             os.replace(path, path.with_name(path.name + ".damaged"))
 
-    def head_after(self, rows: Sequence[dict]) -> tuple[model.VGGHead | None, int]:
-        """The head to go on from and the number of rows it follows (the rest are computed again).
+    def head_after(self, rows: Sequence[dict]) -> tuple[model.VGGHead | None, int, dict | None]:
+        """The head to go on from, the number of rows it follows (the rest are computed again) and the optimizer
+        state kept with it (train.AdamState.payload(), or None).
 
         The newest checkpoint at or before the last finished cycle is used; with none, (None, 0) under
         policy 'none' (the run computes its cycles again when it must go on), and a message under a
@@ -284,15 +435,15 @@ class RunFolder:
         """
         last = rows[-1]["cycle"]
         for cycle in (n for n in self.checkpoints() if n <= last):
-            head, _ = model.load_head(self.checkpoint(cycle), fix=(
+            head, extra = model.load_head(self.checkpoint(cycle), fix=(
                 f"move that file aside and run again: the run then goes on from an earlier checkpoint or, "
                 f"with --checkpoints none, from cycle 0; the {len(rows)} finished rows in history.csv stay"))
             if cycle < last:
                 self.log(f"{self.path}: the head after cycle {last} is missing; going on from the checkpoint of "
                          f"cycle {cycle} and computing cycles {cycle + 1}-{last} again")
-            return head, cycle + 1
+            return head, cycle + 1, extra.get("optimizer")
         if self.config.checkpoints == "none":
-            return None, 0
+            return None, 0, None
         raise files.FileProblem(
             f"{self.checkpoint(last)}, the head after cycle {last}, is missing, and no earlier checkpoint is kept "
             f"(checkpoints={self.config.checkpoints!r}), so {self.path} cannot go on from its {len(rows)} finished "
@@ -303,10 +454,14 @@ class RunFolder:
 
     def begin(self, backbone: str | None = None) -> None:
         """Make the folder and write config.json: the settings, what the start file was trained with, and
-        (once known) which backbone weights the features came from ("imagenet" or "random-seed0")."""
+        (once known) which backbone weights the features came from ("imagenet" or "random-seed0").
+        The checkpoint policy written is the one `open` settled on (never lowered silently)."""
         if not self.write:
             return
-        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        try:
+            (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise files.write_failure(self.path / "checkpoints", err) from None
         settings = {**cfg.config_dict(self.config), "start_trained_with": start_identity(self.config.start)}
         if backbone:
             settings["backbone"] = backbone
@@ -317,7 +472,8 @@ class RunFolder:
                 pass
         files.write_atomic(self.config_path, json.dumps(settings, indent=2) + "\n")
 
-    def record(self, rows: Sequence[dict], head: model.VGGHead, cycle: int | None = None) -> None:
+    def record(self, rows: Sequence[dict], head: model.VGGHead, cycle: int | None = None,
+               optimizer: dict | None = None) -> None:
         """Write finished cycle `cycle` (default: the last row's): its checkpoint where the policy keeps one,
         then the history `rows`, then drop the previous checkpoint under 'last'. A crash between the steps
         loses nothing (see `open`)."""
@@ -326,7 +482,8 @@ class RunFolder:
         cycle = rows[-1]["cycle"] if cycle is None else cycle
         if self.config.checkpoints != "none":
             model.save_head(head, self.checkpoint(cycle), extra={
-                "cycle": cycle, "rows": [dict(r) for r in rows[:cycle + 1]], "config": cfg.config_dict(self.config)})
+                "cycle": cycle, "rows": [dict(r) for r in rows[:cycle + 1]], "config": cfg.config_dict(self.config),
+                "optimizer": optimizer})
         self._write_rows(rows)
         if self.config.checkpoints == "last":
             for old in self.checkpoints():
@@ -354,7 +511,29 @@ class RunFolder:
 
             files.write_atomic(self.smallest_path, link)
         else:
-            model.save_head(head, self.smallest_path, extra={"cycle": row["cycle"], "row": dict(row)})
+            model.save_head(head, self.smallest_path, extra={
+                "cycle": row["cycle"], "row": dict(row), "config": cfg.config_dict(self.config),
+                "start_trained_with": start_identity(self.config.start)})
+
+    def check_smallest(self, cycle: int) -> None:
+        """FileProblem unless smallest_within_tolerance.pt holds this run's head after `cycle` (the trained start
+        itself at cycle 0), so a file copied in from another run never reaches a compression table."""
+        path, fix = self.smallest_path, f"move {self.smallest_path} aside and run the same command again"
+        if cycle == 0:
+            if self.config.start and start_identity(str(path)) != start_identity(self.config.start):
+                raise files.FileProblem(f"{path} is not this run's trained start {self.config.start}; {fix}")
+            return
+        extra = model.read_extra(path)
+        settings = extra.get("config")
+        if not isinstance(settings, dict) or extra.get("cycle") != cycle:
+            raise files.FileProblem(f"{path} does not hold this run's head after cycle {cycle} (it says cycle "
+                                    f"{extra.get('cycle')!r}); {fix}")
+        mine, theirs = identity(self.config), identity(self.config, {**settings, **{
+            "start_trained_with": extra.get("start_trained_with")}})
+        changed = [k for k in mine if mine[k] != theirs.get(k)]
+        if changed:
+            raise files.FileProblem(f"{path} was written by a run with {changed[0]}={theirs.get(changed[0])!r}, not "
+                                    f"{mine[changed[0]]!r}: it is not this run's smallest head; {fix}")
 
 
 def _rows_agree(c: cfg.StudyConfig, rows: Sequence[dict]) -> bool:
@@ -375,7 +554,10 @@ def _take_lock(folder: Path):
     files.writable_folder(folder, "the run folder", "choose a results folder you can write to "
                                                      "(--results on the command line, or LABKIT_RESULTS)")
     path = folder / ".lock"
-    handle = open(path, "a+")
+    try:
+        handle = open(path, "a+")
+    except OSError as err:
+        raise files.write_failure(path, err) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -384,9 +566,17 @@ def _take_lock(folder: Path):
         handle.close()
         raise RunBusy(f"{folder} is in use by {holder}: two processes must not run one study at once. Wait for "
                       f"it to finish (or stop it), or give this run another name (--name) or results folder")
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    handle.flush()
+    holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(holder)
+        handle.flush()
+    except OSError as err:
+        try:
+            handle.close()  # flushes what could not be written: fails again, and closes the file all the same
+        except OSError:
+            pass
+        raise files.write_failure(path, err, len(holder)) from None
     return handle
 

@@ -9,10 +9,12 @@ Files are the run folder's business (labkit.runs), settings the config's (labkit
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
 from pathlib import Path
+from statistics import mean
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -107,16 +109,48 @@ def new_head(c: StudyConfig, train_set) -> model.VGGHead:
     return head
 
 
-# the fields a trained start depends on (not the pruning ones)
-START_FIELDS = ("epochs", "batch_size", "lr", "train_limit", "val_limit", "test_limit", "data_seed", "image_size",
-                "weights", "head", "dropout", "seed", "device")
+# the fields a trained start depends on (not the pruning ones, not the epochs of later cycles)
+START_FIELDS = ("lr_epochs", "lr_drop", "start_epochs", "patience", "batch_size", "lr", "train_limit", "val_limit", "test_limit", "data_seed",
+                "image_size", "weights", "head", "dropout", "seed", "device")
+
+
+def train_first(c: StudyConfig, data: Splits, state: train.AdamState, progress: bool = True,
+                desc: str = "train") -> tuple[model.VGGHead, list[dict]]:
+    """Cycle 0 of a run without a start: a fresh head trained to its validation plateau.
+
+    The schedule every head follows: c.lr_epochs epochs at c.lr, then c.lr x c.lr_drop (fine-tuning, as every
+    cycle after this one trains). Cycle 0 fine-tunes until validation accuracy has not risen for c.patience
+    epochs (c.start_epochs in all at most) and goes back to its best epoch, weights and Adam moments (left
+    in `state` for the cycles after it). A from-scratch control ("scratch") follows the same schedule for
+    exactly c.epochs: it is matched to an epoch count, not to a plateau. Returns (head, per-epoch history,
+    the kept epoch marked "best").
+    """
+    head = new_head(c, data.train)
+    scratch = c.method == "scratch"
+    total = c.epochs if scratch else c.start_epochs
+    warm = min(c.lr_epochs, total)
+    watch = None if scratch else data.val
+    history = train.fit(head, data.train, warm, c.batch_size, c.lr, seed=c.seed * 1000, device=c.device,
+                        progress=progress, desc=desc, val_set=watch, state=state)
+    if total > warm:
+        more = train.fit(head, data.train, total - warm, c.batch_size, c.lr * c.lr_drop, seed=c.seed * 1000 + 500,
+                         device=c.device, progress=progress, desc=desc, val_set=watch, state=state,
+                         patience=None if scratch else c.patience)
+        history = history + [{**e, "epoch": e["epoch"] + warm} for e in more]
+        if not scratch:  # the kept epoch, counted from the first: fine-tuning may never beat its starting point
+            kept = warm + train.best_epoch(more)
+            for e in history:
+                e["best"] = e["epoch"] == kept
+    return head, history
 
 
 def train_start(c: StudyConfig, path: str | os.PathLike, progress: bool = True, log: Log | None = print):
-    """Train the unpruned head for c.epochs (cycle 0 of the study) and save it to `path`; returns (head, record).
+    """Train the unpruned head as cycle 0 of the study does (`train_first`) and save it to `path`; (head, record).
 
-    record: {"epochs": per-epoch loss / accuracy / validation accuracy, "val" and "test": evaluate() on
-    those splits, "config": the fields that made it}. A file at `path` made with the same fields is reused.
+    record: {"epochs": per-epoch loss / accuracy / validation accuracy (the kept one marked "best"),
+    "best_epoch", "val" and "test": evaluate() on those splits, "config": the fields that made it,
+    "optimizer": Adam's moments at the kept epoch, so the runs that start here go on training}.
+    A file at `path` made with the same fields is reused.
     """
     log = log or (lambda s: None)
     path = Path(path)
@@ -128,14 +162,15 @@ def train_start(c: StudyConfig, path: str | os.PathLike, progress: bool = True, 
             return head, record
         log(f"{path} was trained with other settings; training a new one")
     data = prepare_features(c, progress)
-    head = new_head(c, data.train)
-    epochs = train.fit(head, data.train, c.epochs, c.batch_size, c.lr, seed=c.seed * 1000, device=c.device,
-                       progress=progress, desc="train", val_set=data.val)
-    record = {"epochs": epochs, "val": train.evaluate(head, data.val, device=c.device),
-              "test": train.evaluate(head, data.test, device=c.device), "config": wanted,
-              "backbone": data.train.weights}
+    state = train.AdamState()
+    head, epochs = train_first(c, data, state, progress)
+    results = train.evaluate_sets(head, {"val": data.val, "test": data.test}, device=c.device)
+    record = {"epochs": epochs, "best_epoch": train.best_epoch(epochs), "val": results["val"],
+              "test": results["test"], "config": wanted, "backbone": data.train.weights,
+              "optimizer": state.payload()}
     model.save_head(head, path, extra=record)
-    log(f"trained head saved to {path} (validation accuracy {record['val']['accuracy']:.2%})")
+    log(f"trained head saved to {path} ({record['best_epoch']} epochs, the best of {len(epochs)} run; validation "
+        f"accuracy {record['val']['accuracy']:.2%})")
     return head, record
 
 
@@ -150,31 +185,50 @@ def by_cycle(rows: Sequence[dict]) -> dict[int, dict]:
     return {r["cycle"]: r for r in rows}
 
 
-def in_tolerance(rows: Sequence[dict], control: Sequence[dict], tolerance: float) -> list[dict]:
-    """The rows whose validation accuracy is within `tolerance` points of the control's at the same cycle."""
-    ctl = by_cycle(control)
-    return [r for r in rows if r["cycle"] in ctl
-            and within_tolerance(ctl[r["cycle"]]["val_accuracy"], r["val_accuracy"], tolerance)]
+def against_control(rows: Sequence[dict], control: Sequence[dict]) -> dict[int, dict]:
+    """Per cycle, the pruned heads against the control on validation, paired by seed (rows without a `seed`
+    column are seed 0): {cycle: {"val_accuracy", "control_val_accuracy" (means over seeds), "seeds",
+    "diffs" (per seed, points)}}, for the cycles every seed of `rows` reached and the control covers."""
+    ctl = {(r.get("seed", 0), r["cycle"]): r for r in control}
+    seeds = list(dict.fromkeys(r.get("seed", 0) for r in rows))
+    out = {}
+    for cycle in sorted({r["cycle"] for r in rows}):
+        mine = {r.get("seed", 0): r for r in rows if r["cycle"] == cycle}
+        if set(mine) != set(seeds) or any((s, cycle) not in ctl for s in seeds):
+            continue
+        a = [mine[s]["val_accuracy"] for s in seeds]
+        b = [ctl[(s, cycle)]["val_accuracy"] for s in seeds]
+        out[cycle] = {"val_accuracy": mean(a), "control_val_accuracy": mean(b), "seeds": len(seeds),
+                      "diffs": [100 * (x - y) for x, y in zip(a, b)]}
+    return out
+
+
+def in_tolerance(rows: Sequence[dict], control: Sequence[dict], tolerance: float) -> list[int]:
+    """The cycles whose mean validation accuracy over seeds is within `tolerance` points of the control's."""
+    return [cycle for cycle, m in against_control(rows, control).items()
+            if within_tolerance(m["control_val_accuracy"], m["val_accuracy"], tolerance)]
 
 
 def smallest_within(rows: Sequence[dict], control: Sequence[dict], tolerance: float = 1.0) -> dict:
-    """The row with the fewest parameters whose validation accuracy is within `tolerance` points of the
-    equal-budget control's at the same cycle (cycle 0, the unpruned head itself, always is)."""
+    """The row (of the first seed) of the cycle with the fewest parameters whose mean validation accuracy over
+    seeds is within `tolerance` points of the equal-budget control's at the same cycle (cycle 0, the unpruned
+    head itself, always is)."""
     if not rows:
         raise ValueError("no rows: run the study first")
     ok = in_tolerance(rows, control, tolerance)
     if not ok:
-        raise ValueError("no row is within tolerance of the control: the control rows do not cover these cycles")
-    return min(ok, key=lambda r: (r["parameters"], -r["val_accuracy"]))
+        raise ValueError("no cycle is within tolerance of the control: the control rows do not cover these cycles")
+    first = rows[0].get("seed", 0)
+    candidates = [r for r in rows if r.get("seed", 0) == first and r["cycle"] in ok]
+    return min(candidates, key=lambda r: (r["parameters"], -r["val_accuracy"]))
 
 
 def stop_cycle(rows: Sequence[dict], control: Sequence[dict], tolerance: float) -> int | None:
-    """The first cycle whose validation accuracy is more than `tolerance` points below the control's, or None."""
-    ctl = by_cycle(control)
-    for r in rows:
-        c = ctl.get(r["cycle"])
-        if c is not None and not within_tolerance(c["val_accuracy"], r["val_accuracy"], tolerance):
-            return r["cycle"]
+    """The first cycle whose mean validation accuracy over seeds is more than `tolerance` points below the
+    control's, or None."""
+    for cycle, m in against_control(rows, control).items():
+        if not within_tolerance(m["control_val_accuracy"], m["val_accuracy"], tolerance):
+            return cycle
     return None
 
 
@@ -197,6 +251,7 @@ class Run:
         self.folder = RunFolder(c, self.log, write=distributed.is_lead())
         self.rows: list[dict] = []
         self.head: model.VGGHead | None = None
+        self.adam = train.AdamState()  # the optimizer's moments, carried from cycle to cycle
         self.exhausted = False  # every pruned layer is down to one neuron
         self._start_epochs: int | None = None
         self._known: list[dict] = []  # recorded rows being computed again (see _replay)
@@ -209,7 +264,8 @@ class Run:
             if len(rows) >= self.c.cycles:
                 self.rows = rows[:self.c.cycles]
             elif rows:
-                self.head, kept = self.folder.head_after(rows)
+                self.head, kept, optimizer = self.folder.head_after(rows)
+                self.adam = train.AdamState.from_payload(optimizer)
                 if self.head is None:  # nothing kept to go on from: the rows stand until more are needed
                     self.rows, self._replay_first = rows, True
                 else:
@@ -236,25 +292,38 @@ class Run:
 
     def step(self) -> dict | None:
         """Run the next cycle and record it; None when nothing is left to prune."""
+        row = self.compute()
+        if row is not None:
+            self.commit()
+        return row
+
+    def compute(self) -> dict | None:
+        """Run the next cycle and hold its row without recording it (`commit` records it); None when nothing is
+        left to prune. A knee search keeps its smallest head between the two, so a kill never strands it."""
         if self._replay_first:
             self._replay()
         c, cycle, began = self.c, len(self.rows), time.perf_counter()
         if cycle == 0:
-            self.head = first_head(c, self.data.train)
             self.folder.begin(backbone=self.data.train.weights)
-        elif not prune_step(c, self.head, cycle):
+            self.head, self.adam, train_loss, self._start_epochs = first_cycle(c, self.data, self.progress)
+        elif not prune_step(c, self.head, self.adam, cycle):
             self.exhausted = True
             self.log(f"every pruned layer is down to one neuron: stopping after cycle {cycle - 1}")
             return None
-        train_loss = train_step(c, self.head, self.data.train, cycle, self.progress)
+        else:
+            train_loss = train_step(c, self.head, self.adam, self.data.train, cycle, self.progress)
         row = measure(c, self.head, self.data, cycle, train_loss, self.epochs_total(cycle))
         row["seconds"] = time.perf_counter() - began
         self.rows.append(row)
+        return row
+
+    def commit(self) -> None:
+        """Record the row `compute` made (history.csv, and the checkpoint the policy keeps)."""
+        cycle, row = len(self.rows) - 1, self.rows[-1]
         known = self._known[cycle] if cycle < len(self._known) else None
         if known is not None and any(known[k] != row[k] for k in ("widths", "val_correct", "test_correct")):
             self._known = []  # this machine computes other numbers (a GPU's last digits): the new rows stand
-        self.folder.record(self.rows + self._known[len(self.rows):], self.head, cycle)
-        return row
+        self.folder.record(self.rows + self._known[len(self.rows):], self.head, cycle, optimizer=self.adam.payload())
 
     def _replay(self) -> None:
         """Compute the recorded cycles again from cycle 0, to hold the head after the last of them."""
@@ -267,10 +336,10 @@ class Run:
         self._known = []
 
     def epochs_total(self, cycle: int) -> int:
-        """Epochs the head has been trained in all after `cycle` (a start counts the epochs it was trained)."""
-        if self._start_epochs is None:
-            done = model.read_extra(self.c.start).get("epochs") if self.c.start else None
-            self._start_epochs = len(done) if isinstance(done, list) and done else self.c.epochs
+        """Epochs the head has been trained in all after `cycle`: cycle 0's (the epochs early stopping kept, or
+        those the start file was trained), then c.epochs a cycle."""
+        if self._start_epochs is None:  # resumed: cycle 0's row says it
+            self._start_epochs = self.rows[0]["epochs_total"]
         return self._start_epochs + cycle * self.c.epochs
 
     def advance_to(self, cycle: int) -> None:
@@ -279,51 +348,85 @@ class Run:
             self.step()
 
 
-def first_head(c: StudyConfig, train_set) -> model.VGGHead:
-    """The head cycle 0 starts from: the trained start c.start, measured as it is, or a fresh one."""
+def first_cycle(c: StudyConfig, data: Splits, progress: bool = True):
+    """Cycle 0: the trained start c.start, measured as it is (its Adam moments kept for the cycles after), or a
+    fresh head trained by `train_first`. Returns (head, AdamState, training loss or NaN, epochs trained)."""
     if not c.start:
-        return new_head(c, train_set)
-    head, _ = model.load_head(c.start, fix="train it again (notebook 02, or study.train_start)")
+        state = train.AdamState()
+        head, history = train_first(c, data, state, progress, desc="cycle 0")
+        best = train.best_epoch(history)
+        return head, state, history[best - 1]["loss"], best
+    head, extra = model.load_head(c.start, fix="train it again (notebook 02, or study.train_start)")
     if head.widths()[1:-1] != list(c.head):
         raise ValueError(f"start={c.start} has hidden widths {head.widths()[1:-1]}, not head={list(c.head)}")
-    return head
+    done = extra.get("best_epoch") or len(extra.get("epochs") or []) or c.epochs
+    return head, train.AdamState.from_payload(extra.get("optimizer")), float("nan"), int(done)
 
 
-def prune_step(c: StudyConfig, head: model.VGGHead, cycle: int) -> bool:
-    """Remove the neurons the plan names for `cycle` (controls remove none); False when a pruning method
-    has nothing left to remove (every pruned layer is down to one neuron)."""
+def prune_step(c: StudyConfig, head: model.VGGHead, state: train.AdamState, cycle: int) -> bool:
+    """Remove the neurons the plan names for `cycle` (controls remove none), and their rows from Adam's
+    moments; False when a pruning method has nothing left to remove (every pruned layer is down to one neuron)."""
     if c.method in CONTROLS:
         return True
     plan = prune_plan(c, head.widths())
     for layer, k in plan:
         # layer 0 keeps the seed the report-style runs always used; other layers get their own
-        prune.prune_neurons(head, layer, k, c.method, seed=c.seed * 1000 + cycle + 7919 * layer)
+        _, removed = prune.prune_neurons(head, layer, k, c.method, seed=c.seed * 1000 + cycle + 7919 * layer)
+        keep = torch.ones(len(removed) + head.widths()[layer + 1], dtype=torch.bool)
+        keep[removed] = False
+        state.drop(layer, keep)
     return bool(plan)
 
 
-def train_step(c: StudyConfig, head: model.VGGHead, train_set, cycle: int, progress: bool) -> float:
-    """c.epochs of training for `cycle` (none for a measured start); the last epoch's mean loss, or NaN."""
-    if cycle == 0 and c.start:
-        return float("nan")
-    epochs = train.fit(head, train_set, c.epochs, c.batch_size, c.lr, seed=c.seed * 1000 + cycle,
-                       device=c.device, progress=progress, desc=f"cycle {cycle}")
+def train_step(c: StudyConfig, head: model.VGGHead, state: train.AdamState, train_set, cycle: int,
+               progress: bool) -> float:
+    """c.epochs more training for `cycle` at the fine-tuning rate c.lr x c.lr_drop, going on from the optimizer's
+    moments (a restart would jolt every weight); the last epoch's mean loss."""
+    epochs = train.fit(head, train_set, c.epochs, c.batch_size, c.lr * c.lr_drop, seed=c.seed * 1000 + cycle,
+                       device=c.device, progress=progress, desc=f"cycle {cycle}", state=state)
     return epochs[-1]["loss"]
 
 
 def measure(c: StudyConfig, head: model.VGGHead, data: Splits, cycle: int, train_loss: float,
             epochs_total: int) -> dict:
-    """The history row of a finished cycle: validation and test accuracy, MEC (live neurons), rho, size."""
-    val = train.evaluate(head, data.val, device=c.device)
-    test = train.evaluate(head, data.test, device=c.device)
-    mec_bits = capacity.mec_of(head)
+    """The history row of a finished cycle: validation and test accuracy (and which images were right, for
+    paired comparisons), MEC nominal and effective (live neurons), rho both ways, size."""
+    from . import metrics
+
+    key = _start_key(c, data) if cycle == 0 and c.start else None
+    if key is None or key not in _measured_starts:
+        results = train.evaluate_sets(head, {"val": data.val, "test": data.test}, device=c.device)
+        if key is not None:
+            _measured_starts.clear()  # one start at a time: a grid's runs share it
+            _measured_starts[key] = results
+    else:
+        results = _measured_starts[key]
+    val, test = results["val"], results["test"]
+    live = capacity.live_widths(head)  # one pass over the 25,088-wide layer for both counts
+    mec_bits, mec_effective = capacity.mec(live), capacity.mec_effective(live, head.map_size)
     widths = head.widths()
     return {"cycle": cycle, "method": c.method, "layer": c.layer, "removed": sum(c.head) - sum(widths[1:-1]),
-            "widths": "-".join(map(str, widths)), "mec_bits": mec_bits, "epochs_total": epochs_total,
+            "widths": "-".join(map(str, widths)), "mec_bits": mec_bits, "mec_effective_bits": mec_effective,
+            "epochs_total": epochs_total,
             "val_correct": val["correct"], "val_total": val["total"], "val_accuracy": val["accuracy"],
             "test_correct": test["correct"], "test_total": test["total"], "test_accuracy": test["accuracy"],
             "rho": capacity.generalization_ratio(test["correct"], mec_bits),
+            "rho_effective": capacity.generalization_ratio(test["correct"], mec_effective),
             "parameters": sum(p.numel() for p in head.parameters()), "model_bytes": model.head_bytes(head),
-            "train_loss": train_loss, "seconds": 0.0}
+            "train_loss": train_loss, "seconds": 0.0,
+            "val_right": metrics.pack_right(val["right"]), "test_right": metrics.pack_right(test["right"])}
+
+
+# A trained start's evaluation, shared by the runs of a grid that all measure it at cycle 0 (every method and
+# the control start from the same file): keyed by the file's identity and the feature sets it was scored on.
+_measured_starts: dict[tuple, dict] = {}
+
+
+def _start_key(c: StudyConfig, data: Splits) -> tuple:
+    st = os.stat(c.start)
+    sets = tuple((fs.split, len(fs), fs.weights, fs.image_size) for fs in (data.val, data.test))
+    return (str(Path(c.start).resolve()), st.st_mtime_ns, st.st_size, sets, c.data_seed, c.val_limit, c.test_limit,
+            str(c.device))
 
 
 # ---------------------------------------------------------------- runs, grids, controls
@@ -363,34 +466,62 @@ def _show(row: dict | None, log: Log | None) -> None:
         log(report.format_table([row], report.COLUMNS_SHOWN, rows_only=True))
 
 
-def knee_search(c: StudyConfig, progress: bool = True, log: Log | None = print) -> tuple[list[dict], list[dict]]:
-    """Prune geometrically beside the equal-budget control until validation accuracy drops; (rows, control rows).
+def knee_search(c: StudyConfig, progress: bool = True, log: Log | None = print,
+                seeds: Sequence[StudyConfig] = ()) -> tuple[list[dict], list[dict]]:
+    """Prune geometrically beside the equal-budget control until validation accuracy drops; (rows, control rows),
+    each row with its `seed`.
 
-    After each cycle the control (the same start trained as long, nothing removed) is brought to the
-    same cycle; the run stops after the first cycle whose validation accuracy is more than c.tolerance
-    points below the control's. The smallest head within tolerance is kept as
-    <run folder>/smallest_within_tolerance.pt whatever the checkpoint policy.
+    `seeds`: the same search from other trained starts (configs differing in seed and start), run in lockstep
+    with `c`. After each cycle every seed's control (the same start trained as long, nothing removed) is
+    brought to the same cycle; the search stops after the first cycle whose validation accuracy, averaged over
+    the seeds, is more than c.tolerance points below the control's (see `stop_cycle`). Every seed keeps its
+    head of the smallest cycle within tolerance as <run folder>/smallest_within_tolerance.pt whatever the
+    checkpoint policy, written before that cycle's row: a kill between the two leaves a folder the same call
+    resumes (the cycle is computed again).
     """
+    configs = [c, *[s for s in seeds if s.seed != c.seed]]
     data = loader(c, progress)
-    with Run(c, data, progress, log) as arm, Run(control_of(c), data, progress, None) as control:
-        _announce(arm, log)
-        control.advance_to(len(arm.rows) - 1)
-        stopped = distributed.from_lead(stop_cycle(arm.rows, control.rows, c.tolerance))
-        while stopped is None and not arm.done:
-            row = arm.step()
-            if row is None:
-                break
-            control.advance_to(row["cycle"])
-            _show(row, log)
-            stopped = distributed.from_lead(stop_cycle([row], control.rows, c.tolerance))
-            if stopped is None:  # within tolerance, and smaller than every head before it
-                arm.folder.keep_smallest(arm.head, row, same_as=c.start if row["cycle"] == 0 else None)
-            elif log and distributed.is_lead():
-                ctl = by_cycle(control.rows)[row["cycle"]]
-                log(f"validation accuracy {row['val_accuracy']:.2%} is more than {c.tolerance:g} point(s) below the "
-                    f"control's {ctl['val_accuracy']:.2%} (the unpruned head trained as long): the knee lies "
-                    f"between cycles {row['cycle'] - 1} and {row['cycle']}")
-        return arm.rows, control.rows[:len(arm.rows)]
+    with contextlib.ExitStack() as stack:
+        arms = [stack.enter_context(Run(s, data, progress, log if s is c else None)) for s in configs]
+        controls = [stack.enter_context(Run(control_of(s), data, progress, None)) for s in configs]
+        _announce(arms[0], log)
+        if log and len(configs) > 1 and distributed.is_lead():
+            log(f"the knee over {len(configs)} seeds ({', '.join(str(s.seed) for s in configs)}), in lockstep")
+        cycle, stopped = 0, None
+        while stopped is None and cycle < c.cycles:
+            pending = []
+            for arm, control in zip(arms, controls):
+                if len(arm.rows) <= cycle:
+                    if arm.compute() is None:  # nothing left to prune
+                        break
+                    pending.append(arm)
+                control.advance_to(cycle)
+            else:
+                rows, ctl = _seed_rows(arms, cycle), _seed_rows(controls, cycle)
+                stopped = distributed.from_lead(stop_cycle(rows, ctl, c.tolerance))
+                if stopped is None:  # within tolerance, and smaller than every head before it
+                    for arm in pending:
+                        arm.folder.keep_smallest(arm.head, arm.rows[cycle],
+                                                 same_as=arm.c.start if cycle == 0 else None)
+                for arm in pending:
+                    arm.commit()
+                    if arm is arms[0]:
+                        _show(arm.rows[cycle], log)
+                if stopped is not None and log and distributed.is_lead():
+                    m = against_control(rows, ctl)[stopped]
+                    log(f"validation accuracy {m['val_accuracy']:.2%} (mean over {m['seeds']} seed(s)) is more than "
+                        f"{c.tolerance:g} point(s) below the control's {m['control_val_accuracy']:.2%} (the unpruned "
+                        f"head trained as long): the knee lies between cycles {stopped - 1} and {stopped}")
+                cycle += 1
+                continue
+            break  # an arm ran out of neurons to remove
+        last = min(len(a.rows) for a in arms) - 1
+        return _seed_rows(arms, last), _seed_rows(controls, last)
+
+
+def _seed_rows(runs: Sequence[Run], last: int) -> list[dict]:
+    """Rows of cycles 0..last of each run, each with its `seed`."""
+    return [{**r, "seed": run.c.seed} for run in runs for r in run.rows[:last + 1]]
 
 
 def run_grid(base: StudyConfig, methods: Sequence[str] = prune.METHODS, seeds: Sequence[int] = (0,),
@@ -437,39 +568,51 @@ def compare_methods(base: StudyConfig, methods: Sequence[str] = prune.METHODS, s
 
 
 def knee_table(rows: Sequence[dict], control: Sequence[dict], tolerance: float,
-               scratch: dict | None = None) -> list[dict]:
-    """One row per cycle of a knee search: the pruned head beside the control at the same cycle.
+               scratch: Sequence[dict] = ()) -> list[dict]:
+    """One row per seed and cycle of a knee search: each pruned head beside its control at the same cycle.
 
-    Columns: the pruned row's, then control_val_accuracy, control_test_accuracy, within_tolerance
-    (validation, against the control) and smallest (the head kept); a last row for the from-scratch
-    head at the smallest widths when `scratch` is given (method "scratch", its matched cycle).
+    Columns: the pruned row's (with its seed), then control_val_accuracy, control_test_accuracy,
+    control_val_right, control_test_right (the control's correctness records, for paired tests), tolerance,
+    within_tolerance (the cycle's mean over seeds on validation, against the control: the decision) and
+    smallest (the cycle kept); then one row per seed for the from-scratch heads at the smallest widths
+    (method "scratch", the cycle they match).
     """
-    ctl = by_cycle(control)
-    best = smallest_within(rows, control, tolerance)
+    ctl = {(r.get("seed", 0), r["cycle"]): r for r in control}
+    best = smallest_within(rows, control, tolerance)["cycle"]
+    ok = set(in_tolerance(rows, control, tolerance))
 
     def beside_control(r: dict) -> dict:
-        k = ctl[r["cycle"]]
+        k = ctl[(r.get("seed", 0), r["cycle"])]
         return {**r, "control_val_accuracy": k["val_accuracy"], "control_test_accuracy": k["test_accuracy"],
-                "tolerance": tolerance,
-                "within_tolerance": within_tolerance(k["val_accuracy"], r["val_accuracy"], tolerance),
-                "smallest": r is best}
+                "control_val_right": k.get("val_right", ""), "control_test_right": k.get("test_right", ""),
+                "tolerance": tolerance, "within_tolerance": r["cycle"] in ok,
+                "smallest": r["method"] != "scratch" and r["cycle"] == best}
 
-    return [beside_control(r) for r in rows] + ([beside_control(scratch)] if scratch is not None else [])
+    return [beside_control(r) for r in rows] + [beside_control(r) for r in scratch]
+
+
+def per_seed_knees(rows: Sequence[dict], control: Sequence[dict], tolerance: float) -> dict[int, str]:
+    """{seed: widths of the smallest head within tolerance judged on that seed alone}: do the seeds agree?"""
+    seeds = dict.fromkeys(r.get("seed", 0) for r in rows)
+    return {s: smallest_within([r for r in rows if r.get("seed", 0) == s],
+                               [r for r in control if r.get("seed", 0) == s], tolerance)["widths"] for s in seeds}
 
 
 # ---------------------------------------------------------------- the second Deep Compression stage
 
 def compress_smallest(c: StudyConfig, bits: Sequence[int] = (8, 4), progress: bool = True,
-                      log: Log | None = print, scratch: bool = True) -> dict:
-    """Search the knee (`knee_search`), then store its smallest head within tolerance at `bits`.
+                      log: Log | None = print, scratch: bool = True, seeds: Sequence[StudyConfig] = ()) -> dict:
+    """Search the knee (`knee_search`, over `seeds` too), then store the first seed's smallest head within
+    tolerance at `bits`.
 
-    The smallest head is chosen on validation accuracy against the equal-budget control; every stored
-    file is loaded back and evaluated on the validation and test sets. Returns a dict:
-      rows, control: the knee search's rows and its control's;  smallest: the chosen row;
-      scratch: the same widths trained from scratch as long (or None);  knee: `knee_table`;
-      table: one row per stored file (storage, bytes, ratio to the unpruned float32 head's file,
-             val_accuracy, test_accuracy, control_test_accuracy, drop_points = the control's test
-             accuracy minus this one's, in points, at the same training budget, path).
+    The smallest head is chosen on validation accuracy (the mean over seeds) against the equal-budget control;
+    every stored file is loaded back and evaluated on the validation and test sets. Returns a dict:
+      rows, control: the knee search's rows and its control's (with `seed`);  smallest: the chosen row (first
+      seed);  scratch: the same widths trained from scratch as long, one row per seed;  knee: `knee_table`;
+      agree: `per_seed_knees`;  table: one row per stored file of the first seed's head (storage, bytes,
+      ratio to the unpruned float32 head's file, val/test accuracy and correctness records,
+      control_test_accuracy, control_test_right, drop_points = the control's test accuracy minus this one's,
+      in points, at the same training budget, path).
     """
     from . import compress
 
@@ -477,22 +620,27 @@ def compress_smallest(c: StudyConfig, bits: Sequence[int] = (8, 4), progress: bo
         raise ValueError(f"schedule={c.schedule!r}: compression takes the smallest head of a geometric run "
                          "(schedule='geometric'), which keeps that head on disk")
     compress.check_bits(bits)
-    rows, control = knee_search(c, progress, log)
+    rows, control = knee_search(c, progress, log, seeds)
     best = smallest_within(rows, control, c.tolerance)
     folder = RunFolder(c)
     fix = f"move {folder.path} aside and run again to search the knee anew"
+    folder.check_smallest(best["cycle"])
     head, extra = model.load_head(folder.smallest_path, fix=fix)
     if head.widths() != [int(w) for w in best["widths"].split("-")]:
         raise ValueError(f"{folder.smallest_path} holds widths {head.widths()}, not the smallest row's "
                          f"{best['widths']}; {fix}")
-    from_scratch = scratch_control(c, best, progress, log) if scratch and best["cycle"] > 0 else None
+    configs = [c, *[s for s in seeds if s.seed != c.seed]]
+    from_scratch = [{**scratch_control(s, best, progress, log), "seed": s.seed}
+                    for s in configs] if scratch and best["cycle"] > 0 else []
     sets = {s: split_features(c, s, progress) for s in ("val", "test")}  # the training set is not needed
     table = compress.compression_table(head, sets, folder.path / "compressed", rows[0]["model_bytes"], bits,
                                        name=f"cycle{best['cycle']:03d}", device=c.device,
                                        float32_file=folder.smallest_path)
-    reference = by_cycle(control)[best["cycle"]]
+    reference = next(r for r in control if r.get("seed", 0) == c.seed and r["cycle"] == best["cycle"])
     for r in table:
         r["control_test_accuracy"] = reference["test_accuracy"]
+        r["control_test_right"] = reference.get("test_right", "")
         r["drop_points"] = 100 * (reference["test_accuracy"] - r["test_accuracy"])
     return {"rows": rows, "control": control, "smallest": best, "scratch": from_scratch,
+            "agree": per_seed_knees(rows, control, c.tolerance),
             "knee": knee_table(rows, control, c.tolerance, from_scratch), "table": table}

@@ -5,7 +5,7 @@ import hashlib
 import pytest
 import torch
 
-from labkit import config, data, features, files, model, runs, study, train
+from labkit import config, data, features, files, model, prune, runs, study, train
 
 
 def test_validation_is_disjoint_from_training_and_test():
@@ -31,7 +31,9 @@ def test_history_has_validation_columns(small_config):
         assert r["val_total"] == small_config.val_limit == 200
         assert r["val_accuracy"] == pytest.approx(r["val_correct"] / r["val_total"])
         assert r["test_total"] == small_config.test_limit
-    assert [r["epochs_total"] for r in rows] == [1, 2, 3]
+    kept = rows[0]["epochs_total"]  # cycle 0 trains to its plateau: the epochs early stopping kept
+    assert small_config.lr_epochs <= kept <= small_config.start_epochs
+    assert [r["epochs_total"] for r in rows] == [kept, kept + 1, kept + 2]  # then c.epochs (1) a cycle
 
 
 def _permuted_test_labels(monkeypatch):
@@ -103,7 +105,7 @@ def test_comparison_holds_both_controls_for_every_seed(small_config, tmp_path):
         assert [r["widths"] for r in none] == ["25088-64-48-16-10"] * 3  # nothing removed, the same cycles
         last = next(r for r in mine if r["method"] == "l2" and r["cycle"] == 2)
         (scratch,) = [r for r in mine if r["method"] == "scratch"]  # both methods end at the same widths
-        assert (scratch["widths"], scratch["cycle"], scratch["epochs_total"]) == (last["widths"], 2, 3)
+        assert (scratch["widths"], scratch["cycle"], scratch["epochs_total"]) == (last["widths"], 2, last["epochs_total"])
 
 
 def test_scratch_is_a_fresh_head_trained_as_long(small_config):
@@ -147,7 +149,8 @@ def test_a_trained_start_is_exactly_a_runs_cycle_zero(small_config, tmp_path):
     from that start and runs from scratch are the same experiment."""
     c = dataclasses.replace(small_config, epochs=2, cycles=1, checkpoints="all")
     head, record = study.train_start(c, tmp_path / "start.pt", progress=False, log=None)
-    assert len(record["epochs"]) == 2 and "val_accuracy" in record["epochs"][0]
+    assert "val_accuracy" in record["epochs"][0] and len(record["epochs"]) <= c.start_epochs
+    assert [e["epoch"] for e in record["epochs"] if e["best"]] == [record["best_epoch"]]
     study.run_study(c, progress=False, log=None)
     plain, _ = model.load_head(c.run_dir / "checkpoints" / "cycle_000.pt")
     for a, b in zip(head.state_dict().values(), plain.state_dict().values()):
@@ -162,3 +165,55 @@ def test_model_bytes_off_the_cpu_equals_the_file(tmp_path, monkeypatch):
     assert model.head_bytes(head) == on_file
     monkeypatch.setattr(model, "_sizes", {})
     assert model.head_bytes(head.to("meta")) == on_file  # not on the CPU: measured from shapes alone
+
+
+def test_early_stopping_keeps_the_best_epoch_and_its_optimizer(small_config):
+    """fit with patience goes back to the epoch of highest validation accuracy: the head it leaves scores exactly
+    that accuracy, and the optimizer state it leaves is that epoch's (its step count)."""
+    splits = study.prepare_features(small_config, progress=False)
+    head = study.new_head(small_config, splits.train)
+    state = train.AdamState()
+    history = train.fit(head, splits.train, 8, 32, 3e-3, seed=1, device="cpu", progress=False, val_set=splits.val,
+                        patience=2, state=state)
+    best = max(history, key=lambda e: e["val_accuracy"])
+    assert best["val_accuracy"] >= max(e["val_accuracy"] for e in history)
+    assert [e["epoch"] for e in history if e["best"]] == [best["epoch"]] == [train.best_epoch(history)]
+    assert train.evaluate(head, splits.val, device="cpu")["accuracy"] == pytest.approx(best["val_accuracy"])
+    steps_per_epoch = -(-len(splits.train) // 32)
+    assert state.steps[0] == best["epoch"] * steps_per_epoch
+    stopped_early = len(history) < 8
+    assert not stopped_early or history[-1]["epoch"] - best["epoch"] == 2
+
+
+def test_training_goes_on_across_fits(small_config):
+    """Full batch and no dropout, so the order of images does not matter: two fits carrying the Adam state equal
+    one fit of as many epochs, and two fits each with a fresh Adam do not (the restart moves every weight)."""
+    splits = study.prepare_features(small_config, progress=False)
+    c = dataclasses.replace(small_config, dropout=0.0)
+    n = len(splits.train)
+    one = study.new_head(c, splits.train)
+    train.fit(one, splits.train, 4, n, 1e-3, seed=0, device="cpu", progress=False)
+    carried, state = study.new_head(c, splits.train), train.AdamState()
+    restarted = study.new_head(c, splits.train)
+    for half in (0, 1):
+        train.fit(carried, splits.train, 2, n, 1e-3, seed=half, device="cpu", progress=False, state=state)
+        train.fit(restarted, splits.train, 2, n, 1e-3, seed=half, device="cpu", progress=False)
+    for a, b in zip(one.parameters(), carried.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert not all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(one.parameters(), restarted.parameters()))
+
+
+def test_pruning_drops_the_removed_neurons_from_the_optimizer(small_config):
+    """After prune_step the moments have the head's shapes, and the kept neurons' moments are the ones they had."""
+    splits = study.prepare_features(small_config, progress=False)
+    head, state = study.new_head(small_config, splits.train), train.AdamState()
+    train.fit(head, splits.train, 1, 64, 1e-3, seed=0, device="cpu", progress=False, state=state)
+    before = [t.clone() for t in state.exp_avg]
+    c = dataclasses.replace(small_config, layer=1, k=8)
+    scores = head.linears()[1].weight.detach().clone()
+    study.prune_step(c, head, state, 1)
+    kept = [i for i in range(48) if i not in prune.choose_neurons(scores, 8, "l2")]
+    assert [tuple(t.shape) for t in state.exp_avg] == [(64, 512), (64,), (40, 64), (40,), (16, 40), (16,), (10, 16), (10,)]
+    assert torch.equal(state.exp_avg[2], before[2][kept]) and torch.equal(state.exp_avg[4], before[4][:, kept])
+    assert torch.equal(state.exp_avg[0], before[0])  # the folded first layer (64 x 512) is untouched
+    train.fit(head, splits.train, 1, 64, 1e-3, seed=1, device="cpu", progress=False, state=state)  # and goes on

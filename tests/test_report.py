@@ -12,7 +12,7 @@ def test_one_seed_margin_is_the_binomial_error():
     se = (0.9 * 0.1 / 2000 + 0.88 * 0.12 / 2000) ** 0.5
     assert c["margin"] == pytest.approx(100 * 1.96 * se)
     assert c["diff"] == pytest.approx(2.0)
-    assert c["outcome"] == "higher" and "2,000 images, one seed" in c["basis"]
+    assert c["outcome"] == "higher" and "2,000 images, unpaired, one seed" in c["basis"]
 
 
 def test_seeds_margin_is_t_times_the_paired_error():
@@ -20,7 +20,7 @@ def test_seeds_margin_is_t_times_the_paired_error():
     c = report.compare(a, b, n=2000)
     diffs = [0.01, 0.015, 0.02]  # mean 0.015, sample std 0.005, se 0.005 / sqrt(3)
     assert c["diff"] == pytest.approx(1.5)
-    assert c["margin"] == pytest.approx(100 * 4.30 * 0.005 / 3 ** 0.5, rel=1e-3)
+    assert c["margin"] == pytest.approx(100 * 4.303 * 0.005 / 3 ** 0.5, rel=1e-3)
     assert c["outcome"] == "higher" and "3 seeds" in c["basis"]
     assert sum(diffs) / 3 == pytest.approx(c["diff"] / 100)
 
@@ -35,6 +35,21 @@ def test_seeds_margin_is_t_times_the_paired_error():
 ])
 def test_compare_outcomes(a, b, outcome):
     assert report.compare(a, b, n=2000)["outcome"] == outcome
+
+
+def test_one_seed_with_correctness_records_uses_mcnemar():
+    """Hand-countable: of 10 images, a alone was right on images 0-5 (b = 6), b alone on 6 (c = 1), both on 7-9.
+    Under no difference b ~ Binomial(7, 1/2): p = 2 * (1 + 7) / 128 = 0.125, so no difference is measured."""
+    from labkit import metrics
+
+    a = torch.tensor([1, 1, 1, 1, 1, 1, 0, 1, 1, 1], dtype=torch.bool)
+    b = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1, 1], dtype=torch.bool)
+    c = report.compare([0.9], [0.4], n=10, right=(metrics.pack_right(a), metrics.pack_right(b)))
+    assert c["p"] == pytest.approx(0.125) and c["outcome"] == "same"
+    assert c["diff"] == pytest.approx(50.0)  # (6 - 1) / 10 images, in points
+    assert "McNemar's exact test on the 7 of 10 images" in c["basis"] and "(6 against 1)" in c["basis"]
+    text = report.pruning_vs_control([0.9], [0.4], 10, 4, "test", (metrics.pack_right(a), metrics.pack_right(b)))
+    assert "McNemar" in text and "no difference was measured" in text
 
 
 def test_identical_seeds_still_need_more_than_one_image():
@@ -139,8 +154,8 @@ def _knee_result():
     control = [_row("none", c, 0, v, v) for c, v in enumerate([0.90, 0.905, 0.90, 0.90])]
     from labkit import study
 
-    scratch = {**_row("scratch", 2, 0, 0.88, 0.87, "25088-1024-1024-64-10", epochs=6, mec=2 * 10**7),
-               "parameters": 2 * 10**7}
+    scratch = [{**_row("scratch", 2, 0, 0.88, 0.87, "25088-1024-1024-64-10", epochs=6, mec=2 * 10**7),
+                "parameters": 2 * 10**7}]
     table = [{"storage": "float32", "bytes": 8 * 10**7, "ratio": 5.0, "val_accuracy": 0.895, "test_accuracy": 0.9,
               "control_test_accuracy": 0.90, "drop_points": 0.0, "path": "a"},
              {"storage": "4-bit k-means codebook", "bytes": 10**7, "ratio": 40.0, "val_accuracy": 0.89,
@@ -189,6 +204,34 @@ def test_best_point_is_judged_against_its_control():
     assert "nothing to be judged against" in report.best_against_control(alone, best)
 
 
+def test_knee_over_seeds_decides_on_the_mean_and_counts_agreement():
+    """Three seeds: at cycle 2 seed 0 alone falls 2 points, the mean only 0.67: the cycle stays within 1 point,
+    and the sentences say that 2 of 3 seeds, judged alone, put the knee at the same widths."""
+    from labkit import study
+
+    widths = ["25088-4096-4096-256-10", "25088-2048-2048-128-10", "25088-1024-1024-64-10", "25088-512-512-32-10"]
+    val = {0: [0.90, 0.90, 0.88, 0.80], 1: [0.90, 0.90, 0.90, 0.80], 2: [0.90, 0.90, 0.90, 0.81]}
+    rows, control = [], []
+    for seed, vs in val.items():
+        for c, v in enumerate(vs):
+            rows.append({**_row("l2", c, seed, v, v, widths[c], mec=10**8 // 2 ** c), "parameters": 10**8 // 2 ** c,
+                         "model_bytes": 4 * 10**8 // 2 ** c})
+            control.append(_row("none", c, seed, 0.90, 0.90))
+    assert study.stop_cycle(rows, control, 1.0) == 3
+    best = study.smallest_within(rows, control, 1.0)
+    assert best["widths"] == widths[2] and best["seed"] == 0
+    agree = study.per_seed_knees(rows, control, 1.0)
+    assert agree == {0: widths[1], 1: widths[2], 2: widths[2]}
+    result = {"rows": rows, "control": control, "smallest": best, "scratch": [], "agree": agree, "table": [],
+              "knee": study.knee_table(rows, control, 1.0)}
+    lines = report.knee_summary(result, 1.0)
+    assert "the mean over 3 seeds" in lines[0] and "validation 89.33%" in lines[0]
+    assert lines[1].startswith(f"2 of 3 seeds put the knee at {widths[2]}")
+    assert "Student's t over 3 seeds" in " ".join(lines)
+    knee = result["knee"]
+    assert len(knee) == 12 and sum(r["smallest"] for r in knee) == 3  # one row per seed and cycle
+
+
 def test_unpruned_knee_has_no_control_sentence():
     knee = _knee_result()["knee"]
     assert questionnaire.knee_against_controls(knee, knee[0]) == ""
@@ -212,3 +255,55 @@ def test_report_slip():
     slip = capacity.report_slip()
     assert slip["report_bits"] == 25088 * 4096 * 8 == 822_083_584
     assert slip["mec_bits"] == 102_772_992
+
+
+def test_criteria_against_random_every_branch():
+    rows = _grid([0.95, 0.951, 0.952], [0.9] * 3, [0.9] * 3, seeds=(0, 1, 2))
+    rand = [{**r, "method": "reservoir"} for r in rows if r["method"] == "l2"]
+    for r, v in zip([r for r in rand if r["cycle"] == 1], (0.90, 0.901, 0.902)):
+        r["test_accuracy"] = v
+    (line,) = report.criteria_summary(rows + rand)
+    assert "l2 chose better neurons than chance" in line and "Student's t over 3 seeds" in line
+    worse = [{**r, "test_accuracy": 1.75 - r["test_accuracy"]} if r["method"] == "l2" and r["cycle"] == 1 else r
+             for r in rows]
+    assert "chose worse neurons" in report.criteria_summary(worse + rand)[0]
+    same = report.criteria_summary([{**r, "method": "reservoir"} if r["method"] == "l2" else r for r in rows]
+                                   + [r for r in rows if r["method"] == "l2"])
+    assert "no difference was measured between l2 and choosing at random" in same[0]
+    one = report.criteria_summary([r for r in rows + rand if r["seed"] == 0])
+    assert "on one seed (not yet a measured effect)" in one[0]
+    assert report.criteria_summary(rows) == []  # no random arm, nothing to compare with
+
+
+def _stage(stage, size, val, test, han, description):
+    return {"stage": stage, "bytes": size, "ratio": 480e6 / size, "val_accuracy": val, "test_accuracy": test,
+            "control_val_accuracy": 0.90, "control_test_accuracy": 0.91, "val_drop_points": 100 * (0.90 - val),
+            "within_tolerance": 100 * (0.90 - val) <= 1.0, "han_vgg16_ratio": han, "description": description}
+
+
+def test_stages_summary_every_branch():
+    stages = [_stage("float32", 480e6, 0.92, 0.92, 1.0, "unpruned"), _stage("sparse", 35e6, 0.905, 0.91, 13.0, "pruned"),
+              _stage("quantized", 9.6e6, 0.904, 0.913, 31.0, "+ quantization"),
+              _stage("huffman", 7.2e6, 0.904, 0.913, 49.0, "+ Huffman")]
+    lines = report.stages_summary(stages)
+    assert "66.7x smaller" in lines[0] and "pruned 13.7x (Han: 13x)" in lines[0] and "+ Huffman 66.7x (Han: 49x)" in lines[0]
+    assert "within the 1-point tolerance" in lines[1] and "90.40% on validation" in lines[1]
+    assert "took 25% off the quantized file" in lines[2] and "it is lossless" in lines[2]
+    worse = stages[:3] + [_stage("huffman", 7.2e6, 0.88, 0.914, 49.0, "+ Huffman")]
+    lines = report.stages_summary(worse)
+    assert "2.00 points below it, more than the 1-point tolerance" in lines[1]
+    assert "which lossless coding must not" in lines[2]
+
+
+def test_pruning_kinds_every_branch():
+    base = {"pruning": "unpruned", "weights_kept": 100, "density": 1.0, "stored_bytes": 480e6, "mec_bits": 10**8,
+            "mec_effective_bits": 2 * 10**6, "val_accuracy": 0.92, "dense_ms": 40.0, "sparse_ms": 40.0,
+            "sparse_layers": "none"}
+    structured = {**base, "pruning": "structured", "weights_kept": 12, "density": 0.12, "stored_bytes": 6e6,
+                  "dense_ms": 5.0, "sparse_ms": 5.0}
+    fine = {**base, "pruning": "fine-grained", "weights_kept": 4, "density": 0.04, "stored_bytes": 7e6,
+            "dense_ms": 38.0, "sparse_ms": 36.0, "sparse_layers": "fc2"}
+    s, f = report.pruning_kinds([base, structured, fine])
+    assert s.startswith("structured: 12 weights kept (12.0%), 6.00 MB stored") and "8.0x faster" in s
+    assert "dense kernels" in s
+    assert "no faster than the unpruned head (36.0 against 40.0 ms, sparse kernels on fc2)" in f

@@ -98,3 +98,64 @@ def test_cli_compress_prints_the_table(small_config, tmp_path):
     assert "control_val_accuracy" in out.stdout and "unpruned head trained as long" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "labkit", "compress", "--layer", "top"], capture_output=True, text=True)
     assert bad.returncode == 2 and "layer 'top' must be a hidden layer's number" in bad.stderr
+
+
+def test_knee_over_seeds_runs_in_lockstep_and_keeps_each_seeds_head(small_config):
+    """Two seeds searched together: one decision a cycle (the mean over seeds), the same widths for both, each
+    seed's smallest head kept in its own folder, one scratch row per seed."""
+    c = dataclasses.replace(small_config, schedule="geometric", layer="all", fraction=0.5, cycles=4, tolerance=2.0,
+                            checkpoints="none")
+    other = dataclasses.replace(c, seed=1)
+    result = study.compress_smallest(c, bits=(8,), progress=False, log=None, seeds=[other])
+    rows, control = result["rows"], result["control"]
+    by_seed = {s: [r for r in rows if r["seed"] == s] for s in (0, 1)}
+    assert [r["widths"] for r in by_seed[0]] == [r["widths"] for r in by_seed[1]]
+    assert {(r["seed"], r["cycle"]) for r in control} == {(r["seed"], r["cycle"]) for r in rows}
+    best = result["smallest"]
+    for s, cfg in ((0, c), (1, other)):
+        head, _ = model.load_head(cfg.run_dir / runs.SMALLEST)
+        assert "-".join(map(str, head.widths())) == best["widths"]
+    assert set(result["agree"]) == {0, 1}
+    assert sorted(r["seed"] for r in result["scratch"]) == ([0, 1] if best["cycle"] > 0 else [])
+
+
+def test_a_kill_between_keeping_the_head_and_its_row_resumes(small_config, monkeypatch):
+    """The knee keeps its smallest head before it records that cycle's row: killed in between (here after the
+    head of cycle 1 is kept), the same call resumes and ends as a straight run does."""
+    c = dataclasses.replace(small_config, schedule="geometric", layer="all", fraction=0.5, cycles=3,
+                            tolerance=100.0, checkpoints="last")
+    straight = study.compress_smallest(dataclasses.replace(c, name="straight"), bits=(8,), progress=False, log=None,
+                                       scratch=False)
+    real = runs.RunFolder.keep_smallest
+
+    def keep_then_die(self, head, row, same_as=None):
+        real(self, head, row, same_as)
+        if row["cycle"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs.RunFolder, "keep_smallest", keep_then_die)
+    killed = dataclasses.replace(c, name="killed")
+    with pytest.raises(KeyboardInterrupt):
+        study.compress_smallest(killed, bits=(8,), progress=False, log=None, scratch=False)
+    assert [r["cycle"] for r in runs.read_history(killed.run_dir / "history.csv")] == [0]  # the kept head is ahead
+    monkeypatch.setattr(runs.RunFolder, "keep_smallest", real)
+    resumed = study.compress_smallest(killed, bits=(8,), progress=False, log=None, scratch=False)
+    assert [r["test_correct"] for r in resumed["rows"]] == [r["test_correct"] for r in straight["rows"]]
+    assert resumed["smallest"]["widths"] == straight["smallest"]["widths"]
+    assert [r["bytes"] for r in resumed["table"]] == [r["bytes"] for r in straight["table"]]
+
+
+def test_a_smallest_head_of_another_run_is_refused(small_config, tmp_path):
+    """smallest_within_tolerance.pt records the run that wrote it: one copied in from a run with other settings
+    never reaches the compression table."""
+    import shutil
+
+    c = dataclasses.replace(small_config, schedule="geometric", layer="all", cycles=2, tolerance=100.0,
+                            checkpoints="none")
+    other = dataclasses.replace(c, lr=2e-3)
+    study.knee_search(c, progress=False, log=None)
+    study.knee_search(other, progress=False, log=None)
+    shutil.copyfile(other.run_dir / runs.SMALLEST, c.run_dir / runs.SMALLEST)
+    with pytest.raises(Exception, match="lr=0.002.*not this run's smallest head"):
+        study.compress_smallest(c, bits=(8,), progress=False, log=None, scratch=False)
+    assert not (c.run_dir / "compressed").exists()
