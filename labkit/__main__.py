@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import sys
 
-from . import config as cfg
-from .device import pick_device
-from .prune import METHODS
+try:
+    from . import config as cfg
+    from .device import pick_device
+    from .prune import METHODS
+except KeyboardInterrupt:  # Ctrl-C while torch is still being imported: nothing has started
+    sys.exit(130)
 
 
 def _study_args(p: argparse.ArgumentParser) -> None:
@@ -38,7 +43,8 @@ def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", dest="results_dir",
                    help="parent folder of the run's folder (default $LABKIT_RESULTS/<profile>/runs, where the "
                         "notebooks' runs go; LABKIT_RESULTS defaults to ./results)")
-    p.add_argument("--name", help="run name (default derived from the settings)")
+    p.add_argument("--name", help="run name: one folder name inside the results folder (default derived from "
+                                  "the settings)")
     p.add_argument("--start", help="a trained head checkpoint to start from (cycle 0 is measured, not trained)")
     p.add_argument("--checkpoints", choices=cfg.CHECKPOINT_POLICIES, help="which cycle checkpoints to keep")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -54,9 +60,12 @@ def _layer(text: str):
                                          "default head) or 'all'") from None
 
 
+# options that are not study settings (StudyConfig fields)
+NOT_SETTINGS = ("command", "profile", "no_progress", "bits", "stages", "dc_sparsity", "dc_bits")
+
+
 def _config(parser: argparse.ArgumentParser, args, **defaults) -> cfg.StudyConfig:
-    overrides = {k: v for k, v in vars(args).items()
-                 if k not in ("command", "profile", "no_progress", "bits") and v is not None}
+    overrides = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS and v is not None}
     if "head" in overrides:
         overrides["head"] = tuple(overrides["head"])
     try:
@@ -78,8 +87,18 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     _study_args(comp)
     comp.add_argument("--bits", type=int, nargs="+", default=[8, 4], choices=range(1, 9), metavar="BITS",
                       help="storage widths to try: 8 (int8, scale per channel), 1-7 (k-means codebook)")
+    comp.add_argument("--stages", action="store_true",
+                      help="then Deep Compression's three stages on the unpruned trained head (fine-grained pruning "
+                           "with masks, trained quantization, Huffman coding), beside the knee's head stored the "
+                           "same way; the trained head is $LABKIT_RESULTS/<profile>/trained_head_seed<seed>.pt, "
+                           "the notebooks' (trained there when missing), and the knee starts from it")
+    comp.add_argument("--dc-sparsity", dest="dc_sparsity", choices=("han", "scan"), default="han",
+                      help="with --stages: han (fc1 and fc2 keep 4%%, the rest 23%%) or scan (the sensitivity scan)")
+    comp.add_argument("--dc-bits", dest="dc_bits", type=int, default=5, choices=range(1, 9), metavar="BITS",
+                      help="with --stages: bits per shared weight (default 5, Han et al.'s for fully connected layers)")
     subs["lab"] = lab = sub.add_parser("lab", help="run the five notebooks with papermill into results/<profile>/")
-    lab.add_argument("--profile", default="quick", choices=tuple(cfg.PROFILES), help="size of the run (default quick)")
+    lab.add_argument("--profile", choices=tuple(cfg.PROFILES),
+                     help="size of the run (default: the parameters file's profile, else quick)")
     lab.add_argument("-f", "--parameters-file", dest="parameters_file",
                      help="YAML file of notebook parameters (as papermill -f)")
     lab.add_argument("--only", nargs="+", help="run only these notebooks (names without .ipynb)")
@@ -92,8 +111,11 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv=None) -> int:
-    parser, subs = _parser()
-    args = parser.parse_args(argv)
+    try:
+        parser, subs = _parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        return 130
     command = subs[args.command]
     try:
         if args.command == "lab":
@@ -107,13 +129,35 @@ def main(argv=None) -> int:
             return _compress(command, args)
         return _study(command, args)
     except KeyboardInterrupt:
-        where = getattr(args, "run_dir", None) or "the run folder"
-        print(f"\ninterrupted: finished cycles are saved in {where}; run the same command again to resume",
-              file=sys.stderr)
+        if args.command == "lab":
+            where = getattr(args, "results", None) or "the results folder"
+            said = (f"notebooks finished so far are in {where}; run the same command again to run them all "
+                    "(their study runs resume after their last finished cycle)")
+        elif args.command == "handouts":
+            said = f"the handouts written so far are in {args.out}; run the same command again to make them all"
+        else:
+            where = getattr(args, "run_dir", None) or "the run folder"
+            said = f"finished cycles are saved in {where}; run the same command again to resume"
+        _quietly(f"\ninterrupted: {said}")
         return 130
     except (ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def _policy(args):
+    """--checkpoints given: the run keeps what it says, even fewer checkpoints than its folder kept so far."""
+    from . import runs
+
+    return runs.checkpoint_policy_asked() if args.checkpoints else contextlib.nullcontext()
+
+
+def _quietly(line: str) -> None:
+    """Print `line` to stderr; a second Ctrl-C while it prints ends the process without a traceback."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        pass
 
 
 def _study(parser, args) -> int:
@@ -121,7 +165,7 @@ def _study(parser, args) -> int:
 
     config = _config(parser, args)
     args.run_dir = config.run_dir
-    with distributed.session(config.device):
+    with distributed.session(config.device), _policy(args):
         print(f"labkit study: run {config.run_name} -> {config.run_dir}", flush=True)
         rows = study.run_study(config, progress=not args.no_progress, log=lambda s: print(s, flush=True))
         print(report.study_summary(config, rows))
@@ -136,24 +180,90 @@ def _compress(parser, args) -> int:
         parser.error("compress runs in one process; start it with python -m labkit, not torchrun")
     # cycles is only an upper bound here: the run stops at the knee
     config = _config(parser, args, schedule="geometric", layer="all", cycles=cfg.GEOMETRIC_CYCLES)
+    session = None
+    if args.stages:  # Deep Compression needs the unpruned head: the knee then starts from it too
+        from . import notebook
+
+        if args.start:
+            parser.error("--stages trains (or reuses) the notebooks' trained head and starts the knee from it; "
+                         "leave out --start")
+        session = notebook.Session(config.profile, config, cfg.results_root() / config.profile)
+        session.trained_start(config.seed, progress=not args.no_progress)
+        config = dataclasses.replace(config, start=str(session.start_path(config.seed)), name=args.name)
+        session.config = config
     args.run_dir = config.run_dir
     print(f"labkit compress: run {config.run_name} -> {config.run_dir}", flush=True)
-    result = study.compress_smallest(config, args.bits, progress=not args.no_progress,
-                                     log=lambda s: print(s, flush=True))
+    with _policy(args):
+        result = study.compress_smallest(config, args.bits, progress=not args.no_progress,
+                                         log=lambda s: print(s, flush=True))
     print(report.compress_summary(config, result))
+    if session is not None:
+        dc = session.deep_compression(result, seed=config.seed, sparsity=args.dc_sparsity, bits=args.dc_bits,
+                                      progress=not args.no_progress)
+        print("\nDeep Compression's stages, each file read back (the unpruned head trained as long is the control):")
+        print(report.format_table(dc["stages"], ("description", "bytes", "ratio", "han_vgg16_ratio", "val_accuracy",
+                                                 "control_val_accuracy", "test_accuracy", "within_tolerance")))
+        print("\n".join(["", *report.stages_summary(dc["stages"], config.tolerance), "",
+                         *report.pruning_kinds(dc["versus"])]))
     print(report.peak_memory())
     return 0
+
+
+def _parameters(parser, path: str) -> dict:
+    """The notebook parameters a YAML file holds (name: value); a usage error naming the file and what is wrong."""
+    from pathlib import Path
+
+    import yaml  # comes with papermill
+
+    file = Path(path)
+    example = "a YAML mapping of notebook parameters, one 'name: value' a line (e.g. 'k: 50')"
+    if not file.is_file():
+        parser.error(f"-f {path}: the parameters file {file} " + ("is a folder" if file.is_dir() else
+                                                                  "does not exist") + f"; give {example}")
+    try:
+        value = yaml.safe_load(file.read_text())
+    except UnicodeDecodeError:
+        parser.error(f"-f {path}: the parameters file {file} is not text; give {example}")
+    except OSError as err:
+        parser.error(f"-f {path}: the parameters file {file} cannot be read ({err.strerror or err})")
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        parser.error(f"-f {path}: the parameters file {file} is not valid YAML ({where}{problem}); give {example}")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        kind = {list: "list", str: "single value", int: "single number", float: "single number"}.get(
+            type(value), type(value).__name__)
+        parser.error(f"-f {path}: the parameters file {file} holds a YAML {kind}, not {example}")
+    odd = [k for k in value if not isinstance(k, str)]
+    if odd:
+        parser.error(f"-f {path}: the parameters file {file} names a parameter {odd[0]!r}; parameter names are words "
+                     "such as k or method")
+    return value
 
 
 def _lab(parser, args) -> int:
     from . import notebook
 
-    parameters = {}
-    if args.parameters_file:
-        import yaml  # comes with papermill
-
-        parameters = yaml.safe_load(open(args.parameters_file)) or {}
-    paths = notebook.run_notebooks(args.profile, args.only or notebook.NOTEBOOKS, parameters)
+    parameters = _parameters(parser, args.parameters_file) if args.parameters_file else {}
+    profile = args.profile
+    if "profile" in parameters:
+        said = parameters["profile"]
+        if said not in cfg.PROFILES:
+            parser.error(f"-f {args.parameters_file} says profile: {said!r}, which is not a profile; choose one of "
+                         f"{', '.join(cfg.PROFILES)}")
+        if profile is not None and said != profile:
+            parser.error(f"--profile {profile}, but {args.parameters_file} says profile: {said}: the notebooks would "
+                         f"run {said} and write to {profile}'s folder. Give the profile once: drop --profile, or the "
+                         "profile line of the file")
+        if profile is None:
+            print(f"profile {said!r}, as {args.parameters_file} says", flush=True)
+        profile = said
+    profile = profile or "quick"
+    args.results = cfg.results_root() / profile
+    paths = notebook.run_notebooks(profile, args.only or notebook.NOTEBOOKS, parameters)
     folder = paths[0].parent
     print(f"{len(paths)} executed notebooks in {folder}\nfigures in {folder / 'figures'}, tables (*.csv) in {folder}, "
           f"study runs in {folder / 'runs'}")
@@ -161,4 +271,7 @@ def _lab(parser, args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # a second Ctrl-C while the first is being handled
+        sys.exit(130)

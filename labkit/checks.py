@@ -114,3 +114,22 @@ def integers(name: str, values, minimum: int | None = 1, length: int | None = No
     if length is not None and len(out) < length:
         raise ValueError(f"{name}={out} needs at least {length} entries" + (f"; {hint}" if hint else ""))
     return out
+
+
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or infinite (the message names the learning rate and the fix)."""
+
+
+def finite_loss(loss: float, lr: float, where: str = "training") -> float:
+    """`loss` when it is a finite number; TrainingDiverged naming `lr` and the fix when it is NaN or infinite.
+
+    `where` says what was being trained, e.g. "epoch 2 of cycle 1". Call it on each epoch's mean loss: a
+    loss that is NaN once stays NaN, and a head trained on it scores chance accuracy (10%) without a word.
+    """
+    value = float(loss)
+    if math.isfinite(value):
+        return value
+    raise TrainingDiverged(
+        f"the training loss became {value} in {where} with lr={lr:g}: the learning rate is far too high for this "
+        f"head, and what it trains is noise. Fix: lower lr (--lr; the profiles use 2e-4, try {min(lr / 10, 1e-3):g} "
+        "or less) and run again; nothing of this cycle was recorded")

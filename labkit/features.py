@@ -8,6 +8,7 @@ The head pools, flattens and standardizes per batch.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 
 from . import data, files, progress as bars
 from .device import pick_device
-from .model import build_backbone, imagenet_weights_cached, map_size_for, resolve_weights
+from .model import announce_cached, build_backbone, imagenet_weights_cached, map_size_for, resolve_weights
 
 
 class CacheError(files.FileProblem):
@@ -75,10 +76,18 @@ def storage_dtype(image_size: int) -> torch.dtype:
     return torch.float32 if map_size_for(image_size) == 1 else torch.float16
 
 
+# Extraction on a CPU expected to take longer than this is announced with its duration before it goes on
+ANNOUNCE_ABOVE_S = 60.0
+
+
 @torch.no_grad()
 def extract(backbone: torch.nn.Module, images: torch.Tensor, image_size: int = 32, batch_size: int | None = None,
             device=None, progress: bool = True, desc: str = "features") -> torch.Tensor:
-    """Backbone maps of uint8 images N x 28 x 28 -> N x 512 x s x s in the cache's storage dtype (on the CPU)."""
+    """Backbone maps of uint8 images N x 28 x 28 -> N x 512 x s x s in the cache's storage dtype (on the CPU).
+
+    On a CPU the first batch is timed, and when the whole extraction would take more than a minute at that
+    rate, how long it will take here is said before the rest goes on.
+    """
     device = pick_device(device)
     cuda = device.type == "cuda"
     if batch_size is None:
@@ -88,6 +97,7 @@ def extract(backbone: torch.nn.Module, images: torch.Tensor, image_size: int = 3
     side = map_size_for(image_size)
     out = torch.empty((len(images), 512, side, side), dtype=storage_dtype(image_size))
     bar = bars.bar(len(images), desc, "img", enabled=progress)
+    began = time.perf_counter()
     for start in range(0, len(images), batch_size):
         x = data.to_inputs(images[start:start + batch_size].to(device), image_size)
         if cuda:
@@ -98,8 +108,94 @@ def extract(backbone: torch.nn.Module, images: torch.Tensor, image_size: int = 3
             maps = backbone(x)
         out[start:start + len(x)] = maps.to(out.dtype).cpu()  # cast on the device: half the bytes cross at 224 px
         bar.update(len(x))
+        if start == 0 and not cuda and len(x) < len(images):
+            _say_duration(desc, len(images), len(x), time.perf_counter() - began, image_size)
     bar.close()
     return out
+
+
+def _say_duration(desc: str, total: int, done: int, seconds: float, image_size: int) -> None:
+    """Say how long extracting `total` images takes here, measured on the first `done` (when over a minute)."""
+    rate = done / max(seconds, 1e-9)
+    expected = total / rate
+    if expected <= ANNOUNCE_ABOVE_S:
+        return
+    print(f"labkit: {desc}: {total:,} images at {image_size} px take about {_duration(expected)} on this CPU "
+          f"({rate:.1f} images/s, measured on the first {done}); a GPU takes minutes (the 'paper' profile is meant "
+          "for one). It is done once: the features are cached for every later run, and Ctrl-C stops it without "
+          "writing anything", flush=True)
+
+
+# below this many images x (image_size / 32)^2 still to extract, nothing is measured (ci and quick at 32 px;
+# paper is measured)
+MEASURE_ABOVE = 30_000
+
+
+def say_cost(c, root: str | os.PathLike | None = None) -> float | None:
+    """Before work that fills a config's feature caches unseen (the notebooks of `lab`): on a CPU, when the
+    caches still to compute are large, time the backbone on a few images and say how long they take here.
+
+    `c` is a StudyConfig (image_size, weights, the three limits, data_seed, val_limit, device are read).
+    Returns the seconds expected, or None when nothing needed measuring (a GPU, small or cached features).
+    """
+    splits = (("train", c.train_limit), ("val", c.val_limit), ("test", c.test_limit))
+    counts = {s: describe("", c.image_size, s, limit, c.data_seed, c.val_limit)["images"] for s, limit in splits}
+    scale = (c.image_size / 32) ** 2
+    if pick_device(c.device).type == "cuda" or sum(counts.values()) * scale < MEASURE_ABOVE:
+        return None
+    tag = resolve_weights(c.weights)
+    todo = sum(n for (s, limit), n in zip(splits, counts.values())
+               if not cache_path(tag, c.image_size, s, limit, c.data_seed, root, c.val_limit).exists())
+    if todo * scale < MEASURE_ABOVE:
+        return None
+    backbone, _ = _backbone(c.weights, 0, tag)
+    sample = 64 if c.image_size <= 64 else 16
+    began = time.perf_counter()
+    extract(backbone, torch.zeros(sample, 28, 28, dtype=torch.uint8), c.image_size, batch_size=sample,
+            device="cpu", progress=False)
+    seconds = time.perf_counter() - began
+    _built.clear()  # the caller's processes build their own
+    _say_duration(f"VGG16 features of profile {c.profile!r} not cached yet", todo, sample, seconds, c.image_size)
+    return todo * seconds / sample
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return f"{seconds:.0f} s"
+    if minutes < 90:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def describe(tag: str, image_size: int, split: str, limit: int | None, seed: int,
+             val_limit: int | None = None) -> dict:
+    """What a feature cache holds, as it records it: the split, image size, weights, subset and its seed,
+    the validation split its training images stay outside, and the number of images. Fields that do not
+    change the images (the seed of a whole split, the validation size outside the training split) are None."""
+    drawn = split == "val" or limit is not None or (split == "train" and bool(val_limit))
+    count = {"val": limit, "test": limit or data.SIZES["test"],
+             "train": limit or data.SIZES["train"] - (val_limit or 0)}[split]
+    return {"split": split, "image_size": image_size, "weights": tag, "limit": limit,
+            "seed": seed if drawn else None, "val_limit": (val_limit or None) if split == "train" else None,
+            "images": count}
+
+
+def _check_record(path: Path, payload: dict, asked: dict, fix: str) -> bool:
+    """True when the cache records what was asked; CacheError naming the first field that differs; False for a
+    cache written before caches recorded anything (it is computed again)."""
+    about = payload.get("about")
+    if about is None:
+        return False
+    if not isinstance(about, dict):
+        raise CacheError(f"feature cache {path} does not say what it holds; {fix}")
+    for key, want in asked.items():
+        if key not in about:
+            raise CacheError(f"feature cache {path} does not record its {key} (this run asks {key}={want!r}); {fix}")
+        if about[key] != want:
+            raise CacheError(f"feature cache {path} holds {key}={about[key]!r}, not {want!r} (a cache copied or "
+                             f"renamed from another one?); {fix}")
+    return True
 
 
 def load_features(split: str, image_size: int = 32, weights: str = "auto", limit: int | None = None,
@@ -107,12 +203,15 @@ def load_features(split: str, image_size: int = 32, weights: str = "auto", limit
                   progress: bool = True, backbone_seed: int = 0, val_limit: int | None = None) -> FeatureSet:
     """Backbone maps for an MNIST split (see data.load_mnist), computed once and then read from the cache.
 
-    The cache key names the weights actually used, so ImageNet and random features never mix.
+    The cache key names the weights actually used, so ImageNet and random features never mix. The file
+    records what it holds (split, image size, weights, subset, seeds, validation size, images) and is
+    refused, named, when that is not what was asked (a cache copied over another's name).
     """
     if image_size < 32:
         raise ValueError(f"image_size={image_size}: VGG16 needs at least 32 (its five max-pools take 28 x 28 to 0)")
     tag = resolve_weights(weights, backbone_seed)
     path = cache_path(tag, image_size, split, limit, seed, root, val_limit)
+    _tidy(path.parent)
     if path.exists():
         held = _held.get(_file_key(path))
         if held is not None:  # already read by this process: every run of a grid shares one copy
@@ -127,16 +226,34 @@ def load_features(split: str, image_size: int = 32, weights: str = "auto", limit
         if not ok:
             raise CacheError(f"feature cache {path} holds maps of shape {tuple(maps.shape)}, not "
                              f"N x 512 x {map_size_for(image_size)} x {map_size_for(image_size)}; {fix}")
-        return _hold(path, FeatureSet(maps, labels, tag, image_size, split))
-    files.writable_folder(path.parent, "the feature cache folder",
-                          "set LABKIT_DATA to a folder you can write to (the Makefile uses ./.data)")
+        asked = describe(tag, image_size, split, limit, seed, val_limit)
+        if _check_record(path, payload, asked, fix):
+            if len(labels) != asked["images"]:
+                raise CacheError(f"feature cache {path} holds {len(labels):,} images, not the {asked['images']:,} "
+                                 f"it records; {fix}")
+            announce_cached(tag, weights)
+            return _hold(path, FeatureSet(maps, labels, tag, image_size, split))
+        print(f"labkit: feature cache {path} was written by an older labkit and does not record what it holds; "
+              "computing it again (once)", flush=True)
+    else:
+        files.writable_folder(path.parent, "the feature cache folder",
+                              "set LABKIT_DATA to a folder you can write to (the Makefile uses ./.data)")
     images, labels = data.load_mnist(split, limit=limit, root=root, seed=seed, val_limit=val_limit)
     backbone, tag = _backbone(weights, backbone_seed, tag)
     path = cache_path(tag, image_size, split, limit, seed, root, val_limit)
     maps = extract(backbone, images, image_size, device=device, progress=progress,
                    desc=f"VGG16 features, {split} {image_size}px")
-    files.save_torch({"maps": maps, "labels": labels}, path)
+    files.save_torch({"maps": maps, "labels": labels,
+                      "about": describe(tag, image_size, split, limit, seed, val_limit)}, path)
     return _hold(path, FeatureSet(maps, labels, tag, image_size, split))
+
+
+def _tidy(folder: Path) -> None:
+    """Remove what writers killed mid-write left in the feature cache folder (and in MNIST's beside it)."""
+    for place in (folder, folder.parent / "MNIST" / "raw"):
+        said = files.said_removed(files.remove_dead_temporaries(place))
+        if said:
+            print(f"labkit: {said}", flush=True)
 
 
 # Feature sets this process has read, keyed by file, modification time and size (a rewritten or

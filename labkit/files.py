@@ -10,6 +10,8 @@ import errno
 import io
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -26,38 +28,204 @@ def temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def write_atomic(path: str | os.PathLike, content: str | bytes | Callable[[Path], None]) -> int:
-    """Write text, bytes, or whatever `content(temporary_path)` writes, then rename onto `path`; returns bytes."""
+class WriteFailed(FileProblem):
+    """The operating system refused a write (a full disk, a quota, permissions): the message names the folder,
+    the bytes needed where known, and the fix. Nothing half-written is left behind."""
+
+
+# why a write fails, in words, by errno
+_REASONS = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "the disk quota is used up",
+            errno.EFBIG: "the file is larger than this system allows", errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied", errno.EROFS: "read-only file system",
+            errno.ENOTDIR: "a part of that path is a file, not a folder",
+            errno.EEXIST: "a file of that name is in the way", errno.EIO: "an input/output error (a failing disk?)",
+            errno.ENAMETOOLONG: "the name is too long for this file system"}
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_SPACE_FIX = ("free space on that disk, or put labkit's files on another one (--results or LABKIT_RESULTS for "
+              "runs and tables, LABKIT_DATA for MNIST and the feature cache), then run the same command again: "
+              "nothing was half-written and finished work is kept")
+_OTHER_FIX = ("make that folder writable, or choose another one (--results or LABKIT_RESULTS for runs and tables, "
+              "LABKIT_DATA for MNIST and the feature cache), then run the same command again; nothing was "
+              "half-written")
+
+
+def reason(err: OSError) -> str:
+    """What an OSError means for a write, in words ("no space left on the disk", "permission denied", ...)."""
+    return _REASONS.get(err.errno, err.strerror or str(err))
+
+
+def write_failure(path: Path, err: OSError, needed: int | None = None) -> WriteFailed:
+    """One line naming the folder `path` is in, what went wrong, the bytes needed where known, and the fix."""
+    path = Path(path)
+    room = ""
+    if err.errno in _FULL:
+        try:
+            free = shutil.disk_usage(_existing(path.parent)).free
+        except OSError:
+            free = None
+        if needed is not None:
+            room = f" ({path.name} needs {_size(needed)}" + (f", {_size(free)} are free there)" if free is not None
+                                                             else ")")
+        elif free is not None:
+            room = f" ({_size(free)} are free there)"
+    fix = _SPACE_FIX if err.errno in _FULL else _OTHER_FIX
+    return WriteFailed(f"cannot write {path.name} in {path.parent}: {reason(err)}{room}; {fix}")
+
+
+def _existing(folder: Path) -> Path:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:,} bytes"
+
+
+class _Descriptor(io.RawIOBase):
+    """A file opened for writing, written with os.write (every byte of labkit's files goes through it)."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        self.error: OSError | None = None  # the first failed write, kept: torch reports it as its own error
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(self.fd, view[done:])
+        except OSError as err:
+            self.error = self.error or err
+            raise
+        return done
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                super().close()
+            finally:
+                os.close(self.fd)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with _Descriptor(path) as fh:
+        fh.write(data)
+
+
+def write_atomic(path: str | os.PathLike, content: str | bytes | Callable[[Path], None],
+                 needed: int | Callable[[], int] | None = None) -> int:
+    """Write text, bytes, or whatever `content(temporary_path)` writes, then rename onto `path`; returns bytes.
+
+    An OSError (a full disk, a quota, permissions) raises WriteFailed naming the folder, the bytes needed
+    (`needed`, or the content's length) and the fix; the temporary file is removed, the target is untouched.
+    """
     path = Path(path)
     tmp = temporary(path)
+    if isinstance(content, str):
+        content = content.encode()
     try:
-        if isinstance(content, str):
-            tmp.write_text(content)
-        elif isinstance(content, bytes):
-            tmp.write_bytes(content)
+        if isinstance(content, bytes):
+            _write_bytes(tmp, content)
         else:
             content(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        _remove(tmp)
+        size = len(content) if isinstance(content, bytes) else needed() if callable(needed) else needed
+        raise write_failure(path, err, size if err.errno in _FULL else None) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        _remove(tmp)
     return path.stat().st_size
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def save_torch(obj, path: str | os.PathLike) -> int:
     """torch.save `obj` to `path` atomically (the folder is made if needed); returns the file's size in bytes.
 
     The file is written through a file object, so its bytes do not depend on its name and equal
-    `serialized_size(obj)`.
+    `serialized_size(obj)`. A full disk raises WriteFailed naming the folder and the bytes the file needs.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_failure(path, err) from None
 
     def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
+        raw = _Descriptor(tmp)
+        try:
+            with io.BufferedWriter(raw, 1 << 20) as fh:
+                torch.save(obj, fh)
+        except Exception:
+            if raw.error is not None:  # torch reports a failed write as "unexpected pos ..." or "file write failed"
+                raise raw.error from None
+            raise
+        finally:
+            raw.close()
 
-    return write_atomic(path, write)
+    return write_atomic(path, write, needed=lambda: serialized_size(obj))
+
+
+# temporary files: .NAME.<pid>.tmp (write_atomic) and .labkit-write-test.<pid> (writable_folder)
+_TEMPORARY = re.compile(r"^\.(?:.+\.(\d+)\.tmp|labkit-write-test\.(\d+))$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process, or a number no process can have: leave its file alone
+    return True
+
+
+def remove_dead_temporaries(folder: str | os.PathLike) -> list[tuple[Path, int]]:
+    """Remove the temporary files in `folder` (not below it) whose writer is no longer alive (killed while
+    writing: its `.NAME.<pid>.tmp` would stay forever); returns (path, bytes) of each removed file."""
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if not match or _alive(int(match.group(1) or match.group(2))):
+            continue
+        try:
+            size = entry.stat(follow_symlinks=False).st_size
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append((Path(entry.path), size))
+    return removed
+
+
+def said_removed(removed: list[tuple[Path, int]]) -> str:
+    """A sentence naming the temporary files `remove_dead_temporaries` removed ("" when none)."""
+    if not removed:
+        return ""
+    folders = sorted({str(p.parent) for p, _ in removed})
+    return (f"removed {len(removed)} temporary file(s) ({_size(sum(n for _, n in removed))}) left in "
+            f"{', '.join(folders)} by a process killed while writing: "
+            + ", ".join(p.name for p, _ in removed[:3]) + (", ..." if len(removed) > 3 else ""))
 
 
 class _Counter(io.RawIOBase):
@@ -102,11 +270,7 @@ def writable_folder(folder: str | os.PathLike, what: str, fix: str) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        reason = {errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
-                  errno.ENOTDIR: "a part of that path is a file, not a folder",
-                  errno.EEXIST: "a file of that name is in the way",
-                  errno.ENOSPC: "no space left on the disk"}.get(err.errno, err.strerror or str(err))
-        raise FileProblem(f"cannot write in {what} {folder} ({reason}); {fix}") from None
+        raise FileProblem(f"cannot write in {what} {folder} ({reason(err)}); {fix}") from None
     return folder
 
 

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from . import config as cfg
+from . import config as cfg, files
 from .notebook import NOTEBOOK_DIR, NOTEBOOKS, run_notebooks
 
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"  # nbgrader's own stub
@@ -49,8 +49,12 @@ def make_handouts(profile: str = "quick", out: str | os.PathLike = "handouts", r
 
     _nbgrader()  # before any work: say at once if nbgrader is missing
     out = Path(out)
-    (out / "student").mkdir(parents=True, exist_ok=True)
-    (out / "html").mkdir(parents=True, exist_ok=True)
+    fix = "choose a folder you can write to with --out (it is made if missing)"
+    if out.exists() and not out.is_dir():
+        raise files.FileProblem(f"the handouts folder {out} is a file, not a folder; {fix}")
+    for part in ("student", "html"):
+        files.writable_folder(out / part, "the handouts folder", fix)
+        files.remove_dead_temporaries(out / part)
     executed_dir = cfg.results_root() / profile
     missing = [n for n in NOTEBOOKS if not (executed_dir / f"{n}.ipynb").exists()]
     if missing and run_missing:
@@ -62,13 +66,13 @@ def make_handouts(profile: str = "quick", out: str | os.PathLike = "handouts", r
         student = student_copy(json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text()))
         nbformat.validate(student)
         path = out / "student" / f"{name}.ipynb"
-        nbformat.write(student, str(path))
+        files.write_atomic(path, nbformat.writes(student) + "\n")
         made["student"].append(path)
         executed = executed_dir / f"{name}.ipynb"
         if executed.exists():
             body, _ = exporter.from_notebook_node(nbformat.read(str(executed), as_version=4))
             html = out / "html" / f"{name}.html"
-            html.write_text(body)
+            files.write_atomic(html, body)
             made["html"].append(html)
     print(f"{len(made['student'])} student copies in {out / 'student'}, {len(made['html'])} HTML renders in "
           f"{out / 'html'}")
