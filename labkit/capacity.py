@@ -89,7 +89,8 @@ def live_widths(model: nn.Module) -> list[int]:
         if i == len(lin) - 1:
             widths.append(layer.out_features)
         else:
-            widths.append(int((layer.weight != 0).any(dim=1).sum()))
+            w = layer.weight  # a block of rows at a time: no 100-million-entry temporary for the first layer
+            widths.append(sum(int((w[i:i + 256] != 0).any(dim=1).sum()) for i in range(0, len(w), 256)))
     return widths
 
 
@@ -194,3 +195,62 @@ def progression_slope(rows: Sequence[dict], key: str = "thresholds") -> float:
     if a["n"] == b["n"] or min(a[key], b[key]) <= 0:
         raise ValueError(f"rows with n={a['n']} and n={b['n']}, {key}={a[key]} and {b[key]} have no log-log slope")
     return math.log(b[key] / a[key]) / math.log(b["n"] / a["n"])
+
+
+# ---------------------------------------------------------------- inputs that repeat
+
+def distinct_positions(map_size: int) -> int:
+    """Distinct values per channel the head receives from an s x s backbone map: min(s * s, 49).
+
+    VGG16's adaptive pool makes 7 x 7 = 49 values per channel from the s x s map, each a linear
+    combination of the s * s positions: at s = 1 all 49 are copies of one value, at s >= 7 up to 49 differ.
+    """
+    from .model import POOLED
+
+    s = checks.integer("map_size", map_size, minimum=1,
+                       hint="it is the side of the backbone's map, model.map_size_for(image_size) (1 at 32 px)")
+    return min(s * s, POOLED * POOLED)
+
+
+def effective_inputs(map_size: int, channels: int = 512) -> int:
+    """Distinct inputs of the head: channels x distinct_positions(map_size) (512 at 32 px, 25,088 at 224 px)."""
+    channels = checks.integer("channels", channels, minimum=1)
+    return channels * distinct_positions(map_size)
+
+
+def effective_widths(widths: Sequence[int], map_size: int) -> list[int]:
+    """widths [inputs, n1, ..., nL] with the inputs counted as distinct ones when they are VGG16's 25,088."""
+    widths = _check_widths(widths)
+    if widths[0] != HEAD_INPUTS:
+        return widths
+    from .model import FEATURE_CHANNELS
+
+    return [effective_inputs(map_size, FEATURE_CHANNELS), *widths[1:]]
+
+
+def mec_effective(widths: Sequence[int], map_size: int, rule: str = "previous") -> int:
+    """MEC in bits of a head on the distinct inputs an s x s map gives (the four rules assume distinct inputs).
+
+    A layer fed 49 copies of each of 512 values computes what a 512-input layer computes (its 49 weights per
+    value act only through their sum), so at 32 px (s = 1) mec_effective([25088, 4096, 4096, 256, 10], 1)
+    = mec([512, 4096, 4096, 256, 10]) = 2,109,696 bits; at 224 px (s = 7) it equals mec(widths).
+    """
+    return mec(effective_widths(widths, map_size), rule)
+
+
+def mec_effective_of(model: nn.Module, rule: str = "previous") -> int:
+    """Effective MEC in bits of a VGGHead (or a model with one as .classifier): live widths, its map size."""
+    head = getattr(model, "classifier", model)
+    map_size = getattr(head, "map_size", None)
+    if map_size is None:
+        raise ValueError(f"{type(head).__name__} has no map_size, so its distinct inputs are unknown; pass a "
+                         "model.VGGHead (or use mec_of for the nominal MEC)")
+    return mec_effective(live_widths(model), map_size, rule)
+
+
+def varying_features(std: torch.Tensor) -> int:
+    """How many features vary at all over a set of images, from their standard deviations over the images.
+
+    A feature with the same value for every image carries nothing, whatever weights read it.
+    """
+    return int((torch.as_tensor(std).flatten() > 0).sum())

@@ -127,3 +127,61 @@ def test_requirement_progression_grows_with_data():
     assert [r["n"] for r in rows] == [100, 200, 400]
     t = [r["thresholds"] for r in rows]
     assert t[0] < t[1] < t[2] and t[2] > 150
+
+
+# ---------------------------------------------------------------- inputs that repeat: the effective MEC
+
+@pytest.mark.parametrize("side", range(1, 11))
+def test_distinct_positions_is_the_rank_of_vgg16s_pool(side):
+    """The 49 values a channel's adaptive 7 x 7 pool makes are linear in the s x s map: count the independent ones."""
+    pool = torch.nn.AdaptiveAvgPool2d((7, 7))
+    basis = torch.eye(side * side, dtype=torch.float64).view(-1, 1, side, side)
+    matrix = pool(basis).reshape(side * side, 49)
+    assert capacity.distinct_positions(side) == torch.linalg.matrix_rank(matrix) == min(side * side, 49)
+
+
+@pytest.mark.parametrize("image_size, inputs", [(32, 512), (64, 2048), (96, 4608), (160, 12800), (224, 25088),
+                                                (256, 25088)])
+def test_effective_inputs_follow_the_map(image_size, inputs):
+    side = model.map_size_for(image_size)
+    assert capacity.effective_inputs(side) == inputs
+    assert capacity.effective_widths(VGG_HEAD, side) == [inputs, 4096, 4096, 256, 10]
+    assert capacity.mec_effective(VGG_HEAD, side) == capacity.mec([inputs, 4096, 4096, 256, 10])
+
+
+def test_effective_mec_at_32_and_224_px():
+    assert capacity.mec_effective(VGG_HEAD, model.map_size_for(32)) == capacity.mec([512, 4096, 4096, 256, 10])
+    assert capacity.mec_effective(VGG_HEAD, 1) == 2_109_696
+    assert capacity.mec_effective(VGG_HEAD, model.map_size_for(224)) == capacity.mec(VGG_HEAD) == 102_772_992
+    assert capacity.mec_effective(VGG_HEAD, 1, rule="bottleneck") == capacity.mec([512, 4096, 4096, 256, 10],
+                                                                                  rule="bottleneck")
+
+
+def test_effective_widths_leave_other_inputs_alone():
+    assert capacity.effective_widths([784, 8, 10], 1) == [784, 8, 10]  # not VGG16's 25,088: nothing to say
+    assert capacity.effective_inputs(2, channels=3) == 12
+
+
+def test_mec_effective_of_a_head_reads_its_map_and_live_neurons():
+    small = model.build_head((16, 8, 4), map_size=1, seed=0)
+    assert capacity.mec_effective_of(small) == capacity.mec([512, 16, 8, 4, 10])
+    with torch.no_grad():
+        small.linears()[0].weight[[0, 3]] = 0
+    assert capacity.mec_effective_of(small) == capacity.mec([512, 14, 8, 4, 10])
+    wide = model.build_head((16, 8, 4), map_size=7, seed=0)
+    assert capacity.mec_effective_of(wide) == capacity.mec_of(wide) == capacity.mec([25088, 16, 8, 4, 10])
+    assert capacity.mec_effective_of(model.build_head((16, 8, 4), map_size=2, seed=0)) == capacity.mec(
+        [2048, 16, 8, 4, 10])
+
+
+def test_mec_effective_of_needs_a_map_size():
+    with pytest.raises(ValueError, match="has no map_size"):
+        capacity.mec_effective_of(torch.nn.Sequential(torch.nn.Linear(4, 2)))
+    with pytest.raises(ValueError, match="map_size=0"):
+        capacity.distinct_positions(0)
+
+
+def test_varying_features_counts_nonzero_spread():
+    maps = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 2.0], [5.0, 0.0, 2.0]])
+    assert capacity.varying_features(maps.std(0)) == 1
+    assert capacity.varying_features(torch.zeros(512, 1, 1)) == 0

@@ -1,0 +1,365 @@
+"""Measuring capacity by training: how many random labels a head memorizes, and the capacity real labels need.
+
+Friedland's check of a capacity count: train on uniformly random labels (nothing to generalize) and count
+what is memorized. The heads of a ladder train together, as one network on the same standardized features:
+their first layers side by side in one matrix (one matmul reads the features once for all of them), their
+output layers in one matrix under a block mask (a head's outputs read only its own hidden units, so a unit
+of another head contributes nothing), one loss summed over the heads, one full-batch Adam. The heads share
+no parameter, so each receives exactly its own gradient, as if trained alone.
+
+A twin reads each feature `copies` times (49: the 25,088 inputs VGG16's pool makes from a 1 x 1 map). Its
+output depends on the copies of a weight only through their sum, and Adam gives every copy the same step, so
+training its (features x copies) weights at lr / copies is exactly training their sum at lr (tested): the
+twin trains as that sum, and differs from its one-copy head only in its start and its parameter count.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import capacity, checks
+from .device import seeded
+
+CLASSES = 10
+
+
+# ---------------------------------------------------------------- what a head stores
+
+def binary_entropy(p: float) -> float:
+    """h(p) = -p log2 p - (1 - p) log2 (1 - p) in bits; h(0) = h(1) = 0."""
+    return -sum(q * math.log2(q) for q in (p, 1 - p) if q > 0)
+
+
+def bits_stored(n: int, accuracy: float, classes: int = CLASSES) -> float:
+    """Bits that n uniformly random K-ary labels fitted at `accuracy` carry: n (log2 K - h(a) - (1 - a) log2 (K - 1)).
+
+    The capacity of a K-ary symmetric channel of accuracy a: n log2 K at a = 1, 0 at chance (a = 1 / K)
+    and below it (clipped: a worse-than-chance fit stores nothing usable).
+    """
+    n = checks.integer("n", n, minimum=0, hint="it counts images")
+    accuracy = checks.number("accuracy", accuracy, minimum=0, maximum=1, hint="a fraction, not a percentage")
+    classes = checks.integer("classes", classes, minimum=2)
+    if accuracy <= 1 / classes:
+        return 0.0
+    per_image = math.log2(classes) - binary_entropy(accuracy) - (1 - accuracy) * math.log2(classes - 1)
+    return n * max(per_image, 0.0)
+
+
+# ---------------------------------------------------------------- heads trained together
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A ladder head: one hidden layer of `hidden` units (0: a linear classifier), each input read `copies` times."""
+
+    hidden: int = 0
+    copies: int = 1
+
+    def widths(self, features: int, classes: int = CLASSES) -> tuple[int, ...]:
+        """(inputs, [hidden,] classes) as the head reads them: inputs = features x copies."""
+        return (features * self.copies, *((self.hidden,) if self.hidden else ()), classes)
+
+    def name(self, features: int, classes: int = CLASSES) -> str:
+        """'512-8-10', or '25088-8-10 (512 x 49 repeated)' for a twin on repeated inputs."""
+        text = "-".join(map(str, self.widths(features, classes)))
+        return text + (f" ({features} x {self.copies} repeated)" if self.copies > 1 else "")
+
+    def mec_bits(self, features: int, classes: int = CLASSES) -> int:
+        """MEC by the four rules on the widths as read (nominal: repeated inputs counted as distinct)."""
+        return capacity.mec(self.widths(features, classes))
+
+    def mec_effective_bits(self, features: int, classes: int = CLASSES) -> int:
+        """MEC by the four rules on the distinct inputs: a twin counts as its one-copy head."""
+        return capacity.mec(HeadSpec(self.hidden).widths(features, classes))
+
+
+def _check_specs(specs: Sequence[HeadSpec]) -> list[HeadSpec]:
+    specs = list(specs)
+    if not specs:
+        raise ValueError("a ladder needs at least one HeadSpec, e.g. [HeadSpec(8), HeadSpec(0)]")
+    for s in specs:
+        checks.integer("hidden", s.hidden, minimum=0, hint="0 makes a linear classifier")
+        checks.integer("copies", s.copies, minimum=1, hint="1 reads each feature once")
+    return specs
+
+
+class Ladder(nn.Module):
+    """Heads side by side on shared features: forward(x: N x features) -> logits N x heads x classes.
+
+    Each head starts as nn.Linear layers drawn from its own seed (`seeds`), so a head's start does not depend
+    on which other heads share the ladder. Inside, heads with a hidden layer come first (their units one
+    contiguous block of `first_weight`), linear classifiers after; `forward` returns the heads in the order given.
+    A twin on repeated inputs (copies > 1) holds its first layer as the sum over the copies (see `_first_layer`).
+    """
+
+    def __init__(self, specs: Sequence[HeadSpec], features: int, classes: int = CLASSES,
+                 seeds: Sequence[int] | None = None):
+        super().__init__()
+        self.specs, self.features, self.classes = _check_specs(specs), features, classes
+        seeds = list(seeds) if seeds is not None else list(range(len(self.specs)))
+        mlp = [i for i, s in enumerate(self.specs) if s.hidden]
+        self.inside_order = mlp + [i for i, s in enumerate(self.specs) if not s.hidden]  # as `inside` returns them
+        layers = {}
+        for i in self.inside_order:
+            widths = self.specs[i].widths(features, classes)
+            with seeded(seeds[i]):
+                layers[i] = [nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:])]
+        self.first_weight = nn.Parameter(torch.cat([_first_layer(layers[i][0], features)
+                                                    for i in self.inside_order]))
+        self.first_bias = nn.Parameter(torch.cat([layers[i][0].bias.detach() for i in self.inside_order]))
+        self.hidden_units = sum(self.specs[i].hidden for i in mlp)
+        out = torch.zeros(len(mlp) * classes, self.hidden_units)
+        mask = torch.zeros_like(out)
+        col = 0
+        for m, i in enumerate(mlp):  # block m: head i's classes read head i's hidden units only
+            rows, cols = slice(m * classes, (m + 1) * classes), slice(col, col + self.specs[i].hidden)
+            out[rows, cols], mask[rows, cols] = layers[i][1].weight.detach(), 1
+            col += self.specs[i].hidden
+        self.out_weight = nn.Parameter(out)
+        self.register_buffer("out_mask", mask)
+        self.out_bias = nn.Parameter(torch.cat([layers[i][1].bias.detach() for i in mlp]) if mlp else
+                                     torch.zeros(0))
+        self.register_buffer("order", torch.argsort(torch.tensor(self.inside_order)))
+
+    def inside(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits N x heads x classes, heads in `inside_order` (training uses this: no reordering)."""
+        z = torch.addmm(self.first_bias, x, self.first_weight.T)  # N x units: one matmul, every head
+        h = self.hidden_units
+        mlp = torch.addmm(self.out_bias, z[:, :h].relu(), (self.out_weight * self.out_mask).T)
+        return torch.cat([mlp, z[:, h:]], 1).view(len(x), len(self.specs), self.classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inside(x)[:, self.order]
+
+
+def _first_layer(layer: nn.Linear, features: int) -> torch.Tensor:
+    """A head's first-layer weights as units x features: a twin's copies of a weight summed.
+
+    A twin reads each feature `copies` times, so its output depends on the copies of a weight only through
+    their sum. Adam gives every copy the same gradient, hence the same step: training the units x
+    (features x copies) weights at lr / copies moves their sum exactly as Adam at lr moves one weight
+    started at that sum (tested). So the twin trains as that sum; only its start (a sum of `copies`
+    independent draws of a (features x copies)-input layer's start) and its parameter count differ.
+    """
+    w = layer.weight.detach()
+    return w.view(len(w), features, -1).sum(-1)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Run the block on one CPU thread, then restore the caller's thread count.
+
+    A ladder's matrices are small (2,000 x 512 x ~150): a second thread's synchronization costs more than it
+    saves (7x the CPU time on a shared 2-core machine, measured), and one thread gives the same numbers on
+    every machine.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@_one_thread()
+def fit_ladder(ladder: Ladder, x: torch.Tensor, y: torch.Tensor, counts: Sequence[int], steps: int = 300,
+               lr: float = 0.01, criterion: float | None = None, groups: Sequence[int] | None = None,
+               check_every: int = 20) -> list[float]:
+    """Full-batch Adam on the first counts[h] samples for head h; the best training accuracy each reached.
+
+    x: N x features, y: N labels; accuracies are fractions, checked every `check_every` steps. Each head's
+    loss is its mean cross-entropy over its own samples and the ladder minimizes their sum, so each head
+    gets its own gradient. Stops early once, in every group of heads (`groups[h]`: head h's group; default
+    one group per head), one head has reached `criterion` (None: never). Runs on one CPU thread.
+    """
+    order = ladder.inside_order
+    n = max(counts)
+    x, y = x[:n], y[:n]
+    counts_t = torch.tensor([float(counts[i]) for i in order], device=x.device)
+    mine = (torch.arange(n, device=x.device)[:, None] < counts_t[None, :]).float()  # N x heads: whose samples
+    weight = mine / counts_t.clamp_min(1)
+    target = y[:, None, None].expand(n, len(order), 1)
+    group = torch.tensor([(groups or range(len(order)))[i] for i in order], device=x.device)
+    optimizer = torch.optim.Adam(ladder.parameters(), lr=lr, fused=True)
+    best = torch.zeros(len(order), dtype=torch.float64, device=x.device)
+    for step in range(steps + 1):
+        logits = ladder.inside(x)
+        if step % check_every == 0 or step == steps:
+            with torch.no_grad():  # correct / n in float64: 360 / 400 is then the same number as 0.9
+                correct = ((logits.argmax(-1) == y[:, None]).float() * mine).sum(0).double()
+                best = torch.maximum(best, correct / counts_t.double().clamp_min(1))
+            if step == steps or criterion is not None and _every_group_reached(best >= criterion, group):
+                break
+        # cross-entropy as logsumexp - the label's logit: log_softmax over 10 classes is slow on a CPU
+        loss = ((logits.logsumexp(-1) - logits.gather(-1, target).squeeze(-1)) * weight).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    result = [0.0] * len(order)
+    for j, i in enumerate(order):
+        result[i] = float(best[j])
+    return result
+
+
+def _every_group_reached(reached: torch.Tensor, group: torch.Tensor) -> bool:
+    """Whether every group holds at least one head that reached the criterion (reached, group: one per head)."""
+    per_group = torch.zeros(int(group.max()) + 1, device=reached.device)
+    return bool(per_group.scatter_reduce(0, group, reached.float(), "amax").all())
+
+
+# ---------------------------------------------------------------- random labels: how many images each head fits
+
+def random_labels(n: int, classes: int = CLASSES, seed: int = 0) -> torch.Tensor:
+    """n labels drawn uniformly from 0..classes-1 with their own seeded generator (independent of the images)."""
+    n = checks.integer("n", n, minimum=1, hint="it counts images")
+    return torch.randint(0, classes, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def _next_probe(lo: int, hi: int, n_max: int, start: int, precision: float) -> int | None:
+    """The next n to try for a head that fitted lo images and failed hi (hi > n_max: no failure yet); None: done."""
+    if hi > n_max:  # doubling, up to every image there is
+        return None if lo >= n_max else min(max(2 * lo, start), n_max)
+    if hi - lo <= max(1, int(precision * lo)):  # bisection, down to `precision` of what it fitted
+        return None
+    return (lo + hi) // 2
+
+
+def memorization(x: torch.Tensor, specs: Sequence[HeadSpec], criterion: float = 0.9, classes: int = CLASSES,
+                 seed: int = 0, start: int = 100, precision: float = 0.125, steps: int = 300, lr: float = 0.01,
+                 restarts: int = 2) -> list[dict]:
+    """How many images with uniformly random labels each head fits to `criterion` training accuracy.
+
+    x: N x features, standardized; the labels are random_labels(N, classes, seed), and a head fitting n images
+    fits the first n of them. Per head: n = start, 2 start, 4 start, ... (at most N) until it fails, then
+    bisection until the step is under `precision` of n. A head fits n when, within `steps` full-batch Adam
+    steps from its seeded start, one of its `restarts` independent starts reaches `criterion` (a narrow head's
+    ReLUs can die at a bad start). Each round trains every head still searching together, each on its own n,
+    every round from the same starts, so a head's verdict on n depends on n alone. One row per head
+    (see `_memorization_row`).
+    """
+    criterion = checks.number("criterion", criterion, above=1 / classes, maximum=1,
+                              hint="a training accuracy as a fraction, e.g. 0.9")
+    restarts = checks.integer("restarts", restarts, minimum=1)
+    start = checks.integer("start", start, minimum=1, hint="it is the first number of images tried")
+    precision = checks.number("precision", precision, minimum=0, below=1, hint="a fraction of n, e.g. 0.125")
+    specs = _check_specs(specs)
+    n_max = len(x)
+    labels = random_labels(n_max, classes, seed)
+    lo, hi, reached = [0] * len(specs), [n_max + 1] * len(specs), [1.0] * len(specs)
+    while True:
+        probe = {h: p for h in range(len(specs))
+                 if (p := _next_probe(lo[h], hi[h], n_max, start, precision)) is not None}
+        if not probe:
+            break
+        runs = [(h, r) for h in probe for r in range(restarts)]  # only the heads still searching
+        ladder = Ladder([specs[h] for h, _ in runs], x.shape[1], classes,
+                        seeds=[seed * 1000 + h * restarts + r for h, r in runs])
+        accuracy = fit_ladder(ladder, x, labels, [probe[h] for h, _ in runs], steps, lr, criterion,
+                              groups=[h for h, _ in runs])
+        for h, n in probe.items():
+            best = max(a for (g, _), a in zip(runs, accuracy) if g == h)
+            if best >= criterion:
+                lo[h], reached[h] = n, best
+            else:
+                hi[h] = n
+    return [_memorization_row(s, x.shape[1], classes, lo[h], reached[h], criterion, n_max)
+            for h, s in enumerate(specs)]
+
+
+def _memorization_row(spec: HeadSpec, features: int, classes: int, n: int, accuracy: float, criterion: float,
+                      n_max: int) -> dict:
+    """A row of memorization.csv: the head, both MECs, the images it fitted, the bits they carry."""
+    widths = spec.widths(features, classes)
+    return {"head": spec.name(features, classes), "widths": widths, "inputs": widths[0], "copies": spec.copies,
+            "parameters": capacity.parameter_count(widths), "mec_bits": spec.mec_bits(features, classes),
+            "mec_effective_bits": spec.mec_effective_bits(features, classes), "images_memorized": n,
+            "all_images": n >= n_max, "criterion": criterion, "accuracy_at": accuracy,
+            "bits_stored": round(bits_stored(n, accuracy, classes))}
+
+
+# ---------------------------------------------------------------- from cached features to the two experiments
+
+def standardized(feature_set, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """A FeatureSet's maps as N x (512 s s) float32, standardized as model.Standardize does (training stats)."""
+    from .model import Standardize
+
+    maps = feature_set.maps
+    norm = Standardize(tuple(maps.shape[1:]))
+    norm.set_stats(*(stats or feature_set.stats()))
+    return norm(maps).flatten(1)
+
+
+def repeats(map_size: int) -> int:
+    """How many times VGG16's pool copies each cached value into the head's 25,088 inputs: 49 at a 1 x 1 map, else 1.
+
+    Only a 1 x 1 map gives exact copies; larger maps are pooled into mixtures (see capacity.distinct_positions).
+    """
+    from .model import POOLED
+
+    return POOLED * POOLED if checks.integer("map_size", map_size, minimum=1) == 1 else 1
+
+
+def memorization_ladder(map_size: int, widths: Sequence[int] = (1, 2, 4, 8, 16, 32),
+                        twin: int = 8) -> list[HeadSpec]:
+    """One hidden layer of each width on the distinct features, and the `twin` width on the head's repeated
+    inputs where the map makes copies (a 1 x 1 map: 25,088 = 512 x 49)."""
+    specs = [HeadSpec(w) for w in widths]
+    copies = repeats(map_size)
+    return specs + ([HeadSpec(twin, copies)] if copies > 1 and twin else [])
+
+
+def memorize_random_labels(train_set, criterion: float = 0.9, seed: int = 0, map_size: int | None = None,
+                           **search) -> list[dict]:
+    """The random-label search (`memorization`) on a FeatureSet's training features with `memorization_ladder`.
+
+    One row per head: head, widths, inputs, copies, parameters, mec_bits (four rules on the widths as read),
+    mec_effective_bits (on the distinct inputs), images_memorized, all_images (the head fitted every image
+    there was: a lower bound), criterion, accuracy_at, bits_stored (see `bits_stored`).
+    """
+    from .model import map_size_for
+
+    side = map_size or map_size_for(train_set.image_size)
+    return memorization(standardized(train_set), memorization_ladder(side), criterion, seed=seed, **search)
+
+
+def measure_requirement(train_set, val_set, hidden: Sequence[int] = (0, 1, 2, 4, 8, 16, 32, 64, 128),
+                        tolerance: float = 1.0, seed: int = 0, steps: int = 200, lr: float = 0.01) -> dict:
+    """The capacity the real labels need, measured: heads of growing width trained on the training features,
+    judged on validation.
+
+    Every head (0: a linear classifier) trains together, `steps` full-batch Adam steps on all training images,
+    reading the cached features (512 s s distinct values an image: the study's head's distinct inputs for maps
+    up to 7 x 7). Returns {"rows": one per head (head, hidden, mec_bits: the study's head of that hidden width
+    on its 25,088 inputs, mec_effective_bits: on the distinct inputs, parameters, train_accuracy,
+    val_accuracy, within_tolerance, chosen), "chosen": the row of the smallest effective MEC within
+    `tolerance` points of the best validation accuracy, "images": training images, "tolerance"}.
+    """
+    tolerance = checks.number("tolerance", tolerance, minimum=0, hint="it counts percentage points of accuracy")
+    stats = train_set.stats()
+    x, y = standardized(train_set, stats), train_set.labels
+    specs = [HeadSpec(checks.integer("hidden", h, minimum=0)) for h in hidden]
+    ladder = Ladder(specs, x.shape[1], seeds=[seed * 1000 + i for i in range(len(specs))])
+    fit_ladder(ladder, x, y, [len(y)] * len(specs), steps, lr, criterion=None)
+    with torch.no_grad():
+        train_acc = (ladder(x).argmax(-1) == y[:, None]).float().mean(0).tolist()
+        val_x = standardized(val_set, stats)
+        val_acc = (ladder(val_x).argmax(-1) == val_set.labels[:, None]).float().mean(0).tolist()
+    rows = []
+    for spec, tr, va in zip(specs, train_acc, val_acc):
+        widths = spec.widths(x.shape[1])
+        rows.append({"head": spec.name(x.shape[1]), "hidden": spec.hidden,
+                     "mec_bits": capacity.mec([capacity.HEAD_INPUTS, *widths[1:]]),
+                     "mec_effective_bits": capacity.mec(widths), "parameters": capacity.parameter_count(widths),
+                     "train_accuracy": tr, "val_accuracy": va})
+    best = max(r["val_accuracy"] for r in rows)
+    for r in rows:
+        r["within_tolerance"] = 100 * (best - r["val_accuracy"]) <= tolerance + 1e-9
+    chosen = min((r for r in rows if r["within_tolerance"]), key=lambda r: r["mec_effective_bits"])
+    for r in rows:
+        r["chosen"] = r is chosen
+    return {"rows": rows, "chosen": chosen, "images": len(y), "tolerance": tolerance}
