@@ -54,12 +54,22 @@ def kmeans_codebook(weight: torch.Tensor, bits: int, iterations: int = 25,
     weight is then assigned.
     """
     _check_bits(bits, allowed=range(1, 8))
-    everything = weight.detach().float().flatten()
+    return kmeans_centroids(weight, 1 << bits, iterations, sample)
+
+
+@torch.no_grad()
+def kmeans_centroids(values: torch.Tensor, clusters: int, iterations: int = 25,
+                     sample: int = 1 << 20) -> tuple[torch.Tensor, torch.Tensor]:
+    """(centroids float32 ascending, `clusters` of them; index int64 like values.flatten()): `kmeans_codebook`
+    for any number of clusters (Deep Compression's pruned layers keep one codebook entry for zero)."""
+    everything = values.detach().float().flatten()
+    if len(everything) == 0 or clusters < 1:
+        raise ValueError(f"k-means needs values (got {len(everything)}) and clusters >= 1 (got {clusters})")
     w = everything
     if len(w) > sample:
         w = w[torch.arange(sample, dtype=torch.int64) * len(w) // sample]  # integer steps: exact for any size
         w = torch.cat([w, everything.min().view(1), everything.max().view(1)])  # the extremes always take part
-    k = 1 << bits
+    k = clusters
     codebook = torch.linspace(float(everything.min()), float(everything.max()), k)
     for _ in range(iterations):
         index = _nearest(w, codebook)
@@ -188,7 +198,7 @@ def compression_table(head: VGGHead, sets: dict, folder: str | os.PathLike, refe
     <name>_correct and <name>_accuracy for each set, and path.
     `float32_file`: `head` was just loaded from this save_head file, so it is measured, not written again.
     """
-    from . import model, train
+    from . import metrics, model, train
 
     check_bits(bits)
     folder = Path(folder)
@@ -207,9 +217,9 @@ def compression_table(head: VGGHead, sets: dict, folder: str | os.PathLike, refe
     rows = []
     for storage, size, stored, path in files_:
         row = {"storage": storage, "bytes": size, "ratio": reference_bytes / size}
-        for split, feature_set in sets.items():
-            result = train.evaluate(stored, feature_set, device=device)
+        for split, result in train.evaluate_sets(stored, sets, device=device).items():
             row[f"{split}_correct"], row[f"{split}_accuracy"] = result["correct"], result["accuracy"]
+            row[f"{split}_right"] = metrics.pack_right(result["right"])
         rows.append({**row, "path": str(path)})
     return rows
 

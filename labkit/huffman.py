@@ -1,0 +1,304 @@
+"""Deep Compression's third stage: Huffman coding of small-alphabet symbol streams, and Han's relative indices.
+
+Huffman coding (vectorized: Python loops run over the alphabet or over the symbols of one block, never
+over the stream)
+  code_lengths      optimal (Huffman) code length per symbol from the symbol counts
+  canonical_codes   the canonical code of those lengths: sorted by (length, symbol), codes count up, so the
+                    lengths alone (one byte a symbol of the alphabet) define the code
+  encode            every code written at its bit offset (exclusive cumulative sum of the lengths), most
+                    significant bit first, all at once; the stream is cut into blocks of BLOCK symbols whose
+                    lengths in bits are kept (4 bytes a block)
+  pack_fixed        the same writer for fixed-width values (the quantized stage before Huffman coding)
+  decode            all blocks side by side, one symbol of each per step: the next `width` bits (the longest
+                    code) at each block's position are looked up in a table of the canonical codes, which
+                    gives the symbol and its length, so where the block's next symbol starts
+
+Sparse positions as relative indices (Han et al. 2016, figure 2)
+  Each kept weight is stored with the number of zeros skipped since the previous kept weight in the
+  flattened (row-major) matrix, in `index_bits` bits. A gap longer than 2**index_bits - 1 is bridged by
+  padding entries: a zero weight stored 2**index_bits positions further on, as often as needed.
+"""
+from __future__ import annotations
+
+import contextlib
+import heapq
+
+import torch
+
+MAX_CODE_BITS = 32  # decoding reads 32-bit windows; longer codes are shortened (see code_lengths)
+BLOCK = 1 << 10     # symbols a block: its length in bits is stored (4 bytes, 0.03 bits a symbol)
+
+
+# ---------------------------------------------------------------- code lengths and canonical codes
+
+def _huffman_lengths(counts: list[int]) -> list[int]:
+    """Huffman's algorithm on the used symbols (count > 0); ties go to the lower symbol, then the older node."""
+    used = [s for s, c in enumerate(counts) if c > 0]
+    lengths = [0] * len(counts)
+    if len(used) == 1:
+        lengths[used[0]] = 1  # one symbol still needs one bit a symbol to be counted
+        return lengths
+    heap = [(counts[s], s, [s]) for s in used]
+    heapq.heapify(heap)
+    tie = len(counts)
+    while len(heap) > 1:
+        ca, _, a = heapq.heappop(heap)
+        cb, _, b = heapq.heappop(heap)
+        for s in a + b:
+            lengths[s] += 1
+        heapq.heappush(heap, (ca + cb, tie, a + b))
+        tie += 1
+    return lengths
+
+
+def code_lengths(counts, limit: int = MAX_CODE_BITS) -> torch.Tensor:
+    """int64 code length per symbol (0 for symbols that never occur) from `counts` (one per symbol).
+
+    Optimal (Huffman) lengths; in the rare case one exceeds `limit` bits (counts growing like the
+    Fibonacci numbers over 4 million times), counts are halved (c -> 1 + c // 2) until none does,
+    as bzip2 does: a code a fraction of a percent longer, decodable with `limit`-bit windows.
+    """
+    counts = [int(c) for c in torch.as_tensor(counts).flatten().tolist()]
+    if any(c < 0 for c in counts):
+        raise ValueError(f"counts={counts[:8]}... must be non-negative symbol counts")
+    if not 1 <= limit <= MAX_CODE_BITS:
+        raise ValueError(f"limit={limit} must be 1..{MAX_CODE_BITS} bits (decoding reads 32-bit windows)")
+    if sum(1 for c in counts if c > 0) > 1 << limit:
+        raise ValueError(f"{sum(1 for c in counts if c > 0)} symbols cannot all have codes of at most {limit} bits")
+    lengths = _huffman_lengths(counts)
+    while max(lengths, default=0) > limit:
+        counts = [1 + c // 2 if c > 0 else 0 for c in counts]
+        lengths = _huffman_lengths(counts)
+    return torch.tensor(lengths, dtype=torch.int64)
+
+
+def _canonical_order(lengths: torch.Tensor) -> torch.Tensor:
+    """The used symbols sorted by (length, symbol): the order canonical codes count up in."""
+    used = torch.nonzero(lengths > 0).flatten()
+    return used[torch.argsort(lengths[used] * (len(lengths) + 1) + used)]
+
+
+def canonical_codes(lengths: torch.Tensor) -> torch.Tensor:
+    """int64 canonical code per symbol (read most significant bit first; 0 for unused symbols).
+
+    In (length, symbol) order the first code is 0 and each next one is (previous + 1) shifted left by
+    the growth in length, so every code is a prefix of none of the others when the lengths satisfy Kraft.
+    """
+    lengths = torch.as_tensor(lengths, dtype=torch.int64)
+    codes = torch.zeros_like(lengths)
+    order = _canonical_order(lengths).tolist()
+    code, previous = 0, None
+    for s in order:  # one step per symbol of the alphabet (at most 256), not per symbol of the stream
+        length = int(lengths[s])
+        if previous is not None:
+            code = (code + 1) << (length - previous)
+        codes[s] = code
+        previous = length
+    return codes
+
+
+def encoded_bits(counts, lengths) -> int:
+    """Bits of the coded stream: sum over symbols of count x code length."""
+    return int((torch.as_tensor(counts, dtype=torch.int64) * torch.as_tensor(lengths, dtype=torch.int64)).sum())
+
+
+# ---------------------------------------------------------------- bits in and out
+
+def _check_symbols(symbols: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    symbols = torch.as_tensor(symbols).flatten().to(torch.int64)
+    if len(symbols) and (int(symbols.min()) < 0 or int(symbols.max()) >= len(lengths)):
+        raise ValueError(f"symbols range {int(symbols.min())}..{int(symbols.max())} but the code has "
+                         f"{len(lengths)} symbols: build the lengths from these symbols' counts")
+    return symbols
+
+
+def _words_to_bytes(words: torch.Tensor) -> torch.Tensor:
+    """32-bit words (int64 holding 0..2**32-1) -> uint8, most significant byte first."""
+    shifts = torch.tensor([24, 16, 8, 0])
+    return ((words[:, None] >> shifts) & 255).to(torch.uint8).flatten()
+
+
+def _write(codes: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 bytes, int64 end bit of every code): each code (lengths[i] bits, <= 32) written after the one
+    before, most significant bit first. A code lands in one or two 32-bit words and never overlaps another,
+    so adding the shifted codes into the words (index_add_) writes them all at once: shifted into a 64-bit
+    pair of words, the high half goes to the code's first word and the low half to the next."""
+    ends = torch.cumsum(lengths, 0)
+    starts = ends - lengths
+    total = int(ends[-1]) if len(ends) else 0
+    pair = codes << (64 - (starts & 31) - lengths)  # may reach the sign bit: only the bit pattern is used
+    word = starts >> 5
+    words = torch.zeros(total // 32 + 2, dtype=torch.int64)
+    words.index_add_(0, word, (pair >> 32) & 0xFFFFFFFF)
+    words.index_add_(0, word + 1, pair & 0xFFFFFFFF)
+    return _words_to_bytes(words)[: (total + 7) // 8].clone(), ends
+
+
+def _bytes_to_words(data: torch.Tensor) -> torch.Tensor:
+    """For every byte of `data`, the 40 bits from its first bit on (int64; zeros past the end)."""
+    raw = torch.cat([data, torch.zeros(5, dtype=torch.uint8)]).to(torch.int64)
+    span = len(data) + 1
+    word = raw[:span] << 32
+    for k in range(1, 5):
+        word |= raw[k:k + span] << (32 - 8 * k)
+    return word
+
+
+def _read(words: torch.Tensor, positions: torch.Tensor, width: int) -> torch.Tensor:
+    """The `width`-bit number (width <= 32) starting at each bit position (int64; positions <= the bits)."""
+    return (words[positions >> 3] >> (40 - width - (positions & 7))) & ((1 << width) - 1)
+
+
+def pack_fixed(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """Non-negative integers < 2**bits -> uint8, `bits` bits each, most significant bit first (bits <= 32):
+    the quantized stage's fixed-width storage, laid out as the Huffman codes are. Up to 8 bits, every 8
+    values make `bits` whole bytes, packed as one integer."""
+    values = torch.as_tensor(values).flatten().to(torch.int64)
+    if not 1 <= bits <= MAX_CODE_BITS:
+        raise ValueError(f"bits={bits} must be 1..{MAX_CODE_BITS}")
+    if len(values) and (int(values.min()) < 0 or int(values.max()) >= 1 << bits):
+        raise ValueError(f"values {int(values.min())}..{int(values.max())} do not fit in {bits} bits")
+    if bits > 8:
+        return _write(values, torch.full_like(values, bits))[0]
+    n = len(values)
+    groups = torch.cat([values, values.new_zeros(-n % 8)]).view(-1, 8)
+    packed = (groups << (bits * torch.arange(7, -1, -1))).sum(1)  # 8 x bits <= 64 bits
+    data = (packed[:, None] >> (8 * torch.arange(bits - 1, -1, -1))) & 255
+    return data.to(torch.uint8).flatten()[: (n * bits + 7) // 8].clone()
+
+
+def unpack_fixed(data: torch.Tensor, bits: int, count: int) -> torch.Tensor:
+    """The `count` integers (int64) `pack_fixed(values, bits)` wrote: value j starts at bit j * bits."""
+    if len(data) * 8 < count * bits:
+        raise ValueError(f"{len(data)} bytes hold fewer than {count} values of {bits} bits: the data is damaged")
+    if bits > 8:
+        return _read(_bytes_to_words(data), torch.arange(count, dtype=torch.int64) * bits, bits)
+    raw = torch.cat([data, data.new_zeros(-len(data) % bits)]).to(torch.int64).view(-1, bits)
+    packed = (raw << (8 * torch.arange(bits - 1, -1, -1))).sum(1)
+    values = (packed[:, None] >> (bits * torch.arange(7, -1, -1))) & ((1 << bits) - 1)
+    return values.flatten()[:count]
+
+
+# ---------------------------------------------------------------- Huffman encoding and decoding
+
+def encode(symbols: torch.Tensor, lengths: torch.Tensor, block: int = BLOCK) -> dict:
+    """Huffman-code a stream of symbols (integers 0..len(lengths)-1) with the canonical code of `lengths`.
+
+    Returns {"data": uint8 bytes, "block_bits": int32 bits of each block of `block` symbols (where the
+    blocks start, so they can be decoded side by side), "block": block, "count": n, "bits": total bits}.
+    """
+    lengths = torch.as_tensor(lengths, dtype=torch.int64)
+    if block < 1:
+        raise ValueError(f"block={block} must be a positive number of symbols")
+    if len(lengths) and int(lengths.max()) > MAX_CODE_BITS:
+        raise ValueError(f"code lengths up to {int(lengths.max())} bits: at most {MAX_CODE_BITS} are supported; "
+                         "build them with code_lengths")
+    symbols = _check_symbols(symbols, lengths)
+    length = lengths[symbols]
+    if len(length) and int(length.min()) == 0:
+        raise ValueError("a symbol with code length 0 (count 0 when the code was built) occurs in the stream: "
+                         "build the lengths from these symbols' counts")
+    data, ends = _write(canonical_codes(lengths)[symbols], length)
+    total = int(ends[-1]) if len(ends) else 0
+    block_ends = torch.cat([ends[block - 1::block], ends[-1:]])[: -(-len(ends) // block)]
+    blocks = torch.diff(block_ends, prepend=torch.zeros(1, dtype=torch.int64))
+    return {"data": data, "block_bits": blocks.to(torch.int32), "block": block, "count": len(symbols),
+            "bits": total}
+
+
+def decode(stream: dict, lengths: torch.Tensor) -> torch.Tensor:
+    """The int64 symbols of a stream written by `encode` with the code of `lengths`.
+
+    All blocks are decoded side by side, one symbol of each per step (`block` steps, whatever the stream's
+    length): at each block's bit position the next `width` bits (the longest code) are looked up in a table
+    of 2**width entries (a binary search among the canonical codes above 20 bits), which gives the symbol and
+    its length, so the position of the next one.
+    """
+    lengths = torch.as_tensor(lengths, dtype=torch.int64)
+    n, total, block = int(stream["count"]), int(stream["bits"]), int(stream["block"])
+    blocks = stream["block_bits"].to(torch.int64)
+    if n == 0:
+        return torch.empty(0, dtype=torch.int64)
+    if len(blocks) != -(-n // block) or int(blocks.sum()) != total:
+        raise ValueError(f"the stream's block lengths do not add up to its {total} bits: the data is damaged")
+    order = _canonical_order(lengths)
+    width = int(lengths.max())
+    left = canonical_codes(lengths)[order] << (width - lengths[order])  # ascending
+    table = torch.searchsorted(left, torch.arange(1 << width), right=True) - 1 if width <= 20 else None
+    size = lengths[order]
+    words = _bytes_to_words(stream["data"])
+    at = torch.cumsum(blocks, 0) - blocks
+    steps = min(block, n)
+    found = torch.empty((steps, len(at)), dtype=torch.int64)
+    with _one_thread():
+        for j in range(steps):  # the j-th symbol of every block at once
+            window = _read(words, at, width)
+            index = table[window] if table is not None else torch.searchsorted(left, window, right=True) - 1
+            found[j] = index
+            at = (at + size[index]).clamp_(max=total)  # the last block may be shorter: it stays at the end
+    return order[found.T.flatten()[:n]]
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Run a loop of small tensor operations on one thread: waking torch's thread pool for each of them costs
+    more than the operation (far more on a busy machine, where a woken thread waits for a core)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------- one self-contained coded stream
+
+def compress_symbols(symbols: torch.Tensor, alphabet: int) -> dict:
+    """{"lengths": uint8 code length per symbol 0..alphabet-1, and encode's fields}: decodable on its own."""
+    symbols = torch.as_tensor(symbols).flatten().to(torch.int64)
+    counts = torch.bincount(symbols, minlength=alphabet) if len(symbols) else torch.zeros(alphabet, dtype=torch.int64)
+    if len(counts) > alphabet:
+        raise ValueError(f"symbols go up to {len(counts) - 1}, beyond the alphabet of {alphabet}: raise alphabet")
+    lengths = code_lengths(counts)
+    return {"lengths": lengths.to(torch.uint8), **encode(symbols, lengths)}
+
+
+def decompress_symbols(coded: dict) -> torch.Tensor:
+    """The int64 symbols of a `compress_symbols` dict."""
+    return decode(coded, coded["lengths"].to(torch.int64))
+
+
+def coded_bytes(coded: dict) -> int:
+    """Bytes the coded stream's tensors hold (data, block lengths, code lengths), without file overhead."""
+    return len(coded["data"]) + 4 * len(coded["block_bits"]) + len(coded["lengths"])
+
+
+# ---------------------------------------------------------------- relative indices
+
+def relative_indices(positions: torch.Tensor, index_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gaps, real): Han's relative index of each entry, and which entries are real (not padding).
+
+    positions: ascending, distinct flat indices (int64) of the kept weights. gaps[j] is the number of
+    positions skipped since the previous entry (the first counts from -1), each < 2**index_bits: a
+    longer gap gets padding entries (real False; they hold a zero weight) every 2**index_bits positions.
+    """
+    if not 1 <= int(index_bits) <= 16:
+        raise ValueError(f"index_bits={index_bits} must be 1..16 (Han et al. used 5 for fully connected layers)")
+    positions = torch.as_tensor(positions, dtype=torch.int64).flatten()
+    gap = torch.diff(positions, prepend=torch.tensor([-1])) - 1
+    if len(gap) and int(gap.min()) < 0:
+        raise ValueError("positions must be distinct and ascending (sort them, e.g. torch.nonzero of a mask)")
+    padding = gap >> index_bits  # padding entries before each real entry
+    entries = padding + 1
+    real_at = torch.cumsum(entries, 0) - 1
+    total = int(real_at[-1]) + 1 if len(real_at) else 0
+    gaps = torch.full((total,), (1 << index_bits) - 1, dtype=torch.int64)
+    gaps[real_at] = gap & ((1 << index_bits) - 1)
+    real = torch.zeros(total, dtype=torch.bool)
+    real[real_at] = True
+    return gaps, real
+
+
+def positions_from_gaps(gaps: torch.Tensor) -> torch.Tensor:
+    """Flat position of every entry (padding included) from its relative index: cumsum(gap + 1) - 1."""
+    return torch.cumsum(torch.as_tensor(gaps, dtype=torch.int64) + 1, 0) - 1
