@@ -20,10 +20,11 @@ Sparse positions as relative indices (Han et al. 2016, figure 2)
 """
 from __future__ import annotations
 
-import contextlib
 import heapq
 
 import torch
+
+from .device import one_thread
 
 MAX_CODE_BITS = 32  # decoding reads 32-bit windows; longer codes are shortened (see code_lengths)
 BLOCK = 1 << 10     # symbols a block: its length in bits is stored (4 bytes, 0.03 bits a symbol)
@@ -230,25 +231,13 @@ def decode(stream: dict, lengths: torch.Tensor) -> torch.Tensor:
     at = torch.cumsum(blocks, 0) - blocks
     steps = min(block, n)
     found = torch.empty((steps, len(at)), dtype=torch.int64)
-    with _one_thread():
+    with one_thread():
         for j in range(steps):  # the j-th symbol of every block at once
             window = _read(words, at, width)
             index = table[window] if table is not None else torch.searchsorted(left, window, right=True) - 1
             found[j] = index
             at = (at + size[index]).clamp_(max=total)  # the last block may be shorter: it stays at the end
     return order[found.T.flatten()[:n]]
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """Run a loop of small tensor operations on one thread: waking torch's thread pool for each of them costs
-    more than the operation (far more on a busy machine, where a woken thread waits for a core)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------- one self-contained coded stream

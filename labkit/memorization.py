@@ -14,7 +14,6 @@ twin trains as that sum, and differs from its one-copy head only in its start an
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import capacity, checks
-from .device import seeded
+from .device import one_thread, seeded
 
 CLASSES = 10
 
@@ -150,23 +149,7 @@ def _first_layer(layer: nn.Linear, features: int) -> torch.Tensor:
     return w.view(len(w), features, -1).sum(-1)
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Run the block on one CPU thread, then restore the caller's thread count.
-
-    A ladder's matrices are small (2,000 x 512 x ~150): a second thread's synchronization costs more than it
-    saves (7x the CPU time on a shared 2-core machine, measured), and one thread gives the same numbers on
-    every machine.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@_one_thread()
+@one_thread()
 def fit_ladder(ladder: Ladder, x: torch.Tensor, y: torch.Tensor, counts: Sequence[int], steps: int = 300,
                lr: float = 0.01, criterion: float | None = None, groups: Sequence[int] | None = None,
                check_every: int = 20) -> list[float]:
