@@ -10,7 +10,7 @@ import math
 from statistics import mean
 from typing import Sequence
 
-from . import capacity, metrics, report
+from . import metrics, report
 
 CHEQUE_ACCURACY = 0.99  # what reading handwritten amounts on cheques is usually said to need
 
