@@ -24,7 +24,6 @@ import fcntl
 import io
 import json
 import os
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -494,35 +493,19 @@ class RunFolder:
         if self.write:
             files.write_atomic(self.history_path, rows_to_csv(rows))
 
-    def keep_smallest(self, head: model.VGGHead, row: dict, same_as: str | None = None) -> None:
-        """Keep `head` as the run's smallest head within tolerance (whatever the checkpoint policy).
-
-        `same_as`: a file that already holds this very head (the trained start at cycle 0): linked
-        (or copied) instead of written again.
-        """
+    def keep_smallest(self, head: model.VGGHead, row: dict) -> None:
+        """Keep `head` as the run's smallest head within tolerance (whatever the checkpoint policy), with the
+        run's settings, so `check_smallest` can tell it from another run's."""
         if not self.write:
             return
-        if same_as:
-            def link(tmp: Path) -> None:
-                try:
-                    os.link(same_as, tmp)
-                except OSError:
-                    shutil.copyfile(same_as, tmp)
-
-            files.write_atomic(self.smallest_path, link)
-        else:
-            model.save_head(head, self.smallest_path, extra={
-                "cycle": row["cycle"], "row": dict(row), "config": cfg.config_dict(self.config),
-                "start_trained_with": start_identity(self.config.start)})
+        model.save_head(head, self.smallest_path, extra={
+            "cycle": row["cycle"], "row": dict(row), "config": cfg.config_dict(self.config),
+            "start_trained_with": start_identity(self.config.start)})
 
     def check_smallest(self, cycle: int) -> None:
-        """FileProblem unless smallest_within_tolerance.pt holds this run's head after `cycle` (the trained start
-        itself at cycle 0), so a file copied in from another run never reaches a compression table."""
+        """FileProblem unless smallest_within_tolerance.pt holds this run's head after `cycle`, so a file copied
+        in from another run never reaches a compression table."""
         path, fix = self.smallest_path, f"move {self.smallest_path} aside and run the same command again"
-        if cycle == 0:
-            if self.config.start and start_identity(str(path)) != start_identity(self.config.start):
-                raise files.FileProblem(f"{path} is not this run's trained start {self.config.start}; {fix}")
-            return
         extra = model.read_extra(path)
         settings = extra.get("config")
         if not isinstance(settings, dict) or extra.get("cycle") != cycle:

@@ -501,8 +501,8 @@ def knee_search(c: StudyConfig, progress: bool = True, log: Log | None = print,
                 stopped = distributed.from_lead(stop_cycle(rows, ctl, c.tolerance))
                 if stopped is None:  # within tolerance, and smaller than every head before it
                     for arm in pending:
-                        arm.folder.keep_smallest(arm.head, arm.rows[cycle],
-                                                 same_as=arm.c.start if cycle == 0 else None)
+                        # the head alone, never a link to the start file (it also holds Adam's moments: 160 MB)
+                        arm.folder.keep_smallest(arm.head, arm.rows[cycle])
                 for arm in pending:
                     arm.commit()
                     if arm is arms[0]:

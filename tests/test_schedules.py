@@ -128,8 +128,8 @@ def test_a_kill_between_keeping_the_head_and_its_row_resumes(small_config, monke
                                        scratch=False)
     real = runs.RunFolder.keep_smallest
 
-    def keep_then_die(self, head, row, same_as=None):
-        real(self, head, row, same_as)
+    def keep_then_die(self, head, row):
+        real(self, head, row)
         if row["cycle"] == 1:
             raise KeyboardInterrupt
 
