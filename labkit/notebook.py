@@ -270,6 +270,54 @@ def _local_kernels(stderr=None):
     return LocalKernelManager
 
 
+class _QuietOnceInterrupted:
+    """From the first Ctrl-C of a run on, the papermill, nbclient and asyncio loggers print nothing.
+
+    Ctrl-C lands wherever the event loop happens to be. papermill then shuts the kernel down, and on a busy
+    machine nbclient's task still waiting for the cell's reply wakes during that shutdown, logs "Kernel died
+    while waiting for execute reply" and ends with a DeadKernelError nobody awaits, which asyncio prints as a
+    traceback when the task is collected, possibly after the run has returned. That death is the one asked
+    for, so it is not news; a kernel that dies on its own (no Ctrl-C) is still reported as before.
+    """
+    LOGGERS = ("papermill", "nbclient", "asyncio")
+
+    def __init__(self):
+        self.interrupted = False
+
+    def filter(self, record) -> bool:
+        return not self.interrupted
+
+    def __enter__(self):
+        import logging
+        import signal
+        import threading
+
+        for name in self.LOGGERS:
+            logging.getLogger(name).addFilter(self)
+        self.previous = None
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def _on_sigint(self, signum, frame):
+        self.interrupted = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, kind, value, tb):
+        import logging
+        import signal
+
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            self.interrupted = True  # a Ctrl-C our handler did not see (another handler's): quiet as well
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if not self.interrupted:  # once interrupted the filter stays: asyncio prints when the task is collected
+            for name in self.LOGGERS:
+                logging.getLogger(name).removeFilter(self)
+        return False
+
+
 def _stop_kernels(managers) -> None:
     """Stop the kernels still running (each in its own session, so Ctrl-C did not reach them)."""
     import signal
@@ -369,29 +417,30 @@ def run_notebooks(profile: str = "quick", names: Sequence[str] = NOTEBOOKS, para
     kernel_log = open(out / ".kernels.log", "wb")  # the kernels' own log of this run (not the cells' output)
     managers = _local_kernels(kernel_log)
     try:
-        for name in names:
-            target = out / f"{name}.ipynb"
-            cells = _Cells()
-            bar = ({"desc": name.ljust(width), "unit": "cell", "file": sys.stdout, "leave": True, "mininterval": 0.5,
-                    "bar_format": "{desc}  {bar:20}  {n_fmt:>2}/{total_fmt} cells  {elapsed}"} if live else
-                   {"file": cells, "mininterval": 0, "bar_format": "{n_fmt}/{total_fmt}", "disable": False})
-            began = time.perf_counter()
-            ticker = None if live else _ticking(name, width, cells, began)
-            try:
-                papermill.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(target),
-                                           parameters={"profile": profile, **parameters},
-                                           cwd=str(NOTEBOOK_DIR), progress_bar=bar, log_output=False,
-                                           kernel_name="python3", kernel_manager_class=managers)
-            except PapermillExecutionError as err:
-                raise RuntimeError(f"notebook {name} stopped in cell {err.exec_count}: {err.ename}: {err.evalue}; "
-                                   f"the executed copy with the whole traceback is {target}") from None
-            finally:
-                if ticker is not None:
-                    ticker.set()
-            if not live:  # a log: one line per notebook once it is done
-                minutes, seconds = divmod(round(time.perf_counter() - began), 60)
-                print(f"{name.ljust(width)}  done  {minutes:02d}:{seconds:02d}", flush=True)
-            done.append(target)
+        with _QuietOnceInterrupted():
+            for name in names:
+                target = out / f"{name}.ipynb"
+                cells = _Cells()
+                bar = ({"desc": name.ljust(width), "unit": "cell", "file": sys.stdout, "leave": True,
+                        "mininterval": 0.5, "bar_format": "{desc}  {bar:20}  {n_fmt:>2}/{total_fmt} cells  {elapsed}"} if live else
+                       {"file": cells, "mininterval": 0, "bar_format": "{n_fmt}/{total_fmt}", "disable": False})
+                began = time.perf_counter()
+                ticker = None if live else _ticking(name, width, cells, began)
+                try:
+                    papermill.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(target),
+                                               parameters={"profile": profile, **parameters},
+                                               cwd=str(NOTEBOOK_DIR), progress_bar=bar, log_output=False,
+                                               kernel_name="python3", kernel_manager_class=managers)
+                except PapermillExecutionError as err:
+                    raise RuntimeError(f"notebook {name} stopped in cell {err.exec_count}: {err.ename}: {err.evalue}; "
+                                       f"the executed copy with the whole traceback is {target}") from None
+                finally:
+                    if ticker is not None:
+                        ticker.set()
+                if not live:  # a log: one line per notebook once it is done
+                    minutes, seconds = divmod(round(time.perf_counter() - began), 60)
+                    print(f"{name.ljust(width)}  done  {minutes:02d}:{seconds:02d}", flush=True)
+                done.append(target)
     except BaseException:
         _stop_kernels(managers.started)
         raise
