@@ -43,6 +43,37 @@ class AsFloat32(nn.Module):
         return x.float()
 
 
+class _KeepMask(torch.autograd.Function):
+    """x * keep / (1 - p) with its gradient, `keep` computed once and saved as bytes."""
+
+    @staticmethod
+    def forward(ctx, x, keep, scale):
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return x * keep * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        keep, = ctx.saved_tensors
+        return grad * keep * ctx.scale, None, None
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout with its random draws made 4x cheaper on a CPU: torch's bernoulli_ there draws one Mersenne
+    Twister number per activation (measured: the largest cost of a quick cycle after the matmuls); this draws
+    one 64-bit number per 4 activations and keeps each whose 16 bits fall below (1 - p) x 65,536, so p is
+    honoured to 1/65,536. On a GPU, and in eval mode, it is nn.Dropout itself."""
+
+    def forward(self, x):
+        if not self.training or self.p == 0 or x.device.type != "cpu" or x.numel() % 4:
+            return super().forward(x)
+        if self.p == 1:
+            return x * 0
+        draws = torch.empty(x.numel() // 4, dtype=torch.int64).random_(-2 ** 63, None)  # all 64 bits
+        keep = draws.view(torch.int16).view(x.shape) < round((1 - self.p) * 65536) - 32768
+        return _KeepMask.apply(x, keep, 1 / (1 - self.p))
+
+
 class VGGHead(nn.Module):
     """Backbone maps N x 512 x s x s -> logits N x classes: standardize, VGG16's adaptive pool, the MLP.
 
@@ -57,7 +88,7 @@ class VGGHead(nn.Module):
         for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
             mods.append(nn.Linear(n_in, n_out))
             if i < len(widths) - 2:
-                mods += [nn.ReLU(inplace=True), nn.Dropout(dropout)]
+                mods += [nn.ReLU(inplace=True), Dropout(dropout)]
         self.layers = nn.Sequential(*mods)
 
     def linears(self) -> list[nn.Linear]:

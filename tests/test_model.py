@@ -28,3 +28,25 @@ def test_readme_module_map_matches_the_files():
     for path in (ROOT / "labkit").glob("*.py"):  # every module opens with a docstring naming what it owns
         first = path.read_text().lstrip()
         assert first.startswith('"""') and len(first.split("\n", 1)[0]) > 20, path.name
+
+
+def test_dropout_keeps_one_minus_p_unbiased_and_its_gradient_is_its_mask():
+    torch.manual_seed(0)
+    for p in (0.1, 0.5, 0.9):
+        drop = model.Dropout(p).train()
+        x = torch.ones(512, 1024, requires_grad=True)
+        y = drop(x)
+        kept = y != 0
+        assert abs(float(kept.float().mean()) - (1 - p)) < 0.005  # 524,288 draws: 3 sigma is under 0.002
+        assert torch.equal(y[kept], torch.full_like(y[kept], 1 / (1 - p)))  # kept values scaled, the rest zero
+        y.backward(torch.full_like(y, 2.0))
+        assert torch.equal(x.grad, kept * (2.0 / (1 - p)))
+    # each of the 4 activations that share one 64-bit draw is kept independently (16 bits each)
+    keep = (model.Dropout(0.5).train()(torch.ones(200_000, 4)) != 0).float()
+    assert abs(float((keep[:, 0] * keep[:, 1]).mean()) - 0.25) < 0.005
+    assert abs(float((keep[:, 2] * keep[:, 3]).mean()) - 0.25) < 0.005
+    drop = model.Dropout(0.5).eval()
+    x = torch.randn(8, 12)
+    assert torch.equal(drop(x), x)
+    assert torch.equal(model.Dropout(1.0).train()(x), torch.zeros_like(x))
+    assert isinstance(model.build_head((32, 16, 8)).layers[2], torch.nn.Dropout)  # a Dropout to every check
