@@ -89,9 +89,20 @@ def live_widths(model: nn.Module) -> list[int]:
         if i == len(lin) - 1:
             widths.append(layer.out_features)
         else:
-            w = layer.weight  # a block of rows at a time: no 100-million-entry temporary for the first layer
-            widths.append(sum(int((w[i:i + 256] != 0).any(dim=1).sum()) for i in range(0, len(w), 256)))
+            widths.append(_live_rows(layer.weight.detach()))
     return widths
+
+
+def _live_rows(w: torch.Tensor) -> int:
+    """Rows of `w` with a nonzero entry. A row is first looked at in its first 16 entries, and read whole only
+    when they are all zero (rare but for masked layers), a block at a time: a cycle's measurement otherwise
+    read the 25,088-wide first layer (400 MB) whole every cycle."""
+    live = (w[:, :16] != 0).any(dim=1)
+    unsure = (~live).nonzero().squeeze(1)
+    for i in range(0, len(unsure), 256):
+        rows = unsure[i:i + 256]
+        live[rows] = (w[rows] != 0).any(dim=1)
+    return int(live.sum())
 
 
 def widths_table(widths: Sequence[int], rule: str = "previous") -> list[dict]:

@@ -21,24 +21,26 @@ def neuron_scores(weight: torch.Tensor, method: str) -> torch.Tensor:
       "l1"        sum_j |w_ij - w_bar_j|      distance of neuron i from the average neuron
       "l2"        sum_j (w_ij - w_bar_j)^2    the same, squared: the most redundant neurons go first
       "magnitude" sum_j |w_ij|                the classic L1-norm criterion (Li et al. 2017)
-    Terms are formed in the weight's own precision and summed in float64 (float32 sums of 25,088 terms tie for
-    dozens of neurons, float64 ones do not), a block of rows at a time: no float64 copy of the matrix.
-    Scores are float64; neurons whose scores still tie go in index order (a stable sort).
+    Terms are formed and summed in float64 (float32 sums of 25,088 terms tie for dozens of neurons, float64
+    ones do not), a block of rows at a time, each block copied into one float64 buffer reused for all of them
+    (a fresh float64 block each time costs its page faults: measured 3.5x slower; no float64 copy of the
+    whole matrix either). Scores are float64; neurons whose scores still tie go in index order (a stable sort).
     """
     checks.choice("method", method, ("l1", "l2", "magnitude"), hint="reservoir sampling scores nothing")
     w = weight.detach()
+    buffer = torch.empty((min(_ROWS, len(w)), w.shape[1]), dtype=torch.float64, device=w.device)
+
+    def blocks():  # each block of rows as float64, in the one buffer (consumed before the next is copied)
+        for i in range(0, len(w), _ROWS):
+            rows = w[i:i + _ROWS]
+            yield buffer[:len(rows)].copy_(rows)
+
     if method == "magnitude":
-        return torch.cat([b.abs().sum(1, dtype=torch.float64) for b in _blocks(w)])
-    w_bar = (sum(b.sum(0, dtype=torch.float64) for b in _blocks(w)) / len(w)).to(w.dtype)
+        return torch.cat([b.abs_().sum(1) for b in blocks()])
+    w_bar = sum(b.sum(0) for b in blocks()) / len(w)
     if method == "l1":
-        return torch.cat([(b - w_bar).abs_().sum(1, dtype=torch.float64) for b in _blocks(w)])
-    return torch.cat([(b - w_bar).square_().sum(1, dtype=torch.float64) for b in _blocks(w)])
-
-
-def _blocks(w: torch.Tensor):
-    """`w` a block of rows at a time (a 4096 x 25,088 layer's whole temporary would take 400 MB)."""
-    for i in range(0, len(w), _ROWS):
-        yield w[i:i + _ROWS]
+        return torch.cat([b.sub_(w_bar).abs_().sum(1) for b in blocks()])
+    return torch.cat([b.sub_(w_bar).square_().sum(1) for b in blocks()])
 
 
 def reservoir_sample(n: int, k: int, seed: int | None = None) -> list[int]:

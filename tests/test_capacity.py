@@ -79,6 +79,18 @@ def test_mec_of_counts_live_neurons_only():
     assert sum(r["capacity_bits"] for r in table) == capacity.mec_of(head)
 
 
+def test_live_rows_agree_with_a_whole_scan_on_sparse_and_masked_matrices():
+    """live_widths looks at 16 entries of a row first; rows whose first 16 are zero (masked layers) are read
+    whole: compared with the plain scan on rows alive only past entry 16, or only in their last entry."""
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(100):
+        w = torch.randn(300, 40, generator=gen) * (torch.rand(300, 40, generator=gen) < trial / 100)
+        w[torch.rand(300, generator=gen) < 0.3] = 0
+        w[:5] = 0
+        w[3, -1] = 1.0  # alive in its last entry only
+        assert capacity._live_rows(w) == int((w != 0).any(dim=1).sum())
+
+
 def test_mec_of_pruned_equals_masked():
     head = model.build_head((32, 16, 8), seed=1)
     masked = model.build_head((32, 16, 8), seed=1)
