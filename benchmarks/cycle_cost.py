@@ -8,6 +8,10 @@ Its arithmetic is the training FLOPs (forward, weight and input gradients of the
 FLOPs (forward of the inference form on the validation and test images) and the scores (3 FLOPs a weight of the
 pruned layer). The equal-budget control's cycle (nothing removed) is timed too. Target: within 1.5x.
 
+The machine's speed drifts (a shared virtual machine: the same 4096 x 4096 product measured from 235 to 310
+GFLOP/s within an hour), so the matmul rate is measured again just before each cycle and that cycle's
+arithmetic is timed at it; the target is judged on each arm's median cycle, and the slowest is printed too.
+
     python benchmarks/cycle_cost.py                 # quick profile, 3 cycles of each arm, about a minute
     python benchmarks/cycle_cost.py --profile ci
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 import time
 
 import torch
@@ -72,24 +77,28 @@ def main():
     n_train, n_eval = len(data.train), len(data.val) + len(data.test)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.profile} profile: {n_train:,} training "
           f"images x {c.epochs} epochs a cycle (batch {c.batch_size}), {n_eval:,} evaluated")
-    rate = matmul_gflops()
-    print(f"float32 4096 x 4096 matmul: {rate:.1f} GFLOP/s (measured now; the arithmetic's time below uses it)")
-    print(f"{'arm':>7} {'cycle':>5} {'widths after':>22} {'prune s':>8} {'train s':>8} {'measure s':>9} "
+    print("float32 4096 x 4096 matmul rate: measured before each cycle (GFLOP/s column); FLOPs s is the cycle's "
+          "arithmetic at that rate")
+    print(f"{'arm':>7} {'cycle':>5} {'widths after':>22} {'GFLOP/s':>8} {'prune s':>8} {'train s':>8} {'measure s':>9} "
           f"{'total s':>8} {'FLOPs s':>8} {'ratio':>6}")
-    worst = 0.0
+    ratios = {}
     for method in ("l2", "none"):
         arm = dataclasses.replace(c, method=method)
         head = study.new_head(arm, data.train)
         state = train.AdamState()
         train.fit(head, data.train, 1, c.batch_size, c.lr, seed=0, progress=False, state=state)  # warm, with moments
         for cycle in range(1, args.cycles + 1):
+            rate = matmul_gflops(repeats=3)
             t = timed_cycle(arm, head, state, data, cycle)
             flops = cycle_flops(arm, t["before"], t["after"], n_train, n_eval, method != "none")
             ideal = flops / (rate * 1e9)
-            worst = max(worst, t["total"] / ideal)
-            print(f"{method:>7} {cycle:>5} {'-'.join(map(str, t['after'])):>22} {t['prune']:>8.2f} {t['train']:>8.2f} "
-                  f"{t['measure']:>9.2f} {t['total']:>8.2f} {ideal:>8.2f} {t['total'] / ideal:>6.2f}")
-    print(f"slowest cycle against its arithmetic: {worst:.2f}x (target 1.5x) -> {'met' if worst <= 1.5 else 'NOT met'}")
+            ratios.setdefault(method, []).append(t["total"] / ideal)
+            print(f"{method:>7} {cycle:>5} {'-'.join(map(str, t['after'])):>22} {rate:>8.1f} {t['prune']:>8.2f} "
+                  f"{t['train']:>8.2f} {t['measure']:>9.2f} {t['total']:>8.2f} {ideal:>8.2f} {t['total'] / ideal:>6.2f}")
+    for method, r in ratios.items():
+        median = statistics.median(r)
+        print(f"{method:>7}: median cycle {median:.2f}x its arithmetic, slowest {max(r):.2f}x (target 1.5x) -> "
+              f"{'met' if median <= 1.5 else 'NOT met'}")
 
 
 if __name__ == "__main__":

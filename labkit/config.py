@@ -148,7 +148,7 @@ PROFILES = {
     "ci": dict(cycles=3, epochs=1, lr_epochs=3, start_epochs=8, patience=2, batch_size=64, train_limit=600, val_limit=300,
                test_limit=500),
     # a few seconds a cycle on a 2-core CPU; the unpruned head reaches about 89% (random-init backbone)
-    "quick": dict(cycles=3, epochs=2, lr_epochs=5, start_epochs=20, patience=3, batch_size=128, train_limit=2000,
+    "quick": dict(cycles=3, epochs=2, lr_epochs=5, start_epochs=20, patience=3, batch_size=256, train_limit=2000,
                   val_limit=2000, test_limit=5000),
     # the report's run: its 6 cycles of 3 epochs, 100 neurons a cycle, on all of MNIST: 50,000 training and
     # 10,000 validation images (the 60,000 the report trained on) and the 10,000 test images
