@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from . import files
+from .data import CLASSES
 from .device import seeded
 
 WEIGHT_CHOICES = ("auto", "imagenet", "none")
@@ -107,9 +108,23 @@ class VGGHead(nn.Module):
     def embed(self, maps: torch.Tensor) -> torch.Tensor:
         """Standardized, pooled, flattened head input N x 25088.
 
-        VGG16's adaptive pool is exact shortcuts at the two sizes used: a 1 x 1 map (32 px inputs)
-        is replicated 49 times, a 7 x 7 map (224 px) passes unchanged; other sizes are pooled.
+        `maps`: the backbone's N x 512 x s x s maps (what the feature caches hold), or what torchvision's
+        VGG16 hands its classifier, the avgpool output flattened (N x 25,088), so that
+        `classifier(torch.flatten(avgpool(features(x)), 1))` is the head's own function. VGG16's adaptive pool
+        is exact shortcuts at the two sizes used: a 1 x 1 map (32 px inputs) is replicated 49 times, a 7 x 7
+        map (224 px) passes unchanged; other sizes are pooled. At those two sizes standardizing before or after
+        the pool is the same; at others the statistics belong to the unpooled map, so a flattened input is
+        refused there.
         """
+        if maps.dim() == 2:
+            side, inputs = self.map_size, FEATURE_CHANNELS * POOLED * POOLED
+            if maps.shape[1] != inputs:
+                raise ValueError(f"a flattened head input has {inputs:,} columns (VGG16's avgpool output, "
+                                 f"512 x 7 x 7), not {maps.shape[1]:,}")
+            if side not in (1, POOLED):
+                raise ValueError(f"this head standardizes {side} x {side} maps before VGG16's pool, so it cannot "
+                                 "read the pooled, flattened vector: give it the backbone's maps")
+            return self.norm(maps.view(len(maps), FEATURE_CHANNELS, POOLED, POOLED)).reshape(len(maps), -1)
         x = self.norm(maps)
         side = x.shape[-1]
         if side == 1:
@@ -198,8 +213,9 @@ class FoldedFirstLayer(nn.Module):
 
 class VGG16Lab(nn.Module):
     """VGG16 as torchvision lays it out: `features` (the 13 convolutions, frozen), `avgpool` (VGG16's adaptive
-    pool to 7 x 7) and `classifier` (here the study's head, a VGGHead, which standardizes the maps and applies
-    that same pool itself before its Linear layers). `weights_used` says which weights the features have;
+    pool to 7 x 7) and `classifier` (here the study's head, a VGGHead), composed as torchvision composes them:
+    the classifier reads the flattened 25,088-vector. The head also reads the backbone's maps directly (it
+    standardizes them and applies the same pool itself), which is how the feature caches are used. `weights_used` says which weights the features have;
     `backbone` and `head` are other names for `features` and `classifier`."""
 
     def __init__(self, features: nn.Module, classifier: VGGHead, weights_used: str):
@@ -218,7 +234,8 @@ class VGG16Lab(nn.Module):
         return self.classifier
 
     def forward(self, images):
-        return self.classifier(self.features(images))
+        """torchvision's VGG.forward: features, avgpool, flatten, classifier."""
+        return self.classifier(torch.flatten(self.avgpool(self.features(images)), 1))
 
 
 def imagenet_weights_cached() -> Path | None:
@@ -408,7 +425,7 @@ def _first_line(err: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(err).__name__
 
 
-def build_head(head=(4096, 4096, 256), num_classes: int = 10, map_size: int = 1, dropout: float = 0.5,
+def build_head(head=(4096, 4096, 256), num_classes: int = CLASSES, map_size: int = 1, dropout: float = 0.5,
                seed: int | None = None) -> VGGHead:
     """A fresh head 25088 -> head... -> num_classes; seeded when `seed` is given."""
     widths = [FEATURE_CHANNELS * POOLED * POOLED, *head, num_classes]
@@ -439,7 +456,7 @@ def describe_head_input(image_size: int) -> str:
             f"features, which VGG16's adaptive average pool turns into {POOLED} x {POOLED}: {inputs:,} inputs.")
 
 
-def build_vgg16(weights: str = "auto", head=(4096, 4096, 256), num_classes: int = 10, image_size: int = 32,
+def build_vgg16(weights: str = "auto", head=(4096, 4096, 256), num_classes: int = CLASSES, image_size: int = 32,
                 dropout: float = 0.5, seed: int = 0) -> VGG16Lab:
     """torchvision's VGG16 with its classifier replaced by the study's head, backbone frozen."""
     backbone, tag = build_backbone(weights, seed)

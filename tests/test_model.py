@@ -2,6 +2,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 from labkit import model
@@ -50,3 +51,23 @@ def test_dropout_keeps_one_minus_p_unbiased_and_its_gradient_is_its_mask():
     assert torch.equal(drop(x), x)
     assert torch.equal(model.Dropout(1.0).train()(x), torch.zeros_like(x))
     assert isinstance(model.build_head((32, 16, 8)).layers[2], torch.nn.Dropout)  # a Dropout to every check
+
+
+def test_features_avgpool_classifier_compose_as_torchvision_composes_them():
+    """torchvision's idiom, at both map sizes the lab uses (32 px: 1 x 1 maps; 224 px: 7 x 7), in eval mode;
+    the head reading the maps directly (how the caches are used) gives the same logits."""
+    for size in (32, 224):
+        vgg = model.build_vgg16("none", head=(16, 8, 4), image_size=size).eval()
+        vgg.classifier.norm.set_stats(torch.rand(vgg.classifier.norm.mean.shape),
+                                      torch.rand(vgg.classifier.norm.std.shape) + 0.5)
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            maps = vgg.features(x)
+            torchvision_way = vgg.classifier(torch.flatten(vgg.avgpool(maps), 1))
+            assert torch.equal(torchvision_way, vgg(x))
+            assert torch.allclose(vgg.classifier(maps), torchvision_way, atol=1e-5)
+    odd = model.build_head((16, 8), map_size=3)
+    with pytest.raises(ValueError, match="backbone's maps"):
+        odd(torch.zeros(1, 25088))
+    with pytest.raises(ValueError, match="25,088 columns"):
+        model.build_head((16, 8))(torch.zeros(1, 512))
