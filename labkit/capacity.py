@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 from . import checks
+from .data import CLASSES
 
 RULES = ("previous", "bottleneck")
 HEAD_INPUTS = 512 * 7 * 7  # what VGG16's head reads: 512 feature maps of 7 x 7 after its adaptive pool
-VGG16_HEAD = (HEAD_INPUTS, 4096, 4096, 256, 10)  # the study's head: inputs, three hidden layers, classes
+VGG16_HEAD = (HEAD_INPUTS, 4096, 4096, 256, CLASSES)  # the study's head: inputs, three hidden layers, classes
 
 
 def _check_widths(widths: Sequence[int]) -> list[int]:

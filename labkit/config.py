@@ -143,6 +143,27 @@ def check_name(name) -> str:
     return name
 
 
+def widths_text(widths: Sequence[int]) -> str:
+    """[25088, 4096, 4096, 256, 10] as tables and names write it: "25088-4096-4096-256-10"."""
+    return "-".join(str(int(w)) for w in widths)
+
+
+def parse_widths(widths) -> tuple[int, ...]:
+    """Widths as integers, from a table's "25088-4096-4096-256-10" (or a sequence already): the one place a widths
+    string is read back."""
+    if isinstance(widths, str):
+        try:
+            return tuple(int(w) for w in widths.split("-"))
+        except ValueError:
+            raise ValueError(f"widths={widths!r} is not a widths column such as '25088-4096-4096-256-10'") from None
+    return tuple(int(w) for w in widths)
+
+
+def hidden_text(widths) -> str:
+    """The hidden widths alone, "4096-4096-256", from either form (what sentences and figure labels print)."""
+    return widths_text(parse_widths(widths)[1:-1])
+
+
 PROFILES = {
     # seconds a cycle on 2 CPU cores: enough to exercise every path in tests and notebooks
     "ci": dict(cycles=3, epochs=1, lr_epochs=3, start_epochs=8, patience=2, batch_size=64, train_limit=600, val_limit=300,

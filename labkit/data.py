@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from . import checks, files
 
+CLASSES = 10  # MNIST's ten digits: the head's output width, defined here once
+
 SPLITS = ("train", "val", "test")  # val: drawn from the official training images
 SIZES = {"train": 60_000, "test": 10_000}  # the official splits
 MNIST_HOSTS = ("ossci-datasets.s3.amazonaws.com", "yann.lecun.com")

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import capacity, checks, compress, files, huffman
+from . import config as cfg
 from .device import autocast, pick_device, set_seed
 from .model import FEATURE_CHANNELS, POOLED, CheckpointError, VGGHead
 
@@ -1000,7 +1001,7 @@ def structured_vs_finegrained(heads: dict, sets: dict, *, stored_bytes: dict | N
 
     rows = []
     for label, head in heads.items():
-        row = {"pruning": label, "widths": "-".join(map(str, head.widths())), "weights_kept": kept_weights(head)}
+        row = {"pruning": label, "widths": cfg.widths_text(head.widths()), "weights_kept": kept_weights(head)}
         row["parameters"] = row["weights_kept"] + sum(l.bias.numel() for l in head.linears())
         row["density"] = row["weights_kept"] / sum(l.weight.numel() for l in head.linears())
         for name, fs in sets.items():

@@ -21,10 +21,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import capacity, checks
+from . import capacity, checks, data
 from .device import one_thread, seeded
 
-CLASSES = 10
+CLASSES = data.CLASSES
 
 
 # ---------------------------------------------------------------- what a head stores

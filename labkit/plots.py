@@ -1,4 +1,5 @@
-"""Figures for the notebooks (matplotlib; each function returns its Figure and computes nothing new).
+"""Figures for the notebooks (matplotlib; each function returns its Figure; the only numbers computed here are
+means and sample standard deviations over seeds, the same statistics as the tables).
 
 Accuracy axes are in percent, capacity axes in millions of bits (no detached "1e8" offset), cycle
 axes in whole cycles. Controls are drawn beside the pruning curves: the unpruned head trained as
@@ -14,6 +15,9 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+from .config import hidden_text
+from .data import CLASSES
 
 MARKERS = {"l1": "o", "l2": "s", "reservoir": "^", "magnitude": "D"}
 CONTROL_STYLE = dict(color="black", ls="--", marker="o", mfc="white", label="unpruned, trained as long (control)")
@@ -45,9 +49,9 @@ def _whole_cycles(ax) -> None:
 
 def digit_grid(images: torch.Tensor, labels: torch.Tensor, per_class: int = 8):
     """A grid of `per_class` digits for each class 0-9, one row per class."""
-    fig, axes = plt.subplots(10, per_class, figsize=(per_class * 0.75, 8.2),
+    fig, axes = plt.subplots(CLASSES, per_class, figsize=(per_class * 0.75, 8.2),
                              gridspec_kw=dict(wspace=0.05, hspace=0.05))
-    for c in range(10):
+    for c in range(CLASSES):
         idx = torch.nonzero(labels == c).flatten()[:per_class]
         for j in range(per_class):
             ax = axes[c, j]
@@ -66,8 +70,8 @@ def class_balance(counts: dict[str, Sequence[int]]):
     fig, ax = plt.subplots(figsize=(8, 3.4))
     width = 0.8 / len(counts)
     for i, (name, values) in enumerate(counts.items()):
-        ax.bar([c + i * width for c in range(10)], values, width, label=f"{name} ({sum(values):,} images)")
-    ax.set_xticks([c + 0.4 - width / 2 for c in range(10)], [str(c) for c in range(10)])
+        ax.bar([c + i * width for c in range(CLASSES)], values, width, label=f"{name} ({sum(values):,} images)")
+    ax.set_xticks([c + 0.4 - width / 2 for c in range(CLASSES)], [str(c) for c in range(CLASSES)])
     ax.set_xlabel("digit class")
     ax.set_ylabel("images")
     ax.set_title("Images per class in the subsets this profile uses", pad=28)
@@ -106,7 +110,7 @@ def confusion(matrix: torch.Tensor, title: str = "Confusion matrix (test images)
                 ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
                         color="white" if v > matrix.max() / 2 else "black")
     ax.set_xlabel(xlabel), ax.set_ylabel(ylabel)
-    ax.set_xticks(range(10)), ax.set_yticks(range(10))
+    ax.set_xticks(range(CLASSES)), ax.set_yticks(range(CLASSES))
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="images")
     fig.tight_layout()
@@ -243,7 +247,7 @@ def knee(table: list[dict], tolerance: float = 1.0):
                 label="pruned head, validation")
     ax.plot(x, [m for m, _ in test], "o:", color="C0", alpha=0.35, label="pruned head, test")
     for c, xi, (m, _) in zip(cycles, x, val):
-        ax.annotate("-".join(at[c][0]["widths"].split("-")[1:-1]), (xi, m), textcoords="offset points",
+        ax.annotate(hidden_text(at[c][0]["widths"]), (xi, m), textcoords="offset points",
                     xytext=(0, 8), ha="center", fontsize=7)
     out = [(xi, m) for c, xi, (m, _) in zip(cycles, x, val) if not at[c][0]["within_tolerance"]]
     if out:

@@ -11,6 +11,8 @@ from statistics import mean
 from typing import Sequence
 
 from . import metrics, report
+from .config import hidden_text
+from .data import CLASSES
 
 CHEQUE_ACCURACY = 0.99  # what reading handwritten amounts on cheques is usually said to need
 
@@ -46,7 +48,7 @@ def knee_against_controls(knee: Sequence[dict], pick: dict) -> str:
     scratch = {r.get("seed", 0): r for r in knee if r["method"] == "scratch" and r["widths"] == pick["widths"]}
     if scratch:
         a, b, right = report.paired(mine, scratch, "test")
-        hidden = "-".join(pick["widths"].split("-")[1:-1])
+        hidden = hidden_text(pick["widths"])
         lines.append(report.pruned_vs_scratch(a, b, n, hidden, int(next(iter(scratch.values()))["epochs_total"]),
                                               "test", right))
     return " ".join(lines) + "\n"
@@ -95,7 +97,7 @@ def q3(confusion, between_heads, seeds: tuple[int, int]) -> str:
             "disagreement and falls as agreement rises. The report never computed kappa.")
 
 
-def q4(image_bits: int = 28 * 28 * 8, classes: int = 10) -> str:
+def q4(image_bits: int = 28 * 28 * 8, classes: int = CLASSES) -> str:
     """Reducing or inferring information."""
     out = math.log2(classes)
     return (f"Each image carries up to {image_bits:,} bits and the answer log2({classes}) = {out:.2f} bits: the "
@@ -112,7 +114,7 @@ def q5(head_mec: int, n_train: int, requirement: Sequence[dict], knee_row: dict 
     ladder: memorization.measure_requirement rows (requirement_ladder.csv); head_mec_effective: the head's MEC on
     its distinct inputs (capacity.mec_effective_of), which the comparisons use when given.
     """
-    label_bits = n_train * math.log2(10)
+    label_bits = n_train * math.log2(CLASSES)
     effective = head_mec_effective or head_mec
     lines = [f"The head: {report.mec_both(head_mec, effective, map_size)}. Memorizing {n_train:,} labels outright "
              f"needs at most {label_bits:,.0f} bits, so the head has {effective / label_bits:,.0f} times what a "
@@ -139,7 +141,7 @@ def q6(record: dict, test: dict, head_mec: int, n_train: int, weights: str,
     memorization: memorization.memorize_random_labels rows (memorization.csv).
     """
     last = record["epochs"][-1]
-    label_bits = n_train * math.log2(10)
+    label_bits = n_train * math.log2(CLASSES)
     effective = head_mec_effective or head_mec
     why = " (random weights: ImageNet weights were not available)." if weights != "imagenet" else "."
     lines = [f"Training accuracy after {report.plural_epochs(len(record['epochs']))}: {_pct(last['accuracy'])} "

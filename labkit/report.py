@@ -1,4 +1,5 @@
-"""Tables of results and the sentences that depend on numbers (each branch unit-tested).
+"""Tables of results and the sentences that depend on numbers (tests/test_report.py and test_stats.py check them;
+not every branch of every questionnaire answer yet).
 
 Every sentence a notebook prints about what the numbers show comes from here, so it is written
 once, tested once, and says only what its control supports: a difference within the spread over
@@ -18,7 +19,7 @@ COLUMNS_SHOWN = ("cycle", "method", "widths", "mec_bits", "epochs_total", "val_a
                  "parameters", "model_bytes", "seconds")
 _WIDTH = {"cycle": 5, "method": 9, "widths": 24, "mec_bits": 13, "val_accuracy": 12, "test_accuracy": 13,
           "rho": 10, "parameters": 13, "model_bytes": 13, "seconds": 8}
-from .config import CONTROLS  # noqa: E402  (one definition: the equal-budget and from-scratch controls)
+from .config import CONTROLS, hidden_text  # noqa: E402  (one definition: the equal-budget and from-scratch controls)
 
 
 # ---------------------------------------------------------------- tables
@@ -224,7 +225,7 @@ def controls_summary(rows: Sequence[dict], split: str = "test") -> list[str]:
             line += pruning_vs_control(a, b, total, epochs, split, right)
         a, b, right = paired(mine, _arm(rows, "scratch", last, widths), split)
         if a:
-            hidden = "-".join(widths.split("-")[1:-1])
+            hidden = hidden_text(widths)
             line += " " + pruned_vs_scratch(a, b, total, hidden, epochs, split, right)
         lines.append(line)
     return lines
@@ -346,7 +347,7 @@ def knee_summary(result: dict, tolerance: float) -> list[str]:
         scratch = {r.get("seed", 0): r for r in result.get("scratch") or []}
         if scratch:
             a, b, right = paired(mine, scratch, "test")
-            hidden = "-".join(best["widths"].split("-")[1:-1])
+            hidden = hidden_text(best["widths"])
             lines.append(pruned_vs_scratch(a, b, n, hidden, next(iter(scratch.values()))["epochs_total"], "test",
                                            right))
     stored = [r for r in result["table"] if r["storage"] != "float32"]

@@ -12,7 +12,9 @@ A run is known by its settings, not by its path: a folder reached by another spe
 renamed resumes, as long as the settings that shape its numbers are the same. Every file is written
 atomically; every file read back is checked, and what can be rebuilt from another file (a history
 missing rows that a checkpoint holds, settings that a checkpoint or the history confirm) is rebuilt,
-saying so, with the damaged file kept beside it. Nothing finished is ever deleted.
+saying so, with the damaged file kept beside it. Rows of finished cycles are never deleted; checkpoints are
+kept as the checkpoint policy says (`last` keeps only the newest, deleting the one before once the new one is
+written).
 """
 from __future__ import annotations
 
@@ -522,7 +524,7 @@ class RunFolder:
 def _rows_agree(c: cfg.StudyConfig, rows: Sequence[dict]) -> bool:
     """Whether history rows could have come from settings `c` (method, layer, first widths, image counts)."""
     first = rows[0]
-    widths = [int(w) for w in str(first["widths"]).split("-")]
+    widths = list(cfg.parse_widths(first["widths"]))
     return (all(r["method"] == c.method and str(r["layer"]) == str(c.layer) for r in rows)
             and widths[1:-1] == list(c.head) and first["val_total"] == (c.val_limit or first["val_total"])
             and first["test_total"] == (c.test_limit or 10_000))

@@ -20,7 +20,9 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 
 from . import capacity, distributed, features, model, prune, train
-from .config import CONTROLS, StudyConfig, config_dict, control_of, prune_plan, scratch_of
+from .config import (CONTROLS, StudyConfig, config_dict, control_of, parse_widths, prune_plan, scratch_of,
+                     widths_text)
+from .data import CLASSES
 from .runs import RunFolder
 
 Log = Callable[[str], None]
@@ -104,7 +106,7 @@ def requirement_progressions(c: StudyConfig, fractions=(0.05, 0.1, 0.2, 0.4, 1.0
 
 def new_head(c: StudyConfig, train_set) -> model.VGGHead:
     """A fresh head for the config, initialized from c.seed, standardizing with `train_set` statistics."""
-    head = model.build_head(c.head, 10, model.map_size_for(c.image_size), c.dropout, seed=c.seed)
+    head = model.build_head(c.head, CLASSES, model.map_size_for(c.image_size), c.dropout, seed=c.seed)
     head.norm.set_stats(*train_set.stats())
     return head
 
@@ -406,7 +408,7 @@ def measure(c: StudyConfig, head: model.VGGHead, data: Splits, cycle: int, train
     mec_bits, mec_effective = capacity.mec(live), capacity.mec_effective(live, head.map_size)
     widths = head.widths()
     return {"cycle": cycle, "method": c.method, "layer": c.layer, "removed": sum(c.head) - sum(widths[1:-1]),
-            "widths": "-".join(map(str, widths)), "mec_bits": mec_bits, "mec_effective_bits": mec_effective,
+            "widths": widths_text(widths), "mec_bits": mec_bits, "mec_effective_bits": mec_effective,
             "epochs_total": epochs_total,
             "val_correct": val["correct"], "val_total": val["total"], "val_accuracy": val["accuracy"],
             "test_correct": test["correct"], "test_total": test["total"], "test_accuracy": test["accuracy"],
@@ -542,7 +544,7 @@ def scratch_control(c: StudyConfig, like: dict, progress: bool = True, log: Log 
 
     Returns its row, marked method="scratch", with `cycle` set to the cycle of `like` it matches.
     """
-    hidden = [int(w) for w in like["widths"].split("-")[1:-1]]
+    hidden = list(parse_widths(like["widths"])[1:-1])
     s = scratch_of(c, hidden, like["epochs_total"])
     if log:
         log(f"--- {s.run_name} (from scratch, {like['epochs_total']} epochs, as cycle {like['cycle']} had)")
@@ -626,7 +628,7 @@ def compress_smallest(c: StudyConfig, bits: Sequence[int] = (8, 4), progress: bo
     fix = f"move {folder.path} aside and run again to search the knee anew"
     folder.check_smallest(best["cycle"])
     head, extra = model.load_head(folder.smallest_path, fix=fix)
-    if head.widths() != [int(w) for w in best["widths"].split("-")]:
+    if tuple(head.widths()) != parse_widths(best["widths"]):
         raise ValueError(f"{folder.smallest_path} holds widths {head.widths()}, not the smallest row's "
                          f"{best['widths']}; {fix}")
     configs = [c, *[s for s in seeds if s.seed != c.seed]]

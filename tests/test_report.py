@@ -307,3 +307,23 @@ def test_pruning_kinds_every_branch():
     assert s.startswith("structured: 12 weights kept (12.0%), 6.00 MB stored") and "8.0x faster" in s
     assert "dense kernels" in s
     assert "no faster than the unpruned head (36.0 against 40.0 ms, sparse kernels on fc2)" in f
+
+
+def test_widths_are_written_and_read_back_in_one_place():
+    from pathlib import Path
+
+    from labkit import config
+
+    assert config.widths_text([25088, 4096, 4096, 256, 10]) == "25088-4096-4096-256-10"
+    assert config.parse_widths("25088-4096-4096-256-10") == (25088, 4096, 4096, 256, 10)
+    assert config.parse_widths([512, 8, 10]) == config.parse_widths((512, 8, 10)) == (512, 8, 10)
+    assert config.hidden_text("25088-2048-2048-128-10") == config.hidden_text([25088, 2048, 2048, 128, 10]) == \
+        "2048-2048-128"
+    with pytest.raises(ValueError, match="widths='25088-x-10'"):
+        config.parse_widths("25088-x-10")
+    package = Path(config.__file__).parent
+    for path in package.glob("*.py"):  # no other module takes a widths string apart itself
+        if path.name != "config.py":
+            assert '.split("-")' not in path.read_text(), path.name
+    assert "CLASSES = 10" in (package / "data.py").read_text()
+    assert not [p.name for p in package.glob("*.py") if p.name != "data.py" and "CLASSES = 10" in p.read_text()]
