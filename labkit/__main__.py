@@ -165,7 +165,7 @@ def _study(parser, args) -> int:
 
     config = _config(parser, args)
     args.run_dir = config.run_dir
-    with distributed.session(config.device), _policy(args):
+    with distributed.session(pick_device(config.device).type), _policy(args):
         print(f"labkit study: run {config.run_name} -> {config.run_dir}", flush=True)
         rows = study.run_study(config, progress=not args.no_progress, log=lambda s: print(s, flush=True))
         print(report.study_summary(config, rows))

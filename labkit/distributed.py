@@ -92,8 +92,9 @@ def leave() -> None:
 
 
 @contextlib.contextmanager
-def session(device: str):
-    """The block as one rank of a torchrun job when launched by torchrun (else as it is).
+def session(device_type: str):
+    """The block as one rank of a torchrun job when launched by torchrun (else as it is). `device_type`: "cuda" or
+    "cpu", the picked device's type (device.pick_device(...).type; this module imports nothing of labkit's).
 
     Joins the group (NCCL on GPUs, gloo on CPUs), silences every rank's standard output but
     rank 0's (rank 0 speaks for all), says how many processes share the work, and leaves the group
@@ -102,9 +103,7 @@ def session(device: str):
     if not launched_by_torchrun():
         yield
         return
-    from .device import pick_device
-
-    join(pick_device(device).type)
+    join(device_type)
     stdout = sys.stdout
     if not is_lead():
         sys.stdout = io.StringIO()

@@ -71,3 +71,22 @@ def test_features_avgpool_classifier_compose_as_torchvision_composes_them():
         odd(torch.zeros(1, 25088))
     with pytest.raises(ValueError, match="25,088 columns"):
         model.build_head((16, 8))(torch.zeros(1, 512))
+
+
+def test_no_labkit_modules_import_each_other():
+    """Issue 20: a cycle of imports (device <-> distributed was one) makes the order of imports matter."""
+    import ast
+
+    deps = {}
+    for path in (ROOT / "labkit").glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+        deps[path.stem] = found
+
+    def reaches(start, goal, seen=()):
+        return any(m == goal or (m not in seen and m in deps and reaches(m, goal, (*seen, m))) for m in deps[start])
+
+    cycles = sorted(name for name in deps if reaches(name, name))
+    assert not cycles, f"modules on an import cycle: {cycles}"
