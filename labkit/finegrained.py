@@ -948,6 +948,9 @@ def _sparse_linear(lin: nn.Linear) -> nn.Module:
     return SparseLinear()
 
 
+SPARSE_KERNEL_DENSITY = 0.5  # layers denser than this are timed with dense kernels only
+
+
 @torch.no_grad()
 def _seconds(net: nn.Module, x: torch.Tensor, repeats: int) -> float:
     net(x)
@@ -964,7 +967,9 @@ def inference_times(head: VGGHead, maps: torch.Tensor, repeats: int = 5) -> dict
     """Median CPU seconds for one forward pass of `maps` through the head's inference form, with dense kernels
     and with torch's sparse CSR kernel on each Linear layer where it is faster (measured layer by layer).
 
-    Returns dense_seconds, sparse_seconds, sparse_layers (names of the layers run sparse), densities (of the
+    Layers denser than SPARSE_KERNEL_DENSITY are not tried sparse (a dense head's sparse timings took most of
+    the comparison's time). Returns dense_seconds, sparse_seconds, sparse_layers (names of the layers run
+    sparse), densities (of the
     inference form's weights: at 1 x 1 maps the first layer is folded, so a feature counts as kept when any
     of its 49 copies is).
     """
@@ -976,6 +981,8 @@ def inference_times(head: VGGHead, maps: torch.Tensor, repeats: int = 5) -> dict
     for k, (pos, x) in enumerate(zip(at, inputs)):
         lin = net[pos]
         dens.append(float((lin.weight != 0).float().mean()))
+        if dens[-1] > SPARSE_KERNEL_DENSITY:  # CSR kernels lose to dense ones long before this: not timed
+            continue
         candidate = _sparse_linear(lin)
         if _seconds(candidate, x, repeats) < _seconds(lin, x, repeats):
             mods[pos] = candidate
@@ -1004,8 +1011,8 @@ def structured_vs_finegrained(heads: dict, sets: dict, *, stored_bytes: dict | N
         row = {"pruning": label, "widths": cfg.widths_text(head.widths()), "weights_kept": kept_weights(head)}
         row["parameters"] = row["weights_kept"] + sum(l.bias.numel() for l in head.linears())
         row["density"] = row["weights_kept"] / sum(l.weight.numel() for l in head.linears())
-        for name, fs in sets.items():
-            row[f"{name}_accuracy"] = train.evaluate(head, fs, device=device)["accuracy"]
+        for name, result in train.evaluate_sets(head, sets, device=device).items():  # one inference form
+            row[f"{name}_accuracy"] = result["accuracy"]
         row["float32_sparse_bytes"] = files.serialized_size(stage_payload(head.cpu(), "sparse"))
         row["stored_bytes"] = (stored_bytes or {}).get(label)
         row["mec_bits"] = mec_sparse(head)
