@@ -50,3 +50,22 @@ def test_install_runs_the_bundle_it_was_given(tmp_path):
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     # it first says which labkit it runs: the one just installed into a fresh folder, not the working tree
     assert "commit abc1234" in out.stdout and "labkit-site-" in out.stdout, out.stdout + out.stderr
+
+
+def test_cycle_cost_runs_at_ci_size_and_its_ratios_are_its_columns(tmp_path):
+    import os
+    import re
+
+    script = ROOT / "benchmarks" / "cycle_cost.py"
+    out = subprocess.run([sys.executable, str(script), "--profile", "ci", "--cycles", "2"],
+                         capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "LABKIT_RESULTS": str(tmp_path / "r")})
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line.split() for line in out.stdout.splitlines() if re.match(r"\s+(l2|none)\s+\d", line)]
+    assert [r[0] for r in rows] == ["l2", "none", "l2", "none"]  # the arms take turns
+    for r in rows:
+        rate, prune, train, measure, total, ideal, ratio = map(float, r[3:])
+        assert rate > 0 and total == pytest.approx(prune + train + measure, abs=0.02)
+        assert ratio == pytest.approx(total / ideal, rel=0.03)  # FLOPs s is printed to 0.01 s
+    assert re.search(r"l2: median cycle [\d.]+x its arithmetic", out.stdout)
+    assert int(rows[2][2].split("-")[1]) < int(rows[0][2].split("-")[1])  # the l2 arm pruned neurons
