@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import checks
-from .data import CLASSES
+from .config import CLASSES
 
 RULES = ("previous", "bottleneck")
 HEAD_INPUTS = 512 * 7 * 7  # what VGG16's head reads: 512 feature maps of 7 x 7 after its adaptive pool

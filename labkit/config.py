@@ -11,9 +11,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import checks, data
-from .model import WEIGHT_CHOICES
-from .prune import METHODS
+from . import checks
+
+# The plain facts the settings are checked against, here so that this module imports no torch (model, prune
+# and data take them from here).
+METHODS = ("l1", "l2", "reservoir", "magnitude")  # pruning criteria (labkit.prune)
+WEIGHT_CHOICES = ("auto", "imagenet", "none")  # backbone weights (labkit.model.build_backbone)
+CLASSES = 10  # MNIST's ten digits: the head's output width, defined here once
+SIZES = {"train": 60_000, "test": 10_000}  # MNIST's official splits
+
+
+def check_limits(train_limit: int | None, val_limit: int | None, test_limit: int | None,
+                 names: tuple[str, str, str] = ("train_limit", "val_limit", "test_limit")) -> None:
+    """ValueError unless the three subsets fit MNIST: train + val <= 60,000 and test <= 10,000."""
+    val = checks.optional_integer(names[1], val_limit, 1, SIZES["train"] - 1)
+    train_room = SIZES["train"] - (val or 0)
+    after_val = f" left beside the {val:,} validation images" if val else ""
+    checks.optional_integer(names[0], train_limit, 1, train_room,
+                            hint=f"MNIST has {train_room:,} training images{after_val}; None takes all of them")
+    checks.optional_integer(names[2], test_limit, 1, SIZES["test"],
+                            hint=f"MNIST has {SIZES['test']:,} test images; None takes all of them")
 
 CONTROLS = ("none", "scratch")  # the equal-budget control (nothing removed) and a fresh head of given widths
 PRUNING_FIELDS = ("layer", "schedule", "k", "fraction", "tolerance")  # what a control ignores
@@ -199,7 +216,7 @@ def validate(c: StudyConfig) -> None:
             if removed >= c.head[layer]:
                 raise ValueError(f"k={c.k} x {c.cycles - 1} prune steps removes {removed} neurons, but hidden layer "
                                  f"{layer} has only {c.head[layer]}: lower k or cycles")
-    data.check_limits(c.train_limit, checks.integer("val_limit", c.val_limit, minimum=1), c.test_limit)
+    check_limits(c.train_limit, checks.integer("val_limit", c.val_limit, minimum=1), c.test_limit)
     checks.integer("image_size", c.image_size, minimum=32, hint="VGG16's five max-pools take 28 x 28 to nothing")
     checks.choice("weights", c.weights, WEIGHT_CHOICES)
     checks.number("dropout", c.dropout, minimum=0, below=1)

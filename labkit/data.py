@@ -18,11 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from . import checks, files
-
-CLASSES = 10  # MNIST's ten digits: the head's output width, defined here once
+from .config import SIZES, check_limits
 
 SPLITS = ("train", "val", "test")  # val: drawn from the official training images
-SIZES = {"train": 60_000, "test": 10_000}  # the official splits
 MNIST_HOSTS = ("ossci-datasets.s3.amazonaws.com", "yann.lecun.com")
 # ImageNet statistics: the backbone was built for them, so grayscale digits use them too.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -186,18 +184,6 @@ def split_indices(labels: torch.Tensor, split: str, limit: int | None, val_limit
             keep[val] = False
         return torch.nonzero(keep).flatten()
     return balanced_indices(labels, limit, seed, exclude=val)
-
-
-def check_limits(train_limit: int | None, val_limit: int | None, test_limit: int | None,
-                 names: tuple[str, str, str] = ("train_limit", "val_limit", "test_limit")) -> None:
-    """ValueError unless the three subsets fit MNIST: train + val <= 60,000 and test <= 10,000."""
-    val = checks.optional_integer(names[1], val_limit, 1, SIZES["train"] - 1)
-    train_room = SIZES["train"] - (val or 0)
-    after_val = f" left beside the {val:,} validation images" if val else ""
-    checks.optional_integer(names[0], train_limit, 1, train_room,
-                            hint=f"MNIST has {train_room:,} training images{after_val}; None takes all of them")
-    checks.optional_integer(names[2], test_limit, 1, SIZES["test"],
-                            hint=f"MNIST has {SIZES['test']:,} test images; None takes all of them")
 
 
 def load_mnist(split: str, limit: int | None = None, root: str | os.PathLike | None = None,

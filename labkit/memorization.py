@@ -21,10 +21,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import capacity, checks, data
+from . import capacity, checks
+from .config import CLASSES
 from .device import one_thread, seeded
 
-CLASSES = data.CLASSES
 
 
 # ---------------------------------------------------------------- what a head stores

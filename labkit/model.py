@@ -10,10 +10,9 @@ import torch
 from torch import nn
 
 from . import files
-from .data import CLASSES
+from .config import CLASSES, WEIGHT_CHOICES
 from .device import seeded
 
-WEIGHT_CHOICES = ("auto", "imagenet", "none")
 IMAGENET_FILE = "vgg16-397923af.pth"  # the file torchvision's VGG16_Weights.IMAGENET1K_V1 downloads
 FEATURE_CHANNELS = 512
 POOLED = 7  # VGG16's adaptive pool makes 7 x 7 maps, so the head sees 512 * 7 * 7 = 25,088 inputs

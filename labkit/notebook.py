@@ -231,7 +231,7 @@ class Session:
                 "confusion": metrics.confusion_matrix(splits.test.labels, test["predictions"]),
                 "between_heads": metrics.confusion_matrix(test["predictions"], second["predictions"]),
                 "counts": study.class_counts(self.config),
-                "full_train_counts": torch.bincount(data.load_mnist("train")[1], minlength=data.CLASSES).tolist(),
+                "full_train_counts": torch.bincount(data.load_mnist("train")[1], minlength=cfg.CLASSES).tolist(),
                 "mec_bits": capacity.mec_of(head), "compare": compare, "curve": curve, "knee": knee,
                 "stored": stored, "requirement": requirement, "start_accuracies": starts,
                 "tolerance": float(knee[0]["tolerance"])}

@@ -16,8 +16,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from .config import hidden_text
-from .data import CLASSES
+from .config import CLASSES, hidden_text
 
 MARKERS = {"l1": "o", "l2": "s", "reservoir": "^", "magnitude": "D"}
 CONTROL_STYLE = dict(color="black", ls="--", marker="o", mfc="white", label="unpruned, trained as long (control)")

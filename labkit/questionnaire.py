@@ -11,8 +11,7 @@ from statistics import mean
 from typing import Sequence
 
 from . import metrics, report
-from .config import hidden_text
-from .data import CLASSES
+from .config import CLASSES, hidden_text
 
 CHEQUE_ACCURACY = 0.99  # what reading handwritten amounts on cheques is usually said to need
 

@@ -20,9 +20,8 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 
 from . import capacity, distributed, features, model, prune, train
-from .config import (CONTROLS, StudyConfig, config_dict, control_of, parse_widths, prune_plan, scratch_of,
-                     widths_text)
-from .data import CLASSES
+from .config import (CLASSES, CONTROLS, StudyConfig, config_dict, control_of, parse_widths, prune_plan,
+                     scratch_of, widths_text)
 from .runs import RunFolder
 
 Log = Callable[[str], None]

@@ -325,5 +325,17 @@ def test_widths_are_written_and_read_back_in_one_place():
     for path in package.glob("*.py"):  # no other module takes a widths string apart itself
         if path.name != "config.py":
             assert '.split("-")' not in path.read_text(), path.name
-    assert "CLASSES = 10" in (package / "data.py").read_text()
-    assert not [p.name for p in package.glob("*.py") if p.name != "data.py" and "CLASSES = 10" in p.read_text()]
+    assert "CLASSES = 10" in (package / "config.py").read_text()
+    assert not [p.name for p in package.glob("*.py") if p.name != "config.py" and "CLASSES = 10" in p.read_text()]
+
+
+def test_config_imports_no_torch():
+    """Settings can be made and checked (a CLI's --help, a parameters file) without loading torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, labkit.config as c; c.make_config('ci', method='l1'); "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
