@@ -28,6 +28,26 @@ def _env(results):
     return dict(os.environ, LABKIT_RESULTS=str(results), LABKIT_PROFILE="ci", PYTHONUNBUFFERED="1")
 
 
+SETUP_CELL = ROOT / "notebooks" / "setup_cell.py"  # the one source of every notebook's setup cell
+
+
+def _setup_source() -> str:
+    return SETUP_CELL.read_text().rstrip("\n")
+
+
+def sync_setup_cells() -> list[str]:
+    """Write notebooks/setup_cell.py into the setup cell (the third) of every notebook; the names changed."""
+    changed = []
+    for path in NOTEBOOKS:
+        nb = _load(path)
+        lines = _setup_source().splitlines(keepends=True)
+        if nb["cells"][2]["source"] != lines:
+            nb["cells"][2]["source"] = lines
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            changed.append(path.name)
+    return changed
+
+
 def test_all_five_notebooks_present():
     assert [p.stem for p in NOTEBOOKS] == list(notebook.NOTEBOOKS)
 
@@ -42,7 +62,9 @@ def test_committed_clean_with_the_same_opening(path):
     assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# ")
     assert "Cost:" in "".join(cells[0]["source"])
     assert cells[1]["metadata"].get("tags") == ["parameters"]
-    assert "Setup" in "".join(cells[2]["source"]).splitlines()[0]
+    assert "".join(cells[2]["source"]) == _setup_source(), (
+        f"{path.name}: its setup cell differs from notebooks/setup_cell.py, the one source of all five; edit that "
+        "file and run  python tests/test_notebooks.py --sync-setup")
     for line in "".join(cells[1]["source"]).splitlines():  # defaults only: typed and commented
         assert re.match(r"^\w+: \w+ = .+  # .+", line), f"untyped or uncommented parameter: {line}"
 
@@ -158,3 +180,10 @@ def test_notebook_alone_with_a_wheel_installs_labkit(tmp_path):
     out = json.dumps(_load(folder / "out.ipynb"))
     assert f"from {site}/labkit" in out, "labkit should come from the wheel installed into the fresh venv"
     assert "102,772,992" in out
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--sync-setup"]:
+        sys.exit("usage: python tests/test_notebooks.py --sync-setup  (writes notebooks/setup_cell.py into every "
+                 "notebook's setup cell)")
+    print("\n".join(sync_setup_cells()) or "every setup cell already matches notebooks/setup_cell.py")
