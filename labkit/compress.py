@@ -175,17 +175,8 @@ def decompress(payload: dict) -> VGGHead:
 
 def load_compressed(path: str | os.PathLike) -> VGGHead:
     """Read a file written by `save_compressed` back into a working float32 head (eval mode)."""
-    path = Path(path)
-    fix = "write it again with labkit.compress.save_compressed (python -m labkit compress does)"
-    payload = files.load_torch(path, "compressed head", fix, CheckpointError)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a compressed labkit head (format {FORMAT}); {fix}")
-    try:
-        return decompress(payload)
-    except CheckpointError:
-        raise
-    except Exception as err:
-        raise CheckpointError(f"compressed head {path} is damaged ({type(err).__name__}: {err}); {fix}") from None
+    return files.load_format(path, "compressed labkit head", "write it again with labkit.compress.save_compressed "
+                             "(python -m labkit compress does)", FORMAT, decompress, CheckpointError)
 
 
 def compression_table(head: VGGHead, sets: dict, folder: str | os.PathLike, reference_bytes: int,

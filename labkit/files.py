@@ -287,6 +287,22 @@ def load_torch(path: str | os.PathLike, what: str, fix: str, error: type[FilePro
         raise error(f"{what} {path} is damaged or not a labkit file ({first}); {fix}") from None
 
 
+def load_format(path: str | os.PathLike, what: str, fix: str, fmt: str, build: Callable,
+                error: type[FileProblem] = FileProblem):
+    """`build(payload)` of a file labkit wrote as a dict marked {"format": fmt} (load_torch reads it); `error`
+    naming the file, `what` and `fix` when it is not such a file or when `build` fails on what it holds."""
+    path = Path(path)
+    payload = load_torch(path, what, fix, error)
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise error(f"{path} is not a {what} (format {fmt}); {fix}")
+    try:
+        return build(payload)
+    except error as err:
+        raise error(f"{what} {path} is damaged ({err}); {fix}") from None
+    except Exception as err:
+        raise error(f"{what} {path} is damaged ({type(err).__name__}: {err}); {fix}") from None
+
+
 def contents(path: str | os.PathLike) -> bytes:
     """The bytes of a small file labkit reads back; ValueError saying it is missing or empty otherwise."""
     path = Path(path)

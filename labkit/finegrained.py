@@ -735,18 +735,8 @@ def head_from_payload(payload: dict) -> VGGHead:
 
 def load_stage(path: str | os.PathLike) -> VGGHead:
     """Read a file written by `save_stage` back into a working float32 head (eval mode)."""
-    path = Path(path)
-    fix = "write it again with labkit.finegrained.save_stage (finegrained.deep_compression does)"
-    payload = files.load_torch(path, "Deep Compression head", fix, CheckpointError)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a Deep Compression head (format {FORMAT}); {fix}")
-    try:
-        return head_from_payload(payload)
-    except CheckpointError as err:
-        raise CheckpointError(f"Deep Compression head {path} is damaged ({err}); {fix}") from None
-    except Exception as err:
-        raise CheckpointError(f"Deep Compression head {path} is damaged ({type(err).__name__}: {err}); "
-                              f"{fix}") from None
+    return files.load_format(path, "Deep Compression head", "write it again with labkit.finegrained.save_stage "
+                             "(finegrained.deep_compression does)", FORMAT, head_from_payload, CheckpointError)
 
 
 # ---------------------------------------------------------------- histograms
