@@ -641,12 +641,15 @@ def mec_sparse(head: VGGHead, rule: str = "previous", effective: bool = False) -
 # ---------------------------------------------------------------- the one-file stage format
 
 def _layer_entry(lin: nn.Linear, stage: str, shared: SharedWeights | None, index_bits: int) -> dict:
-    """One Linear layer as stored at `stage` (see save_stage)."""
+    """One Linear layer as stored at `stage` (see save_stage). Tensors that are the layer's own (a dense layer's
+    values) are referenced, not copied, as a state_dict references them: the 400 MB first layer is not copied
+    to be measured or written, and its positions are listed only when some weight is zero."""
     w = lin.weight.detach().float().cpu().flatten()
     entry = {"shape": list(lin.weight.shape), "bias": lin.bias.detach().float().cpu().clone()}
     if stage == "sparse":
-        positions = torch.nonzero(w).flatten()
-        values = w if len(positions) == len(w) else w[positions]
+        dense = int(torch.count_nonzero(w)) == len(w)  # a dense layer's 100M positions would take 800 MB
+        positions = None if dense else torch.nonzero(w).flatten()
+        values = w if dense else w[positions]
     else:
         positions = shared.positions
         values = shared.index
@@ -663,7 +666,7 @@ def _layer_entry(lin: nn.Linear, stage: str, shared: SharedWeights | None, index
         entry["gaps"] = (huffman.compress_symbols(gaps, 1 << index_bits) if stage == "huffman"
                          else huffman.pack_fixed(gaps, index_bits))
     if stage == "sparse":
-        entry["values"] = symbols.clone()
+        entry["values"] = symbols
     elif stage == "quantized":
         entry["symbols"] = huffman.pack_fixed(symbols, shared.bits)
     else:
@@ -778,14 +781,10 @@ def add_shared(histograms: list[dict], shared: Sequence[SharedWeights]) -> list[
 # ---------------------------------------------------------------- the three stages together
 
 def _evaluate(head: VGGHead, splits, device, which=("val", "test")) -> dict:
-    """{"val_accuracy", "test_accuracy"} of the head (its inference form built once where train can)."""
+    """{"val_accuracy", "test_accuracy"} of the head (its inference form built once for both)."""
     from . import train
 
-    sets = {name: getattr(splits, name) for name in which}
-    if hasattr(train, "evaluate_sets"):
-        results = train.evaluate_sets(head, sets, device=device)
-    else:
-        results = {name: train.evaluate(head, fs, device=device) for name, fs in sets.items()}
+    results = train.evaluate_sets(head, {name: getattr(splits, name) for name in which}, device=device)
     return {f"{name}_accuracy": r["accuracy"] for name, r in results.items()}
 
 
