@@ -59,7 +59,7 @@ def timed_cycle(c, head, state, data, cycle) -> dict:
     t0 = time.perf_counter()
     study.prune_step(c, head, state, cycle)
     t1 = time.perf_counter()
-    study.train_step(c, head, state, data.train, cycle, progress=False)
+    study.train_step(c, head, state, data.train, cycle)
     t2 = time.perf_counter()
     study.measure(c, head, data, cycle, 0.0, c.epochs * (cycle + 1))
     t3 = time.perf_counter()
@@ -86,7 +86,7 @@ def main():
         arm = dataclasses.replace(c, method=method)
         head = study.new_head(arm, data.train)
         state = train.AdamState()
-        train.fit(head, data.train, 1, c.batch_size, c.lr, seed=0, progress=False, state=state)  # warm, with moments
+        train.fit(head, data.train, 1, c.batch_size, c.lr, seed=0, state=state)  # warm, with moments
         arms[method] = arm, head, state
     for cycle in range(1, args.cycles + 1):  # the arms take turns, so a slow minute of the machine hits both
         for method, (arm, head, state) in arms.items():

@@ -84,7 +84,7 @@ def main() -> int:
         part = features.FeatureSet(train_set.maps[:args.images], train_set.labels[:args.images], "synthetic", 224,
                                    "train")
         t = time.perf_counter()
-        train.fit(head, part, epochs=1, batch_size=config.batch_size, lr=config.lr, device="cpu", progress=False)
+        train.fit(head, part, epochs=1, batch_size=config.batch_size, lr=config.lr, device="cpu")
         fit_s = time.perf_counter() - t
         test_part = features.FeatureSet(test_set.maps[:args.images], test_set.labels[:args.images], "synthetic", 224,
                                         "test")

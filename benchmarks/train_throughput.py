@@ -59,7 +59,7 @@ def report_way(backbone, head, images, labels, size, batch=10) -> float:
 def labkit_way(head, maps, labels, batch=256, epochs=2, fold=True) -> float:
     """Images/s of train.fit on cached features (the first epoch warms up; the last is reported)."""
     fs = features.FeatureSet(maps, labels, "bench", 0, "train")
-    hist = train.fit(head, fs, epochs=epochs, batch_size=batch, lr=1e-4, device="cpu", progress=False, fold=fold)
+    hist = train.fit(head, fs, epochs=epochs, batch_size=batch, lr=1e-4, device="cpu", fold=fold)
     return hist[-1]["images_per_s"]
 
 
@@ -159,11 +159,11 @@ def main():
         images, labels = data.load_mnist("train", limit=n)
         head = model.build_head(map_size=model.map_size_for(size), seed=0)
         a = report_way(backbone, copy.deepcopy(head), images, labels, size)
-        maps = features.extract(backbone, images, size, progress=False)
+        maps = features.extract(backbone, images, size)
         reps = -(-args.images // n)  # few images at 224: repeat their cached maps so batches are full
         maps_b, labels_b = maps.repeat(reps, 1, 1, 1), labels.repeat(reps)
         start = time.perf_counter()
-        features.extract(backbone, images[: min(n, 64)], size, progress=False)
+        features.extract(backbone, images[: min(n, 64)], size)
         extract_rate = min(n, 64) / (time.perf_counter() - start)
         folded = head.map_size == 1
         b = labkit_way(copy.deepcopy(head), maps_b, labels_b, batch=args.batch)

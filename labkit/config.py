@@ -97,7 +97,7 @@ class StudyConfig:
         if self.method == "none":
             return f"{self.profile}-none-seed{self.seed}{start}{_differences(self)}"
         if self.method == "scratch":
-            return (f"{self.profile}-scratch-{'-'.join(map(str, self.head))}-e{self.epochs}-seed{self.seed}"
+            return (f"{self.profile}-scratch-{Widths(self.head)}-e{self.epochs}-seed{self.seed}"
                     f"{_differences(self, ('head', 'epochs'))}")
         sched = f"k{self.k}" if self.schedule == "fixed" else f"geo{self.fraction:g}-tol{self.tolerance:g}"
         return f"{self.profile}-{self.method}-layer{self.layer}-{sched}-seed{self.seed}{start}{_differences(self)}"
@@ -160,20 +160,41 @@ def check_name(name) -> str:
     return name
 
 
+class Widths(tuple):
+    """A head's widths, inputs to classes: a tuple of ints that prints as tables and names write it,
+    "25088-4096-4096-256-10". Every row's `widths` is one (labkit.records reads it back from that text)."""
+
+    def __new__(cls, widths=()):
+        return super().__new__(cls, parse_widths(widths) if isinstance(widths, str) else (int(w) for w in widths))
+
+    def __str__(self) -> str:
+        return "-".join(map(str, self))
+
+    def __repr__(self) -> str:
+        return f"Widths({str(self)!r})"
+
+    @property
+    def hidden(self) -> tuple[int, ...]:
+        """The hidden widths alone (inputs and classes left out)."""
+        return tuple(self[1:-1])
+
+
 def widths_text(widths: Sequence[int]) -> str:
     """[25088, 4096, 4096, 256, 10] as tables and names write it: "25088-4096-4096-256-10"."""
-    return "-".join(str(int(w)) for w in widths)
+    return str(Widths(widths))
 
 
-def parse_widths(widths) -> tuple[int, ...]:
-    """Widths as integers, from a table's "25088-4096-4096-256-10" (or a sequence already): the one place a widths
-    string is read back."""
+def parse_widths(widths) -> Widths:
+    """Widths from a table's "25088-4096-4096-256-10" (or a sequence already): the one place a widths string is
+    read back."""
+    if isinstance(widths, Widths):
+        return widths
     if isinstance(widths, str):
         try:
-            return tuple(int(w) for w in widths.split("-"))
+            return Widths(int(w) for w in widths.split("-"))
         except ValueError:
             raise ValueError(f"widths={widths!r} is not a widths column such as '25088-4096-4096-256-10'") from None
-    return tuple(int(w) for w in widths)
+    return Widths(widths)
 
 
 def hidden_text(widths) -> str:

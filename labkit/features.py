@@ -82,7 +82,7 @@ ANNOUNCE_ABOVE_S = 60.0
 
 @torch.no_grad()
 def extract(backbone: torch.nn.Module, images: torch.Tensor, image_size: int = 32, batch_size: int | None = None,
-            device=None, progress: bool = True, desc: str = "features") -> torch.Tensor:
+            device=None, desc: str = "features") -> torch.Tensor:
     """Backbone maps of uint8 images N x 28 x 28 -> N x 512 x s x s in the cache's storage dtype (on the CPU).
 
     On a CPU the first batch is timed, and when the whole extraction would take more than a minute at that
@@ -96,7 +96,7 @@ def extract(backbone: torch.nn.Module, images: torch.Tensor, image_size: int = 3
     backbone = backbone.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
     side = map_size_for(image_size)
     out = torch.empty((len(images), 512, side, side), dtype=storage_dtype(image_size))
-    bar = bars.bar(len(images), desc, "img", enabled=progress)
+    bar = bars.bar(len(images), desc, "img")
     began = time.perf_counter()
     for start in range(0, len(images), batch_size):
         x = data.to_inputs(images[start:start + batch_size].to(device), image_size)
@@ -151,8 +151,9 @@ def say_cost(c, root: str | os.PathLike | None = None) -> float | None:
     backbone, _ = _backbone(c.weights, 0, tag)
     sample = 64 if c.image_size <= 64 else 16
     began = time.perf_counter()
-    extract(backbone, torch.zeros(sample, 28, 28, dtype=torch.uint8), c.image_size, batch_size=sample,
-            device="cpu", progress=False)
+    with bars.reporting(bars=False):
+        extract(backbone, torch.zeros(sample, 28, 28, dtype=torch.uint8), c.image_size, batch_size=sample,
+                device="cpu")
     seconds = time.perf_counter() - began
     _built.clear()  # the caller's processes build their own
     _say_duration(f"VGG16 features of profile {c.profile!r} not cached yet", todo, sample, seconds, c.image_size)
@@ -200,7 +201,7 @@ def _check_record(path: Path, payload: dict, asked: dict, fix: str) -> bool:
 
 def load_features(split: str, image_size: int = 32, weights: str = "auto", limit: int | None = None,
                   seed: int = 0, root: str | os.PathLike | None = None, device=None,
-                  progress: bool = True, backbone_seed: int = 0, val_limit: int | None = None) -> FeatureSet:
+                  backbone_seed: int = 0, val_limit: int | None = None) -> FeatureSet:
     """Backbone maps for an MNIST split (see data.load_mnist), computed once and then read from the cache.
 
     The cache key names the weights actually used, so ImageNet and random features never mix. The file
@@ -241,7 +242,7 @@ def load_features(split: str, image_size: int = 32, weights: str = "auto", limit
     images, labels = data.load_mnist(split, limit=limit, root=root, seed=seed, val_limit=val_limit)
     backbone, tag = _backbone(weights, backbone_seed, tag)
     path = cache_path(tag, image_size, split, limit, seed, root, val_limit)
-    maps = extract(backbone, images, image_size, device=device, progress=progress,
+    maps = extract(backbone, images, image_size, device=device,
                    desc=f"VGG16 features, {split} {image_size}px")
     files.save_torch({"maps": maps, "labels": labels,
                       "about": describe(tag, image_size, split, limit, seed, val_limit)}, path)

@@ -36,6 +36,7 @@ from torch import nn
 
 from . import capacity, checks, compress, files, huffman
 from . import config as cfg
+from . import progress as reporter
 from .device import autocast, pick_device, set_seed
 from .model import FEATURE_CHANNELS, POOLED, CheckpointError, VGGHead
 
@@ -413,7 +414,7 @@ def _load_moments(optimizer, params, moments: dict | None, folded: bool) -> None
 
 def prune_and_retrain(head: VGGHead, train_set, sparsities, *, steps: int = 2, epochs: int = 1,
                       batch_size: int = 128, lr: float = 2e-4, seed: int = 0, device="auto",
-                      fold: bool = True, optimizer: dict | None = None, log=None
+                      fold: bool = True, optimizer: dict | None = None
                       ) -> tuple[list[torch.Tensor], list[dict]]:
     """Han et al.'s iterative pruning: `steps` times, prune to the next sparsity of `schedule`, retrain
     `epochs` epochs with the masks held, one Adam throughout (continuing `optimizer`, a start's
@@ -427,9 +428,8 @@ def prune_and_retrain(head: VGGHead, train_set, sparsities, *, steps: int = 2, e
                              device=device, fold=fold, moments=moments)
         rows.append({"step": step, "sparsities": target, "loss": history[-1]["loss"],
                      "seconds": sum(h["seconds"] for h in history)})
-        if log:
-            log(f"prune step {step}/{steps}: kept {', '.join(f'{1 - s:.1%}' for s in target)}; "
-                f"retrained {epochs} epoch(s), loss {history[-1]['loss']:.3f}")
+        reporter.say(f"prune step {step}/{steps}: kept {', '.join(f'{1 - s:.1%}' for s in target)}; "
+                     f"retrained {epochs} epoch(s), loss {history[-1]['loss']:.3f}")
     return masks, rows
 
 
@@ -815,7 +815,7 @@ def deep_compression(head: VGGHead, splits, *, sparsity="han", scan_tolerance: f
                      bits=5, index_bits: int = 5, steps: int = 2, epochs: int = 1, finetune_epochs: int = 1,
                      lr: float = 1e-3, finetune_lr: float = 1e-4, batch_size: int = 128, seed: int = 0,
                      optimizer: dict | None = None, folder: str | os.PathLike, name: str = "head", device="auto",
-                     unpruned: dict | None = None, log=None) -> dict:
+                     unpruned: dict | None = None) -> dict:
     """Han et al.'s three stages on a copy of `head`; every stage written as a file and read back.
 
     splits: (train, val, test) FeatureSets (study.Splits). sparsity: "han" (fc1/fc2 kept 4%, the others 23%),
@@ -843,7 +843,7 @@ def deep_compression(head: VGGHead, splits, *, sparsity="han", scan_tolerance: f
     checks.integer("index_bits", index_bits, 1, 16, hint="Han et al. used 5 for fully connected layers")
     for key, value in (("steps", steps), ("epochs", epochs), ("finetune_epochs", finetune_epochs)):
         checks.integer(key, value, minimum=1)
-    say, device, clock = log or (lambda s: None), pick_device(device), _Clock()
+    say, device, clock = reporter.say, pick_device(device), _Clock()
     folder = files.writable_folder(folder, "Deep Compression folder", "give another folder")
     unpruned = unpruned or _evaluate(head, splits, device)
     scan = sensitivity_scan(head, splits.val, scan_sparsities, scan_limit, device)
@@ -853,7 +853,7 @@ def deep_compression(head: VGGHead, splits, *, sparsity="han", scan_tolerance: f
 
     work = copy.deepcopy(head).to(device)
     masks, step_rows = prune_and_retrain(work, splits.train, chosen, steps=steps, epochs=epochs, lr=lr, seed=seed,
-                                         batch_size=batch_size, device=device, optimizer=optimizer, log=log)
+                                         batch_size=batch_size, device=device, optimizer=optimizer)
     kept = sum(int(m.sum()) for m in masks)
     clock.lap("prune_retrain")
     rows = [{"stage": "float32", "bytes": model.head_bytes(head), "weights_kept": sum(l.weight.numel()
@@ -997,7 +997,7 @@ def structured_vs_finegrained(heads: dict, sets: dict, *, stored_bytes: dict | N
 
     rows = []
     for label, head in heads.items():
-        row = {"pruning": label, "widths": cfg.widths_text(head.widths()), "weights_kept": kept_weights(head)}
+        row = {"pruning": label, "widths": cfg.Widths(head.widths()), "weights_kept": kept_weights(head)}
         row["parameters"] = row["weights_kept"] + sum(l.bias.numel() for l in head.linears())
         row["density"] = row["weights_kept"] / sum(l.weight.numel() for l in head.linears())
         for name, result in train.evaluate_sets(head, sets, device=device).items():  # one inference form

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import capacity, checks
-from .config import CLASSES
+from .config import CLASSES, Widths
 from .device import one_thread, seeded
 
 
@@ -58,13 +58,13 @@ class HeadSpec:
     hidden: int = 0
     copies: int = 1
 
-    def widths(self, features: int, classes: int = CLASSES) -> tuple[int, ...]:
+    def widths(self, features: int, classes: int = CLASSES) -> Widths:
         """(inputs, [hidden,] classes) as the head reads them: inputs = features x copies."""
-        return (features * self.copies, *((self.hidden,) if self.hidden else ()), classes)
+        return Widths((features * self.copies, *((self.hidden,) if self.hidden else ()), classes))
 
     def name(self, features: int, classes: int = CLASSES) -> str:
         """'512-8-10', or '25088-8-10 (512 x 49 repeated)' for a twin on repeated inputs."""
-        text = "-".join(map(str, self.widths(features, classes)))
+        text = str(self.widths(features, classes))
         return text + (f" ({features} x {self.copies} repeated)" if self.copies > 1 else "")
 
     def mec_bits(self, features: int, classes: int = CLASSES) -> int:

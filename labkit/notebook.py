@@ -5,7 +5,6 @@ from notebooks/ and one run by papermill from the repository root write to the s
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from . import checks, config as cfg, files, study
+from . import checks, config as cfg, files, records, study
 
 NOTEBOOKS = ("01_mec_by_hand", "02_train_vgg16", "03_prune_compare", "04_capacity_curve", "05_questionnaire")
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -37,30 +36,13 @@ def profile_seeds(profile: str, seeds: Sequence[int] | int = 0) -> list[int]:
 
 
 def read_table(path: str | os.PathLike) -> list[dict]:
-    """A CSV table written by `Session.table`, numbers back as int or float."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    for r in rows:
-        for k, v in r.items():
-            for cast in (int, float):
-                try:
-                    r[k] = cast(v)
-                    break
-                except (TypeError, ValueError):
-                    pass
-    return rows
+    """A CSV table written by `Session.table`, as typed rows (labkit.records)."""
+    return records.read(path)
 
 
 def table_csv(rows: list[dict]) -> str:
-    """Rows as CSV text, the columns in order of first appearance."""
-    import io
-
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
+    """Rows as CSV text, the columns in order of first appearance (labkit.records)."""
+    return records.write_text(rows)
 
 
 DC_EPOCHS = {"ci": 1, "quick": 3, "paper": 3}  # Deep Compression's retraining epochs per prune step
@@ -113,7 +95,7 @@ class Session:
         for seed in seeds:
             self.trained_start(seed, progress)
             base = dataclasses.replace(self.config, start=str(self.start_path(seed)), **overrides)
-            rows += study.compare_methods(base, methods, seed, progress)
+            rows += study.compare_methods(base, methods, seed, progress=progress)
         return rows
 
     def knee(self, layer="all", fraction: float = 0.5, tolerance: float = 1.0, method: str = "l2",
@@ -133,7 +115,7 @@ class Session:
                                                layer=layer, fraction=fraction, tolerance=tolerance, method=method,
                                                seed=seed, cycles=cfg.GEOMETRIC_CYCLES, name=None))
         print(f"--- {configs[0].run_name}" + (f" and seeds {', '.join(str(s) for s in seeds[1:])}" if seeds[1:] else ""))
-        return study.compress_smallest(configs[0], bits, progress, seeds=configs[1:])
+        return study.compress_smallest(configs[0], bits, seeds=configs[1:], progress=progress)
 
     def deep_compression(self, knee: dict | None = None, seed: int = 0, sparsity="han", bits: int = 5,
                          steps: int = 3, epochs: int | None = None, progress: bool = True) -> dict:
@@ -157,7 +139,7 @@ class Session:
         from . import finegrained, model
 
         head, record = self.trained_start(seed, progress)
-        splits = study.prepare_features(self.config, progress)
+        splits = study.prepare_features(self.config, progress=progress)
         c = self.config
         checks.integer("steps", steps, minimum=1, hint="Han et al. prune and retrain in a few steps")
         epochs = DC_EPOCHS.get(c.profile, 3) if epochs is None else epochs
@@ -169,11 +151,10 @@ class Session:
             finetune_lr=DC_LR_FACTOR * c.lr * c.lr_drop,
             batch_size=c.batch_size, optimizer=record.get("optimizer"), seed=seed,
             folder=self.folder / "deep_compression", name=f"seed{seed}", device=c.device,
-            unpruned={"val_accuracy": record["val"]["accuracy"], "test_accuracy": record["test"]["accuracy"]},
-            log=print)
+            unpruned={"val_accuracy": record["val"]["accuracy"], "test_accuracy": record["test"]["accuracy"]})
         control_config = dataclasses.replace(c, start=str(self.start_path(seed)), method="none", seed=seed,
                                              cycles=cycles + 1, name=None)
-        control = study.run_study(control_config, progress, log=None)[cycles]
+        control = study.run_study(control_config, progress=progress, log=None)[cycles]
         stages = finegrained.stage_table(result["stages"], control["val_accuracy"], control["test_accuracy"],
                                          c.tolerance)
         heads, stored = {"unpruned": head}, {"unpruned": result["stages"][0]["bytes"]}
@@ -198,7 +179,7 @@ class Session:
 
         head, record = self.trained_start(seed, progress)
         other, _ = self.trained_start(seed + 1, progress)  # a second rater for Q3
-        splits = study.prepare_features(self.config, progress)
+        splits = study.prepare_features(self.config, progress=progress)
         test = train.evaluate(head, splits.test, return_predictions=True)
         second = train.evaluate(other, splits.test, return_predictions=True)
         compare = self.saved_table("prune_compare")

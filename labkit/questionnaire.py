@@ -23,7 +23,7 @@ def _pct(x: float) -> str:
 def knee_choice(knee: Sequence[dict]) -> dict:
     """The row notebook 03 kept as the smallest head within tolerance (knee.csv's `smallest` column; the first
     seed's), with val_accuracy, test_accuracy and rho replaced by their means over the seeds of that cycle."""
-    rows = [r for r in knee if str(r.get("smallest")) == "True"]
+    rows = [r for r in knee if r.get("smallest") is True]
     if not rows:
         raise ValueError("knee.csv marks no smallest head: run notebook 03 (or study.compress_smallest) again")
     means = {k: mean(float(r[k]) for r in rows) for k in ("val_accuracy", "test_accuracy", "rho")}

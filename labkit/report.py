@@ -7,9 +7,7 @@ seeds (or, with one seed, within the sampling error of the images) is reported a
 """
 from __future__ import annotations
 
-import csv
 import html
-import io
 import math
 from collections import defaultdict
 from statistics import mean, stdev
@@ -75,10 +73,10 @@ def seed_table() -> list[dict]:
     """The 2019 study's own history (cycle, first_layer_neurons, test_accuracy, mec_bits), shipped as data."""
     from importlib.resources import files
 
-    text = (files("labkit") / "data_files" / "seed_results.csv").read_text()
-    return [{"cycle": int(r["cycle"]), "first_layer_neurons": int(r["first_layer_neurons"]),
-             "test_accuracy": float(r["test_accuracy"]), "mec_bits": int(r["mec_bits"])}
-            for r in csv.DictReader(io.StringIO(text))]
+    from . import records
+
+    return records.parse((files("labkit") / "data_files" / "seed_results.csv").read_text(),
+                         ("cycle", "first_layer_neurons", "test_accuracy", "mec_bits"))
 
 
 # ---------------------------------------------------------------- comparing two arms

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import csv
 import dataclasses
 import fcntl
-import io
 import json
 import os
 import socket
@@ -32,15 +30,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import config as cfg
-from . import files, model
+from . import files, model, records
 
 COLUMNS = ("cycle", "method", "layer", "removed", "widths", "mec_bits", "mec_effective_bits", "epochs_total",
            "val_correct", "val_total", "val_accuracy", "test_correct", "test_total", "test_accuracy", "rho",
            "rho_effective", "parameters", "model_bytes", "train_loss", "seconds", "val_right", "test_right")
 SMALLEST = "smallest_within_tolerance.pt"  # geometric runs keep the smallest head within tolerance here
-_INT = ("cycle", "removed", "mec_bits", "mec_effective_bits", "epochs_total", "val_correct", "val_total", "test_correct", "test_total",
-        "parameters", "model_bytes")
-_FLOAT = ("val_accuracy", "test_accuracy", "rho", "rho_effective", "train_loss", "seconds")
 # fields a run folder may be opened with, changed: they do not shape its numbers (start is compared by
 # what the start file was trained with, not by its path)
 IDENTITY_FREE = (*cfg.RESUME_FREE, "results_dir", "name", "start")
@@ -81,66 +76,17 @@ class RunBusy(RuntimeError):
 
 def rows_to_csv(rows: Sequence[dict], columns: Sequence[str] = COLUMNS, keep_extra: bool = True) -> str:
     """Rows as CSV text with a header: `columns`, then (keep_extra) the other columns the rows hold, such as
-    one a user added to history.csv in a spreadsheet (rows without it leave it empty)."""
-    if keep_extra:
-        columns = [*columns, *dict.fromkeys(k for r in rows for k in r if k not in columns and isinstance(k, str)
-                                           and k)]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
+    one a user added to history.csv in a spreadsheet (rows without it leave it empty); see labkit.records."""
+    return records.write_text(rows, columns, keep_extra)
 
 
 def parse_history(text: str) -> list[dict]:
-    """Typed rows from history.csv text; ValueError saying what is wrong (missing column, bad number, ...).
-
-    Read as a spreadsheet user expects: a byte-order mark (UTF-8 as spreadsheets save it) is skipped, empty
-    lines and empty columns are ignored, fields may be separated by ';' or tabs with decimal commas, integers
-    written as 5.0 are read as 5, and columns labkit does not write (see `extra_columns`) are kept, as text.
-    """
-    text = text.lstrip("\ufeff")
-    header = text.split("\n", 1)[0]
-    # a spreadsheet set to a language that writes decimal commas separates fields with ';' (or tabs)
-    delimiter = next((d for d in ";\t" if d in header and "," not in header), ",")
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-    if reader.fieldnames:
-        reader.fieldnames = [f.strip() for f in reader.fieldnames]
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise ValueError(f"no column {missing[0]!r}" if reader.fieldnames else "no header line")
-    rows = []
-    for n, r in enumerate(reader, start=2):
-        if None in r and any(v.strip() for v in r[None]):
-            raise ValueError(f"line {n} has more fields than the header")
-        r.pop(None, None)
-        if not any((v or "").strip() for v in r.values()):
-            continue  # an empty line, as spreadsheets leave at the end
-        if any(r[c] is None for c in COLUMNS):
-            raise ValueError(f"line {n} is cut short")
-        r.pop("", None)  # a column without a name (a spreadsheet's trailing comma)
-        try:
-            for k in _INT:
-                r[k] = _integer(r[k] if delimiter == "," else r[k].replace(",", "."))
-            for k in _FLOAT:
-                r[k] = float(r[k] if delimiter == "," else r[k].replace(",", "."))
-        except ValueError as err:
-            raise ValueError(f"line {n}: {err}") from None
-        r["layer"] = int(r["layer"]) if r["layer"].isdigit() else r["layer"]
-        rows.append(r)
+    """Typed rows (labkit.records) from history.csv text; ValueError saying what is wrong (missing column, bad
+    number, cycles out of order, ...). Columns labkit does not write (see `extra_columns`) are kept."""
+    rows = records.parse(text, COLUMNS)
     if [r["cycle"] for r in rows] != list(range(len(rows))):
         raise ValueError(f"its cycles run {[r['cycle'] for r in rows]}, not 0, 1, 2, ...")
     return rows
-
-
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        value = float(text)  # ValueError for what is not a number at all
-        if not value.is_integer():
-            raise ValueError(f"{text!r} is not a whole number") from None
-        return int(value)
 
 
 def extra_columns(rows: Sequence[dict]) -> list[str]:
@@ -320,7 +266,7 @@ class RunFolder:
 
     def _rows(self, evidence: dict | None) -> tuple[list[dict], Callable[[], None] | None]:
         """The finished rows, and what to write to repair history.csv (None when it is whole)."""
-        saved = [dict(r) for r in evidence["rows"]] if evidence else []
+        saved = [records.typed(r) for r in evidence["rows"]] if evidence else []
         try:
             rows = parse_history(_text(self.history_path)) if self.history_path.exists() else []
         except ValueError as err:
@@ -483,7 +429,8 @@ class RunFolder:
         cycle = rows[-1]["cycle"] if cycle is None else cycle
         if self.config.checkpoints != "none":
             model.save_head(head, self.checkpoint(cycle), extra={
-                "cycle": cycle, "rows": [dict(r) for r in rows[:cycle + 1]], "config": cfg.config_dict(self.config),
+                "cycle": cycle, "rows": [records.plain(r) for r in rows[:cycle + 1]],
+                "config": cfg.config_dict(self.config),
                 "optimizer": optimizer})
         self._write_rows(rows)
         if self.config.checkpoints == "last":
@@ -501,7 +448,7 @@ class RunFolder:
         if not self.write:
             return
         model.save_head(head, self.smallest_path, extra={
-            "cycle": row["cycle"], "row": dict(row), "config": cfg.config_dict(self.config),
+            "cycle": row["cycle"], "row": records.plain(row), "config": cfg.config_dict(self.config),
             "start_trained_with": start_identity(self.config.start)})
 
     def check_smallest(self, cycle: int) -> None:

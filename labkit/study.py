@@ -20,12 +20,10 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 
 from . import capacity, distributed, features, model, prune, train
-from .config import (CLASSES, CONTROLS, StudyConfig, config_dict, control_of, parse_widths, prune_plan,
-                     scratch_of, widths_text)
+from . import progress as reporter
+from .config import (CLASSES, CONTROLS, StudyConfig, Widths, config_dict, control_of, parse_widths, prune_plan,
+                     scratch_of)
 from .runs import RunFolder
-
-Log = Callable[[str], None]
-
 
 # ---------------------------------------------------------------- data and heads
 
@@ -37,7 +35,8 @@ class Splits(NamedTuple):
     test: features.FeatureSet
 
 
-def prepare_features(c: StudyConfig, progress: bool = True) -> Splits:
+@reporter.entry
+def prepare_features(c: StudyConfig) -> Splits:
     """(train, val, test) FeatureSets for the config: the backbone runs only where the cache has nothing.
 
     Under torchrun rank 0 decides which weights the backbone uses and fills the cache while the
@@ -49,29 +48,29 @@ def prepare_features(c: StudyConfig, progress: bool = True) -> Splits:
         weights = "imagenet" if tag == "imagenet" else "none"
     if not distributed.is_lead():
         distributed.barrier("rank 0 to compute the VGG16 features of this profile")
-    sets = Splits(*(split_features(c, split, progress, weights) for split in ("train", "val", "test")))
+    sets = Splits(*(split_features(c, split, weights) for split in ("train", "val", "test")))
     if distributed.is_lead():
         distributed.barrier("the other ranks")
     return sets
 
 
-def loader(c: StudyConfig, progress: bool = True) -> Callable[[], Splits]:
+def loader(c: StudyConfig) -> Callable[[], Splits]:
     """A function that prepares the config's features the first time it is called and returns them after."""
     held: list[Splits] = []
 
     def load() -> Splits:
         if not held:
-            held.append(prepare_features(c, progress))
+            held.append(prepare_features(c))
         return held[0]
 
     return load
 
 
-def split_features(c: StudyConfig, split: str, progress: bool = True, weights: str | None = None):
+def split_features(c: StudyConfig, split: str, weights: str | None = None):
     """The FeatureSet of one split ("train", "val", "test") for the config (read from the cache, or computed once)."""
     limit = {"train": c.train_limit, "val": c.val_limit, "test": c.test_limit}[split]
     return features.load_features(split, image_size=c.image_size, weights=weights or c.weights, limit=limit,
-                                  seed=c.data_seed, device=c.device, progress=progress and distributed.is_lead(),
+                                  seed=c.data_seed, device=c.device,
                                   val_limit=c.val_limit)
 
 
@@ -93,7 +92,8 @@ def requirement_progressions(c: StudyConfig, fractions=(0.05, 0.1, 0.2, 0.4, 1.0
     from . import data
 
     images, labels = data.load_mnist("train", limit=c.train_limit, seed=c.data_seed, val_limit=c.val_limit)
-    train_set = split_features(c, "train", progress=False)
+    with reporter.reporting(bars=False):
+        train_set = split_features(c, "train")
     if not torch.equal(train_set.labels, labels):
         raise RuntimeError("the cached training features do not follow the training images' order; delete "
                            f"the feature cache in {data.data_root() / 'features'} to recompute it")
@@ -115,8 +115,7 @@ START_FIELDS = ("lr_epochs", "lr_drop", "start_epochs", "patience", "batch_size"
                 "image_size", "weights", "head", "dropout", "seed", "device")
 
 
-def train_first(c: StudyConfig, data: Splits, state: train.AdamState, progress: bool = True,
-                desc: str = "train") -> tuple[model.VGGHead, list[dict]]:
+def train_first(c: StudyConfig, data: Splits, state: train.AdamState, desc: str = "train") -> tuple[model.VGGHead, list[dict]]:
     """Cycle 0 of a run without a start: a fresh head trained to its validation plateau.
 
     The schedule every head follows: c.lr_epochs epochs at c.lr, then c.lr x c.lr_drop (fine-tuning, as every
@@ -132,10 +131,10 @@ def train_first(c: StudyConfig, data: Splits, state: train.AdamState, progress: 
     warm = min(c.lr_epochs, total)
     watch = None if scratch else data.val
     history = train.fit(head, data.train, warm, c.batch_size, c.lr, seed=c.seed * 1000, device=c.device,
-                        progress=progress, desc=desc, val_set=watch, state=state)
+                        desc=desc, val_set=watch, state=state)
     if total > warm:
         more = train.fit(head, data.train, total - warm, c.batch_size, c.lr * c.lr_drop, seed=c.seed * 1000 + 500,
-                         device=c.device, progress=progress, desc=desc, val_set=watch, state=state,
+                         device=c.device, desc=desc, val_set=watch, state=state,
                          patience=None if scratch else c.patience)
         history = history + [{**e, "epoch": e["epoch"] + warm} for e in more]
         if not scratch:  # the kept epoch, counted from the first: fine-tuning may never beat its starting point
@@ -145,7 +144,8 @@ def train_first(c: StudyConfig, data: Splits, state: train.AdamState, progress: 
     return head, history
 
 
-def train_start(c: StudyConfig, path: str | os.PathLike, progress: bool = True, log: Log | None = print):
+@reporter.entry
+def train_start(c: StudyConfig, path: str | os.PathLike):
     """Train the unpruned head as cycle 0 of the study does (`train_first`) and save it to `path`; (head, record).
 
     record: {"epochs": per-epoch loss / accuracy / validation accuracy (the kept one marked "best"),
@@ -153,25 +153,24 @@ def train_start(c: StudyConfig, path: str | os.PathLike, progress: bool = True, 
     "optimizer": Adam's moments at the kept epoch, so the runs that start here go on training}.
     A file at `path` made with the same fields is reused.
     """
-    log = log or (lambda s: None)
     path = Path(path)
     wanted = {k: v for k, v in config_dict(c).items() if k in START_FIELDS}
     if path.exists():
         head, record = model.load_head(path, fix="delete that file to train the head again")
         if record.get("config") == wanted:
-            log(f"reusing the trained head in {path} (validation accuracy {record['val']['accuracy']:.2%})")
+            reporter.say(f"reusing the trained head in {path} (validation accuracy {record['val']['accuracy']:.2%})")
             return head, record
-        log(f"{path} was trained with other settings; training a new one")
-    data = prepare_features(c, progress)
+        reporter.say(f"{path} was trained with other settings; training a new one")
+    data = prepare_features(c)
     state = train.AdamState()
-    head, epochs = train_first(c, data, state, progress)
+    head, epochs = train_first(c, data, state)
     results = train.evaluate_sets(head, {"val": data.val, "test": data.test}, device=c.device)
     record = {"epochs": epochs, "best_epoch": train.best_epoch(epochs), "val": results["val"],
               "test": results["test"], "config": wanted, "backbone": data.train.weights,
               "optimizer": state.payload()}
     model.save_head(head, path, extra=record)
-    log(f"trained head saved to {path} ({record['best_epoch']} epochs, the best of {len(epochs)} run; validation "
-        f"accuracy {record['val']['accuracy']:.2%})")
+    reporter.say(f"trained head saved to {path} ({record['best_epoch']} epochs, the best of {len(epochs)} run; "
+                 f"validation accuracy {record['val']['accuracy']:.2%})")
     return head, record
 
 
@@ -246,9 +245,9 @@ class Run:
     rows in history.csv until each is recomputed.
     """
 
-    def __init__(self, c: StudyConfig, data: Callable[[], Splits], progress: bool = True, log: Log | None = None):
-        self.c, self._data, self.progress = c, data, progress and distributed.is_lead()
-        self.log = log if log and distributed.is_lead() else (lambda s: None)
+    def __init__(self, c: StudyConfig, data: Callable[[], Splits], quiet: bool = False):
+        self.c, self._data = c, data
+        self.log = (lambda s: None) if quiet else reporter.say  # quiet: a knee search's other seeds, controls
         self.folder = RunFolder(c, self.log, write=distributed.is_lead())
         self.rows: list[dict] = []
         self.head: model.VGGHead | None = None
@@ -306,13 +305,13 @@ class Run:
         c, cycle, began = self.c, len(self.rows), time.perf_counter()
         if cycle == 0:
             self.folder.begin(backbone=self.data.train.weights)
-            self.head, self.adam, train_loss, self._start_epochs = first_cycle(c, self.data, self.progress)
+            self.head, self.adam, train_loss, self._start_epochs = first_cycle(c, self.data)
         elif not prune_step(c, self.head, self.adam, cycle):
             self.exhausted = True
             self.log(f"every pruned layer is down to one neuron: stopping after cycle {cycle - 1}")
             return None
         else:
-            train_loss = train_step(c, self.head, self.adam, self.data.train, cycle, self.progress)
+            train_loss = train_step(c, self.head, self.adam, self.data.train, cycle)
         row = measure(c, self.head, self.data, cycle, train_loss, self.epochs_total(cycle))
         row["seconds"] = time.perf_counter() - began
         self.rows.append(row)
@@ -349,12 +348,12 @@ class Run:
             self.step()
 
 
-def first_cycle(c: StudyConfig, data: Splits, progress: bool = True):
+def first_cycle(c: StudyConfig, data: Splits):
     """Cycle 0: the trained start c.start, measured as it is (its Adam moments kept for the cycles after), or a
     fresh head trained by `train_first`. Returns (head, AdamState, training loss or NaN, epochs trained)."""
     if not c.start:
         state = train.AdamState()
-        head, history = train_first(c, data, state, progress, desc="cycle 0")
+        head, history = train_first(c, data, state, desc="cycle 0")
         best = train.best_epoch(history)
         return head, state, history[best - 1]["loss"], best
     head, extra = model.load_head(c.start, fix="train it again (notebook 02, or study.train_start)")
@@ -379,12 +378,11 @@ def prune_step(c: StudyConfig, head: model.VGGHead, state: train.AdamState, cycl
     return bool(plan)
 
 
-def train_step(c: StudyConfig, head: model.VGGHead, state: train.AdamState, train_set, cycle: int,
-               progress: bool) -> float:
+def train_step(c: StudyConfig, head: model.VGGHead, state: train.AdamState, train_set, cycle: int) -> float:
     """c.epochs more training for `cycle` at the fine-tuning rate c.lr x c.lr_drop, going on from the optimizer's
     moments (a restart would jolt every weight); the last epoch's mean loss."""
     epochs = train.fit(head, train_set, c.epochs, c.batch_size, c.lr * c.lr_drop, seed=c.seed * 1000 + cycle,
-                       device=c.device, progress=progress, desc=f"cycle {cycle}", state=state)
+                       device=c.device, desc=f"cycle {cycle}", state=state)
     return epochs[-1]["loss"]
 
 
@@ -407,7 +405,7 @@ def measure(c: StudyConfig, head: model.VGGHead, data: Splits, cycle: int, train
     mec_bits, mec_effective = capacity.mec(live), capacity.mec_effective(live, head.map_size)
     widths = head.widths()
     return {"cycle": cycle, "method": c.method, "layer": c.layer, "removed": sum(c.head) - sum(widths[1:-1]),
-            "widths": widths_text(widths), "mec_bits": mec_bits, "mec_effective_bits": mec_effective,
+            "widths": Widths(widths), "mec_bits": mec_bits, "mec_effective_bits": mec_effective,
             "epochs_total": epochs_total,
             "val_correct": val["correct"], "val_total": val["total"], "val_accuracy": val["accuracy"],
             "test_correct": test["correct"], "test_total": test["total"], "test_accuracy": test["accuracy"],
@@ -432,7 +430,8 @@ def _start_key(c: StudyConfig, data: Splits) -> tuple:
 
 # ---------------------------------------------------------------- runs, grids, controls
 
-def run_study(c: StudyConfig, progress: bool = True, log: Log | None = print) -> list[dict]:
+@reporter.entry
+def run_study(c: StudyConfig) -> list[dict]:
     """Run (or resume, or read back) the study for `c`; returns one row per cycle (see labkit.runs.COLUMNS).
 
     Cycle 0 trains the fresh head (or measures `c.start` as it is); every later cycle removes
@@ -442,33 +441,32 @@ def run_study(c: StudyConfig, progress: bool = True, log: Log | None = print) ->
     validation accuracy falls more than c.tolerance points below the control's (see `knee_search`).
     """
     if c.schedule == "geometric" and c.method not in CONTROLS:
-        return knee_search(c, progress, log)[0]
-    with Run(c, loader(c, progress), progress, log) as run:
-        _announce(run, log)
+        return knee_search(c)[0]
+    with Run(c, loader(c)) as run:
+        _announce(run)
         while not run.done:
-            _show(run.step(), log)
+            _show(run.step())
         return run.rows
 
 
-def _announce(run: Run, log: Log | None) -> None:
+def _announce(run: Run) -> None:
     from . import report
 
-    if log and distributed.is_lead():
-        if run.done:
-            log(f"{run.folder.path}: {len(run.rows)} cycles already finished; reading them back")
-        elif not run.rows:
-            log(report.format_table([], report.COLUMNS_SHOWN, header_only=True))
+    if run.done:
+        reporter.say(f"{run.folder.path}: {len(run.rows)} cycles already finished; reading them back")
+    elif not run.rows:
+        reporter.say(report.format_table([], report.COLUMNS_SHOWN, header_only=True))
 
 
-def _show(row: dict | None, log: Log | None) -> None:
+def _show(row: dict | None) -> None:
     from . import report
 
-    if row is not None and log and distributed.is_lead():
-        log(report.format_table([row], report.COLUMNS_SHOWN, rows_only=True))
+    if row is not None:
+        reporter.say(report.format_table([row], report.COLUMNS_SHOWN, rows_only=True))
 
 
-def knee_search(c: StudyConfig, progress: bool = True, log: Log | None = print,
-                seeds: Sequence[StudyConfig] = ()) -> tuple[list[dict], list[dict]]:
+@reporter.entry
+def knee_search(c: StudyConfig, seeds: Sequence[StudyConfig] = ()) -> tuple[list[dict], list[dict]]:
     """Prune geometrically beside the equal-budget control until validation accuracy drops; (rows, control rows),
     each row with its `seed`.
 
@@ -481,13 +479,13 @@ def knee_search(c: StudyConfig, progress: bool = True, log: Log | None = print,
     resumes (the cycle is computed again).
     """
     configs = [c, *[s for s in seeds if s.seed != c.seed]]
-    data = loader(c, progress)
+    data = loader(c)
     with contextlib.ExitStack() as stack:
-        arms = [stack.enter_context(Run(s, data, progress, log if s is c else None)) for s in configs]
-        controls = [stack.enter_context(Run(control_of(s), data, progress, None)) for s in configs]
-        _announce(arms[0], log)
-        if log and len(configs) > 1 and distributed.is_lead():
-            log(f"the knee over {len(configs)} seeds ({', '.join(str(s.seed) for s in configs)}), in lockstep")
+        arms = [stack.enter_context(Run(s, data, quiet=s is not c)) for s in configs]
+        controls = [stack.enter_context(Run(control_of(s), data, quiet=True)) for s in configs]
+        _announce(arms[0])
+        if len(configs) > 1:
+            reporter.say(f"the knee over {len(configs)} seeds ({', '.join(str(s.seed) for s in configs)}), in lockstep")
         cycle, stopped = 0, None
         while stopped is None and cycle < c.cycles:
             pending = []
@@ -507,10 +505,10 @@ def knee_search(c: StudyConfig, progress: bool = True, log: Log | None = print,
                 for arm in pending:
                     arm.commit()
                     if arm is arms[0]:
-                        _show(arm.rows[cycle], log)
-                if stopped is not None and log and distributed.is_lead():
+                        _show(arm.rows[cycle])
+                if stopped is not None:
                     m = against_control(rows, ctl)[stopped]
-                    log(f"validation accuracy {m['val_accuracy']:.2%} (mean over {m['seeds']} seed(s)) is more than "
+                    reporter.say(f"validation accuracy {m['val_accuracy']:.2%} (mean over {m['seeds']} seed(s)) is more than "
                         f"{c.tolerance:g} point(s) below the control's {m['control_val_accuracy']:.2%} (the unpruned "
                         f"head trained as long): the knee lies between cycles {stopped - 1} and {stopped}")
                 cycle += 1
@@ -525,37 +523,36 @@ def _seed_rows(runs: Sequence[Run], last: int) -> list[dict]:
     return [{**r, "seed": run.c.seed} for run in runs for r in run.rows[:last + 1]]
 
 
-def run_grid(base: StudyConfig, methods: Sequence[str] = prune.METHODS, seeds: Sequence[int] = (0,),
-             progress: bool = True, log: Log | None = print) -> list[dict]:
+@reporter.entry
+def run_grid(base: StudyConfig, methods: Sequence[str] = prune.METHODS, seeds: Sequence[int] = (0,)) -> list[dict]:
     """run_study for every (method, seed); rows of all runs, each with a `seed` column added."""
     rows = []
     for seed in seeds:
         for method in methods:
             c = dataclasses.replace(base, method=method, seed=seed, name=None)
-            if log:
-                log(f"--- {c.run_name}")
-            rows += [{**r, "seed": seed} for r in run_study(c, progress, log)]
+            reporter.say(f"--- {c.run_name}")
+            rows += [{**r, "seed": seed} for r in run_study(c)]
     return rows
 
 
-def scratch_control(c: StudyConfig, like: dict, progress: bool = True, log: Log | None = print) -> dict:
+@reporter.entry
+def scratch_control(c: StudyConfig, like: dict) -> dict:
     """A fresh head of the widths of row `like`, trained as many epochs in all (the from-scratch control).
 
     Returns its row, marked method="scratch", with `cycle` set to the cycle of `like` it matches.
     """
     hidden = list(parse_widths(like["widths"])[1:-1])
     s = scratch_of(c, hidden, like["epochs_total"])
-    if log:
-        log(f"--- {s.run_name} (from scratch, {like['epochs_total']} epochs, as cycle {like['cycle']} had)")
-    row = run_study(s, progress, log)[0]
+    reporter.say(f"--- {s.run_name} (from scratch, {like['epochs_total']} epochs, as cycle {like['cycle']} had)")
+    row = run_study(s)[0]
     return {**row, "cycle": like["cycle"], "layer": c.layer, "removed": like["removed"]}
 
 
-def compare_methods(base: StudyConfig, methods: Sequence[str] = prune.METHODS, seed: int = 0,
-                    progress: bool = True, log: Log | None = print) -> list[dict]:
+@reporter.entry
+def compare_methods(base: StudyConfig, methods: Sequence[str] = prune.METHODS, seed: int = 0) -> list[dict]:
     """Every method from the same start, its equal-budget control ("none"), and the last cycle's widths
     trained from scratch ("scratch", once per distinct widths); rows with a `seed` column."""
-    rows = run_grid(base, (*methods, "none"), (seed,), progress, log)
+    rows = run_grid(base, (*methods, "none"), (seed,))
     last = {}
     for r in rows:
         if r["method"] not in CONTROLS:
@@ -564,7 +561,7 @@ def compare_methods(base: StudyConfig, methods: Sequence[str] = prune.METHODS, s
     for r in last.values():
         if r["widths"] not in done and r["cycle"] > 0:
             done.add(r["widths"])
-            rows.append({**scratch_control(dataclasses.replace(base, seed=seed), r, progress, log), "seed": seed})
+            rows.append({**scratch_control(dataclasses.replace(base, seed=seed), r), "seed": seed})
     return rows
 
 
@@ -601,8 +598,9 @@ def per_seed_knees(rows: Sequence[dict], control: Sequence[dict], tolerance: flo
 
 # ---------------------------------------------------------------- the second Deep Compression stage
 
-def compress_smallest(c: StudyConfig, bits: Sequence[int] = (8, 4), progress: bool = True,
-                      log: Log | None = print, scratch: bool = True, seeds: Sequence[StudyConfig] = ()) -> dict:
+@reporter.entry
+def compress_smallest(c: StudyConfig, bits: Sequence[int] = (8, 4), scratch: bool = True,
+                      seeds: Sequence[StudyConfig] = ()) -> dict:
     """Search the knee (`knee_search`, over `seeds` too), then store the first seed's smallest head within
     tolerance at `bits`.
 
@@ -621,7 +619,7 @@ def compress_smallest(c: StudyConfig, bits: Sequence[int] = (8, 4), progress: bo
         raise ValueError(f"schedule={c.schedule!r}: compression takes the smallest head of a geometric run "
                          "(schedule='geometric'), which keeps that head on disk")
     compress.check_bits(bits)
-    rows, control = knee_search(c, progress, log, seeds)
+    rows, control = knee_search(c, seeds)
     best = smallest_within(rows, control, c.tolerance)
     folder = RunFolder(c)
     fix = f"move {folder.path} aside and run again to search the knee anew"
@@ -631,9 +629,9 @@ def compress_smallest(c: StudyConfig, bits: Sequence[int] = (8, 4), progress: bo
         raise ValueError(f"{folder.smallest_path} holds widths {head.widths()}, not the smallest row's "
                          f"{best['widths']}; {fix}")
     configs = [c, *[s for s in seeds if s.seed != c.seed]]
-    from_scratch = [{**scratch_control(s, best, progress, log), "seed": s.seed}
+    from_scratch = [{**scratch_control(s, best), "seed": s.seed}
                     for s in configs] if scratch and best["cycle"] > 0 else []
-    sets = {s: split_features(c, s, progress) for s in ("val", "test")}  # the training set is not needed
+    sets = {s: split_features(c, s) for s in ("val", "test")}  # the training set is not needed
     table = compress.compression_table(head, sets, folder.path / "compressed", rows[0]["model_bytes"], bits,
                                        name=f"cycle{best['cycle']:03d}", device=c.device,
                                        float32_file=folder.smallest_path)

@@ -125,7 +125,7 @@ def _trained_parameters(head: torch.nn.Module, folded: FoldedFirstLayer | None) 
 
 
 def fit(head: torch.nn.Module, train_set: FeatureSet, epochs: int = 3, batch_size: int = 256, lr: float = 1e-4,
-        seed: int = 0, device="auto", progress: bool = True, desc: str = "train",
+        seed: int = 0, device="auto", desc: str = "train",
         val_set: FeatureSet | None = None, fold: bool = True, state: AdamState | None = None,
         patience: int | None = None) -> list[dict]:
     """Train `head` on cached features with Adam and cross-entropy; one dict per epoch.
@@ -182,7 +182,7 @@ def fit(head: torch.nn.Module, train_set: FeatureSet, epochs: int = 3, batch_siz
             total_loss = torch.zeros((), dtype=torch.float64, device=device)
             correct = torch.zeros((), dtype=torch.int64, device=device)
             start = time.perf_counter()
-            bar = bars.bar(n, f"{desc} epoch {epoch}/{epochs}", "img", enabled=progress and rank == 0)
+            bar = bars.bar(n, f"{desc} epoch {epoch}/{epochs}", "img", enabled=rank == 0)
             for i in range(0, n, batch_size):
                 idx = order[i:i + batch_size]
                 mine = idx.tensor_split(size)[rank] if size > 1 else idx  # this rank's shard of the global batch

@@ -48,7 +48,7 @@ def _trained_small_head(side=1):
     head = model.build_head((64, 32, 16), num_classes=4, map_size=side, seed=0)
     head.norm.set_stats(*features.feature_stats(maps))
     fs = features.FeatureSet(maps, labels, "test", 32, "train")
-    train.fit(head, fs, epochs=3, batch_size=50, lr=1e-3, progress=False, device="cpu")
+    train.fit(head, fs, epochs=3, batch_size=50, lr=1e-3, device="cpu")
     return head, fs
 
 
@@ -69,7 +69,7 @@ def test_saved_head_is_smaller_and_loads_back(tmp_path, bits):
     acc_back = train.evaluate(back, fs, device="cpu")["accuracy"]
     assert acc_back >= acc - {8: 0.01, 4: 0.05, 2: 0.2}[bits]
     # the loaded head is an ordinary head: it trains on
-    train.fit(back, fs, epochs=1, batch_size=100, progress=False, device="cpu")
+    train.fit(back, fs, epochs=1, batch_size=100, device="cpu")
 
 
 def test_compression_table(tmp_path):

@@ -184,7 +184,7 @@ def data_root(tmp_path, monkeypatch):
 
 
 def small_cache(split, **kw):
-    args = {"image_size": 32, "weights": "none", "limit": 40, "seed": 0, "progress": False, **kw}
+    args = {"image_size": 32, "weights": "none", "limit": 40, "seed": 0, **kw}
     return features.load_features(split, **args)
 
 
@@ -528,7 +528,7 @@ def test_history_from_a_spreadsheet_in_a_decimal_comma_language_reads():
     cells = [text_of.get(c, "3") for c in runs.COLUMNS]
     text = "\ufeff" + ";".join(f" {c}" for c in runs.COLUMNS) + "\r\n" + ";".join(cells) + "\r\n"
     (row,) = runs.parse_history(text)
-    assert row["val_accuracy"] == 0.5 and row["rho"] == 1.5e-05 and row["cycle"] == 0 and row["widths"] == "25088-8-10"
+    assert row["val_accuracy"] == 0.5 and row["rho"] == 1.5e-05 and row["cycle"] == 0 and row["widths"] == (25088, 8, 10)
 
 
 def test_a_missing_config_field_is_named_missing_never_a_default(made, tmp_path):
@@ -735,12 +735,12 @@ def test_extraction_on_a_cpu_says_how_long_it_takes_before_going_on(monkeypatch,
     monkeypatch.setattr(features, "ANNOUNCE_ABOVE_S", 0.5)
     images = torch.zeros(80, 28, 28, dtype=torch.uint8)
     backbone = SlowBackbone(capsys)
-    features.extract(backbone, images, 32, batch_size=8, device="cpu", progress=False, desc="VGG16 features, train")
+    features.extract(backbone, images, 32, batch_size=8, device="cpu", desc="VGG16 features, train")
     said = backbone.printed_before_second
     assert said and "80 images at 32 px take about" in said and "images/s, measured on the first 8" in said
     capsys.readouterr()
     quick = SlowBackbone(capsys)
-    features.extract(quick, images[:16], 32, batch_size=8, device="cpu", progress=False)  # about 0.2 s: not said
+    features.extract(quick, images[:16], 32, batch_size=8, device="cpu")  # about 0.2 s: not said
     assert "take about" not in (quick.printed_before_second or "")
 
 

@@ -25,7 +25,7 @@ def splits():
 def _head(train_set, side: int = 1, epochs: int = 4, hidden=(64, 32, 16)) -> model.VGGHead:
     head = model.build_head(hidden, num_classes=4, map_size=side, seed=0)
     head.norm.set_stats(*features.feature_stats(train_set.maps))
-    train.fit(head, train_set, epochs=epochs, batch_size=50, lr=1e-3, progress=False, device="cpu")
+    train.fit(head, train_set, epochs=epochs, batch_size=50, lr=1e-3, device="cpu")
     return head
 
 
@@ -103,7 +103,7 @@ def test_start_optimizer_state_is_continued(splits):
     head = model.build_head((64, 32, 16), num_classes=4, map_size=1, seed=0)
     head.norm.set_stats(*features.feature_stats(splits.train.maps))
     state = train.AdamState()
-    train.fit(head, splits.train, epochs=2, batch_size=50, lr=1e-3, progress=False, device="cpu", state=state)
+    train.fit(head, splits.train, epochs=2, batch_size=50, lr=1e-3, device="cpu", state=state)
     payload = state.payload()
     moments = dict(payload)
     masks = fg.prune_weights(head, [0.5, 0.5, 0.0, 0.0])
@@ -186,7 +186,7 @@ def test_every_file_loads_back_into_the_same_head(narrow, splits, tmp_path, stag
     back = fg.load_stage(tmp_path / f"{stage}.pt")
     assert fg.same_head(back, head) and back.widths() == head.widths()
     assert torch.equal(_predictions(back, splits.test), _predictions(head, splits.test))
-    train.fit(back, splits.train, epochs=1, batch_size=100, progress=False, device="cpu")  # an ordinary head
+    train.fit(back, splits.train, epochs=1, batch_size=100, device="cpu")  # an ordinary head
 
 
 def test_stage_files_shrink_and_huffman_is_lossless(narrow, tmp_path):

@@ -39,7 +39,7 @@ def test_weights_in_the_hub_cache_are_used_and_said_once(hub, tmp_path, capsys):
     assert torch.equal(backbone[0].weight, hub["state"]["0.weight"])
     root = tmp_path / "data"
     shutil.copytree(data.data_root() / "MNIST", root / "MNIST")
-    fs = features.load_features("test", limit=20, weights="auto", root=root, progress=False)
+    fs = features.load_features("test", limit=20, weights="auto", root=root)
     assert fs.weights == "imagenet" and list((root / "features").glob("vgg16-imagenet-32px-test-*.pt"))
 
 

@@ -237,11 +237,14 @@ def test_unpruned_knee_has_no_control_sentence():
     assert questionnaire.knee_against_controls(knee, knee[0]) == ""
 
 
-def test_knee_choice_reads_a_saved_table():
-    knee = [{**r, "smallest": str(r["smallest"])} for r in _knee_result()["knee"]]  # as read back from knee.csv
+def test_knee_choice_reads_a_saved_table(tmp_path):
+    from labkit import notebook
+
+    (tmp_path / "knee.csv").write_text(notebook.table_csv(_knee_result()["knee"]))
+    knee = notebook.read_table(tmp_path / "knee.csv")  # as notebook 05 reads it back
     assert questionnaire.knee_choice(knee)["cycle"] == 2
     with pytest.raises(ValueError, match="marks no smallest head"):
-        questionnaire.knee_choice([{**r, "smallest": "False"} for r in knee])
+        questionnaire.knee_choice([{**r, "smallest": False} for r in knee])
 
 
 def test_q3_names_what_each_kappa_measures():

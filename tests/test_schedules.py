@@ -44,12 +44,12 @@ def test_geometric_run_stops_at_the_knee_and_keeps_the_smallest_head(small_confi
     rows, control = study.knee_search(c, progress=False, log=None)
     stop = study.stop_cycle(rows, control, 0.0)
     assert stop == rows[-1]["cycle"] or len(rows) == 7  # stopped at the knee, or ran out of neurons
-    widths = [list(map(int, r["widths"].split("-"))) for r in rows]
+    widths = [list(r["widths"]) for r in rows]
     for a, b in zip(widths, widths[1:]):
         assert b[1:-1] == [n - min(max(1, round(0.5 * n)), n - 1) for n in a[1:-1]]
     best = study.smallest_within(rows, control, 0.0)
     head, _ = model.load_head(c.run_dir / runs.SMALLEST)
-    assert "-".join(map(str, head.widths())) == best["widths"]
+    assert tuple(head.widths()) == best["widths"]
     splits = study.prepare_features(c, progress=False)
     assert train.evaluate(head, splits.val, device="cpu")["correct"] == best["val_correct"]
     assert not list((c.run_dir / "checkpoints").glob("*.pt"))  # checkpoints="none" still keeps the result
@@ -70,7 +70,7 @@ def test_compress_smallest_writes_loads_and_evaluates(small_config):
         stored = model.load_head(r["path"])[0] if r["storage"] == "float32" else compress.load_compressed(r["path"])
         accuracy = train.evaluate(stored, test_set, device="cpu")["accuracy"]
         assert r["drop_points"] == pytest.approx(100 * (reference["test_accuracy"] - accuracy))
-        assert stored.widths() == list(map(int, best["widths"].split("-")))
+        assert tuple(stored.widths()) == best["widths"]
     with pytest.raises(ValueError, match="schedule='fixed'"):
         study.compress_smallest(small_config, progress=False, log=None)
 
@@ -114,7 +114,7 @@ def test_knee_over_seeds_runs_in_lockstep_and_keeps_each_seeds_head(small_config
     best = result["smallest"]
     for s, cfg in ((0, c), (1, other)):
         head, _ = model.load_head(cfg.run_dir / runs.SMALLEST)
-        assert "-".join(map(str, head.widths())) == best["widths"]
+        assert tuple(head.widths()) == best["widths"]
     assert set(result["agree"]) == {0, 1}
     assert sorted(r["seed"] for r in result["scratch"]) == ([0, 1] if best["cycle"] > 0 else [])
 

@@ -23,7 +23,7 @@ def test_rows_are_what_was_measured(small_config):
     c = dataclasses.replace(small_config, checkpoints="all")
     rows = study.run_study(c, progress=False, log=None)
     assert [r["cycle"] for r in rows] == [0, 1, 2]
-    assert [r["widths"] for r in rows] == ["25088-64-48-16-10", "25088-56-48-16-10", "25088-48-48-16-10"]
+    assert [str(r["widths"]) for r in rows] == ["25088-64-48-16-10", "25088-56-48-16-10", "25088-48-48-16-10"]
     assert rows[2]["mec_bits"] == capacity.mec([25088, 48, 48, 16, 10])
     assert rows[0]["parameters"] > rows[1]["parameters"] > rows[2]["parameters"]
     assert rows[0]["model_bytes"] > rows[1]["model_bytes"] > rows[2]["model_bytes"]
@@ -59,8 +59,7 @@ def test_fit_is_deterministic_on_cpu(small_config):
     losses = []
     for _ in range(2):
         head = study.new_head(small_config, splits.train)
-        losses.append([e["loss"] for e in train.fit(head, splits.train, 2, 32, 1e-3, seed=7, device="cpu",
-                                                    progress=False)])
+        losses.append([e["loss"] for e in train.fit(head, splits.train, 2, 32, 1e-3, seed=7, device="cpu")])
     assert losses[0] == losses[1]
 
 
@@ -183,7 +182,7 @@ def test_one_backbone_fills_the_three_caches(tmp_path, monkeypatch, small_config
     assert len(built) == 1 and len(list((tmp_path / "data" / "features").glob("*.pt"))) == 3
     # the one backbone gives what a fresh one gives, for the last split it filled
     images, _ = data.load_mnist("test", limit=c.test_limit, seed=c.data_seed)
-    fresh = features.extract(model.build_backbone("none")[0], images, c.image_size, progress=False)
+    fresh = features.extract(model.build_backbone("none")[0], images, c.image_size)
     assert torch.equal(fresh, splits.test.maps)
 
 

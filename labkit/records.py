@@ -1,0 +1,196 @@
+"""One row type for every table labkit writes, and the one CSV reader and writer that round-trip it.
+
+A row (`Row`) is a dict: history.csv's cycle rows (runs.COLUMNS), the notebooks' tables (knee.csv,
+prune_compare.csv, compression.csv, ...) and summary rows all use it. A column has one type wherever it is
+read: `widths` a config.Widths (a tuple of ints that prints "25088-4096-4096-256-10"), counts int, accuracies
+and ratios float, flags (`smallest`, `within_tolerance`, ...) bool, `layer` an int or "all", correctness records
+(`val_right`, ...) text. A column labkit does not know (one a user added in a spreadsheet) is read as exactly
+what its text says: an int or a float where writing it back gives the same text, True/False as bool, else text;
+an empty cell of a known number or flag column is None. So `write(read(text)) == text` for what labkit writes.
+
+Reading is forgiving the way a spreadsheet user expects: a byte-order mark is skipped, empty lines and a
+nameless trailing column are ignored, ';' or tab separated files with decimal commas are read, and whole numbers
+written as 5.0 are read as 5 in integer columns.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from typing import Sequence, TypedDict
+
+from .config import Widths, parse_widths
+
+
+class Row(TypedDict, total=False):
+    """The columns labkit writes (a table holds some of them, and may hold others)."""
+
+    cycle: int
+    method: str
+    layer: int | str
+    removed: int
+    widths: Widths
+    mec_bits: int
+    mec_effective_bits: int
+    epochs_total: int
+    val_correct: int
+    val_total: int
+    val_accuracy: float
+    test_correct: int
+    test_total: int
+    test_accuracy: float
+    rho: float
+    rho_effective: float
+    parameters: int
+    model_bytes: int
+    train_loss: float
+    seconds: float
+    val_right: str
+    test_right: str
+    seed: int
+    control_val_accuracy: float
+    control_test_accuracy: float
+    control_val_right: str
+    control_test_right: str
+    tolerance: float
+    within_tolerance: bool
+    smallest: bool
+
+
+def _types(cls) -> dict[str, type]:
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    return {k: (v if isinstance(v, type) else "int|str") for k, v in hints.items()}
+
+
+TYPES: dict[str, object] = _types(Row)
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)  # ValueError for what is not a number at all
+        if not value.is_integer():
+            raise ValueError(f"{text!r} is not a whole number") from None
+        return int(value)
+
+
+def _flag(text: str) -> bool:
+    if text in ("True", "False"):
+        return text == "True"
+    raise ValueError(f"{text!r} is not True or False")
+
+
+def _as_written(text: str):
+    """An unknown column's cell: the int, float or bool whose text it is exactly, else the text."""
+    for cast in (int, float):
+        try:
+            value = cast(text)
+        except ValueError:
+            continue
+        if str(value) == text:
+            return value
+    return _flag(text) if text in ("True", "False") else text
+
+
+def cell(column: str, text: str, decimal_comma: bool = False):
+    """One CSV cell typed by its column (see the module docstring); ValueError naming what is wrong."""
+    kind = TYPES.get(column)
+    if kind is None:
+        return _as_written(text)
+    if kind is str:
+        return text
+    if text.strip() == "":
+        return None
+    text = text.strip()
+    if kind is Widths:
+        return parse_widths(text)
+    if kind is bool:
+        return _flag(text)
+    if kind == "int|str":
+        return int(text) if text.isdigit() else text
+    number = text.replace(",", ".") if decimal_comma else text
+    if kind is int:
+        return _integer(number)
+    try:
+        return float(number)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+
+
+def typed(row: dict) -> Row:
+    """A row whose cells may be text (or a checkpoint's plain values), typed by column (what `read` gives)."""
+    return {k: cell(k, v) if isinstance(v, str) else (parse_widths(v) if k == "widths" else v)
+            for k, v in row.items()}
+
+
+def plain(row: dict) -> dict:
+    """The row with its widths as text: what a checkpoint stores (torch.load(weights_only=True) reads it)."""
+    return {k: str(v) if isinstance(v, Widths) else v for k, v in row.items()}
+
+
+def parse(text: str, required: Sequence[str] = ()) -> list[Row]:
+    """Typed rows from CSV text; ValueError saying what is wrong (a missing `required` column, a bad number,
+    a short or long line, with its line number)."""
+    text = text.lstrip("\ufeff")
+    header = text.split("\n", 1)[0]
+    # a spreadsheet set to a language that writes decimal commas separates fields with ';' (or tabs)
+    delimiter = next((d for d in ";\t" if d in header and "," not in header), ",")
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    if reader.fieldnames:
+        reader.fieldnames = [f.strip() for f in reader.fieldnames]
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(f"no column {missing[0]!r}" if reader.fieldnames else "no header line")
+    rows = []
+    for n, r in enumerate(reader, start=2):
+        if None in r and any(v.strip() for v in r[None]):
+            raise ValueError(f"line {n} has more fields than the header")
+        r.pop(None, None)
+        if not any((v or "").strip() for v in r.values()):
+            continue  # an empty line, as spreadsheets leave at the end
+        if any(r[c] is None for c in required):
+            raise ValueError(f"line {n} is cut short")
+        r.pop("", None)  # a column without a name (a spreadsheet's trailing comma)
+        try:
+            row = {k: cell(k, v if v is not None else "", delimiter != ",") for k, v in r.items()}
+        except ValueError as err:
+            raise ValueError(f"line {n}: {err}") from None
+        for k in required:
+            if row[k] is None and TYPES.get(k) not in (str, None):
+                raise ValueError(f"line {n}: column {k!r} is empty")
+        rows.append(row)
+    return rows
+
+
+def read(path: str | os.PathLike, required: Sequence[str] = ()) -> list[Row]:
+    """A CSV file labkit wrote (history.csv, a notebook's table) back as typed rows."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        return parse(fh.read(), required)
+
+
+def write_text(rows: Sequence[dict], columns: Sequence[str] = (), keep_extra: bool = True) -> str:
+    """Rows as CSV text with a header: `columns`, then (keep_extra) every other column the rows hold, in order
+    of first appearance (rows without one leave it empty). Widths are written "25088-4096-4096-256-10", floats
+    as Python writes them (so `parse` gives the same numbers back), None as an empty cell."""
+    columns = list(columns)
+    if keep_extra or not columns:
+        columns += [k for k in dict.fromkeys(k for r in rows for k in r)
+                    if k not in columns and isinstance(k, str) and k]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def same(a: Sequence[dict], b: Sequence[dict], ignore: Sequence[str] = ()) -> bool:
+    """Whether two lists of rows hold the same values (NaN equal to NaN), `ignore` columns aside."""
+    def norm(v):
+        return "nan" if isinstance(v, float) and math.isnan(v) else v
+
+    return len(a) == len(b) and all({k: norm(v) for k, v in x.items() if k not in ignore}
+                                    == {k: norm(v) for k, v in y.items() if k not in ignore} for x, y in zip(a, b))
