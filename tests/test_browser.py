@@ -12,8 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
+import threading
 from pathlib import Path
 
 import pytest
@@ -25,9 +24,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = ROOT / "test-screenshots"
 
 try:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 except ImportError:  # pragma: no cover - CI installs it
-    sync_playwright = None
+    sync_playwright = PlaywrightTimeout = None
 
 REQUIRED = os.environ.get("LABKIT_BROWSER_TEST") == "required" or os.environ.get("CI") == "true"
 MISSING = " and ".join(what for what, there in (("Debian's chromium (sudo apt-get install chromium)", CHROMIUM),
@@ -68,16 +68,20 @@ def lab(tmp_path_factory):
                                f"--ServerApp.root_dir={root}", "--LabApp.news_url=", "--ServerApp.open_browser=False",
                                f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={root / '.ws'}",
                                "--allow-root"],
-                              env=env, stdout=log, stderr=subprocess.STDOUT)
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.3)
-    else:
+    serving = threading.Event()
+
+    def copy_log():  # the server's output into its log; `serving` is set by the line that says where it serves
+        for line in server.stdout:
+            log.write(line)
+            log.flush()
+            if f"127.0.0.1:{port}/lab" in line:
+                serving.set()
+
+    copier = threading.Thread(target=copy_log, daemon=True)
+    copier.start()
+    if not serving.wait(timeout=90):
         server.terminate()
         raise AssertionError("JupyterLab did not start: " + (root / "jupyterlab.log").read_text()[-2000:])
     home = root / ".browser-home"  # chromium's caches and settings stay in the test's folder
@@ -89,6 +93,7 @@ def lab(tmp_path_factory):
         browser.close()
     server.terminate()
     server.wait(timeout=30)
+    copier.join(timeout=30)
     log.close()
     shutil.rmtree(root, ignore_errors=True)
 
@@ -118,20 +123,26 @@ def open_and_run_all(page, lab, name: str, timeout_s: float = 300) -> None:
     page.goto(f"{lab['url']}/lab/tree/{name}?reset&token={lab['token']}")
     notebook_ = page.locator(".jp-NotebookPanel:visible .jp-Notebook")
     notebook_.locator(".jp-CodeCell").first.wait_for(timeout=60_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator, .jp-KernelStatus", timeout=60_000)
-    time.sleep(2)  # let the kernel come up
+    kernel_idle(page, timeout_s=120)  # the kernel has come up
     notebook_.click()
     page.keyboard.press("Escape")
     page.click(".lm-MenuBar-itemLabel:text-is('Run')", timeout=10_000)
     page.click(".lm-Menu-itemLabel:text-is('Run All Cells')", timeout=10_000)
-    deadline = time.time() + timeout_s
-    prompts = []
-    while time.time() < deadline:
+    try:  # every code cell's prompt reads [n]: (ran), none [*]: (running or queued) or [ ]: (not run)
+        page.wait_for_function("""() => {
+            const prompts = [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')]
+                .filter(e => e.offsetParent !== null).map(e => e.innerText.trim());
+            return prompts.length > 0 && prompts.every(p => /^\\[\\d+\\]:$/.test(p));
+        }""", timeout=timeout_s * 1000)
+    except PlaywrightTimeout:
         prompts = notebook_.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
-        if prompts and all(p.strip().startswith("[") and p.strip()[1:-2].isdigit() for p in prompts):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{name} did not finish running: prompts {prompts}")
+        raise AssertionError(f"{name} did not finish running: prompts {prompts}") from None
+
+
+def kernel_idle(page, timeout_s: float = 60) -> None:
+    """Wait until the notebook's kernel says it is idle (its status message, shown by the toolbar's indicator)."""
+    page.wait_for_selector(".jp-NotebookPanel:visible .jp-Notebook-ExecutionIndicator[data-status='idle']",
+                           timeout=timeout_s * 1000)
 
 
 def _outputs_text(page) -> str:
@@ -164,7 +175,7 @@ def test_notebook_01_sliders_start_at_the_widths_and_redraw_once(page, lab):
     expected = f"total {capacity.mec([25088, 4097, 4096, 256, 10]):,} bits"
     page.wait_for_function(f"() => [...document.querySelectorAll('.widget-output')].pop().innerText"
                            f".includes('{expected}')", timeout=30_000)
-    time.sleep(3)  # a second redraw, if there were one, would land now
+    kernel_idle(page)  # the slider's callback has finished: a second redraw would have come before this
     drawn = page.evaluate("() => window.__drawn")
     assert drawn == {"img": 1, "table": 1, "total": 1}, drawn
     readouts = page.eval_on_selector_all(".widget-slider .widget-readout", "els => els.map(e => e.innerText)")

@@ -90,3 +90,26 @@ def test_no_labkit_modules_import_each_other():
 
     cycles = sorted(name for name in deps if reaches(name, name))
     assert not cycles, f"modules on an import cycle: {cycles}"
+
+
+def test_inner_layers_take_no_progress_or_log_parameter():
+    """Issue 20: bars and messages come from the reporter (labkit.progress), not a parameter threaded through."""
+    import inspect
+
+    from labkit import capacity, features, finegrained, memorization, progress, prune, train
+
+    threaded = [f"{module.__name__}.{name}({p})" for module in (prune, train, features, capacity, finegrained,
+                                                               memorization)
+                for name, fn in vars(module).items()
+                if callable(fn) and getattr(fn, "__module__", None) == module.__name__
+                for p in (inspect.signature(fn).parameters if inspect.isfunction(fn) else ())
+                if p in ("progress", "log")]
+    assert not threaded, threaded
+    said = []
+    with progress.reporting(bars=False, log=said.append):
+        progress.say("one")
+        with progress.reporting(log=None):  # the inner block silences messages and keeps bars off
+            progress.say("two")
+            assert progress.current().bars is False
+        progress.say("three")
+    assert said == ["one", "three"] and progress.current().log is print

@@ -80,28 +80,42 @@ def fresh_copy(reference, tmp_path) -> Path:
 
 # ---------------------------------------------------------------- two processes on one run
 
+# `python -m labkit` that stops after a run's first cycle, its folder locked, and says so on stdout; it goes on
+# when a line arrives on stdin: a second process meets a held lock by that event, not by a race with a clock
+HELD_AFTER_CYCLE_0 = """
+import sys
+from labkit import __main__ as cli, study
+step = study.Run.step
+def held(self):
+    row = step(self)
+    if len(self.rows) == 1:
+        print("held after cycle 0", flush=True)
+        sys.stdin.readline()
+    return row
+study.Run.step = held
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 def test_second_process_stops_at_once_and_the_first_finishes(tmp_path):
-    # the ci profile's full-width head: long enough (tens of seconds) for a second process to arrive mid-run
-    slow = ["study", "--profile", "ci", "--cycles", "5", "--epochs", "2", "--no-progress"]
-    first = subprocess.Popen([sys.executable, "-m", "labkit", *slow, "--results", str(tmp_path / "r")],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lock = None
-    deadline = time.time() + 120
-    while time.time() < deadline and lock is None:
-        dirs = [p for p in (tmp_path / "r").iterdir() if p.is_dir()] if (tmp_path / "r").exists() else []
-        if dirs and (dirs[0] / ".lock").exists() and (dirs[0] / ".lock").read_text().strip():
-            lock = dirs[0]
-        time.sleep(0.05)
-    assert lock is not None, "the first process should have taken the lock"
-    began = time.time()
-    second = cli(*slow, "--results", str(tmp_path / "r"))
-    assert first.poll() is None, "the first process should still be running when the second arrives"
-    assert time.time() - began < 30, "the second process should stop at once"
-    refused(second, lock, f"pid {first.pid}")
-    out, err = first.communicate(timeout=600)
+    run = ["study", *SMALL, "--cycles", "3"]
+    first = subprocess.Popen([sys.executable, "-c", HELD_AFTER_CYCLE_0, *run, "--results", str(tmp_path / "r")],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in first.stdout:  # until the first process holds the folder, mid-run
+            if line.startswith("held after cycle 0"):
+                break
+        lock = only_run(tmp_path / "r")
+        # the first process waits for our line, so a second that returns at all did not wait for the lock
+        second = cli(*run, "--results", str(tmp_path / "r"), timeout=120)
+        assert first.poll() is None, "the first process still holds the run"
+        refused(second, lock, f"pid {first.pid}")
+        out, err = first.communicate("go\n", timeout=600)
+    finally:
+        first.kill()
     assert first.returncode == 0, err[-3000:]
-    ok(cli(*slow, "--results", str(tmp_path / "alone")))
-    assert rows(lock) == rows(only_run(tmp_path / "alone"))
+    ok(cli(*run, "--results", str(tmp_path / "alone")))
+    assert len(rows(lock)) == 3 and rows(lock) == rows(only_run(tmp_path / "alone"))
 
 
 def test_lock_left_by_a_dead_process_is_taken_over(tmp_path, reference):
