@@ -44,7 +44,7 @@ def capacity_explorer(widths: Sequence[int]):
     widths = checks.integers("widths", widths, minimum=1, length=3)
     low, high = WIDTH_RANGE
     sliders = [w.IntSlider(value=min(max(n, low), high), min=low, max=high, step=1, continuous_update=False,
-                           description=f"layer {i + 1}", style={"description_width": "initial"},
+                           description=f"hidden layer {i}", style={"description_width": "initial"},
                            layout=w.Layout(width="480px"))
                for i, n in enumerate(widths[1:-1])]
     out = w.Output()
