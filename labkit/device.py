@@ -42,6 +42,15 @@ def pick_device(requested: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
+def derive_seed(seed: int, step: int = 0, *, layer: int = 0, rank: int = 0) -> int:
+    """The one rule labkit derives every seed by: a run's `seed` x 1,000, plus the `step` within the run (a cycle,
+    a prune step, a head of a ladder; 500 for cycle 0's fine-tuning), plus 7,919 (a prime) per pruned `layer`,
+    so each layer draws its own neurons, plus 100,003 per process `rank`, so dropout differs between the
+    processes of one run (train.fit: derive_seed(0, its seed, rank=rank)). Seeds below 1,000 steps apart
+    never meet within a run."""
+    return seed * 1000 + step + 7919 * layer + 100_003 * rank
+
+
 def set_seed(seed: int) -> None:
     """Seed Python's and torch's generators (CPU and every GPU) for a training run."""
     random.seed(seed)

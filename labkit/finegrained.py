@@ -37,7 +37,7 @@ from torch import nn
 from . import capacity, checks, compress, files, huffman
 from . import config as cfg
 from . import progress as reporter
-from .device import autocast, pick_device, set_seed
+from .device import autocast, derive_seed, pick_device, set_seed
 from .model import FEATURE_CHANNELS, POOLED, CheckpointError, VGGHead
 
 FORMAT = "labkit-deep-compression/1"
@@ -424,7 +424,7 @@ def prune_and_retrain(head: VGGHead, train_set, sparsities, *, steps: int = 2, e
     moments = dict(optimizer) if optimizer else {}
     for step, target in enumerate(schedule(sparsities, steps), 1):
         masks = prune_weights(head, target, masks)
-        history = masked_fit(head, masks, train_set, epochs, batch_size, lr, seed=seed * 1000 + step,
+        history = masked_fit(head, masks, train_set, epochs, batch_size, lr, seed=derive_seed(seed, step),
                              device=device, fold=fold, moments=moments)
         rows.append({"step": step, "sparsities": target, "loss": history[-1]["loss"],
                      "seconds": sum(h["seconds"] for h in history)})

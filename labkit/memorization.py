@@ -23,7 +23,7 @@ from torch import nn
 
 from . import capacity, checks
 from .config import CLASSES, Widths
-from .device import one_thread, seeded
+from .device import derive_seed, one_thread, seeded
 
 
 
@@ -240,7 +240,7 @@ def memorization(x: torch.Tensor, specs: Sequence[HeadSpec], criterion: float = 
             break
         runs = [(h, r) for h in probe for r in range(restarts)]  # only the heads still searching
         ladder = Ladder([specs[h] for h, _ in runs], x.shape[1], classes,
-                        seeds=[seed * 1000 + h * restarts + r for h, r in runs])
+                        seeds=[derive_seed(seed, h * restarts + r) for h, r in runs])
         accuracy = fit_ladder(ladder, x, labels, [probe[h] for h, _ in runs], steps, lr, criterion,
                               groups=[h for h, _ in runs])
         for h, n in probe.items():
@@ -325,7 +325,7 @@ def measure_requirement(train_set, val_set, hidden: Sequence[int] = (0, 1, 2, 4,
     stats = train_set.stats()
     x, y = standardized(train_set, stats), train_set.labels
     specs = [HeadSpec(checks.integer("hidden", h, minimum=0)) for h in hidden]
-    ladder = Ladder(specs, x.shape[1], seeds=[seed * 1000 + i for i in range(len(specs))])
+    ladder = Ladder(specs, x.shape[1], seeds=[derive_seed(seed, i) for i in range(len(specs))])
     fit_ladder(ladder, x, y, [len(y)] * len(specs), steps, lr, criterion=None)
     with torch.no_grad():
         train_acc = (ladder(x).argmax(-1) == y[:, None]).float().mean(0).tolist()

@@ -21,6 +21,7 @@ import torch
 
 from . import capacity, distributed, features, model, prune, train
 from . import progress as reporter
+from .device import derive_seed
 from .config import (CLASSES, CONTROLS, StudyConfig, Widths, config_dict, control_of, parse_widths, prune_plan,
                      scratch_of)
 from .runs import RunFolder
@@ -130,10 +131,10 @@ def train_first(c: StudyConfig, data: Splits, state: train.AdamState, desc: str 
     total = c.epochs if scratch else c.start_epochs
     warm = min(c.lr_epochs, total)
     watch = None if scratch else data.val
-    history = train.fit(head, data.train, warm, c.batch_size, c.lr, seed=c.seed * 1000, device=c.device,
+    history = train.fit(head, data.train, warm, c.batch_size, c.lr, seed=derive_seed(c.seed), device=c.device,
                         desc=desc, val_set=watch, state=state)
     if total > warm:
-        more = train.fit(head, data.train, total - warm, c.batch_size, c.lr * c.lr_drop, seed=c.seed * 1000 + 500,
+        more = train.fit(head, data.train, total - warm, c.batch_size, c.lr * c.lr_drop, seed=derive_seed(c.seed, 500),
                          device=c.device, desc=desc, val_set=watch, state=state,
                          patience=None if scratch else c.patience)
         history = history + [{**e, "epoch": e["epoch"] + warm} for e in more]
@@ -370,8 +371,7 @@ def prune_step(c: StudyConfig, head: model.VGGHead, state: train.AdamState, cycl
         return True
     plan = prune_plan(c, head.widths())
     for layer, k in plan:
-        # layer 0 keeps the seed the report-style runs always used; other layers get their own
-        _, removed = prune.prune_neurons(head, layer, k, c.method, seed=c.seed * 1000 + cycle + 7919 * layer)
+        _, removed = prune.prune_neurons(head, layer, k, c.method, seed=derive_seed(c.seed, cycle, layer=layer))
         keep = torch.ones(len(removed) + head.widths()[layer + 1], dtype=torch.bool)
         keep[removed] = False
         state.drop(layer, keep)
@@ -381,7 +381,7 @@ def prune_step(c: StudyConfig, head: model.VGGHead, state: train.AdamState, cycl
 def train_step(c: StudyConfig, head: model.VGGHead, state: train.AdamState, train_set, cycle: int) -> float:
     """c.epochs more training for `cycle` at the fine-tuning rate c.lr x c.lr_drop, going on from the optimizer's
     moments (a restart would jolt every weight); the last epoch's mean loss."""
-    epochs = train.fit(head, train_set, c.epochs, c.batch_size, c.lr * c.lr_drop, seed=c.seed * 1000 + cycle,
+    epochs = train.fit(head, train_set, c.epochs, c.batch_size, c.lr * c.lr_drop, seed=derive_seed(c.seed, cycle),
                        device=c.device, desc=f"cycle {cycle}", state=state)
     return epochs[-1]["loss"]
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checks, progress as bars
-from .device import autocast, pick_device, set_seed
+from .device import autocast, derive_seed, pick_device, set_seed
 from .distributed import world
 from .features import FeatureSet
 from .model import FEATURE_CHANNELS, POOLED, FoldedFirstLayer, VGGHead
@@ -152,7 +152,7 @@ def fit(head: torch.nn.Module, train_set: FeatureSet, epochs: int = 3, batch_siz
     rank, size = world()
     if batch_size < size:
         raise ValueError(f"batch_size={batch_size} is smaller than the {size} processes sharing each batch")
-    set_seed(seed + 100_003 * rank)  # dropout differs between ranks; the shuffle below does not
+    set_seed(derive_seed(0, seed, rank=rank))  # dropout differs between ranks; the shuffle below does not
     generator = torch.Generator().manual_seed(seed)
     head.to(device).train()
     folded = FoldedFirstLayer(head) if fold and isinstance(head, VGGHead) and head.map_size == 1 else None

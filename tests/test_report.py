@@ -342,3 +342,29 @@ def test_config_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_figure_error_bars_are_the_tables_spreads():
+    """Issue 20: the capacity curve's error bars and curve_summary's *_std_points are the same sample spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from labkit import plots
+
+    rows = _grid([0.95, 0.90, 0.86], [0.90, 0.92, 0.91], [0.93, 0.88, 0.80], seeds=(0, 1, 2))
+    for r in rows:  # spread on validation too, different per arm; each cycle at its own capacity
+        r["mec_bits"] = 200 if r["cycle"] == 0 else 100
+        r["val_accuracy"] = r["test_accuracy"] - 0.01 * r["seed"] * (1 + ["l2", "none", "scratch"].index(r["method"]))
+    table = {(r["method"], r["cycle"]): r for r in report.curve_summary(rows)}
+    fig = plots.accuracy_vs_capacity(rows)
+    drawn = {}
+    for ax, split in zip(fig.axes[:2], ("val", "test")):
+        for bars, method in zip(ax.containers, ("l2", "none", "scratch")):
+            for segment in bars.lines[2][0].get_segments():  # one vertical bar a point, at x = its MEC
+                cycle = {200: 0, 100: 1}[segment[0][0]]
+                drawn[(method, cycle, split)] = (segment[1][1] - segment[0][1]) / 2  # half the bar: one spread
+    assert len(drawn) == 10
+    for (method, cycle, split), half in drawn.items():
+        assert half == pytest.approx(table[(method, cycle)][f"{split}_std_points"], abs=1e-9), (method, cycle, split)
+    # the sample standard deviation (n - 1), by hand for l2's last test accuracies 95, 90, 86 (mean 90.333...)
+    assert table[("l2", 1)]["test_std_points"] == pytest.approx(4.5092497, abs=1e-6)
