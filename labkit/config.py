@@ -33,12 +33,40 @@ def check_limits(train_limit: int | None, val_limit: int | None, test_limit: int
                             hint=f"MNIST has {SIZES['test']:,} test images; None takes all of them")
 
 CONTROLS = ("none", "scratch")  # the equal-budget control (nothing removed) and a fresh head of given widths
-PRUNING_FIELDS = ("layer", "schedule", "k", "fraction", "tolerance")  # what a control ignores
 CHECKPOINT_POLICIES = ("all", "last", "none")
 SCHEDULES = ("fixed", "geometric")
 SEEDS = {"ci": 2, "quick": 3, "paper": 3}  # independently trained heads the notebooks compare (curve and knee)
 GEOMETRIC_CYCLES = 12  # cycles bound for knee searches: cycle 0 and 11 halvings take 4,096 neurons to 2
-RESUME_FREE = ("cycles", "device", "checkpoints")  # fields that may change when a run is resumed
+# What each setting counts for, and why: the one list that run identity (runs.identity), run names and trained
+# starts (study.START_FIELDS) read. A setting counts for the run's identity unless it is "resume", "place" or
+# "start file"; a control ("none", "scratch") also ignores the "pruning" ones.
+#   pruning     only a pruning run uses it: the controls remove nothing
+#   resume      may change when a run is resumed: it does not shape the numbers (more cycles, another device,
+#               another checkpoint policy)
+#   place       where the run is kept and under what name, not what it computes
+#   start file  compared by what the file was trained with (its record), not by its path
+#   start       the trained start (cycle 0's head, notebook 02) depends on it: another value trains another
+FIELD_ROLES: dict[str, tuple[str, ...]] = {
+    "profile": (), "method": (),
+    "layer": ("pruning",), "schedule": ("pruning",), "k": ("pruning",), "fraction": ("pruning",),
+    "tolerance": ("pruning",),
+    "cycles": ("resume",), "epochs": (),
+    "lr_epochs": ("start",), "lr_drop": ("start",), "start_epochs": ("start",), "patience": ("start",),
+    "batch_size": ("start",), "lr": ("start",), "train_limit": ("start",), "val_limit": ("start",),
+    "test_limit": ("start",), "data_seed": ("start",), "image_size": ("start",), "weights": ("start",),
+    "head": ("start",), "dropout": ("start",), "seed": ("start",),
+    "device": ("resume", "start"),  # a start trained on a GPU is another file than one trained on the CPU
+    "results_dir": ("place",), "name": ("place",), "start": ("start file",), "checkpoints": ("resume",),
+}
+
+
+def fields_for(*roles: str) -> tuple[str, ...]:
+    """The settings that have any of `roles` in FIELD_ROLES, in the config's order."""
+    return tuple(f for f, has in FIELD_ROLES.items() if set(has) & set(roles))
+
+
+PRUNING_FIELDS = fields_for("pruning")  # what a control ignores
+RESUME_FREE = fields_for("resume")  # what may change when a run is resumed
 
 
 @dataclass(frozen=True)

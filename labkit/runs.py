@@ -36,9 +36,8 @@ COLUMNS = ("cycle", "method", "layer", "removed", "widths", "mec_bits", "mec_eff
            "val_correct", "val_total", "val_accuracy", "test_correct", "test_total", "test_accuracy", "rho",
            "rho_effective", "parameters", "model_bytes", "train_loss", "seconds", "val_right", "test_right")
 SMALLEST = "smallest_within_tolerance.pt"  # geometric runs keep the smallest head within tolerance here
-# fields a run folder may be opened with, changed: they do not shape its numbers (start is compared by
-# what the start file was trained with, not by its path)
-IDENTITY_FREE = (*cfg.RESUME_FREE, "results_dir", "name", "start")
+# fields a run folder may be opened with, changed: they do not shape its numbers (config.FIELD_ROLES says why)
+IDENTITY_FREE = cfg.fields_for("resume", "place", "start file")
 # fields older labkit versions did not write, with the value they meant (a field added to StudyConfig goes here
 # with the value runs made before it meant; any other field a config.json lacks is named as missing)
 _LEGACY = {"val_limit": None}

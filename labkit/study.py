@@ -22,8 +22,8 @@ import torch
 from . import capacity, distributed, features, model, prune, train
 from . import progress as reporter
 from .device import derive_seed
-from .config import (CLASSES, CONTROLS, StudyConfig, Widths, config_dict, control_of, parse_widths, prune_plan,
-                     scratch_of)
+from .config import (CLASSES, CONTROLS, StudyConfig, Widths, config_dict, control_of, fields_for, parse_widths,
+                     prune_plan, scratch_of)
 from .runs import RunFolder
 
 # ---------------------------------------------------------------- data and heads
@@ -111,9 +111,8 @@ def new_head(c: StudyConfig, train_set) -> model.VGGHead:
     return head
 
 
-# the fields a trained start depends on (not the pruning ones, not the epochs of later cycles)
-START_FIELDS = ("lr_epochs", "lr_drop", "start_epochs", "patience", "batch_size", "lr", "train_limit", "val_limit", "test_limit", "data_seed",
-                "image_size", "weights", "head", "dropout", "seed", "device")
+# the fields a trained start depends on (config.FIELD_ROLES: not the pruning ones, not the epochs of later cycles)
+START_FIELDS = fields_for("start")
 
 
 def train_first(c: StudyConfig, data: Splits, state: train.AdamState, desc: str = "train") -> tuple[model.VGGHead, list[dict]]:

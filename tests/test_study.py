@@ -228,3 +228,16 @@ def test_quick_profile_unpruned_head_reaches_85_percent(tmp_path):
     rows = study.run_study(c, progress=False, log=None)
     print(f"quick profile cycle 0: {rows[0]['test_accuracy']:.4f} test accuracy on {rows[0]['test_total']} images")
     assert rows[0]["test_accuracy"] >= 0.85
+
+
+def test_every_setting_says_what_it_counts_for():
+    """Issue 20: one list (config.FIELD_ROLES) decides which settings count for what; a new field must join it."""
+    from labkit import config
+
+    fields = [f.name for f in dataclasses.fields(config.StudyConfig)]
+    assert list(config.FIELD_ROLES) == fields
+    roles = {"pruning", "resume", "place", "start file", "start"}
+    assert all(set(r) <= roles for r in config.FIELD_ROLES.values())
+    # what the roles mean, on settings whose part is not in doubt
+    assert set(runs.IDENTITY_FREE) == {"cycles", "device", "checkpoints", "results_dir", "name", "start"}
+    assert "tolerance" in config.PRUNING_FIELDS and "epochs" not in study.START_FIELDS and "lr" in study.START_FIELDS
