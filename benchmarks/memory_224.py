@@ -34,7 +34,7 @@ def make_caches(root: str) -> None:
     from labkit import features
     from labkit.config import make_config
 
-    config = make_config("paper", image_size=224, weights="none")
+    config = make_config("paper", image_size=224, weights="random")
     for split, limit, n in (("train", None, 60_000 - config.val_limit), ("val", config.val_limit, config.val_limit),
                             ("test", None, 10_000)):
         path = features.cache_path("random-seed0", 224, split, limit, config.data_seed, root, config.val_limit)
@@ -67,7 +67,7 @@ def main() -> int:
         from labkit import features, study, train
         from labkit.config import make_config
 
-        config = make_config("paper", image_size=224, weights="none", device="cpu")
+        config = make_config("paper", image_size=224, weights="random", device="cpu")
         limits = {"train": config.train_limit, "val": config.val_limit, "test": config.test_limit}
         missing = [s for s, lim in limits.items() if not features.cache_path(
             "random-seed0", 224, s, lim, config.data_seed, root, config.val_limit).exists()]

@@ -37,7 +37,9 @@ def _study_args(p: argparse.ArgumentParser) -> None:
                    help="validation images, drawn from the training set (every decision is taken on them)")
     p.add_argument("--test-limit", type=int, dest="test_limit", help="test images (class-balanced subset)")
     p.add_argument("--image-size", type=int, dest="image_size", help="input side in pixels (32 or more)")
-    p.add_argument("--weights", choices=cfg.WEIGHT_CHOICES, help="backbone weights (default auto)")
+    p.add_argument("--weights", choices=(*cfg.WEIGHT_CHOICES, "none"),
+                   help="backbone weights: auto (ImageNet where available), imagenet, random (none: its older name); "
+                        "default auto")
     p.add_argument("--seed", type=int, help="seed of initialization, shuffling, dropout and reservoir sampling")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--results", dest="results_dir",

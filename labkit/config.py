@@ -16,7 +16,23 @@ from . import checks
 # The plain facts the settings are checked against, here so that this module imports no torch (model, prune
 # and data take them from here).
 METHODS = ("l1", "l2", "reservoir", "magnitude")  # pruning criteria (labkit.prune)
-WEIGHT_CHOICES = ("auto", "imagenet", "none")  # backbone weights (labkit.model.build_backbone)
+WEIGHT_CHOICES = ("auto", "imagenet", "random")  # backbone weights (labkit.model.build_backbone)
+# settings' values as an older labkit spelled them, read as today's word: weights "none" (random initialization)
+# read too much like method "none" (the control) and Python's None
+OLD_SPELLINGS = {"weights": {"none": "random"}}
+
+
+def current_spelling(field: str, value):
+    """`value` of setting `field` in today's word (weights 'none' -> 'random'); other values as they are."""
+    try:
+        return OLD_SPELLINGS.get(field, {}).get(value, value)
+    except TypeError:  # an unhashable value (a list) has no old spelling
+        return value
+
+
+def current_settings(settings: dict) -> dict:
+    """A saved settings dict (config.json, a checkpoint's or a start file's record) in today's words."""
+    return {k: current_spelling(k, v) for k, v in settings.items()}
 CLASSES = 10  # MNIST's ten digits: the head's output width, defined here once
 SIZES = {"train": 60_000, "test": 10_000}  # MNIST's official splits
 
@@ -98,7 +114,7 @@ class StudyConfig:
     test_limit: int | None = 2000    # class-balanced test subset (None: all 10,000); reported, never decides
     data_seed: int = 0               # seed of the subsets, fixed across training seeds
     image_size: int = 32             # digits are resized to image_size x image_size (32 or more)
-    weights: str = "auto"            # backbone weights: auto, imagenet, none
+    weights: str = "auto"            # backbone weights: auto (ImageNet where available), imagenet, random
     head: tuple = (4096, 4096, 256)  # hidden widths of the head
     dropout: float = 0.5             # dropout between hidden layers
     seed: int = 0                    # initialization, shuffling, dropout and reservoir seed
@@ -110,6 +126,7 @@ class StudyConfig:
                                      # before dropped (a killed run resumes); "none": nothing written
 
     def __post_init__(self):
+        object.__setattr__(self, "weights", current_spelling("weights", self.weights))
         object.__setattr__(self, "head", tuple(checks.integers("head", self.head, minimum=1, length=1,
                                                                hint="give the hidden widths, e.g. (4096, 4096, 256)")))
         validate(self)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from . import files
-from .config import CLASSES, WEIGHT_CHOICES
+from .config import CLASSES, WEIGHT_CHOICES, current_spelling
 from .device import seeded
 
 IMAGENET_FILE = "vgg16-397923af.pth"  # the file torchvision's VGG16_Weights.IMAGENET1K_V1 downloads
@@ -245,7 +245,7 @@ def imagenet_weights_cached() -> Path | None:
 
 def _imagenet_fix(path: Path) -> str:
     return (f"delete it so torchvision downloads it again (rm {path}; that needs the network), or use "
-            "--weights none (weights='none') for a randomly initialized backbone")
+            "--weights random (weights='random') for a randomly initialized backbone")
 
 
 def imagenet_file_problem(path: str | os.PathLike) -> str | None:
@@ -331,15 +331,17 @@ class ImageNetFileProblem(files.FileProblem):
 def resolve_weights(weights: str = "auto", seed: int = 0) -> str:
     """The tag of the weights `weights` gives here ("imagenet" or "random-seed<seed>"), said once, plainly.
 
-    "imagenet" always (a damaged file in the hub cache is an error naming it); "none" never; "auto" where the
+    "imagenet" always (a damaged file in the hub cache is an error naming it); "random" never ("none" is its
+    older name); "auto" where the
     torch hub cache holds a sound file or download.pytorch.org answers within 2 s (so there is no long wait
     offline). A damaged file under "auto" gives the random backbone, saying which file and how to fix it.
     """
+    weights = current_spelling("weights", weights)
     if weights not in WEIGHT_CHOICES:
         raise ValueError(f"weights={weights!r} is not one of {WEIGHT_CHOICES}")
     from .data import network_reachable
 
-    cached = imagenet_weights_cached() if weights != "none" else None
+    cached = imagenet_weights_cached() if weights != "random" else None
     problem = imagenet_file_problem(cached) if cached else None
     if problem and weights == "imagenet":
         raise ImageNetFileProblem(f"weights='imagenet': the ImageNet VGG16 file {cached} is damaged: {problem}; "
@@ -376,7 +378,7 @@ def _announce(tag: str, asked: str, why: str = "") -> None:
                         f"downloaded once from download.pytorch.org into {Path(torch.hub.get_dir()) / 'checkpoints'}")
         print(f"labkit: VGG16 backbone uses ImageNet weights (IMAGENET1K_V1), {where}.")
     else:
-        why = why or ("not asked for" if asked == "none" else "not in the torch hub cache and not downloadable here")
+        why = why or ("not asked for" if current_spelling("weights", asked) == "random" else "not in the torch hub cache and not downloadable here")
         print(f"labkit: VGG16 backbone is RANDOMLY INITIALIZED ({tag}); ImageNet weights were {why}.")
 
 
@@ -405,7 +407,7 @@ def build_backbone(weights: str = "auto", seed: int = 0) -> tuple[nn.Module, str
                 raise files.FileProblem(
                     f"weights='imagenet': ImageNet VGG16 weights are not in {folder} and could not be downloaded "
                     f"({first}). Put {IMAGENET_FILE} in {folder} (torchvision's file), run again where the network "
-                    "reaches download.pytorch.org, or use weights='none' (--weights none)") from None
+                    "reaches download.pytorch.org, or use weights='random' (--weights random)") from None
             tag = f"random-seed{seed}"
             _announce(tag, weights, why=f"not in the torch hub cache and could not be downloaded ({first})")
         else:

@@ -128,7 +128,7 @@ def identity(c: cfg.StudyConfig, saved: dict | None = None) -> dict:
         values = now
         values["start_trained_with"] = start_identity(c.start)
     else:
-        values = {k: saved[k] if k in saved else _LEGACY.get(k, MISSING) for k in now}
+        values = {k: cfg.current_spelling(k, saved[k]) if k in saved else _LEGACY.get(k, MISSING) for k in now}
         values["start_trained_with"] = saved.get("start_trained_with", Path(saved["start"]).name
                                                  if saved.get("start") else None)
     ignored = set(IDENTITY_FREE)

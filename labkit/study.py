@@ -22,8 +22,8 @@ import torch
 from . import capacity, distributed, features, model, prune, train
 from . import progress as reporter
 from .device import derive_seed
-from .config import (CLASSES, CONTROLS, StudyConfig, Widths, config_dict, control_of, fields_for, parse_widths,
-                     prune_plan, scratch_of)
+from .config import (CLASSES, CONTROLS, StudyConfig, Widths, config_dict, control_of, current_settings, fields_for,
+                     parse_widths, prune_plan, scratch_of)
 from .runs import RunFolder
 
 # ---------------------------------------------------------------- data and heads
@@ -46,7 +46,7 @@ def prepare_features(c: StudyConfig) -> Splits:
     weights = c.weights
     if distributed.world()[1] > 1:
         tag = distributed.from_lead(model.resolve_weights(c.weights) if distributed.is_lead() else None)
-        weights = "imagenet" if tag == "imagenet" else "none"
+        weights = "imagenet" if tag == "imagenet" else "random"
     if not distributed.is_lead():
         distributed.barrier("rank 0 to compute the VGG16 features of this profile")
     sets = Splits(*(split_features(c, split, weights) for split in ("train", "val", "test")))
@@ -157,7 +157,7 @@ def train_start(c: StudyConfig, path: str | os.PathLike):
     wanted = {k: v for k, v in config_dict(c).items() if k in START_FIELDS}
     if path.exists():
         head, record = model.load_head(path, fix="delete that file to train the head again")
-        if record.get("config") == wanted:
+        if isinstance(record.get("config"), dict) and current_settings(record["config"]) == wanted:
             reporter.say(f"reusing the trained head in {path} (validation accuracy {record['val']['accuracy']:.2%})")
             return head, record
         reporter.say(f"{path} was trained with other settings; training a new one")

@@ -272,7 +272,7 @@ def test_command_line_without_checkpoints_keeps_all(made, tmp_path):
 
 CONTROL_CHANGES = [dict(head=(32, 24, 8)), dict(lr=5e-4), dict(epochs=2), dict(batch_size=16), dict(train_limit=250),
                    dict(val_limit=150), dict(test_limit=150), dict(data_seed=3), dict(image_size=64),
-                   dict(weights="none"), dict(dropout=0.25)]
+                   dict(weights="random"), dict(dropout=0.25)]
 
 
 @pytest.mark.parametrize("change", CONTROL_CHANGES, ids=lambda d: next(iter(d)))
@@ -820,7 +820,7 @@ def test_a_damaged_imagenet_file_is_named_with_the_fix(hub, capsys, damage):
     with pytest.raises(model.ImageNetFileProblem) as info:
         model.build_backbone("imagenet")
     message = str(info.value)
-    assert str(hub) in message and "delete it" in message and "--weights none" in message
+    assert str(hub) in message and "delete it" in message and "--weights random" in message
     assert "weights_only" not in message and f"Put {model.IMAGENET_FILE}" not in message
     backbone, tag = model.build_backbone("auto")
     said = capsys.readouterr().out

@@ -190,12 +190,12 @@ def test_one_backbone_fills_the_three_caches(tmp_path, monkeypatch, small_config
     built = []
     monkeypatch.setattr(features, "build_backbone", lambda *a: built.append(a) or model.build_backbone(*a))
     monkeypatch.setattr(features, "_built", {})
-    c = dataclasses.replace(small_config, weights="none")
+    c = dataclasses.replace(small_config, weights="random")
     splits = study.prepare_features(c, progress=False)
     assert len(built) == 1 and len(list((tmp_path / "data" / "features").glob("*.pt"))) == 3
     # the one backbone gives what a fresh one gives, for the last split it filled
     images, _ = data.load_mnist("test", limit=c.test_limit, seed=c.data_seed)
-    fresh = features.extract(model.build_backbone("none")[0], images, c.image_size)
+    fresh = features.extract(model.build_backbone("random")[0], images, c.image_size)
     assert torch.equal(fresh, splits.test.maps)
 
 
@@ -241,3 +241,14 @@ def test_every_setting_says_what_it_counts_for():
     # what the roles mean, on settings whose part is not in doubt
     assert set(runs.IDENTITY_FREE) == {"cycles", "device", "checkpoints", "results_dir", "name", "start"}
     assert "tolerance" in config.PRUNING_FIELDS and "epochs" not in study.START_FIELDS and "lr" in study.START_FIELDS
+
+
+def test_weights_none_is_the_older_name_of_random(small_config):
+    """Issue 20: random initialization is weights="random" (not "none", which read like the control method and
+    Python's None); the older word still works, and a run folder saved with it is the same run."""
+    from labkit import config
+
+    c = dataclasses.replace(small_config, weights="none")
+    assert c.weights == "random" and "none" not in config.WEIGHT_CHOICES
+    assert model.resolve_weights("none", 3) == model.resolve_weights("random", 3) == "random-seed3"
+    assert runs.identity(c, {**config.config_dict(c), "weights": "none"}) == runs.identity(c)
