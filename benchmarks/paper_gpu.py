@@ -119,7 +119,7 @@ def main() -> int:
 
     import torch
 
-    from labkit import data, features, metrics, prune, report, study, train
+    from labkit import data, features, metrics, prune, tables, study, train
     from labkit.config import config_dict, make_config
     from labkit.device import pick_device
 
@@ -216,7 +216,7 @@ def main() -> int:
                                                  "3-minute target"))
     if "peak_gpu_gib" in times:
         print(f"peak GPU memory: {times['peak_gpu_gib']:.1f} GiB")
-    print(report.format_table(all_rows, ("method", "cycle", "widths", "epochs_total", "val_accuracy",
+    print(tables.format_table(all_rows, ("method", "cycle", "widths", "epochs_total", "val_accuracy",
                                          "test_accuracy", "seconds")))
     if args.json:
         with open(args.json, "w") as fh:

@@ -163,20 +163,20 @@ def _quietly(line: str) -> None:
 
 
 def _study(parser, args) -> int:
-    from . import distributed, report, study
+    from . import distributed, tables, study
 
     config = _config(parser, args)
     args.run_dir = config.run_dir
     with distributed.session(pick_device(config.device).type), _policy(args):
         print(f"labkit study: run {config.run_name} -> {config.run_dir}", flush=True)
         rows = study.run_study(config, progress=not args.no_progress, log=lambda s: print(s, flush=True))
-        print(report.study_summary(config, rows))
-        print(report.peak_memory())
+        print(tables.study_summary(config, rows))
+        print(tables.peak_memory())
     return 0
 
 
 def _compress(parser, args) -> int:
-    from . import distributed, report, study
+    from . import distributed, tables, study
 
     if distributed.launched_by_torchrun():
         parser.error("compress runs in one process; start it with python -m labkit, not torchrun")
@@ -198,16 +198,16 @@ def _compress(parser, args) -> int:
     with _policy(args):
         result = study.compress_smallest(config, args.bits, progress=not args.no_progress,
                                          log=lambda s: print(s, flush=True))
-    print(report.compress_summary(config, result))
+    print(tables.compress_summary(config, result))
     if session is not None:
         dc = session.deep_compression(result, seed=config.seed, sparsity=args.dc_sparsity, bits=args.dc_bits,
                                       progress=not args.no_progress)
         print("\nDeep Compression's stages, each file read back (the unpruned head trained as long is the control):")
-        print(report.format_table(dc["stages"], ("description", "bytes", "ratio", "han_vgg16_ratio", "val_accuracy",
+        print(tables.format_table(dc["stages"], ("description", "bytes", "ratio", "han_vgg16_ratio", "val_accuracy",
                                                  "control_val_accuracy", "test_accuracy", "within_tolerance")))
-        print("\n".join(["", *report.stages_summary(dc["stages"], config.tolerance), "",
-                         *report.pruning_kinds(dc["versus"])]))
-    print(report.peak_memory())
+        print("\n".join(["", *tables.stages_summary(dc["stages"], config.tolerance), "",
+                         *tables.pruning_kinds(dc["versus"])]))
+    print(tables.peak_memory())
     return 0
 
 

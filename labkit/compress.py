@@ -53,7 +53,7 @@ def kmeans_codebook(weight: torch.Tensor, bits: int, iterations: int = 25,
     on `sample` evenly spaced weights and the two extremes (seconds instead of minutes); every
     weight is then assigned.
     """
-    _check_bits(bits, allowed=range(1, 8))
+    _check_one_width(bits, allowed=range(1, 8))
     return kmeans_centroids(weight, 1 << bits, iterations, sample)
 
 
@@ -124,7 +124,8 @@ def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
 
 # ---------------------------------------------------------------- the head as a file
 
-def _check_bits(bits, allowed=range(1, 9)) -> None:
+def _check_one_width(bits, allowed=range(1, 9)) -> None:
+    """One storage width: 8 (int8) or 1..7 (a codebook of 2**bits values); `check_bit_widths` checks a list."""
     checks.integer("bits", bits, min(allowed), max(allowed),
                    hint="use 8 (int8, a scale per output channel) or 1..7 (weight sharing, a 2**bits-entry "
                         "codebook per layer)")
@@ -133,7 +134,7 @@ def _check_bits(bits, allowed=range(1, 9)) -> None:
 @torch.no_grad()
 def compress_head(head: VGGHead, bits: int = 8) -> dict:
     """The payload `save_compressed` writes: widths, standardization, and each layer's stored weights."""
-    _check_bits(bits)
+    _check_one_width(bits)
     dropout = next((m.p for m in head.layers if isinstance(m, torch.nn.Dropout)), 0.0)
     layers = []
     for lin in head.linears():
@@ -191,7 +192,7 @@ def compression_table(head: VGGHead, sets: dict, folder: str | os.PathLike, refe
     """
     from . import metrics, model, train
 
-    check_bits(bits)
+    check_bit_widths(bits)
     folder = Path(folder)
     if float32_file is None:
         path = folder / f"{name}-float32.pt"
@@ -215,11 +216,11 @@ def compression_table(head: VGGHead, sets: dict, folder: str | os.PathLike, refe
     return rows
 
 
-def check_bits(bits) -> list[int]:
+def check_bit_widths(bits) -> list[int]:
     """A list of storage widths, each 8 or 1..7; ValueError naming the first that is not (before any work)."""
     bits = [bits] if not isinstance(bits, (list, tuple)) else list(bits)
     if not bits:
         raise ValueError("bits=[] names no storage width: give 8 and/or 1..7")
     for b in bits:
-        _check_bits(b)
+        _check_one_width(b)
     return bits

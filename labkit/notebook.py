@@ -175,7 +175,7 @@ class Session:
         """What notebook 05's answers read: the trained heads of `seed` and `seed + 1` (02 / 04), the comparison
         (03), the capacity curve (04), the knee and the stored heads (03), the data requirement (04). Each is
         read from results/<profile>/ when an earlier notebook wrote it, and computed now (saying so) when not."""
-        from . import capacity, data, memorization, metrics, prune, report, train
+        from . import capacity, data, memorization, metrics, prune, tables, train
 
         head, record = self.trained_start(seed, progress)
         other, _ = self.trained_start(seed + 1, progress)  # a second rater for Q3
@@ -194,7 +194,7 @@ class Session:
         requirement = self.saved_table("data_requirement")
         if requirement is None:
             print("No data requirement from notebook 04; estimating it now.")
-            requirement = report.requirement_rows(study.requirement_progressions(self.config))
+            requirement = tables.requirement_rows(study.requirement_progressions(self.config))
         curve = self.saved_table("capacity_curve") or compare
         starts = [r["test_accuracy"] for r in curve if r["method"] == "none" and r["cycle"] == 0]
         memorized = self.saved_table("memorization")

@@ -151,12 +151,12 @@ def _pruning_methods(rows) -> list[str]:
     return [m for m in dict.fromkeys(r["method"] for r in rows) if m not in ("none", "scratch")]
 
 
-def accuracy_vs_capacity(rows: list[dict], seed_rows: list[dict] | None = None):
+def accuracy_vs_capacity(rows: list[dict], rows_2019: list[dict] | None = None):
     """Validation and test accuracy against MEC, one line per method, mean +- std over seeds, with both controls.
 
     The control (nothing removed, trained as long) is drawn at the capacity the pruned heads have at
     the same cycle, so the vertical gap at each point is what pruning did at equal training.
-    `seed_rows`: the 2019 report's table, drawn on the test panel.
+    `rows_2019`: the 2019 report's table, drawn on the test panel.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.2), sharey=True)
     methods = _pruning_methods(rows)
@@ -177,8 +177,8 @@ def accuracy_vs_capacity(rows: list[dict], seed_rows: list[dict] | None = None):
         if scratch:
             ax.errorbar([p[0] for p in scratch], [100 * p[1] for p in scratch], yerr=[100 * p[2] for p in scratch],
                         capsize=3, **SCRATCH_STYLE)
-        if seed_rows and split == "test":
-            ax.plot([r["mec_bits"] for r in seed_rows], [100 * r["test_accuracy"] for r in seed_rows], "k*:",
+        if rows_2019 and split == "test":
+            ax.plot([r["mec_bits"] for r in rows_2019], [100 * r["test_accuracy"] for r in rows_2019], "k*:",
                     ms=9, alpha=0.6, label="2019 report (its test set, one run; its nominal MEC)")
         ax.set_xlabel(CAPACITY_LABEL[key])
         _bits_axis(ax)

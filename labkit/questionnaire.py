@@ -10,7 +10,7 @@ import math
 from statistics import mean
 from typing import Sequence
 
-from . import metrics, report
+from . import metrics, tables
 from .config import CLASSES, hidden_text
 
 CHEQUE_ACCURACY = 0.99  # what reading handwritten amounts on cheques is usually said to need
@@ -42,13 +42,13 @@ def knee_against_controls(knee: Sequence[dict], pick: dict) -> str:
     mine = {r.get("seed", 0): r for r in knee if r["method"] != "scratch" and int(r["cycle"]) == int(pick["cycle"])}
     control = {s: {"test_accuracy": r["control_test_accuracy"], "test_right": r.get("control_test_right")}
                for s, r in mine.items()}
-    lines = [report.pruning_vs_control(*report.paired(mine, control, "test")[:2], n, epochs, "test",
-                                       report.paired(mine, control, "test")[2])]
+    lines = [tables.pruning_vs_control(*tables.paired(mine, control, "test")[:2], n, epochs, "test",
+                                       tables.paired(mine, control, "test")[2])]
     scratch = {r.get("seed", 0): r for r in knee if r["method"] == "scratch" and r["widths"] == pick["widths"]}
     if scratch:
-        a, b, right = report.paired(mine, scratch, "test")
+        a, b, right = tables.paired(mine, scratch, "test")
         hidden = hidden_text(pick["widths"])
-        lines.append(report.pruned_vs_scratch(a, b, n, hidden, int(next(iter(scratch.values()))["epochs_total"]),
+        lines.append(tables.pruned_vs_scratch(a, b, n, hidden, int(next(iter(scratch.values()))["epochs_total"]),
                                               "test", right))
     return " ".join(lines) + "\n"
 
@@ -115,14 +115,14 @@ def q5(head_mec: int, n_train: int, requirement: Sequence[dict], knee_row: dict 
     """
     label_bits = n_train * math.log2(CLASSES)
     effective = head_mec_effective or head_mec
-    lines = [f"The head: {report.mec_both(head_mec, effective, map_size)}. Memorizing {n_train:,} labels outright "
+    lines = [f"The head: {tables.mec_both(head_mec, effective, map_size)}. Memorizing {n_train:,} labels outright "
              f"needs at most {label_bits:,.0f} bits, so the head has {effective / label_bits:,.0f} times what a "
              "lookup table needs."]
     for name in dict.fromkeys(r["representation"] for r in requirement):
         prog = [r for r in requirement if r["representation"] == name]
-        lines.append("Capacity the labels need, thresholds estimate, " + report.requirement_sentence(name, prog))
+        lines.append("Capacity the labels need, thresholds estimate, " + tables.requirement_sentence(name, prog))
     if ladder:
-        lines.append(report.ladder_sentence(ladder, tolerance, effective))
+        lines.append(tables.ladder_sentence(ladder, tolerance, effective))
     if knee_row is not None:
         mec = (f"{knee_row['mec_bits']:,} bits of MEC ({knee_row['mec_effective_bits']:,} effective)"
                if "mec_effective_bits" in knee_row else f"{knee_row['mec_bits']:,} bits of MEC")
@@ -143,15 +143,15 @@ def q6(record: dict, test: dict, head_mec: int, n_train: int, weights: str,
     label_bits = n_train * math.log2(CLASSES)
     effective = head_mec_effective or head_mec
     why = " (random weights: ImageNet weights were not available)." if weights != "imagenet" else "."
-    lines = [f"Training accuracy after {report.plural_epochs(len(record['epochs']))}: {_pct(last['accuracy'])} "
+    lines = [f"Training accuracy after {tables.plural_epochs(len(record['epochs']))}: {_pct(last['accuracy'])} "
              f"(dropout on); validation {_pct(record['val']['accuracy'])}, test {_pct(test['accuracy'])}."]
     if memorization:
         criterion = memorization[0]["criterion"]
         lines += [f"Measured with uniformly random labels (nothing to generalize), the most training images each "
                   f"small head fitted to {criterion:.0%} training accuracy:",
-                  *("  " + line for line in report.memorization_lines(memorization)),
-                  report.twin_sentence(memorization), report.memorization_bound(memorization)]
-        every = [r for r in memorization if report.yes(r["all_images"])]
+                  *("  " + line for line in tables.memorization_lines(memorization)),
+                  tables.twin_sentence(memorization), tables.memorization_bound(memorization)]
+        every = [r for r in memorization if tables.yes(r["all_images"])]
         if every:
             small = min(every, key=lambda r: r["mec_effective_bits"])
             lines.append(f"So near 100% memorization is within reach: {small['head']} ({small['mec_effective_bits']:,} "
@@ -170,15 +170,15 @@ def q6(record: dict, test: dict, head_mec: int, n_train: int, weights: str,
 
 def q7(curve: Sequence[dict], knee: Sequence[dict], tolerance: float) -> str:
     """Where to stop on the accuracy / capacity curve, and what to expect there."""
-    best = report.best_point(curve)
+    best = tables.best_point(curve)
     pick = knee_choice(knee)
-    pruned = [r for r in knee if r["method"] not in report.CONTROLS]
+    pruned = [r for r in knee if r["method"] not in tables.CONTROLS]
     beyond = [r for r in pruned if r["cycle"] > pick["cycle"]]
     seeds = best["seeds"]
     lines = [f"The curve is in notebook 04. Its highest mean validation accuracy over {seeds} seed(s) is "
-             f"{report.arm_name(best['method'])} at cycle {best['cycle']} ({_mecs(best)}, "
-             f"{report.plural_epochs(best['epochs_total'])}): validation {_pct(best['val_accuracy'])}, test "
-             f"{_pct(best['test_accuracy'])}, rho {best['rho']:.3g}. " + report.best_against_control(curve, best),
+             f"{tables.arm_name(best['method'])} at cycle {best['cycle']} ({_mecs(best)}, "
+             f"{tables.plural_epochs(best['epochs_total'])}): validation {_pct(best['val_accuracy'])}, test "
+             f"{_pct(best['test_accuracy'])}, rho {best['rho']:.3g}. " + tables.best_against_control(curve, best),
              "The report's schedule removes a few hundred of 4,096 first-layer neurons, far from where accuracy "
              "starts to fall.",
              f"Where to stop is another question: the smallest head that gives up at most {tolerance:g} point(s) "
@@ -202,13 +202,13 @@ def q8(test: dict, head_mec: int, start_accuracies: Sequence[float], head_mec_ef
     if len(start_accuracies) > 1:
         lines.append(f"Across {len(start_accuracies)} independently trained heads: {_pct(min(start_accuracies))} to "
                      f"{_pct(max(start_accuracies))} (mean {_pct(mean(start_accuracies))}).")
-    lines.append(report.rho_both(test["correct"], head_mec, head_mec_effective or head_mec))
+    lines.append(tables.rho_both(test["correct"], head_mec, head_mec_effective or head_mec))
     return "\n".join(lines)
 
 
 def q9(methods: Sequence[str]) -> str:
     """Combining the models of several modalities."""
-    shown = [m for m in methods if m not in report.CONTROLS]
+    shown = [m for m in methods if m not in tables.CONTROLS]
     return (f"There is one modality, so there is nothing to combine across modalities. The {len(shown)} pruned "
             f"variants ({', '.join(shown)}) are one model at different sizes, not separate experts.")
 
@@ -226,7 +226,7 @@ def q10(test: dict, head_mec: int, kappa: float, knee: Sequence[dict], stored: S
         head_mec_effective: int | None = None) -> str:
     """The final results, documented and repeatable."""
     pick = knee_choice(knee)
-    small = report.smallest_stored(stored)
+    small = tables.smallest_stored(stored)
     unpruned = _mecs({"mec_bits": head_mec, "mec_effective_bits": head_mec_effective})
     return (f"Unpruned head: {_pct(test['accuracy'])} test accuracy, {unpruned}, kappa against the labels "
             f"{kappa:.3f}.\n"

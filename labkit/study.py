@@ -55,7 +55,7 @@ def prepare_features(c: StudyConfig) -> Splits:
     return sets
 
 
-def loader(c: StudyConfig) -> Callable[[], Splits]:
+def features_when_needed(c: StudyConfig) -> Callable[[], Splits]:
     """A function that prepares the config's features the first time it is called and returns them after."""
     held: list[Splits] = []
 
@@ -441,7 +441,7 @@ def run_study(c: StudyConfig) -> list[dict]:
     """
     if c.schedule == "geometric" and c.method not in CONTROLS:
         return knee_search(c)[0]
-    with Run(c, loader(c)) as run:
+    with Run(c, features_when_needed(c)) as run:
         _announce(run)
         while not run.done:
             _show(run.step())
@@ -449,19 +449,19 @@ def run_study(c: StudyConfig) -> list[dict]:
 
 
 def _announce(run: Run) -> None:
-    from . import report
+    from . import tables
 
     if run.done:
         reporter.say(f"{run.folder.path}: {len(run.rows)} cycles already finished; reading them back")
     elif not run.rows:
-        reporter.say(report.format_table([], report.COLUMNS_SHOWN, header_only=True))
+        reporter.say(tables.format_table([], tables.COLUMNS_SHOWN, header_only=True))
 
 
 def _show(row: dict | None) -> None:
-    from . import report
+    from . import tables
 
     if row is not None:
-        reporter.say(report.format_table([row], report.COLUMNS_SHOWN, rows_only=True))
+        reporter.say(tables.format_table([row], tables.COLUMNS_SHOWN, rows_only=True))
 
 
 @reporter.entry
@@ -478,7 +478,7 @@ def knee_search(c: StudyConfig, seeds: Sequence[StudyConfig] = ()) -> tuple[list
     resumes (the cycle is computed again).
     """
     configs = [c, *[s for s in seeds if s.seed != c.seed]]
-    data = loader(c)
+    data = features_when_needed(c)
     with contextlib.ExitStack() as stack:
         arms = [stack.enter_context(Run(s, data, quiet=s is not c)) for s in configs]
         controls = [stack.enter_context(Run(control_of(s), data, quiet=True)) for s in configs]
@@ -495,7 +495,7 @@ def knee_search(c: StudyConfig, seeds: Sequence[StudyConfig] = ()) -> tuple[list
                     pending.append(arm)
                 control.advance_to(cycle)
             else:
-                rows, ctl = _seed_rows(arms, cycle), _seed_rows(controls, cycle)
+                rows, ctl = _rows_with_seed(arms, cycle), _rows_with_seed(controls, cycle)
                 stopped = distributed.from_lead(stop_cycle(rows, ctl, c.tolerance))
                 if stopped is None:  # within tolerance, and smaller than every head before it
                     for arm in pending:
@@ -514,10 +514,10 @@ def knee_search(c: StudyConfig, seeds: Sequence[StudyConfig] = ()) -> tuple[list
                 continue
             break  # an arm ran out of neurons to remove
         last = min(len(a.rows) for a in arms) - 1
-        return _seed_rows(arms, last), _seed_rows(controls, last)
+        return _rows_with_seed(arms, last), _rows_with_seed(controls, last)
 
 
-def _seed_rows(runs: Sequence[Run], last: int) -> list[dict]:
+def _rows_with_seed(runs: Sequence[Run], last: int) -> list[dict]:
     """Rows of cycles 0..last of each run, each with its `seed`."""
     return [{**r, "seed": run.c.seed} for run in runs for r in run.rows[:last + 1]]
 
@@ -617,7 +617,7 @@ def compress_smallest(c: StudyConfig, bits: Sequence[int] = (8, 4), scratch: boo
     if c.schedule != "geometric":
         raise ValueError(f"schedule={c.schedule!r}: compression takes the smallest head of a geometric run "
                          "(schedule='geometric'), which keeps that head on disk")
-    compress.check_bits(bits)
+    compress.check_bit_widths(bits)
     rows, control = knee_search(c, seeds)
     best = smallest_within(rows, control, c.tolerance)
     folder = RunFolder(c)

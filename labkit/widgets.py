@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from . import capacity, checks, plots, report
+from . import capacity, checks, plots, tables
 
 WIDTH_RANGE = (1, 8192)  # hidden widths a slider offers: every integer, the study's 4096 and 256 included
 
@@ -17,7 +17,7 @@ def capacity_view(widths: Sequence[int]):
     """The per-layer capacity table, the total in bits and the figure, for a head of `widths`: (Table, total, fig)."""
     widths = checks.integers("widths", widths, minimum=1, length=2)
     table = capacity.widths_table(widths)
-    return report.Table(table, title=f"head {widths}"), capacity.mec(widths), plots.capacity_table_bars(table)
+    return tables.Table(table, title=f"head {widths}"), capacity.mec(widths), plots.capacity_table_bars(table)
 
 
 def show_capacity(widths: Sequence[int]) -> int:

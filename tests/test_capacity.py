@@ -14,15 +14,15 @@ def test_vgg16_head_mec():
     assert tuple(capacity.VGG16_HEAD) == tuple(model.build_head().widths())
 
 
-def _seed_rows():
-    """The package's own copy of the 2019 table (labkit/data_files/seed_results.csv)."""
-    from labkit.report import seed_table
+def _rows_2019():
+    """The package's own copy of the 2019 table (labkit/data_files/report_2019_results.csv)."""
+    from labkit.tables import table_2019
 
-    return seed_table()
+    return table_2019()
 
 
 def test_every_seed_row_reproduced():
-    rows = _seed_rows()
+    rows = _rows_2019()
     assert len(rows) == 6
     assert rows[0] == {"cycle": 0, "first_layer_neurons": 4096, "test_accuracy": 0.92,
                        "mec_bits": 102_772_992}

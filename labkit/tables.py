@@ -1,5 +1,6 @@
-"""Tables of results and the sentences that depend on numbers (tests/test_report.py and test_stats.py check them;
-not every branch of every questionnaire answer yet).
+"""Tables of results and the sentences that depend on numbers (tests/test_tables.py and test_stats.py check them).
+
+Named `tables`, not `report`: "the report" in labkit always means the 2019 study it reproduces.
 
 Every sentence a notebook prints about what the numbers show comes from here, so it is written
 once, tested once, and says only what its control supports: a difference within the spread over
@@ -69,13 +70,13 @@ class Table:
                 "</tbody></table></div>")
 
 
-def seed_table() -> list[dict]:
+def table_2019() -> list[dict]:
     """The 2019 study's own history (cycle, first_layer_neurons, test_accuracy, mec_bits), shipped as data."""
     from importlib.resources import files
 
     from . import records
 
-    return records.parse((files("labkit") / "data_files" / "seed_results.csv").read_text(),
+    return records.parse((files("labkit") / "data_files" / "report_2019_results.csv").read_text(),
                          ("cycle", "first_layer_neurons", "test_accuracy", "mec_bits"))
 
 

@@ -2,13 +2,13 @@
 import pytest
 import torch
 
-from labkit import capacity, questionnaire, report
+from labkit import capacity, questionnaire, tables
 
 
 # ---------------------------------------------------------------- compare: the margin and the outcome
 
 def test_one_seed_margin_is_the_binomial_error():
-    c = report.compare([0.90], [0.88], n=2000)
+    c = tables.compare([0.90], [0.88], n=2000)
     # by hand: 0.9 x 0.1 / 2000 + 0.88 x 0.12 / 2000 = 9.78e-5, whose root is 0.0098894; x 1.96 = 1.9383 points
     assert c["margin"] == pytest.approx(1.9383, abs=1e-4)
     assert c["diff"] == pytest.approx(2.0)
@@ -17,7 +17,7 @@ def test_one_seed_margin_is_the_binomial_error():
 
 def test_seeds_margin_is_t_times_the_paired_error():
     a, b = [0.90, 0.91, 0.92], [0.89, 0.895, 0.90]
-    c = report.compare(a, b, n=2000)
+    c = tables.compare(a, b, n=2000)
     # by hand: differences 1.0, 1.5, 2.0 points, mean 1.5, sample std 0.5, standard error 0.5 / 1.7321 = 0.28868;
     # Student's t for 2 degrees of freedom at 95% is 4.3027 (a table), so the margin is 1.2421 points
     assert c["diff"] == pytest.approx(1.5)
@@ -34,7 +34,7 @@ def test_seeds_margin_is_t_times_the_paired_error():
     ([0.85, 0.851, 0.852], [0.90, 0.901, 0.902], "lower"),
 ])
 def test_compare_outcomes(a, b, outcome):
-    assert report.compare(a, b, n=2000)["outcome"] == outcome
+    assert tables.compare(a, b, n=2000)["outcome"] == outcome
 
 
 def test_one_seed_with_correctness_records_uses_mcnemar():
@@ -44,16 +44,16 @@ def test_one_seed_with_correctness_records_uses_mcnemar():
 
     a = torch.tensor([1, 1, 1, 1, 1, 1, 0, 1, 1, 1], dtype=torch.bool)
     b = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1, 1], dtype=torch.bool)
-    c = report.compare([0.9], [0.4], n=10, right=(metrics.pack_right(a), metrics.pack_right(b)))
+    c = tables.compare([0.9], [0.4], n=10, right=(metrics.pack_right(a), metrics.pack_right(b)))
     assert c["p"] == pytest.approx(0.125) and c["outcome"] == "same"
     assert c["diff"] == pytest.approx(50.0)  # (6 - 1) / 10 images, in points
     assert "McNemar's exact test on the 7 of 10 images" in c["basis"] and "(6 against 1)" in c["basis"]
-    text = report.pruning_vs_control([0.9], [0.4], 10, 4, "test", (metrics.pack_right(a), metrics.pack_right(b)))
+    text = tables.pruning_vs_control([0.9], [0.4], 10, 4, "test", (metrics.pack_right(a), metrics.pack_right(b)))
     assert "McNemar" in text and "no difference was measured" in text
 
 
 def test_identical_seeds_still_need_more_than_one_image():
-    c = report.compare([0.9, 0.9], [0.9, 0.9], n=500)
+    c = tables.compare([0.9, 0.9], [0.9, 0.9], n=500)
     assert c["margin"] == pytest.approx(100 / 500) and c["outcome"] == "same"
 
 
@@ -68,7 +68,7 @@ def test_identical_seeds_still_need_more_than_one_image():
     ([0.90, 0.93, 0.87], [0.89, 0.90, 0.91], "no difference was measured"),
 ])
 def test_pruning_vs_control_every_branch(pruned, control, ending):
-    text = report.pruning_vs_control(pruned, control, n=2000, epochs=8)
+    text = tables.pruning_vs_control(pruned, control, n=2000, epochs=8)
     assert ending in text
     assert "8 epochs in all" in text and "unpruned head trained as long" in text
     if len(pruned) == 1 and "scored" in ending:
@@ -83,7 +83,7 @@ def test_pruning_vs_control_every_branch(pruned, control, ending):
     ([0.90], [0.90], "no difference was measured between the pruned head and the same widths trained from scratch."),
 ])
 def test_pruned_vs_scratch_every_branch(pruned, scratch, ending):
-    text = report.pruned_vs_scratch(pruned, scratch, n=2000, widths="512-512-32", epochs=8)
+    text = tables.pruned_vs_scratch(pruned, scratch, n=2000, widths="512-512-32", epochs=8)
     assert ending in text
     assert "512-512-32" in text and "8 epochs" in text
 
@@ -104,30 +104,30 @@ def _grid(pruned_last, control_last, scratch_last, seeds=(0,)):
 
 
 def test_controls_summary_pairs_by_seed_and_names_both_controls():
-    lines = report.controls_summary(_grid([0.95], [0.90], [0.95]))
+    lines = tables.controls_summary(_grid([0.95], [0.90], [0.95]))
     assert len(lines) == 1 and lines[0].startswith("l2 (cycle 1, 25088-3896-4096-256-10)")
     assert "the pruned head scored higher" in lines[0] and "on one seed" in lines[0]
     assert "no difference was measured between the pruned head and the same widths" in lines[0]
-    three = report.controls_summary(_grid([0.95, 0.90, 0.85], [0.90, 0.90, 0.90], [0.9, 0.9, 0.9], seeds=(0, 1, 2)))
+    three = tables.controls_summary(_grid([0.95, 0.90, 0.85], [0.90, 0.90, 0.90], [0.9, 0.9, 0.9], seeds=(0, 1, 2)))
     assert "3 seeds" in three[0] and "no difference was measured between pruning" in three[0]
 
 
 def test_curve_summary_and_best_point_use_validation_means():
     rows = _grid([0.95, 0.93], [0.90, 0.90], [0.9, 0.9], seeds=(0, 1))
     rows[1]["val_accuracy"], rows[6]["val_accuracy"] = 0.97, 0.95  # l2 cycle 1 of seeds 0 and 1
-    summary = {(r["method"], r["cycle"]): r for r in report.curve_summary(rows)}
+    summary = {(r["method"], r["cycle"]): r for r in tables.curve_summary(rows)}
     assert summary[("l2", 1)]["val_accuracy"] == pytest.approx(0.96)
     assert summary[("l2", 1)]["test_accuracy"] == pytest.approx(0.94)
     assert summary[("l2", 1)]["val_std_points"] == pytest.approx(100 * 0.02 / 2 ** 0.5)
     assert summary[("l2", 1)]["seeds"] == 2
-    best = report.best_point(rows)
+    best = tables.best_point(rows)
     assert (best["method"], best["cycle"]) == ("l2", 1)
     rows[1]["test_accuracy"] = 0.99  # a better test figure must not change the choice
-    assert report.best_point(rows)["val_accuracy"] == best["val_accuracy"]
+    assert tables.best_point(rows)["val_accuracy"] == best["val_accuracy"]
 
 
 def test_table_renders_html_without_wrapping_and_percent():
-    t = report.Table([{"widths": "25088-4096-4096-256-10", "mec_bits": 102772992, "val_accuracy": 0.8921}])
+    t = tables.Table([{"widths": "25088-4096-4096-256-10", "mec_bits": 102772992, "val_accuracy": 0.8921}])
     html = t._repr_html_()
     assert "white-space:nowrap" in html and "102,772,992" in html and "89.21%" in html
     assert "89.21%" in str(t) and "102,772,992" in str(t)
@@ -137,10 +137,10 @@ def test_requirement_sentence_branches():
     grows = [{"n": n, "thresholds": n // 2, "max_bits": n * 10, "expected_bits": n} for n in (100, 200, 400, 800, 2000)]
     flat = [{"n": n, "thresholds": 50 + n // 100, "max_bits": 500, "expected_bits": 100} for n in (100, 200, 400, 800, 2000)]
     assert capacity.progression_slope(grows) == pytest.approx(1.0)
-    assert "grows in step with the data" in report.requirement_sentence("pixels", grows)
-    assert "grows more slowly than the data" in report.requirement_sentence("pixels", flat)
-    assert "more than even the max" in report.requirement_sentence("pixels", grows, head_mec=10**9)
-    assert "less than even the max" in report.requirement_sentence("pixels", grows, head_mec=10)
+    assert "grows in step with the data" in tables.requirement_sentence("pixels", grows)
+    assert "grows more slowly than the data" in tables.requirement_sentence("pixels", flat)
+    assert "more than even the max" in tables.requirement_sentence("pixels", grows, head_mec=10**9)
+    assert "less than even the max" in tables.requirement_sentence("pixels", grows, head_mec=10)
 
 
 # ---------------------------------------------------------------- the knee, and the questionnaire's agreement
@@ -168,7 +168,7 @@ def _knee_result():
 def test_knee_summary_states_the_choice_against_the_control():
     result = _knee_result()
     assert result["smallest"]["cycle"] == 2  # 0.895 is within 1 point of the control's 0.90; 0.85 is not
-    lines = report.knee_summary(result, 1.0)
+    lines = tables.knee_summary(result, 1.0)
     assert "widths 25088-1024-1024-64-10 (cycle 2" in lines[0]
     assert "the knee lies between those two heads" in lines[1]
     assert any("trained from scratch for 6 epochs" in line and "one seed" in line for line in lines)
@@ -194,14 +194,14 @@ def test_best_point_is_judged_against_its_control():
     three = _grid([0.96, 0.90, 0.86], [0.90, 0.90, 0.90], [0.9] * 3, seeds=(0, 1, 2))
     for r in three:  # validation is what the best point and its comparison read
         r["val_accuracy"] = r["test_accuracy"]
-    best = report.best_point(three)
+    best = tables.best_point(three)
     assert (best["method"], best["cycle"]) == ("l2", 1)  # mean 0.9067, above every other point
-    text = report.best_against_control(three, best)
+    text = tables.best_against_control(three, best)
     assert "3 seeds" in text and "no difference was measured" in text and "validation set" in text
     control_wins = [r for r in three if r["method"] != "l2" or r["cycle"] == 0]
-    assert "no pruned head scored higher" in report.best_against_control(control_wins, {"method": "none", "cycle": 1})
+    assert "no pruned head scored higher" in tables.best_against_control(control_wins, {"method": "none", "cycle": 1})
     alone = [r for r in three if r["method"] != "none"]
-    assert "nothing to be judged against" in report.best_against_control(alone, best)
+    assert "nothing to be judged against" in tables.best_against_control(alone, best)
 
 
 def test_knee_over_seeds_decides_on_the_mean_and_counts_agreement():
@@ -224,7 +224,7 @@ def test_knee_over_seeds_decides_on_the_mean_and_counts_agreement():
     assert agree == {0: widths[1], 1: widths[2], 2: widths[2]}
     result = {"rows": rows, "control": control, "smallest": best, "scratch": [], "agree": agree, "table": [],
               "knee": study.knee_table(rows, control, 1.0)}
-    lines = report.knee_summary(result, 1.0)
+    lines = tables.knee_summary(result, 1.0)
     assert "the mean over 3 seeds" in lines[0] and "validation 89.33%" in lines[0]
     assert lines[1].startswith(f"2 of 3 seeds put the knee at {widths[2]}")
     assert "Student's t over 3 seeds" in " ".join(lines)
@@ -265,17 +265,17 @@ def test_criteria_against_random_every_branch():
     rand = [{**r, "method": "reservoir"} for r in rows if r["method"] == "l2"]
     for r, v in zip([r for r in rand if r["cycle"] == 1], (0.90, 0.901, 0.902)):
         r["test_accuracy"] = v
-    (line,) = report.criteria_summary(rows + rand)
+    (line,) = tables.criteria_summary(rows + rand)
     assert "l2 chose better neurons than chance" in line and "Student's t over 3 seeds" in line
     worse = [{**r, "test_accuracy": 1.75 - r["test_accuracy"]} if r["method"] == "l2" and r["cycle"] == 1 else r
              for r in rows]
-    assert "chose worse neurons" in report.criteria_summary(worse + rand)[0]
-    same = report.criteria_summary([{**r, "method": "reservoir"} if r["method"] == "l2" else r for r in rows]
+    assert "chose worse neurons" in tables.criteria_summary(worse + rand)[0]
+    same = tables.criteria_summary([{**r, "method": "reservoir"} if r["method"] == "l2" else r for r in rows]
                                    + [r for r in rows if r["method"] == "l2"])
     assert "no difference was measured between l2 and choosing at random" in same[0]
-    one = report.criteria_summary([r for r in rows + rand if r["seed"] == 0])
+    one = tables.criteria_summary([r for r in rows + rand if r["seed"] == 0])
     assert "on one seed (not yet a measured effect)" in one[0]
-    assert report.criteria_summary(rows) == []  # no random arm, nothing to compare with
+    assert tables.criteria_summary(rows) == []  # no random arm, nothing to compare with
 
 
 def _stage(stage, size, val, test, han, description):
@@ -288,12 +288,12 @@ def test_stages_summary_every_branch():
     stages = [_stage("float32", 480e6, 0.92, 0.92, 1.0, "unpruned"), _stage("sparse", 35e6, 0.905, 0.91, 13.0, "pruned"),
               _stage("quantized", 9.6e6, 0.904, 0.913, 31.0, "+ quantization"),
               _stage("huffman", 7.2e6, 0.904, 0.913, 49.0, "+ Huffman")]
-    lines = report.stages_summary(stages)
+    lines = tables.stages_summary(stages)
     assert "66.7x smaller" in lines[0] and "pruned 13.7x (Han: 13x)" in lines[0] and "+ Huffman 66.7x (Han: 49x)" in lines[0]
     assert "within the 1-point tolerance" in lines[1] and "90.40% on validation" in lines[1]
     assert "took 25% off the quantized file" in lines[2] and "it is lossless" in lines[2]
     worse = stages[:3] + [_stage("huffman", 7.2e6, 0.88, 0.914, 49.0, "+ Huffman")]
-    lines = report.stages_summary(worse)
+    lines = tables.stages_summary(worse)
     assert "2.00 points below it, more than the 1-point tolerance" in lines[1]
     assert "which lossless coding must not" in lines[2]
 
@@ -306,7 +306,7 @@ def test_pruning_kinds_every_branch():
                   "dense_ms": 5.0, "sparse_ms": 5.0}
     fine = {**base, "pruning": "fine-grained", "weights_kept": 4, "density": 0.04, "stored_bytes": 7e6,
             "dense_ms": 38.0, "sparse_ms": 36.0, "sparse_layers": "fc2"}
-    s, f = report.pruning_kinds([base, structured, fine])
+    s, f = tables.pruning_kinds([base, structured, fine])
     assert s.startswith("structured: 12 weights kept (12.0%), 6.00 MB stored") and "8.0x faster" in s
     assert "dense kernels" in s
     assert "no faster than the unpruned head (36.0 against 40.0 ms, sparse kernels on fc2)" in f
@@ -355,7 +355,7 @@ def test_figure_error_bars_are_the_tables_spreads():
     for r in rows:  # spread on validation too, different per arm; each cycle at its own capacity
         r["mec_bits"] = 200 if r["cycle"] == 0 else 100
         r["val_accuracy"] = r["test_accuracy"] - 0.01 * r["seed"] * (1 + ["l2", "none", "scratch"].index(r["method"]))
-    table = {(r["method"], r["cycle"]): r for r in report.curve_summary(rows)}
+    table = {(r["method"], r["cycle"]): r for r in tables.curve_summary(rows)}
     fig = plots.accuracy_vs_capacity(rows)
     drawn = {}
     for ax, split in zip(fig.axes[:2], ("val", "test")):
