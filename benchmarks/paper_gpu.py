@@ -133,7 +133,7 @@ def main() -> int:
                 "it; give an empty or new folder")
     if args.smoke:
         config = make_config("ci", image_size=224, device=str(device), results_dir=str(results), checkpoints="none",
-                             cycles=2, epochs=1, batch_size=16, head=(64, 48, 16), k=8, train_limit=40, val_limit=20,
+                             cycles=2, epochs=1, batch_size=16, hidden=(64, 48, 16), k=8, train_limit=40, val_limit=20,
                              test_limit=20, lr=1e-3)
     else:
         config = make_config("paper", image_size=224, device=str(device), results_dir=str(results),

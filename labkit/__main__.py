@@ -26,7 +26,8 @@ def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fraction", type=float, help="geometric schedule: share removed per cycle (default 0.5)")
     p.add_argument("--tolerance", type=float,
                    help="accuracy loss in percentage points still counted as none (default 1.0)")
-    p.add_argument("--head", type=int, nargs="+", help="hidden widths (default 4096 4096 256)")
+    p.add_argument("--hidden", "--head", dest="hidden", type=int, nargs="+",
+                   help="hidden widths of the head (default 4096 4096 256; --head is its older name)")
     p.add_argument("--dropout", type=float, help="dropout between hidden layers (default 0.5)")
     p.add_argument("--cycles", type=int, help="number of cycles (profile's default)")
     p.add_argument("--epochs", type=int, help="training epochs per cycle (profile's default)")
@@ -68,8 +69,8 @@ NOT_SETTINGS = ("command", "profile", "no_progress", "bits", "stages", "dc_spars
 
 def _config(parser: argparse.ArgumentParser, args, **defaults) -> cfg.StudyConfig:
     overrides = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS and v is not None}
-    if "head" in overrides:
-        overrides["head"] = tuple(overrides["head"])
+    if "hidden" in overrides:
+        overrides["hidden"] = tuple(overrides["hidden"])
     try:
         config = cfg.make_config(args.profile, **{**defaults, **overrides})
         pick_device(config.device)  # a GPU asked for where there is none is refused now, not after loading data

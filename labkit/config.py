@@ -20,6 +20,8 @@ WEIGHT_CHOICES = ("auto", "imagenet", "random")  # backbone weights (labkit.mode
 # settings' values as an older labkit spelled them, read as today's word: weights "none" (random initialization)
 # read too much like method "none" (the control) and Python's None
 OLD_SPELLINGS = {"weights": {"none": "random"}}
+OLD_NAMES = {"head": "hidden"}  # settings an older labkit named otherwise: the hidden widths were "head", the
+                                # word labkit keeps for the module (VGGHead, Run.head)
 
 
 def current_spelling(field: str, value):
@@ -32,7 +34,8 @@ def current_spelling(field: str, value):
 
 def current_settings(settings: dict) -> dict:
     """A saved settings dict (config.json, a checkpoint's or a start file's record) in today's words."""
-    return {k: current_spelling(k, v) for k, v in settings.items()}
+    renamed = {OLD_NAMES.get(k, k): v for k, v in settings.items()}
+    return {k: current_spelling(k, v) for k, v in renamed.items()}
 CLASSES = 10  # MNIST's ten digits: the head's output width, defined here once
 SIZES = {"train": 60_000, "test": 10_000}  # MNIST's official splits
 
@@ -70,7 +73,7 @@ FIELD_ROLES: dict[str, tuple[str, ...]] = {
     "lr_epochs": ("start",), "lr_drop": ("start",), "start_epochs": ("start",), "patience": ("start",),
     "batch_size": ("start",), "lr": ("start",), "train_limit": ("start",), "val_limit": ("start",),
     "test_limit": ("start",), "data_seed": ("start",), "image_size": ("start",), "weights": ("start",),
-    "head": ("start",), "dropout": ("start",), "seed": ("start",),
+    "hidden": ("start",), "dropout": ("start",), "seed": ("start",),
     "device": ("resume", "start"),  # a start trained on a GPU is another file than one trained on the CPU
     "results_dir": ("place",), "name": ("place",), "start": ("start file",), "checkpoints": ("resume",),
 }
@@ -115,7 +118,7 @@ class StudyConfig:
     data_seed: int = 0               # seed of the subsets, fixed across training seeds
     image_size: int = 32             # digits are resized to image_size x image_size (32 or more)
     weights: str = "auto"            # backbone weights: auto (ImageNet where available), imagenet, random
-    head: tuple = (4096, 4096, 256)  # hidden widths of the head
+    hidden: tuple = (4096, 4096, 256)  # hidden widths of the head (--hidden; "head" is its older name)
     dropout: float = 0.5             # dropout between hidden layers
     seed: int = 0                    # initialization, shuffling, dropout and reservoir seed
     device: str = "auto"             # auto, cpu, cuda, cuda:N
@@ -127,7 +130,7 @@ class StudyConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "weights", current_spelling("weights", self.weights))
-        object.__setattr__(self, "head", tuple(checks.integers("head", self.head, minimum=1, length=1,
+        object.__setattr__(self, "hidden", tuple(checks.integers("hidden", self.hidden, minimum=1, length=1,
                                                                hint="give the hidden widths, e.g. (4096, 4096, 256)")))
         validate(self)
 
@@ -142,8 +145,8 @@ class StudyConfig:
         if self.method == "none":
             return f"{self.profile}-none-seed{self.seed}{start}{_differences(self)}"
         if self.method == "scratch":
-            return (f"{self.profile}-scratch-{Widths(self.head)}-e{self.epochs}-seed{self.seed}"
-                    f"{_differences(self, ('head', 'epochs'))}")
+            return (f"{self.profile}-scratch-{Widths(self.hidden)}-e{self.epochs}-seed{self.seed}"
+                    f"{_differences(self, ('hidden', 'epochs'))}")
         sched = f"k{self.k}" if self.schedule == "fixed" else f"geo{self.fraction:g}-tol{self.tolerance:g}"
         return f"{self.profile}-{self.method}-layer{self.layer}-{sched}-seed{self.seed}{start}{_differences(self)}"
 
@@ -155,7 +158,7 @@ class StudyConfig:
 
 # how a run name spells a setting that differs from its profile's ("-head512-512-64", "-lr0.001", "-224px");
 # a field not listed here is spelled by its own name ("-patience3")
-_NAME_TAGS = {"head": "head", "epochs": "e", "batch_size": "b", "lr": "lr", "train_limit": "train",
+_NAME_TAGS = {"hidden": "head", "epochs": "e", "batch_size": "b", "lr": "lr", "train_limit": "train",
               "val_limit": "val", "test_limit": "test", "data_seed": "data", "image_size": "px", "weights": "weights-",
               "dropout": "dropout"}
 # fields a derived name never spells: its first part says them, they may change on resume, or they place it
@@ -270,18 +273,18 @@ def validate(c: StudyConfig) -> None:
                          "drop start, or use method='none' to go on training that head without pruning")
     for name in ("cycles", "epochs", "lr_epochs", "start_epochs", "patience", "batch_size", "k"):
         checks.integer(name, getattr(c, name), minimum=1)
-    if c.layer != "all" and (checks._as_int(c.layer) is None or not 0 <= c.layer < len(c.head)):
-        raise ValueError(f"layer={c.layer!r} is out of range: the head has {len(c.head)} hidden layers, "
-                         f"so layer must be 0..{len(c.head) - 1} or 'all'")
+    if c.layer != "all" and (checks._as_int(c.layer) is None or not 0 <= c.layer < len(c.hidden)):
+        raise ValueError(f"layer={c.layer!r} is out of range: the head has {len(c.hidden)} hidden layers, "
+                         f"so layer must be 0..{len(c.hidden) - 1} or 'all'")
     checks.choice("schedule", c.schedule, SCHEDULES)
     checks.number("fraction", c.fraction, above=0, below=1, hint="0.5 halves a layer each cycle")
     checks.number("tolerance", c.tolerance, minimum=0, hint="it counts percentage points of accuracy")
     if c.schedule == "fixed" and c.method not in CONTROLS:
         for layer in pruned_layers(c):
             removed = fixed_k(c, layer) * (c.cycles - 1)
-            if removed >= c.head[layer]:
+            if removed >= c.hidden[layer]:
                 raise ValueError(f"k={c.k} x {c.cycles - 1} prune steps removes {removed} neurons, but hidden layer "
-                                 f"{layer} has only {c.head[layer]}: lower k or cycles")
+                                 f"{layer} has only {c.hidden[layer]}: lower k or cycles")
     check_limits(c.train_limit, checks.integer("val_limit", c.val_limit, minimum=1), c.test_limit)
     checks.integer("image_size", c.image_size, minimum=32, hint="VGG16's five max-pools take 28 x 28 to nothing")
     checks.choice("weights", c.weights, WEIGHT_CHOICES)
@@ -304,14 +307,14 @@ def validate(c: StudyConfig) -> None:
 
 def pruned_layers(c: StudyConfig) -> list[int]:
     """The hidden layers the config prunes."""
-    return list(range(len(c.head))) if c.layer == "all" else [c.layer]
+    return list(range(len(c.hidden))) if c.layer == "all" else [c.layer]
 
 
 def fixed_k(c: StudyConfig, layer: int) -> int:
     """Neurons the fixed schedule removes from `layer` per cycle: k, scaled to the layer's width for "all"."""
     if c.layer != "all":
         return c.k
-    return max(1, round(c.k * c.head[layer] / c.head[0]))
+    return max(1, round(c.k * c.hidden[layer] / c.hidden[0]))
 
 
 def prune_plan(c: StudyConfig, widths: Sequence[int]) -> list[tuple[int, int]]:
@@ -335,6 +338,7 @@ def prune_plan(c: StudyConfig, widths: Sequence[int]) -> list[tuple[int, int]]:
 def make_config(profile: str = "quick", **overrides) -> StudyConfig:
     """The named profile's config with `overrides` applied field by field (unknown fields are an error)."""
     checks.choice("profile", profile, tuple(PROFILES))
+    overrides = {OLD_NAMES.get(k, k): v for k, v in overrides.items()}
     names = {f.name for f in dataclasses.fields(StudyConfig)}
     unknown = sorted(set(overrides) - names)
     if unknown:
@@ -349,14 +353,14 @@ def control_of(c: StudyConfig) -> StudyConfig:
 
 def scratch_of(c: StudyConfig, hidden: Sequence[int], epochs_total: int) -> StudyConfig:
     """A fresh head of widths `hidden` trained for `epochs_total` epochs in one go: the from-scratch control."""
-    return dataclasses.replace(c, method="scratch", schedule="fixed", head=tuple(hidden), epochs=epochs_total,
+    return dataclasses.replace(c, method="scratch", schedule="fixed", hidden=tuple(hidden), epochs=epochs_total,
                                cycles=1, start=None, name=None)
 
 
 def config_dict(c: StudyConfig) -> dict:
     """The config as plain JSON-ready values."""
     d = dataclasses.asdict(c)
-    d["head"] = list(c.head)
+    d["hidden"] = list(c.hidden)
     return d
 
 

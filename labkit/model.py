@@ -426,12 +426,12 @@ def _first_line(err: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(err).__name__
 
 
-def build_head(head=(4096, 4096, 256), num_classes: int = CLASSES, map_size: int = 1, dropout: float = 0.5,
+def build_head(hidden=(4096, 4096, 256), num_classes: int = CLASSES, map_size: int = 1, dropout: float = 0.5,
                seed: int | None = None) -> VGGHead:
-    """A fresh head 25088 -> head... -> num_classes; seeded when `seed` is given."""
-    widths = [FEATURE_CHANNELS * POOLED * POOLED, *head, num_classes]
+    """A fresh head 25088 -> hidden... -> num_classes; seeded when `seed` is given."""
+    widths = [FEATURE_CHANNELS * POOLED * POOLED, *hidden, num_classes]
     if any(int(w) <= 0 for w in widths):
-        raise ValueError(f"head widths {list(head)} and num_classes={num_classes} must all be positive")
+        raise ValueError(f"hidden widths {list(hidden)} and num_classes={num_classes} must all be positive")
     with seeded(seed):
         return VGGHead(widths, map_size, dropout)
 
@@ -457,11 +457,11 @@ def describe_head_input(image_size: int) -> str:
             f"features, which VGG16's adaptive average pool turns into {POOLED} x {POOLED}: {inputs:,} inputs.")
 
 
-def build_vgg16(weights: str = "auto", head=(4096, 4096, 256), num_classes: int = CLASSES, image_size: int = 32,
+def build_vgg16(weights: str = "auto", hidden=(4096, 4096, 256), num_classes: int = CLASSES, image_size: int = 32,
                 dropout: float = 0.5, seed: int = 0) -> VGG16Lab:
     """torchvision's VGG16 with its classifier replaced by the study's head, backbone frozen."""
     backbone, tag = build_backbone(weights, seed)
-    return VGG16Lab(backbone, build_head(head, num_classes, map_size_for(image_size), dropout, seed), tag)
+    return VGG16Lab(backbone, build_head(hidden, num_classes, map_size_for(image_size), dropout, seed), tag)
 
 
 def head_payload(head: VGGHead, extra: dict | None = None, with_state: bool = True) -> dict:

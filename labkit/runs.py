@@ -113,24 +113,27 @@ def start_identity(start: str | None):
     """What a start file was trained with (the settings train_start records), or its file name for other files."""
     if not start:
         return None
-    return model.read_extra(start).get("config") or Path(start).name
+    settings = model.read_extra(start).get("config")
+    return cfg.current_settings(settings) if isinstance(settings, dict) else Path(start).name
 
 
 def identity(c: cfg.StudyConfig, saved: dict | None = None) -> dict:
     """The settings that shape a run's numbers (config.json without the free fields, the start by content).
 
-    With `saved` (a config.json's contents), the same view of that run: a field it lacks reads as the value
-    older versions meant (`_LEGACY`), or as MISSING, never as a default it does not hold. Controls ("none",
-    "scratch") do not prune, so pruning fields do not count.
+    With `saved` (a config.json's contents), the same view of that run, in today's words (config.OLD_NAMES,
+    OLD_SPELLINGS): a field it lacks reads as the value older versions meant (`_LEGACY`), or as MISSING, never
+    as a default it does not hold. Controls ("none", "scratch") do not prune, so pruning fields do not count.
     """
     now = cfg.config_dict(c)
     if saved is None:
         values = now
         values["start_trained_with"] = start_identity(c.start)
     else:
-        values = {k: cfg.current_spelling(k, saved[k]) if k in saved else _LEGACY.get(k, MISSING) for k in now}
-        values["start_trained_with"] = saved.get("start_trained_with", Path(saved["start"]).name
-                                                 if saved.get("start") else None)
+        saved = cfg.current_settings(saved)
+        values = {k: saved[k] if k in saved else _LEGACY.get(k, MISSING) for k in now}
+        trained_with = saved.get("start_trained_with", Path(saved["start"]).name if saved.get("start") else None)
+        values["start_trained_with"] = (cfg.current_settings(trained_with) if isinstance(trained_with, dict)
+                                        else trained_with)
     ignored = set(IDENTITY_FREE)
     if values["method"] in cfg.CONTROLS:
         ignored |= set(cfg.PRUNING_FIELDS)
@@ -472,7 +475,7 @@ def _rows_agree(c: cfg.StudyConfig, rows: Sequence[dict]) -> bool:
     first = rows[0]
     widths = list(cfg.parse_widths(first["widths"]))
     return (all(r["method"] == c.method and str(r["layer"]) == str(c.layer) for r in rows)
-            and widths[1:-1] == list(c.head) and first["val_total"] == (c.val_limit or first["val_total"])
+            and widths[1:-1] == list(c.hidden) and first["val_total"] == (c.val_limit or first["val_total"])
             and first["test_total"] == (c.test_limit or 10_000))
 
 

@@ -106,7 +106,7 @@ def requirement_progressions(c: StudyConfig, fractions=(0.05, 0.1, 0.2, 0.4, 1.0
 
 def new_head(c: StudyConfig, train_set) -> model.VGGHead:
     """A fresh head for the config, initialized from c.seed, standardizing with `train_set` statistics."""
-    head = model.build_head(c.head, CLASSES, model.map_size_for(c.image_size), c.dropout, seed=c.seed)
+    head = model.build_head(c.hidden, CLASSES, model.map_size_for(c.image_size), c.dropout, seed=c.seed)
     head.norm.set_stats(*train_set.stats())
     return head
 
@@ -357,8 +357,8 @@ def first_cycle(c: StudyConfig, data: Splits):
         best = train.best_epoch(history)
         return head, state, history[best - 1]["loss"], best
     head, extra = model.load_head(c.start, fix="train it again (notebook 02, or study.train_start)")
-    if head.widths()[1:-1] != list(c.head):
-        raise ValueError(f"start={c.start} has hidden widths {head.widths()[1:-1]}, not head={list(c.head)}")
+    if head.widths()[1:-1] != list(c.hidden):
+        raise ValueError(f"start={c.start} has hidden widths {head.widths()[1:-1]}, not hidden={list(c.hidden)}")
     done = extra.get("best_epoch") or len(extra.get("epochs") or []) or c.epochs
     return head, train.AdamState.from_payload(extra.get("optimizer")), float("nan"), int(done)
 
@@ -403,7 +403,7 @@ def measure(c: StudyConfig, head: model.VGGHead, data: Splits, cycle: int, train
     live = capacity.live_widths(head)  # one pass over the 25,088-wide layer for both counts
     mec_bits, mec_effective = capacity.mec(live), capacity.mec_effective(live, head.map_size)
     widths = head.widths()
-    return {"cycle": cycle, "method": c.method, "layer": c.layer, "removed": sum(c.head) - sum(widths[1:-1]),
+    return {"cycle": cycle, "method": c.method, "layer": c.layer, "removed": sum(c.hidden) - sum(widths[1:-1]),
             "widths": Widths(widths), "mec_bits": mec_bits, "mec_effective_bits": mec_effective,
             "epochs_total": epochs_total,
             "val_correct": val["correct"], "val_total": val["total"], "val_accuracy": val["accuracy"],

@@ -9,7 +9,7 @@ def small_config(tmp_path):
     """A config that trains a small head on 300 / 200 / 200 images in a couple of seconds a cycle."""
     from labkit import config
 
-    return config.make_config("ci", head=SMALL_HEAD, k=8, cycles=3, epochs=1, batch_size=32, train_limit=300,
+    return config.make_config("ci", hidden=SMALL_HEAD, k=8, cycles=3, epochs=1, batch_size=32, train_limit=300,
                               val_limit=200, test_limit=200, results_dir=str(tmp_path / "results"), lr=1e-3)
 
 

@@ -12,7 +12,7 @@ from labkit import device, distributed, runs
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="this torch build has no gloo backend")
 
-COMMON = ["study", "--profile", "ci", "--head", "64", "48", "16", "--dropout", "0", "--cycles", "3", "--epochs", "2",
+COMMON = ["study", "--profile", "ci", "--hidden", "64", "48", "16", "--dropout", "0", "--cycles", "3", "--epochs", "2",
           "--k", "8", "--batch-size", "50", "--train-limit", "230", "--val-limit", "100", "--test-limit", "200",
           "--device", "cpu", "--no-progress", "--checkpoints", "none"]
 
@@ -70,7 +70,7 @@ def _rank_main(folder, results):
         real = model.resolve_weights
         model.resolve_weights = features.resolve_weights = (
             lambda weights="auto", seed=0: "imagenet" if weights == "auto" else real(weights, seed))
-    c = config.make_config("ci", head=(64, 48, 16), k=8, epochs=1, batch_size=32, train_limit=300, val_limit=200,
+    c = config.make_config("ci", hidden=(64, 48, 16), k=8, epochs=1, batch_size=32, train_limit=300, val_limit=200,
                            test_limit=200, lr=1e-3, dropout=0.0, device="cpu", schedule="geometric", layer="all",
                            cycles=4, tolerance=100.0, checkpoints="none", results_dir=results)
     rows, _ = study.knee_search(c, progress=False, log=None)

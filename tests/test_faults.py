@@ -85,7 +85,7 @@ def made(tmp_path_factory):
     """Finished runs of the small config, every checkpoint kept: l2 2 cycles, l1 3 cycles, l2 seed 1 3 cycles,
     and the straight 3-cycle l2 run to compare resumed rows with."""
     base = tmp_path_factory.mktemp("made")
-    c = config.make_config("ci", head=(64, 48, 16), k=8, cycles=2, epochs=1, batch_size=32, train_limit=300,
+    c = config.make_config("ci", hidden=(64, 48, 16), k=8, cycles=2, epochs=1, batch_size=32, train_limit=300,
                            val_limit=200, test_limit=200, lr=1e-3, checkpoints="all", results_dir=str(base))
     l2 = dataclasses.replace(c)
     run(l2)
@@ -143,7 +143,7 @@ def test_checkpoint_renamed_from_another_cycle_is_refused(made, tmp_path):
 
 def test_a_trained_head_saved_under_a_checkpoint_name_is_refused(made, tmp_path):
     c = copy_of(made["l2"], tmp_path)
-    head = model.build_head(c.head, seed=0)
+    head = model.build_head(c.hidden, seed=0)
     model.save_head(head, c.run_dir / "checkpoints" / "cycle_001.pt", extra={"config": {"lr": c.lr}, "epochs": []})
     with pytest.raises(files.FileProblem, match="cycle_001.pt holds no run settings"):
         run(dataclasses.replace(c, cycles=3))
@@ -270,7 +270,7 @@ def test_command_line_without_checkpoints_keeps_all(made, tmp_path):
 
 # ---------------------------------------------------------------- 4. a control's folder is keyed by its settings
 
-CONTROL_CHANGES = [dict(head=(32, 24, 8)), dict(lr=5e-4), dict(epochs=2), dict(batch_size=16), dict(train_limit=250),
+CONTROL_CHANGES = [dict(hidden=(32, 24, 8)), dict(lr=5e-4), dict(epochs=2), dict(batch_size=16), dict(train_limit=250),
                    dict(val_limit=150), dict(test_limit=150), dict(data_seed=3), dict(image_size=64),
                    dict(weights="random"), dict(dropout=0.25)]
 
@@ -281,7 +281,7 @@ def test_every_setting_a_control_depends_on_names_its_folder(small_config, chang
     b = config.control_of(dataclasses.replace(small_config, schedule="geometric", layer="all", **change))
     assert a.run_dir != b.run_dir and a.run_dir.parent == b.run_dir.parent
     scratch_a, scratch_b = (config.scratch_of(x, (8, 8, 8), 3) for x in (a, b))
-    if not change.keys() & {"head", "epochs"}:  # a scratch control has its own widths and epochs
+    if not change.keys() & {"hidden", "epochs"}:  # a scratch control has its own widths and epochs
         assert scratch_a.run_dir != scratch_b.run_dir
     pruned = dataclasses.replace(small_config, **change)
     assert pruned.run_dir != small_config.run_dir
@@ -304,7 +304,7 @@ def test_two_compress_runs_with_other_heads_share_a_results_folder(tmp_path):
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     controls = sorted(p.name for p in results.iterdir() if "-none-" in p.name)
     assert len(controls) == 2, controls
-    assert {tuple(json.loads((results / n / "config.json").read_text())["head"]) for n in controls} == {
+    assert {tuple(json.loads((results / n / "config.json").read_text())["hidden"]) for n in controls} == {
         tuple(map(int, h)) for h in heads}
 
 

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_build_vgg16_has_torchvisions_names():
-    vgg = model.build_vgg16("random", head=(16, 8, 4))
+    vgg = model.build_vgg16("random", hidden=(16, 8, 4))
     assert isinstance(vgg.classifier, model.VGGHead) and vgg.classifier.widths() == [25088, 16, 8, 4, 10]
     assert isinstance(vgg.features, torch.nn.Sequential) and len(vgg.features) == 31  # VGG16's 13 convolutions
     assert sum(isinstance(m, torch.nn.Conv2d) for m in vgg.features) == 13
@@ -57,7 +57,7 @@ def test_features_avgpool_classifier_compose_as_torchvision_composes_them():
     """torchvision's idiom, at both map sizes the lab uses (32 px: 1 x 1 maps; 224 px: 7 x 7), in eval mode;
     the head reading the maps directly (how the caches are used) gives the same logits."""
     for size in (32, 224):
-        vgg = model.build_vgg16("random", head=(16, 8, 4), image_size=size).eval()
+        vgg = model.build_vgg16("random", hidden=(16, 8, 4), image_size=size).eval()
         vgg.classifier.norm.set_stats(torch.rand(vgg.classifier.norm.mean.shape),
                                       torch.rand(vgg.classifier.norm.std.shape) + 0.5)
         x = torch.randn(2, 3, size, size)

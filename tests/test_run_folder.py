@@ -17,7 +17,7 @@ import torch
 
 from labkit import capacity, compress, config, data, files, model, prune, runs
 
-HEAD = ["--head", "64", "48", "16"]
+HEAD = ["--hidden", "64", "48", "16"]
 SMALL = ["--profile", "ci", *HEAD, "--k", "8", "--batch-size", "32", "--train-limit", "300", "--val-limit", "200",
          "--test-limit", "200", "--lr", "1e-3", "--epochs", "1", "--no-progress"]
 SAME = ("cycle", "widths", "mec_bits", "val_correct", "test_correct", "train_loss", "model_bytes")

@@ -46,7 +46,7 @@ def test_geometric_run_stops_at_the_knee_and_keeps_the_smallest_head(small_confi
     assert stop is not None and stop == rows[-1]["cycle"]  # stopped at the knee, long before one neuron a layer
     # halving by hand (the removed count rounded half to even, never the last neuron): 3 -> 1, 1 stays
     halved = [(64, 48, 16), (32, 24, 8), (16, 12, 4), (8, 6, 2), (4, 3, 1), (2, 1, 1), (1, 1, 1)]
-    assert c.head == halved[0]
+    assert c.hidden == halved[0]
     assert [r["widths"].hidden for r in rows] == halved[:len(rows)]
     best = study.smallest_within(rows, control, 0.0)
     head, _ = model.load_head(c.run_dir / runs.SMALLEST)

@@ -97,7 +97,7 @@ def test_killed_process_resumes(small_config, tmp_path):
     script = tmp_path / "run.py"
     script.write_text(
         "import dataclasses, sys\nfrom labkit import config, study\n"
-        f"c = config.make_config('ci', head={tuple(small_config.head)}, k=8, cycles=4, epochs=3, batch_size=16, "
+        f"c = config.make_config('ci', hidden={tuple(small_config.hidden)}, k=8, cycles=4, epochs=3, batch_size=16, "
         f"train_limit=300, test_limit=200, lr=1e-3, results_dir={small_config.results_dir!r}, name=sys.argv[1])\n"
         "if sys.argv[2:] == ['hold']:  # cycle 2 trained, not yet recorded: say so and wait to be killed\n"
         "    fit = study.train.fit\n"
@@ -252,3 +252,17 @@ def test_weights_none_is_the_older_name_of_random(small_config):
     assert c.weights == "random" and "none" not in config.WEIGHT_CHOICES
     assert model.resolve_weights("none", 3) == model.resolve_weights("random", 3) == "random-seed3"
     assert runs.identity(c, {**config.config_dict(c), "weights": "none"}) == runs.identity(c)
+
+
+def test_head_is_the_older_name_of_hidden(small_config, tmp_path):
+    """Issue 20: the hidden widths are `hidden` (a head is the module); `head=`, `--head` and a config.json or
+    start record written with "head" are still read, and the run's folder name is unchanged."""
+    from labkit import config
+
+    c = config.make_config("ci", head=(64, 48, 16), k=8)
+    assert c.hidden == (64, 48, 16) and c == config.make_config("ci", hidden=(64, 48, 16), k=8)
+    assert "-head64-48-16" in c.run_name
+    old = {("head" if k == "hidden" else k): v for k, v in config.config_dict(small_config).items()}
+    assert runs.identity(small_config, old) == runs.identity(small_config)
+    with pytest.raises(ValueError, match="unknown config field"):
+        config.make_config("ci", heads=(64,))
