@@ -1,4 +1,7 @@
-"""Sentences about capacity counted and measured (Q5, Q6, Q8 and their helpers), one test per branch, made-up rows."""
+"""Sentences about capacity counted and measured (Q5, Q6, Q8 and their helpers) and Q1, Q2, Q4, Q9, one test per
+branch, made-up rows and figures worked out by hand."""
+import torch
+
 from labkit import capacity, questionnaire, tables
 
 NOMINAL, EFFECTIVE = capacity.mec([25088, 4096, 4096, 256, 10]), capacity.mec([512, 4096, 4096, 256, 10])
@@ -125,3 +128,32 @@ def test_q8_gives_rho_both_ways():
     text = questionnaire.q8({"total": 2000, "accuracy": 0.9, "correct": 1800}, NOMINAL, [0.9, 0.91], EFFECTIVE)
     assert "the inputs repeat" in text and "Across 2 independently" in text
     assert text.count("rho") == 1
+
+
+# ---------------------------------------------------------------- Q1, Q2, Q4, Q9: content per branch, by hand
+
+def test_q1_meets_or_misses_the_cheque_bar_and_names_the_weakest_class():
+    confusion = torch.tensor([[9, 1, 0], [0, 10, 0], [3, 0, 7]])  # class 2: 7 of 10 right, the least
+    low = questionnaire.q1({"accuracy": 0.8667, "total": 30}, confusion)
+    assert "does not meet that bar" in low and "86.67% on 30 test images" in low and "chance is 33%" in low
+    assert "the least margin here is 2 (70.0% of its test images correct)" in low
+    high = questionnaire.q1({"accuracy": 0.995, "total": 30}, confusion)
+    assert "this head meets that bar" in high
+
+
+def test_q2_counts_the_subsets_and_the_imbalance():
+    text = questionnaire.q2({"training": [100, 100], "validation": [20, 20]}, [5000, 6742], 10_000)
+    assert "11,742 training and 10,000 test images" in text and "200 training, 40 validation" in text
+    assert "5,000 to 6,742 (largest / smallest = 1.35)" in text  # 6,742 / 5,000 by hand
+
+
+def test_q4_the_information_reduced():
+    text = questionnaire.q4(28 * 28 * 8, 10)
+    # 6,272 bits in, log2(10) = 3.32 bits out: a factor of 6,272 / 3.3219 = 1,888
+    assert "up to 6,272 bits" in text and "log2(10) = 3.32 bits" in text and "about 1,888" in text
+    assert "log2(8) = 3.00 bits" in questionnaire.q4(28 * 28 * 8, 8) and "about 2,091" in questionnaire.q4(6272, 8)
+
+
+def test_q9_counts_the_pruned_variants_not_the_controls():
+    text = questionnaire.q9(["l1", "l2", "none", "scratch"])
+    assert "The 2 pruned variants (l1, l2)" in text and "one modality" in text
