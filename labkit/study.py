@@ -258,25 +258,28 @@ class Run:
         self._replay_first = False
 
     def __enter__(self):
-        self.folder.__enter__()
+        self.folder.__enter__()  # the lock
         try:
-            rows = self.folder.open()
-            if len(rows) >= self.c.cycles:
-                self.rows = rows[:self.c.cycles]
-            elif rows:
-                self.head, kept, optimizer = self.folder.head_after(rows)
-                self.adam = train.AdamState.from_payload(optimizer)
-                if self.head is None:  # nothing kept to go on from: the rows stand until more are needed
-                    self.rows, self._replay_first = rows, True
-                else:
-                    self.rows = rows[:kept]
-                    self.log(f"{self.folder.path}: resuming after cycle {kept - 1} ({kept} of {self.c.cycles} "
-                             "finished)")
+            self._go_on_from(self.folder.open())  # the finished rows, checked (and repaired) by runs.Reopening
             self.folder.begin()
         except BaseException:
             self.folder.__exit__(None, None, None)
             raise
         return self
+
+    def _go_on_from(self, rows: list[dict]) -> None:
+        """Take up the finished `rows`: all the cycles asked for (read back), or the head and Adam's moments of
+        the newest checkpoint to go on from, or (none kept) the rows alone until more are needed (`_replay`)."""
+        if len(rows) >= self.c.cycles:
+            self.rows = rows[:self.c.cycles]
+        elif rows:
+            self.head, kept, optimizer = self.folder.head_after(rows)
+            self.adam = train.AdamState.from_payload(optimizer)
+            if self.head is None:
+                self.rows, self._replay_first = rows, True
+            else:
+                self.rows = rows[:kept]
+                self.log(f"{self.folder.path}: resuming after cycle {kept - 1} ({kept} of {self.c.cycles} finished)")
 
     def __exit__(self, *exc):
         self.folder.__exit__(*exc)
