@@ -333,11 +333,12 @@ def test_widths_are_written_and_read_back_in_one_place():
 
 
 def test_config_imports_no_torch():
-    """Settings can be made and checked (a CLI's --help, a parameters file) without loading torch."""
+    """Settings can be made and checked (a CLI's --help, a parameters file) and tables read without loading torch."""
     import subprocess
     import sys
 
-    code = ("import sys, labkit.config as c; c.make_config('ci', method='l1'); "
+    code = ("import sys, labkit.config as c, labkit.records as r; c.make_config('ci', method='l1'); "
+            "r.parse('cycle,widths\\n0,25088-8-10\\n'); "
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -368,3 +369,27 @@ def test_figure_error_bars_are_the_tables_spreads():
         assert half == pytest.approx(table[(method, cycle)][f"{split}_std_points"], abs=1e-9), (method, cycle, split)
     # the sample standard deviation (n - 1), by hand for l2's last test accuracies 95, 90, 86 (mean 90.333...)
     assert table[("l2", 1)]["test_std_points"] == pytest.approx(4.5092497, abs=1e-6)
+
+
+def test_records_round_trip_every_type():
+    """Issue 20: one reader and writer (labkit.records): what it writes reads back as the same typed rows."""
+    from labkit import records
+    from labkit.config import Widths
+
+    rows = [{"cycle": 0, "method": "l2", "layer": "all", "widths": Widths((25088, 8, 10)), "val_accuracy": 0.1 + 0.2,
+             "train_loss": float("nan"), "smallest": True, "seed": 2, "val_right": "x0f", "note": "1e3", "count": 5},
+            {"cycle": 1, "method": "none", "layer": 0, "widths": Widths("25088-4-10"), "val_accuracy": 1 / 3,
+             "train_loss": 0.25, "smallest": False, "seed": 2, "val_right": "", "note": "5.0"}]
+    text = records.write_text(rows)
+    assert text.splitlines()[1].startswith("0,l2,all,25088-8-10,0.30000000000000004,nan,True,2,x0f,1e3,5")
+    back = records.parse(text)
+    assert records.same(back, [{**r, "count": r.get("count", ""), "note": float(r["note"]) if r["note"] == "5.0"
+                                else r["note"]} for r in rows])
+    assert type(back[0]["widths"]) is Widths and back[0]["widths"].hidden == (8,)
+    assert back[0]["smallest"] is True and back[1]["smallest"] is False and back[1]["layer"] == 0
+    # unknown columns: the number whose text they are exactly, else the text ("1e3" would come back as 1000.0)
+    assert back[0]["note"] == "1e3" and back[1]["note"] == 5.0
+    assert back[0]["count"] == 5 and back[1]["count"] == ""
+    assert records.write_text(back) == text
+    with pytest.raises(ValueError, match="line 2: 'x' is not a number"):
+        records.parse("cycle,val_accuracy\n0,x\n")
