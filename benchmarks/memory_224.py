@@ -103,4 +103,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from labkit import progress
+
+    with progress.reporting(bars=False):  # no bar drawn inside the timed code
+        raise SystemExit(main())

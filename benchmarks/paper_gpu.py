@@ -119,7 +119,7 @@ def main() -> int:
 
     import torch
 
-    from labkit import data, features, metrics, prune, tables, study, train
+    from labkit import data, features, metrics, prune, records, tables, study, train
     from labkit.config import config_dict, make_config
     from labkit.device import pick_device
 
@@ -221,7 +221,7 @@ def main() -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"device": name, "labkit": which_labkit(), "config": config_dict(config), **times,
-                       "rows": all_rows}, fh, indent=2)
+                       "rows": [records.plain(r) for r in all_rows]}, fh, indent=2)
     return 0
 
 

@@ -186,4 +186,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from labkit import progress
+
+    with progress.reporting(bars=False):  # no bar drawn inside the timed code
+        main()

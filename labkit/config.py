@@ -161,6 +161,9 @@ class StudyConfig:
 _NAME_TAGS = {"hidden": "head", "epochs": "e", "batch_size": "b", "lr": "lr", "train_limit": "train",
               "val_limit": "val", "test_limit": "test", "data_seed": "data", "image_size": "px", "weights": "weights-",
               "dropout": "dropout"}
+# values a run name spells in an older word, so folders made before a rename stay the same runs: random weights
+# were "none" when those names were first given ("-weights-none")
+_NAME_WORDS = {("weights", "random"): "none"}
 # fields a derived name never spells: its first part says them, they may change on resume, or they place it
 _UNNAMED = ("profile", "method", "seed", "start", "name", "results_dir", "layer", "schedule", "k", "fraction",
             "tolerance")
@@ -182,7 +185,7 @@ def _differences(c: "StudyConfig", spelled: Sequence[str] = ()) -> str:
         elif isinstance(value, float):
             text = f"{value:g}"
         else:
-            text = str(value)
+            text = _NAME_WORDS.get((f.name, value), str(value))
         text = "".join(ch if ch.isalnum() or ch in "._+-" else "_" for ch in text)
         parts.append(f"{text}px" if f.name == "image_size" else f"{_NAME_TAGS.get(f.name, f.name)}{text}")
     return "".join("-" + p for p in parts)
@@ -238,6 +241,8 @@ def parse_widths(widths) -> Widths:
     if isinstance(widths, Widths):
         return widths
     if isinstance(widths, str):
+        if widths.strip()[:1] in "([" and widths.strip()[-1:] in ")]":  # "(512, 10)": an older labkit's table
+            widths = "-".join(w.strip() for w in widths.strip()[1:-1].split(",") if w.strip())
         try:
             return Widths(int(w) for w in widths.split("-"))
         except ValueError:

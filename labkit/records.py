@@ -18,7 +18,7 @@ import csv
 import io
 import math
 import os
-from typing import Sequence, TypedDict
+from typing import Sequence, TypedDict, Union
 
 from .config import Widths, parse_widths
 
@@ -28,7 +28,7 @@ class Row(TypedDict, total=False):
 
     cycle: int
     method: str
-    layer: int | str
+    layer: Union[int, str]  # (not int | str: get_type_hints evaluates it, and Python 3.9 cannot)
     removed: int
     widths: Widths
     mec_bits: int

@@ -21,6 +21,8 @@ def test_paper_gpu_smoke_runs_the_224px_path_and_its_figures_add_up(tmp_path):
     assert t["config"]["image_size"] == 224
     assert t["cache_dtype"] == "torch.float16" and t["map_shape"] == [512, 7, 7]  # the GPU run's cache
     assert set(t["per_method"]) == {"l1", "l2", "reservoir", "magnitude", "none", "scratch"}
+    from labkit.config import parse_widths
+
     # the times nest: each method's cycles (timed by the study itself, history's `seconds`) within its total,
     # training and evaluation within the study, the study within the whole
     c = t["config"]
@@ -43,7 +45,7 @@ def test_paper_gpu_smoke_runs_the_224px_path_and_its_figures_add_up(tmp_path):
             epochs = min(r["epochs_total"] + c["patience"], c["start_epochs"])
         else:
             epochs = c["epochs"]
-        flops += epochs * c["train_limit"] * per_image(r["widths"])
+        flops += epochs * c["train_limit"] * per_image(parse_widths(r["widths"]))  # the JSON writes "25088-64-..."
     assert t["train_flops"] == flops
     assert "TFLOP/s" in out.stdout and "whole profile" in out.stdout
     assert "labkit 0.1.0 from" in out.stdout

@@ -252,6 +252,8 @@ def test_weights_none_is_the_older_name_of_random(small_config):
     assert c.weights == "random" and "none" not in config.WEIGHT_CHOICES
     assert model.resolve_weights("none", 3) == model.resolve_weights("random", 3) == "random-seed3"
     assert runs.identity(c, {**config.config_dict(c), "weights": "none"}) == runs.identity(c)
+    # the folder name an older labkit gave the run (with "-weights-none") is the one it still gets
+    assert config.make_config("quick", weights="random").run_name == "quick-l2-layer0-k100-seed0-weights-none"
 
 
 def test_head_is_the_older_name_of_hidden(small_config, tmp_path):

@@ -391,5 +391,7 @@ def test_records_round_trip_every_type():
     assert back[0]["note"] == "1e3" and back[1]["note"] == 5.0
     assert back[0]["count"] == 5 and back[1]["count"] == ""
     assert records.write_text(back) == text
+    # a table an older labkit wrote with a tuple's text (memorization.csv) reads back as widths too
+    assert records.parse('head,widths\n512-8-10,"(512, 8, 10)"\n')[0]["widths"] == (512, 8, 10)
     with pytest.raises(ValueError, match="line 2: 'x' is not a number"):
         records.parse("cycle,val_accuracy\n0,x\n")
