@@ -703,13 +703,19 @@ def test_after_ctrl_c_the_kernel_death_it_caused_prints_nothing_but_an_unasked_d
     assert "Kernel died while waiting" in said and "never retrieved" in said, said
     caplog.clear()
 
-    with pytest.raises(KeyboardInterrupt):
-        with notebook._QuietOnceInterrupted():
-            os.kill(os.getpid(), signal.SIGINT)  # through the handler it installed, as a terminal's Ctrl-C
-            time.sleep(1)
-    orphan_task()  # after the run has returned, as in CI
-    assert not caplog.records, caplog.text
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # as a terminal's python starts: Python's own Ctrl-C handler (a shell's background job starts with SIGINT
+    # ignored, and _QuietOnceInterrupted leaves a handler it did not expect alone)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with notebook._QuietOnceInterrupted():
+                os.kill(os.getpid(), signal.SIGINT)  # through the handler it installed, as a terminal's Ctrl-C
+                time.sleep(1)
+        orphan_task()  # after the run has returned, as in CI
+        assert not caplog.records, caplog.text
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, outer)
     for name in notebook._QuietOnceInterrupted.LOGGERS:  # leave the loggers as they were for the other tests
         logging.getLogger(name).filters.clear()
 
