@@ -36,6 +36,8 @@ def current_settings(settings: dict) -> dict:
     """A saved settings dict (config.json, a checkpoint's or a start file's record) in today's words."""
     renamed = {OLD_NAMES.get(k, k): v for k, v in settings.items()}
     return {k: current_spelling(k, v) for k, v in renamed.items()}
+
+
 CLASSES = 10  # MNIST's ten digits: the head's output width, defined here once
 SIZES = {"train": 60_000, "test": 10_000}  # MNIST's official splits
 

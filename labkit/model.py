@@ -378,7 +378,8 @@ def _announce(tag: str, asked: str, why: str = "") -> None:
                         f"downloaded once from download.pytorch.org into {Path(torch.hub.get_dir()) / 'checkpoints'}")
         print(f"labkit: VGG16 backbone uses ImageNet weights (IMAGENET1K_V1), {where}.")
     else:
-        why = why or ("not asked for" if current_spelling("weights", asked) == "random" else "not in the torch hub cache and not downloadable here")
+        asked_random = current_spelling("weights", asked) == "random"
+        why = why or ("not asked for" if asked_random else "not in the torch hub cache and not downloadable here")
         print(f"labkit: VGG16 backbone is RANDOMLY INITIALIZED ({tag}); ImageNet weights were {why}.")
 
 

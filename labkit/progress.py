@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -86,12 +87,11 @@ def say(text: str) -> None:
 def entry(fn):
     """For an entry point (study.run_study, ...): its keyword arguments `progress=` (bars on or off) and `log=`
     (where messages go, None: silent) open `reporting` for the call; left out, they keep the block around."""
-    import functools
-
     @functools.wraps(fn)
     def reported(*args, progress=KEEP, log=KEEP, **kwargs):
         with reporting(progress, log):
             return fn(*args, **kwargs)
 
-    reported.__doc__ = (fn.__doc__ or "") + "\n\n    progress=, log=: bars and messages for this call (labkit.progress)."
+    reported.__doc__ = ((fn.__doc__ or "")
+                        + "\n\n    progress=, log=: bars and messages for this call (labkit.progress).")
     return reported

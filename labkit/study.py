@@ -115,7 +115,8 @@ def new_head(c: StudyConfig, train_set) -> model.VGGHead:
 START_FIELDS = fields_for("start")
 
 
-def train_first(c: StudyConfig, data: Splits, state: train.AdamState, desc: str = "train") -> tuple[model.VGGHead, list[dict]]:
+def train_first(c: StudyConfig, data: Splits, state: train.AdamState,
+                desc: str = "train") -> tuple[model.VGGHead, list[dict]]:
     """Cycle 0 of a run without a start: a fresh head trained to its validation plateau.
 
     The schedule every head follows: c.lr_epochs epochs at c.lr, then c.lr x c.lr_drop (fine-tuning, as every
@@ -510,9 +511,10 @@ def knee_search(c: StudyConfig, seeds: Sequence[StudyConfig] = ()) -> tuple[list
                         _show(arm.rows[cycle])
                 if stopped is not None:
                     m = against_control(rows, ctl)[stopped]
-                    reporter.say(f"validation accuracy {m['val_accuracy']:.2%} (mean over {m['seeds']} seed(s)) is more than "
-                        f"{c.tolerance:g} point(s) below the control's {m['control_val_accuracy']:.2%} (the unpruned "
-                        f"head trained as long): the knee lies between cycles {stopped - 1} and {stopped}")
+                    reporter.say(f"validation accuracy {m['val_accuracy']:.2%} (mean over {m['seeds']} seed(s)) is "
+                                 f"more than {c.tolerance:g} point(s) below the control's "
+                                 f"{m['control_val_accuracy']:.2%} (the unpruned head trained as long): the knee "
+                                 f"lies between cycles {stopped - 1} and {stopped}")
                 cycle += 1
                 continue
             break  # an arm ran out of neurons to remove
