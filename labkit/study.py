@@ -375,9 +375,7 @@ def prune_step(c: StudyConfig, head: model.VGGHead, state: train.AdamState, cycl
     plan = prune_plan(c, head.widths())
     for layer, k in plan:
         _, removed = prune.prune_neurons(head, layer, k, c.method, seed=derive_seed(c.seed, cycle, layer=layer))
-        keep = torch.ones(len(removed) + head.widths()[layer + 1], dtype=torch.bool)
-        keep[removed] = False
-        state.drop(layer, keep)
+        state.drop(layer, prune.kept_indices(len(removed) + head.widths()[layer + 1], removed))
     return bool(plan)
 
 

@@ -45,17 +45,18 @@ class AdamState:
     def __bool__(self) -> bool:
         return bool(self.exp_avg)
 
-    def drop(self, layer: int, keep: torch.Tensor) -> None:
-        """Follow `prune.prune_neurons(head, layer, ...)`: keep only rows `keep` (bool, the layer's neurons as
-        they were) of hidden layer `layer` and the same columns of the layer after it."""
+    def drop(self, layer: int, kept: torch.Tensor) -> None:
+        """Follow `prune.prune_neurons(head, layer, ...)`: keep only rows `kept` (int64 indices of the layer's
+        neurons as they were, see `prune.kept_indices`) of hidden layer `layer` and the same columns of the
+        layer after it."""
         if not self:
             return
         rows = [2 * layer, 2 * layer + 1]  # weight and bias of the pruned layer
         for moments in (self.exp_avg, self.exp_avg_sq):
             for i in rows:
-                moments[i] = moments[i][keep.to(moments[i].device)]
+                moments[i] = moments[i].index_select(0, kept.to(moments[i].device))
             nxt = 2 * layer + 2
-            moments[nxt] = moments[nxt][:, keep.to(moments[nxt].device)]
+            moments[nxt] = moments[nxt].index_select(1, kept.to(moments[nxt].device))
 
     def payload(self) -> dict:
         """Plain data and CPU tensors, for a checkpoint (loads with torch.load(weights_only=True))."""
