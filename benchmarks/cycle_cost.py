@@ -8,9 +8,10 @@ Its arithmetic is the training FLOPs (forward, weight and input gradients of the
 FLOPs (forward of the inference form on the validation and test images) and the scores (3 FLOPs a weight of the
 pruned layer). The equal-budget control's cycle (nothing removed) is timed too. Target: within 1.5x.
 
-The machine's speed drifts (a shared virtual machine: the same 4096 x 4096 product measured from 235 to 310
-GFLOP/s within an hour), so the matmul rate is measured again just before each cycle and that cycle's
-arithmetic is timed at it; the target is judged on each arm's median cycle, and the slowest is printed too.
+The machine's speed drifts (a shared virtual machine: the same 4096 x 4096 product measured from 180 to 315
+GFLOP/s within minutes), so the matmul rate is measured just before and just after each cycle and that cycle's
+arithmetic is timed at their mean (a rate taken before alone charged a slowdown during the cycle to the
+cycle); the target is judged on each arm's median cycle, and the slowest is printed too.
 
     python benchmarks/cycle_cost.py                 # quick profile, 3 cycles of each arm, about a minute
     python benchmarks/cycle_cost.py --profile ci
@@ -77,8 +78,8 @@ def main():
     n_train, n_eval = len(data.train), len(data.val) + len(data.test)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.profile} profile: {n_train:,} training "
           f"images x {c.epochs} epochs a cycle (batch {c.batch_size}), {n_eval:,} evaluated")
-    print("float32 4096 x 4096 matmul rate: measured before each cycle (GFLOP/s column); FLOPs s is the cycle's "
-          "arithmetic at that rate")
+    print("float32 4096 x 4096 matmul rate: the mean of one measured just before and one just after each cycle "
+          "(GFLOP/s column); FLOPs s is the cycle's arithmetic at that rate")
     print(f"{'arm':>7} {'cycle':>5} {'widths after':>22} {'GFLOP/s':>8} {'prune s':>8} {'train s':>8} {'measure s':>9} "
           f"{'total s':>8} {'FLOPs s':>8} {'ratio':>6}")
     ratios, arms = {}, {}
@@ -90,8 +91,9 @@ def main():
         arms[method] = arm, head, state
     for cycle in range(1, args.cycles + 1):  # the arms take turns, so a slow minute of the machine hits both
         for method, (arm, head, state) in arms.items():
-            rate = matmul_gflops(repeats=3)
+            before = matmul_gflops(repeats=3)
             t = timed_cycle(arm, head, state, data, cycle)
+            rate = (before + matmul_gflops(repeats=3)) / 2
             flops = cycle_flops(arm, t["before"], t["after"], n_train, n_eval, method != "none")
             ideal = flops / (rate * 1e9)
             ratios.setdefault(method, []).append(t["total"] / ideal)
