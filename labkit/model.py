@@ -163,7 +163,7 @@ class VGGHead(nn.Module):
             if isinstance(m, nn.Linear):
                 mods.append(m)
             elif isinstance(m, nn.ReLU):
-                mods.append(nn.ReLU())
+                mods.append(nn.ReLU(inplace=True))  # each Linear output is fresh: no copy
         return nn.Sequential(*mods).eval()
 
 
