@@ -165,6 +165,8 @@ def save_torch(obj, path: str | os.PathLike) -> int:
     except OSError as err:
         raise write_failure(path, err) from None
 
+    obj = _tight(obj)
+
     def write(tmp: Path) -> None:
         raw = _Descriptor(tmp)
         try:
@@ -257,8 +259,25 @@ class _Counter(io.RawIOBase):
 def serialized_size(obj) -> int:
     """Bytes `save_torch(obj, ...)` would write, measured without writing anything."""
     counter = _Counter()
-    torch.save(obj, counter)
+    torch.save(_tight(obj, measure=True), counter)
     return counter.end
+
+
+def _tight(obj, measure: bool = False):
+    """`obj` (nested dicts, lists and tuples) with every tensor that holds more storage than its elements (a
+    layer whose rows were removed in place, see prune._cut_rows) replaced by a copy of its elements only:
+    torch.save writes a tensor's whole storage. measure=True: an uninitialized tensor of its shape (sizes)."""
+    if isinstance(obj, torch.Tensor):
+        if obj.layout != torch.strided or obj.untyped_storage().nbytes() <= obj.numel() * obj.element_size():
+            return obj
+        return torch.empty(obj.shape, dtype=obj.dtype) if measure else obj.clone()
+    if isinstance(obj, dict):
+        new = {k: _tight(v, measure) for k, v in obj.items()}
+        return obj if all(new[k] is v for k, v in obj.items()) else type(obj)(new.items())
+    if type(obj) in (list, tuple):
+        new = [_tight(v, measure) for v in obj]
+        return obj if all(a is b for a, b in zip(new, obj)) else type(obj)(new)
+    return obj
 
 
 def writable_folder(folder: str | os.PathLike, what: str, fix: str) -> Path:

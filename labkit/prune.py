@@ -99,8 +99,9 @@ def prune_neurons(model: nn.Module, layer: int, k: int, method: str, seed: int |
     """Remove k neurons from hidden layer `layer` (0-based) physically; returns (model, removed indices).
 
     Rebuilds that Linear with n - k rows and the next Linear with n - k input columns,
-    so parameters, memory, file size and compute all drop. The model is changed in place
-    (and returned for chaining); `removed` indexes the layer as it was before.
+    so parameters, file size and compute all drop (memory too, once a quarter of the layer's rows are gone:
+    a few rows at a time are removed in place, see `_cut_rows`). The model is changed in place (and
+    returned for chaining); `removed` indexes the layer as it was before.
     """
     seq, positions, layer, k = _check(model, layer, k, method)
     this, nxt = seq[positions[layer]], seq[positions[layer + 1]]
@@ -118,16 +119,44 @@ def kept_indices(n: int, removed, device=None) -> torch.Tensor:
     return keep.nonzero().squeeze(1)
 
 
+# Share of a cut layer's storage that may stay unused (rows removed in place) before the layer is copied tight
+_UNUSED_AT_MOST = 0.25
+
+
+def _cut_rows(w: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The rows `rows` (ascending int64 indices) of the 2-D weight `w`.
+
+    On the CPU, while at most a quarter of w's storage would be left unused, the kept rows move up inside that
+    storage (in blocks, through one small buffer: a row only ever moves to a lower place, so none is
+    overwritten before it is read) and the first len(rows) rows are returned as a view: a fresh 390 MB tensor
+    for the 25,088-wide layer paid about 0.25 s of first-touch page faults inside every prune step, the cut
+    itself 0.04 s. The unused rows are never written to a file (files.save_torch writes a view's elements
+    only); once more than a quarter of the storage would be unused, the kept rows are copied to a tight tensor
+    and the memory is given back. Elsewhere (a GPU) index_select makes the copy.
+    """
+    row_bytes = w.shape[1] * w.element_size()
+    capacity = w.untyped_storage().nbytes() // max(row_bytes, 1)
+    if (w.device.type != "cpu" or not w.is_contiguous() or w.storage_offset() != 0
+            or len(rows) < (1 - _UNUSED_AT_MOST) * capacity):
+        return w.index_select(0, rows)
+    buffer = torch.empty((min(_ROWS, len(rows)), w.shape[1]), dtype=w.dtype)
+    for start in range(0, len(rows), _ROWS):
+        block = rows[start:start + _ROWS]
+        torch.index_select(w, 0, block, out=buffer[:len(block)])
+        w[start:start + len(block)].copy_(buffer[:len(block)])
+    return w[:len(rows)]
+
+
 def _sliced(linear: nn.Linear, rows=None, cols=None) -> nn.Linear:
     """A Linear holding only the kept rows (neurons) or columns (inputs) of `linear`, given as indices.
 
-    index_select makes the smaller copy (faster than a boolean mask: measured 0.08 against 0.12 s for the
-    25,088-wide layer, 0.05 against 0.08 s for a 4,096-column cut); it becomes the new weight as it is (no
-    second copy, no random initialization of a layer that is overwritten anyway).
+    Rows are cut by `_cut_rows` (in place on the CPU while little of the storage goes unused), columns by
+    index_select (faster than a boolean mask: 0.05 against 0.08 s for a 4,096-column cut); the result becomes
+    the new weight as it is (no second copy, no random initialization of a layer that is overwritten anyway).
     """
     w = linear.weight.detach()
     if rows is not None:
-        w = w.index_select(0, rows)
+        w = _cut_rows(w, rows)
     if cols is not None:
         w = w.index_select(1, cols)
     new = nn.utils.skip_init(nn.Linear, w.shape[1], w.shape[0], bias=linear.bias is not None,

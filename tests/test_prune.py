@@ -50,6 +50,23 @@ def test_parameters_and_saved_size_drop(tmp_path):
     assert loaded.widths() == head.widths()
 
 
+def test_rows_cut_in_place_never_reach_a_file(tmp_path):
+    # a few rows at a time leave the layer inside its own storage (no fresh 390 MB tensor a prune step); the
+    # rows left unused must never be written, and a large cut copies the layer tight (memory given back)
+    head = _head((64, 32, 16))
+    before, storage = head.linears()[0].weight.detach().clone(), head.linears()[0].weight.data_ptr()
+    _, removed = prune.prune_neurons(head, 0, 4, "l1")
+    w = head.linears()[0].weight
+    assert w.data_ptr() == storage and torch.equal(w, before.index_select(0, prune.kept_indices(64, removed)))
+    size = model.save_head(head, tmp_path / "cut.pt")
+    assert size == model.head_bytes(head) == (tmp_path / "cut.pt").stat().st_size
+    loaded, _ = model.load_head(tmp_path / "cut.pt")  # a loaded head is tight: the same file again
+    assert torch.equal(loaded.linears()[0].weight, w) and model.save_head(loaded, tmp_path / "again.pt") == size
+    prune.prune_neurons(head, 0, 30, "l2")  # 30 of 60: more than a quarter of the storage would go unused
+    w = head.linears()[0].weight
+    assert w.shape == (30, 25088) and w.untyped_storage().nbytes() == w.numel() * w.element_size()
+
+
 def test_scores_by_hand():
     w = torch.tensor([[1.0, 2.0], [3.0, 2.0], [2.0, 5.0]])  # w_bar = [2, 3]
     assert prune.neuron_scores(w, "l1").tolist() == [2.0, 2.0, 2.0]
