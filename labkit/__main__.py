@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import dataclasses
 import sys
+from pathlib import Path
 
 try:
     from . import config as cfg
@@ -21,9 +22,17 @@ def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", type=_layer, help="hidden layer to prune (0 is the first), or 'all' in proportion "
                                                 "(default 0)")
     p.add_argument("--schedule", choices=cfg.SCHEDULES,
-                   help="fixed: k neurons a cycle (default); geometric: a fraction of those left, until accuracy drops")
+                   help="fixed: k neurons a cycle (default); geometric: a fraction of those left a cycle; oneshot: "
+                        "cycle 1 prunes to --target in one step (a knee probe)")
     p.add_argument("--k", type=int, help="fixed schedule: neurons removed per cycle (default 100)")
-    p.add_argument("--fraction", type=float, help="geometric schedule: share removed per cycle (default 0.5)")
+    p.add_argument("--fraction", type=float, help="geometric schedule: share removed per cycle; compress: share of "
+                                                  "the widths removed per step of the knee search (default 0.5)")
+    p.add_argument("--target", type=int, nargs="+", help="oneshot schedule: the hidden widths to prune to")
+    p.add_argument("--recover-patience", type=int, dest="recover_patience",
+                   help="every cycle after cycle 0 trains until validation accuracy has not risen for this many "
+                        "epochs (at most --epochs) and keeps its best epoch (default: exactly --epochs)")
+    p.add_argument("--cycle-lr", type=float, dest="cycle_lr",
+                   help="learning rate of the cycles after cycle 0 (default: lr x lr_drop, fine-tuning)")
     p.add_argument("--tolerance", type=float,
                    help="accuracy loss in percentage points still counted as none (default 1.0)")
     p.add_argument("--hidden", "--head", dest="hidden", type=int, nargs="+",
@@ -69,8 +78,9 @@ NOT_SETTINGS = ("command", "profile", "no_progress", "bits", "stages", "dc_spars
 
 def _config(parser: argparse.ArgumentParser, args, **defaults) -> cfg.StudyConfig:
     overrides = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS and v is not None}
-    if "hidden" in overrides:
-        overrides["hidden"] = tuple(overrides["hidden"])
+    for name in ("hidden", "target"):
+        if name in overrides:
+            overrides[name] = tuple(overrides[name])
     try:
         config = cfg.make_config(args.profile, **{**defaults, **overrides})
         pick_device(config.device)  # a GPU asked for where there is none is refused now, not after loading data
@@ -85,8 +95,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     subs = {"study": sub.add_parser("study", help="train, test, measure and prune, cycle after cycle")}
     _study_args(subs["study"])
     subs["compress"] = comp = sub.add_parser(
-        "compress", help="prune geometrically until accuracy drops, then quantize the smallest head within "
-                         "tolerance (default: all hidden layers, 8 and 4 bits)")
+        "compress", help="search the knee (ever smaller heads, each pruned in one step from the trained head and "
+                         "recovered, beside it trained as long), then store the knee head in 8 and 4 bits")
     _study_args(comp)
     comp.add_argument("--bits", type=int, nargs="+", default=[8, 4], choices=range(1, 9), metavar="BITS",
                       help="storage widths to try: 8 (int8, scale per channel), 1-7 (k-means codebook)")
@@ -181,24 +191,24 @@ def _compress(parser, args) -> int:
 
     if distributed.launched_by_torchrun():
         parser.error("compress runs in one process; start it with python -m labkit, not torchrun")
-    # cycles is only an upper bound here: the run stops at the knee
-    config = _config(parser, args, schedule="geometric", layer="all", cycles=cfg.GEOMETRIC_CYCLES)
-    session = None
-    if args.stages:  # Deep Compression needs the unpruned head: the knee then starts from it too
-        from . import notebook
+    config = _config(parser, args, layer="all", schedule="geometric")  # the knee sets each probe's own
+    from . import knee, notebook
 
-        if args.start:
-            parser.error("--stages trains (or reuses) the notebooks' trained head and starts the knee from it; "
-                         "leave out --start")
-        session = notebook.Session(config.profile, config, cfg.results_root() / config.profile)
+    folder = Path(config.results_dir) if config.results_dir else cfg.results_root() / config.profile
+    session = notebook.Session(config.profile, config, folder)
+    if not args.start:  # the knee probes from a trained head: the notebooks' (trained there when missing)
         session.trained_start(config.seed, progress=not args.no_progress)
         config = dataclasses.replace(config, start=str(session.start_path(config.seed)), name=args.name)
         session.config = config
-    args.run_dir = config.run_dir
-    print(f"labkit compress: run {config.run_name} -> {config.run_dir}", flush=True)
+    elif args.stages:
+        parser.error("--stages runs Deep Compression on the notebooks' trained head and starts the knee from it; "
+                     "leave out --start")
+    print(f"labkit compress: the knee of {config.method}, layer {config.layer}, from {config.start}", flush=True)
     with _policy(args):
-        result = study.compress_smallest(config, args.bits, progress=not args.no_progress,
-                                         log=lambda s: print(s, flush=True))
+        result = knee.compress_knee(config, args.bits, progress=not args.no_progress,
+                                    log=lambda s: print(s, flush=True))
+    if not args.stages:
+        session = None
     print(tables.compress_summary(config, result))
     if session is not None:
         dc = session.deep_compression(result, seed=config.seed, sparsity=args.dc_sparsity, bits=args.dc_bits,

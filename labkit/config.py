@@ -55,9 +55,18 @@ def check_limits(train_limit: int | None, val_limit: int | None, test_limit: int
 
 CONTROLS = ("none", "scratch")  # the equal-budget control (nothing removed) and a fresh head of given widths
 CHECKPOINT_POLICIES = ("all", "last", "none")
-SCHEDULES = ("fixed", "geometric")
+SCHEDULES = ("fixed", "geometric", "oneshot")
 SEEDS = {"ci": 2, "quick": 3, "paper": 3}  # independently trained heads the notebooks compare (curve and knee)
-GEOMETRIC_CYCLES = 12  # cycles bound for knee searches: cycle 0 and 11 halvings take 4,096 neurons to 2
+GEOMETRIC_CYCLES = 12  # cycles bound for geometric runs: cycle 0 and 11 halvings take 4,096 neurons to 2
+# How a knee probe (labkit.knee) recovers after it is pruned: it trains at lr x lr_factor until validation accuracy
+# has not risen for `patience` epochs (at most `epochs`) and keeps its best epoch; its control trains as many.
+# The full rate (lr_factor 1): measured on the quick profile (seed 0's start, benchmarks/knee_rate.py, README), a
+# tenth of it left an eighth of the widths 19 points below the control after 12 epochs; the full rate 1 point.
+KNEE_RECOVERY = {"ci": dict(epochs=3, patience=1, lr_factor=1.0),
+                 "quick": dict(epochs=10, patience=2, lr_factor=1.0),
+                 "paper": dict(epochs=10, patience=2, lr_factor=1.0)}
+KNEE_RESOLUTION = 1.15  # the knee's refinement stops once the last widths within tolerance are at most 15% above
+                        # the first outside it
 # What each setting counts for, and why: the one list that run identity (runs.identity), run names and trained
 # starts (study.START_FIELDS) read. A setting counts for the run's identity unless it is "resume", "place" or
 # "start file"; a control ("none", "scratch") also ignores the "pruning" ones.
@@ -71,7 +80,7 @@ FIELD_ROLES: dict[str, tuple[str, ...]] = {
     "profile": (), "method": (),
     "layer": ("pruning",), "schedule": ("pruning",), "k": ("pruning",), "fraction": ("pruning",),
     "tolerance": ("pruning",),
-    "cycles": ("resume",), "epochs": (),
+    "target": ("pruning",), "cycles": ("resume",), "epochs": (), "recover_patience": (), "cycle_lr": (),
     "lr_epochs": ("start",), "lr_drop": ("start",), "start_epochs": ("start",), "patience": ("start",),
     "batch_size": ("start",), "lr": ("start",), "train_limit": ("start",), "val_limit": ("start",),
     "test_limit": ("start",), "data_seed": ("start",), "image_size": ("start",), "weights": ("start",),
@@ -98,14 +107,19 @@ class StudyConfig:
     method: str = "l2"               # pruning criterion: l1, l2, reservoir, magnitude; or a control: "none"
                                      # (the same cycles, nothing removed), "scratch" (a fresh head, no start)
     layer: int | str = 0             # hidden layer pruned (0: the 4096-wide first layer), or "all" in proportion
-    schedule: str = "fixed"          # "fixed": k neurons a cycle (the report's); "geometric": a fraction of those left
+    schedule: str = "fixed"          # "fixed": k neurons a cycle (the report's); "geometric": a fraction of those left;
+                                     # "oneshot": cycle 1 prunes to the hidden widths `target` in one step (a knee probe)
     k: int = 100                     # fixed schedule: neurons removed per cycle (from layer 0 when layer="all")
     fraction: float = 0.5            # geometric schedule: share of each pruned layer's neurons removed per cycle
     tolerance: float = 1.0           # percentage points of validation accuracy below the equal-budget control
                                      # (the unpruned head trained as long) still counted as no loss; a geometric
                                      # run stops after the first cycle that falls further
+    target: tuple | None = None      # oneshot schedule: the hidden widths cycle 1 prunes to
     cycles: int = 3                  # cycles of train, test, measure (and prune between them)
-    epochs: int = 2                  # training epochs per cycle after cycle 0
+    epochs: int = 2                  # training epochs per cycle after cycle 0 (at most, with recover_patience)
+    recover_patience: int | None = None  # None: every cycle after cycle 0 trains exactly `epochs`; n: it trains
+                                     # until validation accuracy has not risen for n epochs and keeps its best
+    cycle_lr: float | None = None    # the rate of every cycle after cycle 0; None: lr x lr_drop (fine-tuning)
     lr_epochs: int = 5               # the schedule of every head: lr_epochs epochs at lr, then lr x lr_drop
     lr_drop: float = 0.1             # (fine-tuning; every cycle after cycle 0 trains at that rate)
     start_epochs: int = 20           # cycle 0 (the unpruned head every run starts from) fine-tunes until
@@ -134,6 +148,9 @@ class StudyConfig:
         object.__setattr__(self, "weights", current_spelling("weights", self.weights))
         object.__setattr__(self, "hidden", tuple(checks.integers("hidden", self.hidden, minimum=1, length=1,
                                                                hint="give the hidden widths, e.g. (4096, 4096, 256)")))
+        if self.target is not None:
+            object.__setattr__(self, "target", tuple(checks.integers("target", self.target, minimum=1, length=1,
+                                                                   hint="give the hidden widths to prune to")))
         validate(self)
 
     @property
@@ -149,7 +166,8 @@ class StudyConfig:
         if self.method == "scratch":
             return (f"{self.profile}-scratch-{Widths(self.hidden)}-e{self.epochs}-seed{self.seed}"
                     f"{_differences(self, ('hidden', 'epochs'))}")
-        sched = f"k{self.k}" if self.schedule == "fixed" else f"geo{self.fraction:g}-tol{self.tolerance:g}"
+        sched = {"fixed": f"k{self.k}", "geometric": f"geo{self.fraction:g}-tol{self.tolerance:g}",
+                 "oneshot": f"to{Widths(self.target or ())}"}[self.schedule]
         return f"{self.profile}-{self.method}-layer{self.layer}-{sched}-seed{self.seed}{start}{_differences(self)}"
 
     @property
@@ -162,13 +180,13 @@ class StudyConfig:
 # a field not listed here is spelled by its own name ("-patience3")
 _NAME_TAGS = {"hidden": "head", "epochs": "e", "batch_size": "b", "lr": "lr", "train_limit": "train",
               "val_limit": "val", "test_limit": "test", "data_seed": "data", "image_size": "px", "weights": "weights-",
-              "dropout": "dropout"}
+              "dropout": "dropout", "recover_patience": "recover", "cycle_lr": "cyclelr"}
 # values a run name spells in an older word, so folders made before a rename stay the same runs: random weights
 # were "none" when those names were first given ("-weights-none")
 _NAME_WORDS = {("weights", "random"): "none"}
 # fields a derived name never spells: its first part says them, they may change on resume, or they place it
 _UNNAMED = ("profile", "method", "seed", "start", "name", "results_dir", "layer", "schedule", "k", "fraction",
-            "tolerance")
+            "tolerance", "target")
 
 
 def _differences(c: "StudyConfig", spelled: Sequence[str] = ()) -> str:
@@ -284,6 +302,12 @@ def validate(c: StudyConfig) -> None:
         raise ValueError(f"layer={c.layer!r} is out of range: the head has {len(c.hidden)} hidden layers, "
                          f"so layer must be 0..{len(c.hidden) - 1} or 'all'")
     checks.choice("schedule", c.schedule, SCHEDULES)
+    if c.recover_patience is not None:
+        checks.integer("recover_patience", c.recover_patience, minimum=1, hint="None trains exactly `epochs` a cycle")
+    if c.cycle_lr is not None:
+        checks.number("cycle_lr", c.cycle_lr, above=0, hint="None fine-tunes at lr x lr_drop")
+    if c.schedule == "oneshot" and c.method not in CONTROLS:
+        _check_target(c)
     checks.number("fraction", c.fraction, above=0, below=1, hint="0.5 halves a layer each cycle")
     checks.number("tolerance", c.tolerance, minimum=0, hint="it counts percentage points of accuracy")
     if c.schedule == "fixed" and c.method not in CONTROLS:
@@ -312,6 +336,22 @@ def validate(c: StudyConfig) -> None:
                          "as $LABKIT_RESULTS/<profile>/trained_head_seed0.pt)")
 
 
+def _check_target(c: StudyConfig) -> None:
+    """ValueError unless a oneshot run's `target` is widths it can prune to in its one step."""
+    if c.target is None or len(c.target) != len(c.hidden):
+        raise ValueError(f"schedule='oneshot' prunes to the hidden widths `target` in one step: give {len(c.hidden)} "
+                         f"widths (target={c.target!r}), e.g. target=(512, 512, 32)")
+    for layer, (t, n) in enumerate(zip(c.target, c.hidden)):
+        if t > n or (t < n and layer not in pruned_layers(c)):
+            raise ValueError(f"target={Widths(c.target).__str__()} asks hidden layer {layer} for {t} neurons of "
+                             f"{n}, which layer={c.layer!r} does not prune: give widths at most the head's, changed "
+                             "only in the pruned layer(s)")
+    if tuple(c.target) == tuple(c.hidden):
+        raise ValueError(f"target={list(c.target)} equals the head's widths: a oneshot run must remove something")
+    if c.cycles != 2:
+        raise ValueError(f"cycles={c.cycles}: a oneshot run has two cycles (the start, then the pruned head)")
+
+
 def pruned_layers(c: StudyConfig) -> list[int]:
     """The hidden layers the config prunes."""
     return list(range(len(c.hidden))) if c.layer == "all" else [c.layer]
@@ -327,11 +367,13 @@ def fixed_k(c: StudyConfig, layer: int) -> int:
 def prune_plan(c: StudyConfig, widths: Sequence[int]) -> list[tuple[int, int]]:
     """(layer, neurons to remove) for the next cycle, given the head's current widths [in, n1, .., out].
 
-    Fixed: k per cycle. Geometric: round(fraction x neurons left), at least 1. No layer
-    goes below one neuron; an empty plan means nothing is left to prune. Controls remove nothing.
+    Fixed: k per cycle. Geometric: round(fraction x neurons left), at least 1. Oneshot: down to `target` (cycle 1
+    only). No layer goes below one neuron; an empty plan means nothing is left to prune. Controls remove nothing.
     """
     if c.method in CONTROLS:
         return []
+    if c.schedule == "oneshot":
+        return [(layer, n - t) for layer, (n, t) in enumerate(zip(widths[1:-1], c.target)) if n > t]
     plan = []
     for layer in pruned_layers(c):
         n = widths[layer + 1]
@@ -355,19 +397,22 @@ def make_config(profile: str = "quick", **overrides) -> StudyConfig:
 
 def control_of(c: StudyConfig) -> StudyConfig:
     """The equal-budget control of a run: the same start, cycles and epochs, nothing removed."""
-    return dataclasses.replace(c, method="none", schedule="fixed", name=None)
+    return dataclasses.replace(c, method="none", schedule="fixed", target=None, name=None)
 
 
 def scratch_of(c: StudyConfig, hidden: Sequence[int], epochs_total: int) -> StudyConfig:
     """A fresh head of widths `hidden` trained for `epochs_total` epochs in one go: the from-scratch control."""
-    return dataclasses.replace(c, method="scratch", schedule="fixed", hidden=tuple(hidden), epochs=epochs_total,
-                               cycles=1, start=None, name=None)
+    return dataclasses.replace(c, method="scratch", schedule="fixed", target=None, hidden=tuple(hidden),
+                               epochs=epochs_total, cycles=1, start=None, name=None, recover_patience=None,
+                               cycle_lr=None)
 
 
 def config_dict(c: StudyConfig) -> dict:
     """The config as plain JSON-ready values."""
     d = dataclasses.asdict(c)
     d["hidden"] = list(c.hidden)
+    if c.target is not None:
+        d["target"] = list(c.target)
     return d
 
 

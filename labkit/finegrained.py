@@ -976,26 +976,51 @@ def inference_times(head: VGGHead, maps: torch.Tensor, repeats: int = 5) -> dict
         if _seconds(candidate, x, repeats) < _seconds(lin, x, repeats):
             mods[pos] = candidate
             sparse_layers.append(f"fc{k + 1}")
-    sparse = _seconds(nn.Sequential(*mods), maps, repeats) if sparse_layers else dense
+    sparse_net = nn.Sequential(*mods)
+    sparse = _seconds(sparse_net, maps, repeats) if sparse_layers else dense
     if sparse >= dense:  # layer by layer faster, not as a whole: dense kernels throughout
-        sparse, sparse_layers = dense, []
+        sparse, sparse_layers, sparse_net = dense, [], net
     return {"dense_seconds": dense, "sparse_seconds": sparse, "sparse_layers": sparse_layers,
-            "inference_densities": dens}
+            "inference_densities": dens, "fastest": sparse_net if sparse_layers else net}
+
+
+@torch.no_grad()
+def alternated_times(nets: Sequence[nn.Module], x: torch.Tensor, rounds: int = 15) -> list[list[float]]:
+    """CPU seconds of one forward pass of `x` through each of `nets`, measured in `rounds` rounds that take the
+    nets in turn (the machine's drift then falls on all of them alike): one list of times per net."""
+    for net in nets:
+        net(x)  # warm-up: first-touch pages, kernel choice
+    times: list[list[float]] = [[] for _ in nets]
+    for _ in range(rounds):
+        for i, net in enumerate(nets):
+            t = time.perf_counter()
+            net(x)
+            times[i].append(time.perf_counter() - t)
+    return times
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """(first quartile, median, third quartile) of `values` (the middle of the sorted list, no interpolation)."""
+    v = sorted(values)
+    return v[len(v) // 4], v[len(v) // 2], v[(3 * len(v)) // 4]
 
 
 def structured_vs_finegrained(heads: dict, sets: dict, *, stored_bytes: dict | None = None, batch: int = 256,
-                              repeats: int = 5, device="auto") -> list[dict]:
+                              repeats: int = 5, rounds: int = 15, device="auto") -> list[dict]:
     """One row per head ({label: VGGHead}, e.g. the structured knee head and the fine-grained one).
 
     Columns: pruning (the label), widths, weights_kept, parameters (kept weights + biases), density,
     <set>_accuracy for each of `sets`, float32_sparse_bytes (the head as a "sparse" stage file: float32 kept
     values and 5-bit relative indices, or dense), stored_bytes (from `stored_bytes`, e.g. its Huffman file),
-    mec_bits (nominal, kept weights: mec_sparse), mec_effective_bits (on the 512 distinct inputs at 1 x 1
-    maps), and CPU milliseconds for `batch` images with dense kernels and with sparse ones where they help.
+    mec_bits and mec_effective_bits (the four rules on the widths as read, and on the distinct inputs: what they
+    mean in every table), mec_kept_bits and mec_kept_effective_bits (rule 2 on the weights kept: mec_sparse),
+    CPU milliseconds for `batch` images with dense kernels and with sparse ones where they help (a first look,
+    median of `repeats`), then ms_q1, ms, ms_q3: the quartiles of `rounds` rounds that time every head's
+    fastest form in turn (`alternated_times`), the spread a speed sentence must exceed.
     """
-    from . import train
+    from . import capacity, train
 
-    rows = []
+    rows, fastest = [], []
     for label, head in heads.items():
         row = {"pruning": label, "widths": cfg.Widths(head.widths()), "weights_kept": kept_weights(head)}
         row["parameters"] = row["weights_kept"] + sum(l.bias.numel() for l in head.linears())
@@ -1004,11 +1029,18 @@ def structured_vs_finegrained(heads: dict, sets: dict, *, stored_bytes: dict | N
             row[f"{name}_accuracy"] = result["accuracy"]
         row["float32_sparse_bytes"] = files.serialized_size(stage_payload(head.cpu(), "sparse"))
         row["stored_bytes"] = (stored_bytes or {}).get(label)
-        row["mec_bits"] = mec_sparse(head)
-        row["mec_effective_bits"] = mec_sparse(head, effective=True) if head.map_size == 1 else None
+        row["mec_bits"] = capacity.mec(head.widths())  # the four rules on the widths as the head reads them
+        row["mec_effective_bits"] = capacity.mec_effective(head.widths(), head.map_size)
+        row["mec_kept_bits"] = mec_sparse(head)  # rule 2 on the weights kept, live neurons only
+        row["mec_kept_effective_bits"] = mec_sparse(head, effective=True) if head.map_size == 1 else None
         maps = next(iter(sets.values())).maps[:batch]
         times = inference_times(head, maps, repeats)
         row.update(dense_ms=1e3 * times["dense_seconds"], sparse_ms=1e3 * times["sparse_seconds"],
                    sparse_layers=",".join(times["sparse_layers"]) or "none")
+        fastest.append(times["fastest"])
         rows.append(row)
+    maps = next(iter(sets.values())).maps[:batch].cpu()
+    for row, t in zip(rows, alternated_times(fastest, maps, rounds)):  # the timing the sentences read
+        row["ms_q1"], row["ms"], row["ms_q3"] = (1e3 * v for v in quartiles(t))
+        row["timing_rounds"] = rounds
     return rows

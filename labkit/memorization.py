@@ -310,15 +310,17 @@ def memorize_random_labels(train_set, criterion: float = 0.9, seed: int = 0, map
 
 
 def measure_requirement(train_set, val_set, hidden: Sequence[int] = (0, 1, 2, 4, 8, 16, 32, 64, 128),
-                        tolerance: float = 1.0, seed: int = 0, steps: int = 200, lr: float = 0.01) -> dict:
+                        tolerance: float = 1.0, seed: int = 0, steps: int = 200, lr: float = 0.01,
+                        test_set=None) -> dict:
     """The capacity the real labels need, measured: heads of growing width trained on the training features,
     judged on validation.
 
     Every head (0: a linear classifier) trains together, `steps` full-batch Adam steps on all training images,
     reading the cached features (512 s s distinct values an image: the study's head's distinct inputs for maps
-    up to 7 x 7). Returns {"rows": one per head (head, hidden, mec_bits: the study's head of that hidden width
-    on its 25,088 inputs, mec_effective_bits: on the distinct inputs, parameters, train_accuracy,
-    val_accuracy, within_tolerance, chosen), "chosen": the row of the smallest effective MEC within
+    up to 7 x 7). Returns {"rows": one per head (head, hidden, widths, mec_bits: the four rules on the widths as
+    the head reads them, mec_effective_bits: on its distinct inputs (the same here: the features it reads are
+    distinct), parameters, train_accuracy, val_accuracy, with `test_set` test_correct / test_total /
+    test_accuracy, within_tolerance, chosen), "chosen": the row of the smallest effective MEC within
     `tolerance` points of the best validation accuracy, "images": training images, "tolerance"}.
     """
     tolerance = checks.number("tolerance", tolerance, minimum=0, hint="it counts percentage points of accuracy")
@@ -331,13 +333,17 @@ def measure_requirement(train_set, val_set, hidden: Sequence[int] = (0, 1, 2, 4,
         train_acc = (ladder(x).argmax(-1) == y[:, None]).float().mean(0).tolist()
         val_x = standardized(val_set, stats)
         val_acc = (ladder(val_x).argmax(-1) == val_set.labels[:, None]).float().mean(0).tolist()
+        test_right = ((ladder(standardized(test_set, stats)).argmax(-1) == test_set.labels[:, None]).sum(0).tolist()
+                      if test_set is not None else None)
     rows = []
-    for spec, tr, va in zip(specs, train_acc, val_acc):
+    for h, (spec, tr, va) in enumerate(zip(specs, train_acc, val_acc)):
         widths = spec.widths(x.shape[1])
-        rows.append({"head": spec.name(x.shape[1]), "hidden": spec.hidden,
-                     "mec_bits": capacity.mec([capacity.HEAD_INPUTS, *widths[1:]]),
-                     "mec_effective_bits": capacity.mec(widths), "parameters": capacity.parameter_count(widths),
-                     "train_accuracy": tr, "val_accuracy": va})
+        rows.append({"head": spec.name(x.shape[1]), "hidden": spec.hidden, "widths": Widths(widths),
+                     "mec_bits": capacity.mec(widths), "mec_effective_bits": capacity.mec(widths),
+                     "parameters": capacity.parameter_count(widths), "train_accuracy": tr, "val_accuracy": va})
+        if test_right is not None:
+            rows[-1].update(test_correct=int(test_right[h]), test_total=len(test_set),
+                            test_accuracy=test_right[h] / len(test_set))
     best = max(r["val_accuracy"] for r in rows)
     for r in rows:
         r["within_tolerance"] = 100 * (best - r["val_accuracy"]) <= tolerance + 1e-9

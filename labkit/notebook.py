@@ -83,8 +83,8 @@ class Session:
         """The trained head of notebook 02 (reused), or one trained now and saved there, saying so."""
         path = self.start_path(seed)
         if not path.exists():
-            print(f"No trained head at {path} (notebook 02 makes it); training one now "
-                  f"with the {self.profile!r} profile.")
+            made = "notebook 02 makes it" if seed == 0 else "notebook 02 makes seed 0's; the others are made here"
+            print(f"No trained head at {path} ({made}); training one now with the {self.profile!r} profile.")
         return study.train_start(dataclasses.replace(self.config, seed=seed), path, progress=progress)
 
     def compare(self, methods: Sequence[str], seeds: Sequence[int] = (0,), progress: bool = True,
@@ -101,21 +101,24 @@ class Session:
     def knee(self, layer="all", fraction: float = 0.5, tolerance: float = 1.0, method: str = "l2",
              bits: Sequence[int] = (8, 4), seeds: Sequence[int] | int = 0, progress: bool = True) -> dict:
         """From the trained starts of `seeds` (an int n: seeds 0..n-1; 0: the profile's, as notebook 04's curve):
-        prune geometrically beside the equal-budget control, all seeds in lockstep, until the mean validation
-        accuracy drops; train the smallest widths from scratch for each seed; quantize seed 0's smallest head.
+        probe ever smaller heads, each pruned in one step and recovered, beside the start trained as many epochs,
+        all seeds in lockstep, halving then bisecting until the knee's widths are known to within 15% (see
+        labkit.knee); train the knee's widths from scratch for each seed; store seed 0's knee head.
 
-        Returns study.compress_smallest's dict (rows, control, smallest, scratch, agree, knee, table).
-        The smallest heads stay in their run folders.
+        Returns knee.compress_knee's dict (rows, control, steps, smallest, scratch, agree, knee, table).
         """
+        from . import knee
+
         seeds = profile_seeds(self.profile, seeds)
         configs = []
         for seed in seeds:
             self.trained_start(seed, progress)
-            configs.append(dataclasses.replace(self.config, start=str(self.start_path(seed)), schedule="geometric",
-                                               layer=layer, fraction=fraction, tolerance=tolerance, method=method,
-                                               seed=seed, cycles=cfg.GEOMETRIC_CYCLES, name=None))
-        print(f"--- {configs[0].run_name}" + (f" and seeds {', '.join(str(s) for s in seeds[1:])}" if seeds[1:] else ""))
-        return study.compress_smallest(configs[0], bits, seeds=configs[1:], progress=progress)
+            configs.append(dataclasses.replace(self.config, start=str(self.start_path(seed)), layer=layer,
+                                               fraction=fraction, tolerance=tolerance, method=method, seed=seed,
+                                               name=None))
+        print(f"--- the knee of {method}, layer {layer}, from the trained start"
+              + (f"s of seeds {', '.join(str(s) for s in seeds)}" if seeds[1:] else f" of seed {seeds[0]}"))
+        return knee.compress_knee(configs[0], bits, seeds=configs[1:], progress=progress)
 
     def deep_compression(self, knee: dict | None = None, seed: int = 0, sparsity="han", bits: int = 5,
                          steps: int = 3, epochs: int | None = None, progress: bool = True) -> dict:
@@ -169,7 +172,43 @@ class Session:
         heads[label], stored[label] = result["head"], result["stages"][-1]["bytes"]
         versus = finegrained.structured_vs_finegrained(heads, {"val": splits.val, "test": splits.test},
                                                        stored_bytes=stored, device=c.device)
+        for row in versus:  # what each stored_bytes counts
+            row["stored_as"] = "float32 file" if row["pruning"] == "unpruned" else f"{bits}-bit Huffman-coded file"
         return {"stages": stages, "result": result, "control": control, "versus": versus}
+
+    def ladder(self, progress: bool = True) -> dict:
+        """The requirement ladder (memorization.measure_requirement) on the profile's training, validation and
+        test features, written as requirement_ladder.csv: {"rows", "chosen", "images", "tolerance"}."""
+        from . import memorization
+
+        splits = study.prepare_features(self.config, progress=progress)
+        ladder = memorization.measure_requirement(splits.train, splits.val, tolerance=self.config.tolerance,
+                                                  test_set=splits.test)
+        self.table(ladder["rows"], "requirement_ladder")
+        return ladder
+
+    def head_size(self, knee: dict | None = None, dc: dict | None = None, ladder: Sequence[dict] | None = None,
+                  progress: bool = True) -> list[dict]:
+        """head_size.csv (labkit.headsize): the lab's answers to how big the head must be, side by side. What is
+        not given is read from the tables notebook 03 and 04 wrote (knee, compression, deep_compression,
+        structured_vs_finegrained, requirement_ladder); a ladder without test accuracy is measured again."""
+        from . import headsize, model
+
+        if knee is None:
+            knee = {"knee": self.saved_table("knee"), "table": self.saved_table("compression")}
+            if knee["knee"] is None or knee["table"] is None:
+                print("No knee search from notebook 03; running it now.")
+                knee = self.knee(progress=progress)
+        if dc is None:
+            stages, versus = self.saved_table("deep_compression"), self.saved_table("structured_vs_finegrained")
+            dc = {"stages": stages, "versus": versus} if stages and versus else None
+        if ladder is None:
+            ladder = self.saved_table("requirement_ladder")
+            if not ladder or "test_accuracy" not in ladder[0]:
+                ladder = self.ladder(progress)["rows"]
+        rows = headsize.rows(knee, dc, ladder, model.map_size_for(self.config.image_size))
+        self.table(rows, "head_size")
+        return rows
 
     def questionnaire_inputs(self, seed: int = 0, progress: bool = True) -> dict:
         """What notebook 05's answers read: the trained heads of `seed` and `seed + 1` (02 / 04), the comparison
@@ -204,8 +243,8 @@ class Session:
         ladder = self.saved_table("requirement_ladder")
         if ladder is None:
             print("No requirement ladder from notebook 04; measuring it now.")
-            ladder = memorization.measure_requirement(splits.train, splits.val,
-                                                      tolerance=self.config.tolerance)["rows"]
+            ladder = self.ladder(progress)["rows"]
+        head_size = self.saved_table("head_size") or self.head_size(ladder=ladder, progress=progress)
         return {"memorization": memorized, "requirement_ladder": ladder, "mec_effective_bits":
                 capacity.mec_effective_of(head), "map_size": head.map_size,
                 "record": record, "test": test, "weights": splits.train.weights, "n_train": len(splits.train),
@@ -214,7 +253,7 @@ class Session:
                 "counts": study.class_counts(self.config),
                 "full_train_counts": torch.bincount(data.load_mnist("train")[1], minlength=cfg.CLASSES).tolist(),
                 "mec_bits": capacity.mec_of(head), "compare": compare, "curve": curve, "knee": knee,
-                "stored": stored, "requirement": requirement, "start_accuracies": starts,
+                "stored": stored, "requirement": requirement, "start_accuracies": starts, "head_size": head_size,
                 "tolerance": float(knee[0]["tolerance"])}
 
 

@@ -31,6 +31,8 @@ def _bits_axis(ax, axis: str = "x") -> None:
     if (ax.get_xscale() if axis == "x" else ax.get_yscale()) == "log":
         target.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
         target.set_minor_formatter(NullFormatter())
+    else:  # a linear axis over a narrow range: few ticks, so their labels never overlap
+        target.set_major_locator(MaxNLocator(nbins=4))
 
 
 def _count_axis(ax, axis: str = "x") -> None:
@@ -155,15 +157,19 @@ def accuracy_vs_capacity(rows: list[dict], rows_2019: list[dict] | None = None):
     """Validation and test accuracy against MEC, one line per method, mean +- std over seeds, with both controls.
 
     The control (nothing removed, trained as long) is drawn at the capacity the pruned heads have at
-    the same cycle, so the vertical gap at each point is what pruning did at equal training.
-    `rows_2019`: the 2019 report's table, drawn on the test panel.
+    the same cycle, so the vertical gap at each point is what pruning did at equal training. The capacity axis
+    runs from the unpruned head on the left to the smallest on the right, as pruning goes.
+    `rows_2019`: the 2019 report's table, drawn in a third panel against the nominal MEC it counted, beside this
+    lab's test accuracy at its nominal MEC (the same count, the same unit).
     """
-    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.2), sharey=True)
+    panels = ("val", "test", "2019") if rows_2019 else ("val", "test")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.8 * len(panels), 4.4), sharey=True)
     methods = _pruning_methods(rows)
-    key = _capacity_key(rows)
-    mec_at = {r["cycle"]: r[key] for r in rows if methods and r["method"] == methods[0]}
     seeds = len({r.get("seed", 0) for r in rows})
-    for ax, split in zip(axes, ("val", "test")):
+    for ax, panel in zip(axes, panels):
+        split = "test" if panel == "2019" else panel
+        key = "mec_bits" if panel == "2019" else _capacity_key(rows)
+        mec_at = {r["cycle"]: r[key] for r in rows if methods and r["method"] == methods[0]}
         y = f"{split}_accuracy"
         for m in methods:
             pts = _series(rows, m, key, y)
@@ -177,42 +183,48 @@ def accuracy_vs_capacity(rows: list[dict], rows_2019: list[dict] | None = None):
         if scratch:
             ax.errorbar([p[0] for p in scratch], [100 * p[1] for p in scratch], yerr=[100 * p[2] for p in scratch],
                         capsize=3, **SCRATCH_STYLE)
-        if rows_2019 and split == "test":
+        if panel == "2019":
             ax.plot([r["mec_bits"] for r in rows_2019], [100 * r["test_accuracy"] for r in rows_2019], "k*:",
-                    ms=9, alpha=0.6, label="2019 report (its test set, one run; its nominal MEC)")
-        ax.set_xlabel(CAPACITY_LABEL[key])
-        _bits_axis(ax)
-        ax.set_title(f"{'Validation' if split == 'val' else 'Test'} accuracy"
-                     + (f", mean ± std over {seeds} seeds" if seeds > 1 else ", one seed"))
-        ax.grid(alpha=0.3)
+                    ms=9, alpha=0.6, label="2019 report (its test set, one run)")
+            ax.set_title("Test accuracy beside the 2019 report,\nboth against the nominal MEC it counted")
+            ax.set_xlabel(CAPACITY_LABEL["mec_bits"])
+        else:
+            ax.set_title(f"{'Validation' if split == 'val' else 'Test'} accuracy"
+                         + (f", mean ± std over {seeds} seeds" if seeds > 1 else ", one seed"))
+            ax.set_xlabel(CAPACITY_LABEL[key])
         ax.invert_xaxis()
+        _bits_axis(ax)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelleft=True)
     axes[0].set_ylabel("accuracy (%)")
-    axes[0].tick_params(labelleft=True)
-    axes[1].tick_params(labelleft=True)
-    handles, labels = axes[1].get_legend_handles_labels()
+    handles, labels = axes[-1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle("Pruning cycles run right to left: capacity falls as neurons are removed")
+    fig.suptitle("Pruning runs left to right: capacity falls as neurons are removed")
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
 
 def rho_per_cycle(rows: list[dict]):
-    """rho = correct test points / MEC per cycle, mean +- std over seeds, one line per method and the control."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    for m in [*_pruning_methods(rows), "none"]:
-        pts = _series(rows, m, "cycle", "rho")
-        if not pts:
-            continue
-        style = dict(CONTROL_STYLE) if m == "none" else dict(marker=MARKERS.get(m, "o"), label=m)
-        ax.errorbar([p[0] for p in pts], [1e6 * p[1] for p in pts], yerr=[1e6 * p[2] for p in pts], capsize=3,
-                    **style)
-    ax.set_xlabel("cycle")
-    ax.set_ylabel("rho (correct test points\nper million bits of MEC)")
-    ax.set_title("Generalization ratio rho per cycle")
-    _whole_cycles(ax)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    """rho = correct test points / MEC per cycle, mean +- std over seeds, one line per method and the control:
+    on the nominal MEC (left) and on the effective MEC (right), in the tables' unit (correct points per bit)."""
+    keys = [k for k in ("rho", "rho_effective") if all(r.get(k) not in (None, "") for r in rows)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 3.8), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for m in [*_pruning_methods(rows), "none"]:
+            pts = _series(rows, m, "cycle", key)
+            if not pts:
+                continue
+            style = dict(CONTROL_STYLE) if m == "none" else dict(marker=MARKERS.get(m, "o"), label=m)
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], capsize=3, **style)
+        ax.set_xlabel("cycle")
+        ax.set_ylabel("rho (correct test points per bit)")
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+        ax.set_title("rho on the nominal MEC" if key == "rho" else "rho on the effective MEC (distinct inputs)")
+        _whole_cycles(ax)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Generalization ratio rho = correct test points / MEC, per cycle")
     fig.tight_layout()
     return fig
 
@@ -220,17 +232,18 @@ def rho_per_cycle(rows: list[dict]):
 def knee(table: list[dict], tolerance: float = 1.0):
     """Validation accuracy against MEC (log axis) along a knee search, beside the equal-budget control.
 
-    table: study.knee_table rows, one per seed and cycle. Lines are means over seeds with error bars of one
-    standard deviation (the spread the tables give); the shaded band is the tolerance below the control's mean
-    at each cycle; the star is the smallest head within it, crosses are cycles below it, the purple X the same
-    widths trained from scratch as long. Test accuracy (mean) is drawn faintly for reference.
+    table: knee.knee_table rows, one per seed and probe (`cycle` the search's step). Probes are drawn by
+    capacity, whatever order the search took them in; lines are means over seeds with error bars of one
+    standard deviation (the spread the tables give); the shaded band is the tolerance below the mean of each
+    probe's control (the start trained as many epochs); the star is the knee, crosses are probes below the band,
+    the purple X the knee's widths trained from scratch as long. Test accuracy (mean) is drawn faintly.
     """
     rows = [r for r in table if r["method"] != "scratch"]
     scratch = [r for r in table if r["method"] == "scratch"]
     seeds = len({r.get("seed", 0) for r in rows})
-    cycles = sorted({r["cycle"] for r in rows})
-    at = {c: [r for r in rows if r["cycle"] == c] for c in cycles}
     key = _capacity_key(rows)
+    at = {c: [r for r in rows if r["cycle"] == c] for c in {r["cycle"] for r in rows}}
+    cycles = sorted(at, key=lambda c: -at[c][0][key])  # the probes by capacity, largest first (bisection order aside)
     x = [at[c][0][key] for c in cycles]
 
     def spread(c, key):
@@ -245,9 +258,9 @@ def knee(table: list[dict], tolerance: float = 1.0):
     ax.errorbar(x, [m for m, _ in val], yerr=[d for _, d in val], fmt="o-", color="C0", capsize=3,
                 label="pruned head, validation")
     ax.plot(x, [m for m, _ in test], "o:", color="C0", alpha=0.35, label="pruned head, test")
-    for c, xi, (m, _) in zip(cycles, x, val):
+    for i, (c, xi, (m, _)) in enumerate(zip(cycles, x, val)):
         ax.annotate(hidden_text(at[c][0]["widths"]), (xi, m), textcoords="offset points",
-                    xytext=(0, 8), ha="center", fontsize=7)
+                    xytext=(0, 8 if i % 2 == 0 else -14), ha="center", fontsize=7)
     out = [(xi, m) for c, xi, (m, _) in zip(cycles, x, val) if not at[c][0]["within_tolerance"]]
     if out:
         ax.plot([p[0] for p in out], [p[1] for p in out], "x", color="C3", ms=11, mew=2,
@@ -264,7 +277,7 @@ def knee(table: list[dict], tolerance: float = 1.0):
     ax.invert_xaxis()
     ax.set_xlabel(CAPACITY_LABEL[key] + ", log scale; pruning runs left to right")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title("The knee: accuracy against capacity, beside the head trained as long unpruned"
+    ax.set_title("The knee: each probe pruned in one step and recovered, beside the start trained as long"
                  + (f"\n(mean ± std over {seeds} seeds)" if seeds > 1 else "\n(one seed)"))
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     ax.grid(alpha=0.3)
@@ -279,7 +292,7 @@ def compression(table: list[dict], reference: dict | None = None):
     """
     entries = ([{**reference, "ratio": None}] if reference else []) + list(table)
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(entries) + 1.4))
-    names = [("smallest head, " if reference and r is not entries[0] else "") + r["storage"] for r in entries]
+    names = [("knee head, " if reference and r is not entries[0] else "") + r["storage"] for r in entries]
     sizes_mb = [r["bytes"] / 1e6 for r in entries]
     bars = ax.barh(names, sizes_mb, color=[f"C{i}" for i in range(len(entries))])
     for bar, r in zip(bars, entries):
@@ -289,11 +302,13 @@ def compression(table: list[dict], reference: dict | None = None):
                 f"test {r['test_accuracy']:.2%}", va="center", fontsize=8, transform=ax.get_yaxis_transform())
     ax.set_xscale("log")
     ax.set_xlim(min(sizes_mb) / 2, max(sizes_mb) * 1.3)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.4g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.invert_yaxis()
     ax.set_xlabel("file on disk (MB, log scale)")
-    ax.set_title("The smallest head within tolerance, stored three ways\n(each file read back from disk and tested)")
+    ax.set_title("Seed 0's knee head, stored three ways, beside the unpruned head"
+                 "\n(each file read back from disk and tested)")
     fig.tight_layout()
     return fig
 
@@ -311,8 +326,12 @@ def requirement(progressions: dict[str, list[dict]], capacities: dict[str, int] 
         n = [r["n"] for r in rows]
         ax.plot(n, [r["max_bits"] for r in rows], "o-", color=f"C{i}", label=f"{name}: max")
         ax.plot(n, [r["expected_bits"] for r in rows], "s--", color=f"C{i}", label=f"{name}: expected")
-    for j, (label, bits) in enumerate((capacities or {}).items()):
-        ax.axhline(bits, color=f"C{j + len(progressions) + 1}", lw=1.2, ls=":", label=f"{label}: {bits / 1e6:,.1f}M")
+    merged: dict[int, list[str]] = {}
+    for label, bits in (capacities or {}).items():  # entries of one value are one line, both named
+        merged.setdefault(int(bits), []).append(label)
+    for j, (bits, labels) in enumerate(merged.items()):
+        ax.axhline(bits, color=f"C{j + len(progressions) + 1}", lw=1.4, ls=(":", "-.", "--")[j % 3],
+                   label=f"{' = '.join(labels)}: {bits:,} bits")
     if measured:
         pick = measured["chosen"]
         ax.plot([measured["images"]], [pick["mec_effective_bits"]], "*", color="black", ms=16, ls="none",
@@ -343,10 +362,12 @@ def memorization(rows: list[dict]):
     fig, ax = plt.subplots(figsize=(8, 5.4))
     for i, r in enumerate(rows):
         color, marker = f"C{i % 10}", "^" if str(r["all_images"]) == "True" else "o"
+        twin = int(r.get("copies", 1) or 1) > 1  # a twin lands on its one-copy head: a ring around it, not over it
         y = max(r["bits_stored"], 1)
-        ax.plot([r["mec_bits"]], [y], marker, color=color, mfc="white", ms=9)
-        ax.plot([r["mec_effective_bits"]], [y], marker, color=color, ms=9,
-                label=f"{r['head']}: {r['images_memorized']:,} images")
+        ax.plot([r["mec_bits"]], [y], "D" if twin else marker, color=color, mfc="white", ms=9)
+        ax.plot([r["mec_effective_bits"]], [y], "D" if twin else marker, color=color, ms=16 if twin else 9,
+                mfc="none" if twin else color, mew=2 if twin else 1,
+                label=f"{r['head']}: {r['images_memorized']:,} images" + (" (ring)" if twin else ""))
         if r["mec_bits"] != r["mec_effective_bits"]:
             ax.annotate("", (r["mec_effective_bits"], y), (r["mec_bits"], y),
                         arrowprops=dict(arrowstyle="->", color=color, ls="--"))

@@ -11,7 +11,7 @@ from statistics import mean
 from typing import Sequence
 
 from . import metrics, tables
-from .config import CLASSES, hidden_text
+from .config import CLASSES, hidden_text, parse_widths
 
 CHEQUE_ACCURACY = 0.99  # what reading handwritten amounts on cheques is usually said to need
 
@@ -25,7 +25,7 @@ def knee_choice(knee: Sequence[dict]) -> dict:
     seed's), with val_accuracy, test_accuracy and rho replaced by their means over the seeds of that cycle."""
     rows = [r for r in knee if r.get("smallest") is True]
     if not rows:
-        raise ValueError("knee.csv marks no smallest head: run notebook 03 (or study.compress_smallest) again")
+        raise ValueError("knee.csv marks no smallest head: run notebook 03 (or knee.compress_knee) again")
     means = {k: mean(float(r[k]) for r in rows) for k in ("val_accuracy", "test_accuracy", "rho")}
     if all("rho_effective" in r for r in rows):
         means["rho_effective"] = mean(float(r["rho_effective"]) for r in rows)
@@ -107,11 +107,12 @@ def q4(image_bits: int = 28 * 28 * 8, classes: int = CLASSES) -> str:
 
 def q5(head_mec: int, n_train: int, requirement: Sequence[dict], knee_row: dict | None,
        ladder: Sequence[dict] | None = None, head_mec_effective: int | None = None, map_size: int = 1,
-       tolerance: float = 1.0) -> str:
+       tolerance: float = 1.0, head_size: Sequence[dict] | None = None) -> str:
     """The capacity needed (thresholds estimate and the measured ladder), the expected generalization, the progression.
 
     ladder: memorization.measure_requirement rows (requirement_ladder.csv); head_mec_effective: the head's MEC on
-    its distinct inputs (capacity.mec_effective_of), which the comparisons use when given.
+    its distinct inputs (capacity.mec_effective_of), which the comparisons use when given; head_size:
+    head_size.csv's rows (labkit.headsize), whose knee and ladder heads the answer cites.
     """
     label_bits = n_train * math.log2(CLASSES)
     effective = head_mec_effective or head_mec
@@ -122,15 +123,32 @@ def q5(head_mec: int, n_train: int, requirement: Sequence[dict], knee_row: dict 
         prog = [r for r in requirement if r["representation"] == name]
         lines.append("Capacity the labels need, thresholds estimate, " + tables.requirement_sentence(name, prog))
     if ladder:
-        lines.append(tables.ladder_sentence(ladder, tolerance, effective))
-    if knee_row is not None:
-        mec = (f"{knee_row['mec_bits']:,} bits of MEC ({knee_row['mec_effective_bits']:,} effective)"
-               if "mec_effective_bits" in knee_row else f"{knee_row['mec_bits']:,} bits of MEC")
-        lines.append(f"Expected generalization: the smallest head within tolerance of the equal-budget control "
-                     f"(notebook 03, chosen on validation) has {mec}; its validation "
-                     f"accuracy {_pct(knee_row['val_accuracy'])} predicts its test accuracy, measured at "
-                     f"{_pct(knee_row['test_accuracy'])} (rho = {knee_row['rho']:.3g}).")
+        lines.append(tables.ladder_sentence(ladder, tolerance, effective, label_bits))
+    if head_size:
+        knee, ladder_head = _answer(head_size, "structured knee"), _answer(head_size, "the ladder's smallest")
+        lines.append(f"How big the head must be (head_size.csv, seed 0): the structured knee of notebook 03 is "
+                     f"{hidden_text(knee['widths'])} ({knee['parameters']:,} parameters, MEC {knee['mec_bits']:,} "
+                     f"bits, {knee['mec_effective_bits']:,} effective); the ladder's smallest head within tolerance "
+                     f"is {ladder_head['widths']} ({ladder_head['parameters']:,} parameters, MEC "
+                     f"{ladder_head['mec_bits']:,} bits). The knee says how far the trained head can be cut and "
+                     "recover, the ladder how small a fresh head on the distinct features can be.")
+        lines.append(f"Expected generalization: the knee's validation accuracy {_pct(knee['val_accuracy'])} "
+                     f"predicts its test accuracy, measured at {_pct(knee['test_accuracy'])}; the ladder's head: "
+                     f"{_pct(ladder_head['val_accuracy'])} on validation, {_pct(ladder_head['test_accuracy'])} on "
+                     "test.")
+    elif knee_row is not None:
+        lines.append(f"Expected generalization: the knee of notebook 03 ({knee_row['widths']}, MEC "
+                     f"{knee_row['mec_bits']:,} bits) reached {_pct(knee_row['val_accuracy'])} on validation and "
+                     f"{_pct(knee_row['test_accuracy'])} on test.")
     return "\n".join(lines)
+
+
+def _answer(head_size: Sequence[dict], name: str) -> dict:
+    """The row of head_size.csv whose head starts with `name`."""
+    try:
+        return next(r for r in head_size if str(r["head"]).startswith(name))
+    except StopIteration:
+        raise ValueError(f"head_size.csv has no row for {name!r}: run notebook 03 again") from None
 
 
 def q6(record: dict, test: dict, head_mec: int, n_train: int, weights: str,
@@ -139,12 +157,14 @@ def q6(record: dict, test: dict, head_mec: int, n_train: int, weights: str,
 
     memorization: memorization.memorize_random_labels rows (memorization.csv).
     """
-    last = record["epochs"][-1]
+    kept = int(record.get("best_epoch") or len(record["epochs"]))
+    at = next((e for e in record["epochs"] if e.get("epoch") == kept), record["epochs"][-1])
     label_bits = n_train * math.log2(CLASSES)
     effective = head_mec_effective or head_mec
     why = " (random weights: ImageNet weights were not available)." if weights != "imagenet" else "."
-    lines = [f"Training accuracy after {tables.plural_epochs(len(record['epochs']))}: {_pct(last['accuracy'])} "
-             f"(dropout on); validation {_pct(record['val']['accuracy'])}, test {_pct(test['accuracy'])}."]
+    lines = [f"Training accuracy at the epoch kept, {kept} of {len(record['epochs'])} run (early stopping on "
+             f"validation): {_pct(at['accuracy'])} (dropout on); validation {_pct(record['val']['accuracy'])}, test "
+             f"{_pct(test['accuracy'])}."]
     if memorization:
         criterion = memorization[0]["criterion"]
         lines += [f"Measured with uniformly random labels (nothing to generalize), the most training images each "
@@ -168,28 +188,42 @@ def q6(record: dict, test: dict, head_mec: int, n_train: int, weights: str,
     return "\n".join(lines)
 
 
-def q7(curve: Sequence[dict], knee: Sequence[dict], tolerance: float) -> str:
-    """Where to stop on the accuracy / capacity curve, and what to expect there."""
+def q7(curve: Sequence[dict], knee: Sequence[dict], tolerance: float, head_size: Sequence[dict] | None = None) -> str:
+    """Where to stop on the accuracy / capacity curve, and what to expect there (the knee as head_size.csv
+    gives it, when given)."""
     best = tables.best_point(curve)
     pick = knee_choice(knee)
     pruned = [r for r in knee if r["method"] not in tables.CONTROLS]
-    beyond = [r for r in pruned if r["cycle"] > pick["cycle"]]
+    scale = float(pick.get("scale", 1.0) or 1.0)
+    beyond = sorted((r for r in pruned if not tables.yes(r["within_tolerance"]) and float(r.get("scale", 0)) < scale
+                     and r.get("seed", 0) == pick.get("seed", 0)), key=lambda r: -float(r.get("scale", 0)))
     seeds = best["seeds"]
+    report_first = 4096 - 500  # the 2019 schedule's last first-layer width
+    first = parse_widths(pick["widths"])[1]
+    where = ("far from where accuracy starts to fall" if first < report_first / 2 else
+             "close to where accuracy starts to fall")
     lines = [f"The curve is in notebook 04. Its highest mean validation accuracy over {seeds} seed(s) is "
              f"{tables.arm_name(best['method'])} at cycle {best['cycle']} ({_mecs(best)}, "
              f"{tables.plural_epochs(best['epochs_total'])}): validation {_pct(best['val_accuracy'])}, test "
              f"{_pct(best['test_accuracy'])}, rho {best['rho']:.3g}. " + tables.best_against_control(curve, best),
-             "The report's schedule removes a few hundred of 4,096 first-layer neurons, far from where accuracy "
-             "starts to fall.",
+             f"The report's schedule stops at {report_first:,} first-layer neurons, {where}: the knee of notebook "
+             f"03 keeps {first:,}.",
              f"Where to stop is another question: the smallest head that gives up at most {tolerance:g} point(s) "
-             f"of validation accuracy against the unpruned head trained as long. Notebook 03 pruned on until it fell "
-             f"further: stop at {pick['widths']} (cycle {pick['cycle']}, {_mecs(pick)}). There "
-             f"expect about its validation accuracy, {_pct(pick['val_accuracy'])} (measured on test: "
+             f"of validation accuracy against the unpruned head trained as long. Notebook 03 probed ever smaller "
+             f"heads, each pruned in one step and recovered, until it found the widths within about 15%: stop at "
+             f"{hidden_text(pick['widths'])} ({_mecs(pick)}). There expect about its validation accuracy, "
+             f"{_pct(pick['val_accuracy'])} (the mean over {pick['seeds']} seed(s); measured on test: "
              f"{_pct(pick['test_accuracy'])}), and rho = {pick['rho']:.3g} on the nominal MEC"
              + (f", {pick['rho_effective']:.3g} on the effective one." if pick.get("rho_effective") else ".")]
     if beyond:
-        lines.append(f"One step further, {beyond[0]['widths']} reached {_pct(beyond[0]['val_accuracy'])} on "
-                     f"validation against the control's {_pct(beyond[0]['control_val_accuracy'])}.")
+        lines.append(f"The next smaller head probed, {hidden_text(beyond[0]['widths'])}, reached "
+                     f"{_pct(beyond[0]['val_accuracy'])} on validation (seed {beyond[0].get('seed', 0)}) against its "
+                     f"control's {_pct(beyond[0]['control_val_accuracy'])}.")
+    if head_size:
+        k, lad = _answer(head_size, "structured knee"), _answer(head_size, "the ladder's smallest")
+        lines.append(f"head_size.csv sets the knee ({hidden_text(k['widths'])}, {k['parameters']:,} parameters) beside "
+                     f"the ladder's smallest head within tolerance ({lad['widths']}, {lad['parameters']:,}): a head "
+                     "trained fresh on the distinct features can be far smaller than one cut from the trained head.")
     return "\n".join(lines)
 
 
@@ -223,19 +257,29 @@ def _mecs(row: dict) -> str:
 
 
 def q10(test: dict, head_mec: int, kappa: float, knee: Sequence[dict], stored: Sequence[dict], profile: str,
-        head_mec_effective: int | None = None) -> str:
-    """The final results, documented and repeatable."""
+        head_mec_effective: int | None = None, head_size: Sequence[dict] | None = None) -> str:
+    """The final results, documented and repeatable (the heads of head_size.csv, when given)."""
     pick = knee_choice(knee)
     small = tables.smallest_stored(stored)
     unpruned = _mecs({"mec_bits": head_mec, "mec_effective_bits": head_mec_effective})
     return (f"Unpruned head: {_pct(test['accuracy'])} test accuracy, {unpruned}, kappa against the labels "
             f"{kappa:.3f}.\n"
             f"Smallest head kept (notebook 03's knee, the stopping point of Q7): {pick['widths']}, "
-            f"{_mecs(pick)}, test accuracy {_pct(pick['test_accuracy'])}; stored as {small['storage']} "
+            f"{_mecs(pick)}, test accuracy {_pct(pick['test_accuracy'])} (the mean over {pick['seeds']} seed(s)); "
+            f"seed 0's stored as {small['storage']} "
             f"in {small['bytes']:,} bytes ({small['bytes'] / 1e6:.1f} MB, {small['ratio']:.0f}x less than the "
             f"unpruned float32 head), test accuracy {_pct(small['test_accuracy'])} read back from the file.\n"
-            + knee_against_controls(knee, pick) +
+            + knee_against_controls(knee, pick) + _head_size_line(head_size) +
             f"Every number here comes from results/{profile}/; reruns from the same seeds give the same values on a "
             "CPU (tested); on a GPU bf16 arithmetic changes the last digits. Rerun with: python -m labkit lab "
             f"--profile {profile}")
 
+
+
+def _head_size_line(head_size: Sequence[dict] | None) -> str:
+    """One line per answer of head_size.csv: parameters, the smallest file, test accuracy (seed 0)."""
+    if not head_size:
+        return ""
+    parts = [f"{r['head']} {r['widths']}: {int(r['parameters']):,} parameters, "
+             f"{int(r['bytes_smallest']) / 1e6:,.2f} MB, test {_pct(float(r['test_accuracy']))}" for r in head_size]
+    return "How big the head must be, the lab's answers side by side (head_size.csv, seed 0): " + "; ".join(parts) + ".\n"

@@ -49,6 +49,12 @@ class Row(TypedDict, total=False):
     val_right: str
     test_right: str
     seed: int
+    cycle_epochs: int
+    epochs_run: int
+    step_phase: str
+    scale: float
+    control_epochs_total: int
+    control_cycle: int
     control_val_accuracy: float
     control_test_accuracy: float
     control_val_right: str

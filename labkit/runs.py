@@ -5,7 +5,7 @@
         history.csv                     one row per finished cycle (COLUMNS)
         checkpoints/cycle_NNN.pt        the head after cycle NNN, as the checkpoint policy keeps it,
                                         with the history up to that cycle and the settings inside
-        smallest_within_tolerance.pt    geometric runs: the smallest head within tolerance
+        smallest_within_tolerance.pt    knee probes (labkit.knee): the head, when within tolerance
         .lock                           held by the process running the study (pid and host inside)
 
 A run is known by its settings, not by its path: a folder reached by another spelling, moved or
@@ -35,12 +35,14 @@ from . import files, model, records
 COLUMNS = ("cycle", "method", "layer", "removed", "widths", "mec_bits", "mec_effective_bits", "epochs_total",
            "val_correct", "val_total", "val_accuracy", "test_correct", "test_total", "test_accuracy", "rho",
            "rho_effective", "parameters", "model_bytes", "train_loss", "seconds", "val_right", "test_right")
-SMALLEST = "smallest_within_tolerance.pt"  # geometric runs keep the smallest head within tolerance here
+# written only by runs that recover with early stopping (recover_patience): epochs kept, and run, in the cycle
+RECOVERY_COLUMNS = ("cycle_epochs", "epochs_run")
+SMALLEST = "smallest_within_tolerance.pt"  # a knee probe within tolerance keeps its head here
 # fields a run folder may be opened with, changed: they do not shape its numbers (config.FIELD_ROLES says why)
 IDENTITY_FREE = cfg.fields_for("resume", "place", "start file")
 # fields older labkit versions did not write, with the value they meant (a field added to StudyConfig goes here
 # with the value runs made before it meant; any other field a config.json lacks is named as missing)
-_LEGACY = {"val_limit": None}
+_LEGACY = {"val_limit": None, "target": None, "recover_patience": None, "cycle_lr": None}
 POLICY_RANK = {"none": 0, "last": 1, "all": 2}  # checkpoints kept, from fewest to most
 
 
@@ -90,7 +92,7 @@ def parse_history(text: str) -> list[dict]:
 
 def extra_columns(rows: Sequence[dict]) -> list[str]:
     """The columns of `rows` that labkit does not write (kept as they are when history.csv is written again)."""
-    return list(dict.fromkeys(k for r in rows for k in r if k not in COLUMNS))
+    return list(dict.fromkeys(k for r in rows for k in r if k not in COLUMNS and k not in RECOVERY_COLUMNS))
 
 
 def read_history(path: str | os.PathLike) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The study's cycle and its controls: train, validate, test, measure, prune, again; the knee; compression.
+"""The study's cycle and its controls: train, validate, test, measure, prune, again (the knee: labkit.knee).
 
 One cycle of a run:   prune (after cycle 0) -> train c.epochs -> validate + test -> MEC, rho -> row
 Its controls:         "none": the same start and epochs, nothing removed (the equal-budget control);
@@ -9,7 +9,6 @@ Files are the run folder's business (labkit.runs), settings the config's (labkit
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import time
@@ -205,9 +204,10 @@ def against_control(rows: Sequence[dict], control: Sequence[dict]) -> dict[int, 
 
 
 def in_tolerance(rows: Sequence[dict], control: Sequence[dict], tolerance: float) -> list[int]:
-    """The cycles whose mean validation accuracy over seeds is within `tolerance` points of the control's."""
+    """The cycles whose mean validation accuracy over seeds is within `tolerance` points of the control's (cycle 0,
+    the unpruned start the control shares, always is)."""
     return [cycle for cycle, m in against_control(rows, control).items()
-            if within_tolerance(m["control_val_accuracy"], m["val_accuracy"], tolerance)]
+            if cycle == 0 or within_tolerance(m["control_val_accuracy"], m["val_accuracy"], tolerance)]
 
 
 def smallest_within(rows: Sequence[dict], control: Sequence[dict], tolerance: float = 1.0) -> dict:
@@ -315,8 +315,11 @@ class Run:
             self.log(f"every pruned layer is down to one neuron: stopping after cycle {cycle - 1}")
             return None
         else:
-            train_loss = train_step(c, self.head, self.adam, self.data.train, cycle)
-        row = measure(c, self.head, self.data, cycle, train_loss, self.epochs_total(cycle))
+            train_loss, trained, ran = train_step(c, self.head, self.adam, self.data, cycle)
+        total = self._start_epochs if cycle == 0 else self.epochs_total(cycle - 1) + trained
+        row = measure(c, self.head, self.data, cycle, train_loss, total)
+        if c.recover_patience is not None:  # how many epochs early stopping kept, of how many it ran
+            row["cycle_epochs"], row["epochs_run"] = (0, 0) if cycle == 0 else (trained, ran)
         row["seconds"] = time.perf_counter() - began
         self.rows.append(row)
         return row
@@ -340,11 +343,11 @@ class Run:
         self._known = []
 
     def epochs_total(self, cycle: int) -> int:
-        """Epochs the head has been trained in all after `cycle`: cycle 0's (the epochs early stopping kept, or
-        those the start file was trained), then c.epochs a cycle."""
+        """Epochs the head has been trained in all after finished `cycle`: cycle 0's (the epochs early stopping
+        kept, or those the start file was trained), then each cycle's (c.epochs, or what early stopping kept)."""
         if self._start_epochs is None:  # resumed: cycle 0's row says it
             self._start_epochs = self.rows[0]["epochs_total"]
-        return self._start_epochs + cycle * self.c.epochs
+        return self.rows[cycle]["epochs_total"] if cycle > 0 else self._start_epochs
 
     def advance_to(self, cycle: int) -> None:
         """Run cycles until `cycle` is finished (the control of a knee search follows its pruned run)."""
@@ -379,12 +382,23 @@ def prune_step(c: StudyConfig, head: model.VGGHead, state: train.AdamState, cycl
     return bool(plan)
 
 
-def train_step(c: StudyConfig, head: model.VGGHead, state: train.AdamState, train_set, cycle: int) -> float:
-    """c.epochs more training for `cycle` at the fine-tuning rate c.lr x c.lr_drop, going on from the optimizer's
-    moments (a restart would jolt every weight); the last epoch's mean loss."""
-    epochs = train.fit(head, train_set, c.epochs, c.batch_size, c.lr * c.lr_drop, seed=derive_seed(c.seed, cycle),
-                       device=c.device, desc=f"cycle {cycle}", state=state)
-    return epochs[-1]["loss"]
+def cycle_rate(c: StudyConfig) -> float:
+    """The learning rate of every cycle after cycle 0: c.cycle_lr, else the fine-tuning rate c.lr x c.lr_drop."""
+    return c.cycle_lr if c.cycle_lr is not None else c.lr * c.lr_drop
+
+
+def train_step(c: StudyConfig, head: model.VGGHead, state: train.AdamState, data: Splits,
+               cycle: int) -> tuple[float, int, int]:
+    """The training of `cycle` at `cycle_rate(c)`, going on from the optimizer's moments (a restart would jolt
+    every weight): c.epochs epochs, or with c.recover_patience until validation accuracy has not risen for that
+    many epochs (c.epochs at most), back to the best epoch. Returns (the kept epoch's mean loss, or NaN when
+    early stopping kept the head as it came in; the epochs kept; the epochs run)."""
+    watch = data.val if c.recover_patience is not None else None
+    epochs = train.fit(head, data.train, c.epochs, c.batch_size, cycle_rate(c), seed=derive_seed(c.seed, cycle),
+                       device=c.device, desc=f"cycle {cycle}", state=state, val_set=watch,
+                       patience=c.recover_patience)
+    kept = train.best_epoch(epochs)
+    return (epochs[kept - 1]["loss"] if kept else float("nan")), kept, len(epochs)
 
 
 def measure(c: StudyConfig, head: model.VGGHead, data: Splits, cycle: int, train_loss: float,
@@ -397,7 +411,8 @@ def measure(c: StudyConfig, head: model.VGGHead, data: Splits, cycle: int, train
     if key is None or key not in _measured_starts:
         results = train.evaluate_sets(head, {"val": data.val, "test": data.test}, device=c.device)
         if key is not None:
-            _measured_starts.clear()  # one start at a time: a grid's runs share it
+            while len(_measured_starts) >= 8:  # a few starts at a time: a grid's or a knee's runs share them
+                _measured_starts.pop(next(iter(_measured_starts)))
             _measured_starts[key] = results
     else:
         results = _measured_starts[key]
@@ -417,8 +432,8 @@ def measure(c: StudyConfig, head: model.VGGHead, data: Splits, cycle: int, train
             "val_right": metrics.pack_right(val["right"]), "test_right": metrics.pack_right(test["right"])}
 
 
-# A trained start's evaluation, shared by the runs of a grid that all measure it at cycle 0 (every method and
-# the control start from the same file): keyed by the file's identity and the feature sets it was scored on.
+# A trained start's evaluation, shared by the runs of a grid or a knee search that all measure it at cycle 0 (every
+# method, probe and control start from the same file): keyed by the file's identity and the feature sets it was scored on.
 _measured_starts: dict[tuple, dict] = {}
 
 
@@ -438,11 +453,9 @@ def run_study(c: StudyConfig) -> list[dict]:
     Cycle 0 trains the fresh head (or measures `c.start` as it is); every later cycle removes
     neurons of the pruned layer(s) by c.method (see `config.prune_plan`), then trains c.epochs epochs,
     and ends with validation and test accuracy, MEC (bits, live neurons) and rho = correct test points / MEC.
-    A geometric run goes on beside its equal-budget control and stops after the first cycle whose
-    validation accuracy falls more than c.tolerance points below the control's (see `knee_search`).
+    The knee (the smallest head within tolerance of its control) is labkit.knee's search, which runs
+    oneshot runs from a trained start.
     """
-    if c.schedule == "geometric" and c.method not in CONTROLS:
-        return knee_search(c)[0]
     with Run(c, features_when_needed(c)) as run:
         _announce(run)
         while not run.done:
@@ -464,65 +477,6 @@ def _show(row: dict | None) -> None:
 
     if row is not None:
         reporter.say(tables.format_table([row], tables.COLUMNS_SHOWN, rows_only=True))
-
-
-@reporter.entry
-def knee_search(c: StudyConfig, seeds: Sequence[StudyConfig] = ()) -> tuple[list[dict], list[dict]]:
-    """Prune geometrically beside the equal-budget control until validation accuracy drops; (rows, control rows),
-    each row with its `seed`.
-
-    `seeds`: the same search from other trained starts (configs differing in seed and start), run in lockstep
-    with `c`. After each cycle every seed's control (the same start trained as long, nothing removed) is
-    brought to the same cycle; the search stops after the first cycle whose validation accuracy, averaged over
-    the seeds, is more than c.tolerance points below the control's (see `stop_cycle`). Every seed keeps its
-    head of the smallest cycle within tolerance as <run folder>/smallest_within_tolerance.pt whatever the
-    checkpoint policy, written before that cycle's row: a kill between the two leaves a folder the same call
-    resumes (the cycle is computed again).
-    """
-    configs = [c, *[s for s in seeds if s.seed != c.seed]]
-    data = features_when_needed(c)
-    with contextlib.ExitStack() as stack:
-        arms = [stack.enter_context(Run(s, data, quiet=s is not c)) for s in configs]
-        controls = [stack.enter_context(Run(control_of(s), data, quiet=True)) for s in configs]
-        _announce(arms[0])
-        if len(configs) > 1:
-            reporter.say(f"the knee over {len(configs)} seeds ({', '.join(str(s.seed) for s in configs)}), in lockstep")
-        cycle, stopped = 0, None
-        while stopped is None and cycle < c.cycles:
-            pending = []
-            for arm, control in zip(arms, controls):
-                if len(arm.rows) <= cycle:
-                    if arm.compute() is None:  # nothing left to prune
-                        break
-                    pending.append(arm)
-                control.advance_to(cycle)
-            else:
-                rows, ctl = _rows_with_seed(arms, cycle), _rows_with_seed(controls, cycle)
-                stopped = distributed.from_lead(stop_cycle(rows, ctl, c.tolerance))
-                if stopped is None:  # within tolerance, and smaller than every head before it
-                    for arm in pending:
-                        # the head alone, never a link to the start file (it also holds Adam's moments: 160 MB)
-                        arm.folder.keep_smallest(arm.head, arm.rows[cycle])
-                for arm in pending:
-                    arm.commit()
-                    if arm is arms[0]:
-                        _show(arm.rows[cycle])
-                if stopped is not None:
-                    m = against_control(rows, ctl)[stopped]
-                    reporter.say(f"validation accuracy {m['val_accuracy']:.2%} (mean over {m['seeds']} seed(s)) is "
-                                 f"more than {c.tolerance:g} point(s) below the control's "
-                                 f"{m['control_val_accuracy']:.2%} (the unpruned head trained as long): the knee "
-                                 f"lies between cycles {stopped - 1} and {stopped}")
-                cycle += 1
-                continue
-            break  # an arm ran out of neurons to remove
-        last = min(len(a.rows) for a in arms) - 1
-        return _rows_with_seed(arms, last), _rows_with_seed(controls, last)
-
-
-def _rows_with_seed(runs: Sequence[Run], last: int) -> list[dict]:
-    """Rows of cycles 0..last of each run, each with its `seed`."""
-    return [{**r, "seed": run.c.seed} for run in runs for r in run.rows[:last + 1]]
 
 
 @reporter.entry
@@ -565,83 +519,3 @@ def compare_methods(base: StudyConfig, methods: Sequence[str] = prune.METHODS, s
             done.add(r["widths"])
             rows.append({**scratch_control(dataclasses.replace(base, seed=seed), r), "seed": seed})
     return rows
-
-
-def knee_table(rows: Sequence[dict], control: Sequence[dict], tolerance: float,
-               scratch: Sequence[dict] = ()) -> list[dict]:
-    """One row per seed and cycle of a knee search: each pruned head beside its control at the same cycle.
-
-    Columns: the pruned row's (with its seed), then control_val_accuracy, control_test_accuracy,
-    control_val_right, control_test_right (the control's correctness records, for paired tests), tolerance,
-    within_tolerance (the cycle's mean over seeds on validation, against the control: the decision) and
-    smallest (the cycle kept); then one row per seed for the from-scratch heads at the smallest widths
-    (method "scratch", the cycle they match).
-    """
-    ctl = {(r.get("seed", 0), r["cycle"]): r for r in control}
-    best = smallest_within(rows, control, tolerance)["cycle"]
-    ok = set(in_tolerance(rows, control, tolerance))
-
-    def beside_control(r: dict) -> dict:
-        k = ctl[(r.get("seed", 0), r["cycle"])]
-        return {**r, "control_val_accuracy": k["val_accuracy"], "control_test_accuracy": k["test_accuracy"],
-                "control_val_right": k.get("val_right", ""), "control_test_right": k.get("test_right", ""),
-                "tolerance": tolerance, "within_tolerance": r["cycle"] in ok,
-                "smallest": r["method"] != "scratch" and r["cycle"] == best}
-
-    return [beside_control(r) for r in rows] + [beside_control(r) for r in scratch]
-
-
-def per_seed_knees(rows: Sequence[dict], control: Sequence[dict], tolerance: float) -> dict[int, str]:
-    """{seed: widths of the smallest head within tolerance judged on that seed alone}: do the seeds agree?"""
-    seeds = dict.fromkeys(r.get("seed", 0) for r in rows)
-    return {s: smallest_within([r for r in rows if r.get("seed", 0) == s],
-                               [r for r in control if r.get("seed", 0) == s], tolerance)["widths"] for s in seeds}
-
-
-# ---------------------------------------------------------------- the second Deep Compression stage
-
-@reporter.entry
-def compress_smallest(c: StudyConfig, bits: Sequence[int] = (8, 4), scratch: bool = True,
-                      seeds: Sequence[StudyConfig] = ()) -> dict:
-    """Search the knee (`knee_search`, over `seeds` too), then store the first seed's smallest head within
-    tolerance at `bits`.
-
-    The smallest head is chosen on validation accuracy (the mean over seeds) against the equal-budget control;
-    every stored file is loaded back and evaluated on the validation and test sets. Returns a dict:
-      rows, control: the knee search's rows and its control's (with `seed`);  smallest: the chosen row (first
-      seed);  scratch: the same widths trained from scratch as long, one row per seed;  knee: `knee_table`;
-      agree: `per_seed_knees`;  table: one row per stored file of the first seed's head (storage, bytes,
-      ratio to the unpruned float32 head's file, val/test accuracy and correctness records,
-      control_test_accuracy, control_test_right, drop_points = the control's test accuracy minus this one's,
-      in points, at the same training budget, path).
-    """
-    from . import compress
-
-    if c.schedule != "geometric":
-        raise ValueError(f"schedule={c.schedule!r}: compression takes the smallest head of a geometric run "
-                         "(schedule='geometric'), which keeps that head on disk")
-    compress.check_bit_widths(bits)
-    rows, control = knee_search(c, seeds)
-    best = smallest_within(rows, control, c.tolerance)
-    folder = RunFolder(c)
-    fix = f"move {folder.path} aside and run again to search the knee anew"
-    folder.check_smallest(best["cycle"])
-    head, extra = model.load_head(folder.smallest_path, fix=fix)
-    if tuple(head.widths()) != parse_widths(best["widths"]):
-        raise ValueError(f"{folder.smallest_path} holds widths {head.widths()}, not the smallest row's "
-                         f"{best['widths']}; {fix}")
-    configs = [c, *[s for s in seeds if s.seed != c.seed]]
-    from_scratch = [{**scratch_control(s, best), "seed": s.seed}
-                    for s in configs] if scratch and best["cycle"] > 0 else []
-    sets = {s: split_features(c, s) for s in ("val", "test")}  # the training set is not needed
-    table = compress.compression_table(head, sets, folder.path / "compressed", rows[0]["model_bytes"], bits,
-                                       name=f"cycle{best['cycle']:03d}", device=c.device,
-                                       float32_file=folder.smallest_path)
-    reference = next(r for r in control if r.get("seed", 0) == c.seed and r["cycle"] == best["cycle"])
-    for r in table:
-        r["control_test_accuracy"] = reference["test_accuracy"]
-        r["control_test_right"] = reference.get("test_right", "")
-        r["drop_points"] = 100 * (reference["test_accuracy"] - r["test_accuracy"])
-    return {"rows": rows, "control": control, "smallest": best, "scratch": from_scratch,
-            "agree": per_seed_knees(rows, control, c.tolerance),
-            "knee": knee_table(rows, control, c.tolerance, from_scratch), "table": table}

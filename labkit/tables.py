@@ -302,96 +302,97 @@ def best_against_control(rows: Sequence[dict], best: dict) -> str:
 
 # ---------------------------------------------------------------- the knee and compression
 
+KNEE_COLUMNS = ("seed", "cycle", "step_phase", "method", "widths", "mec_bits", "mec_effective_bits", "epochs_total",
+                "cycle_epochs", "epochs_run", "control_epochs_total", "val_accuracy", "control_val_accuracy",
+                "test_accuracy", "control_test_accuracy", "within_tolerance", "smallest")
+
+
 def knee_summary(result: dict, tolerance: float) -> list[str]:
-    """What the knee search showed (study.compress_smallest's result, one seed or several): the smallest head
-    within tolerance (chosen on the mean validation accuracy over seeds against the equal-budget control),
-    how many seeds put it at the same widths on their own, where accuracy fell, and what storing it costs,
-    each stated against its control with a paired test."""
+    """What the knee search showed (knee.compress_knee's result, one seed or several): the knee (the smallest
+    probe whose mean validation accuracy over seeds stayed within tolerance of its equal-budget control), the
+    probe just outside it, how many seeds put it at the same widths on their own, how each probe recovered, and
+    what storing it costs, each against its control with a paired test. Accuracies over seeds are means, and
+    the sentences say so; a number of seed 0 alone is called seed 0's."""
     rows, control, best = result["rows"], result["control"], result["smallest"]
     pts = "point" if tolerance == 1 else "points"
     seeds = list(dict.fromkeys(r.get("seed", 0) for r in rows))
-    over = f"the mean over {len(seeds)} seeds" if len(seeds) > 1 else "one seed"
-    first = [r for r in rows if r.get("seed", 0) == seeds[0]]
-    base, last = first[0], first[-1]
-    n, cycle = best["test_total"], best["cycle"]
-    mine, ctl = _arm(rows, best["method"], cycle), _arm(control, "none", cycle)
-    val = compare(*paired(mine, ctl, "val")[:2], best["val_total"], paired(mine, ctl, "val")[2])
-    mecs = f"MEC {best['mec_bits']:,} bits nominal, {best.get('mec_effective_bits', best['mec_bits']):,} effective"
-    if cycle == 0:
-        lines = [f"No pruned head stayed within {tolerance:g} {pts} of the equal-budget control on validation "
-                 f"({over}): the smallest head within tolerance is the unpruned one, {best['widths']} ({mecs}; "
-                 f"validation {val['mean_a']:.2%}, test {best['test_accuracy']:.2%})."]
+    over = f"means over {len(seeds)} seeds" if len(seeds) > 1 else "one seed"
+    base = next(r for r in rows if r["cycle"] == 0)
+    n, step = best["test_total"], best["cycle"]
+    mine, ctl = _arm(rows, best["method"], step), _arm(control, "none", step)
+    val, test = (compare(*paired(mine, ctl, split)[:2], best[f"{split}_total"], paired(mine, ctl, split)[2])
+                 for split in ("val", "test"))
+    mecs = f"MEC {best['mec_bits']:,} bits, {best.get('mec_effective_bits', best['mec_bits']):,} effective"
+    epochs = sorted({r["cycle_epochs"] for r in mine.values()}) if step else []
+    kept = (f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}") if epochs else ""
+    if step == 0:
+        lines = [f"No probe stayed within {tolerance:g} {pts} of its equal-budget control on validation ({over}): "
+                 f"the smallest head within tolerance is the unpruned one, {best['widths']} ({mecs})."]
     else:
-        lines = [f"Smallest head within {tolerance:g} {pts} of the equal-budget control on validation ({over}): "
-                 f"widths {best['widths']} (cycle {cycle}, {plural_epochs(best['epochs_total'])} in all), {mecs} "
-                 f"({base['mec_bits'] / best['mec_bits']:.0f}x below the unpruned head), {best['parameters']:,} "
-                 f"parameters; validation {val['mean_a']:.2%} against the control's {val['mean_b']:.2%} "
-                 f"({_numbers(val)})."]
+        lines = [f"The knee ({over}): {hidden_text(best['widths'])} ({best['parameters']:,} parameters, {mecs}, "
+                 f"{base['parameters'] / best['parameters']:.0f}x fewer parameters than the unpruned head), pruned "
+                 f"from the trained start in one step and recovered for {kept} epoch(s) (early stopping); validation "
+                 f"{val['mean_a']:.2%} against the control's {val['mean_b']:.2%} trained as many epochs "
+                 f"({_numbers(val)}), test {test['mean_a']:.2%} against {test['mean_b']:.2%} ({_numbers(test)}): "
+                 + ending("control", test)]
+    outside = [s for s in result.get("steps", []) if not s["within_tolerance"]
+               and (step == 0 or s["scale"] < next(r["scale"] for r in mine.values()))]
+    if outside:
+        out = max(outside, key=lambda s: s["scale"])
+        scale_in = next(r["scale"] for r in mine.values()) if step else 1.0
+        lines.append(f"The next smaller head probed, {hidden_text(out['widths'])}, reached {out['val_accuracy']:.2%} "
+                     f"on validation against its control's {out['control_val_accuracy']:.2%}, more than "
+                     f"{tolerance:g} {pts} below: the knee lies between the two, whose widths differ "
+                     f"{scale_in / out['scale']:.2f}x.")
+    elif step:
+        lines.append(f"Every probe stayed within tolerance, down to {hidden_text(best['widths'])}: the knee lies "
+                     "beyond the widths searched.")
     agree = result.get("agree") or {}
     if len(agree) > 1:
         same = sum(w == best["widths"] for w in agree.values())
-        lines.append(f"{same} of {len(agree)} seeds put the knee at {best['widths']} when judged on their own "
-                     f"({', '.join(f'seed {s}: {w}' for s, w in agree.items())}).")
-    ctl_last = _arm(control, "none", last["cycle"])
-    if last["cycle"] != cycle and ctl_last:
-        a, b, _ = paired(_arm(rows, last["method"], last["cycle"]), ctl_last, "val")
-        lines.append(f"One step further, at {last['widths']}, validation accuracy fell to {mean(a):.2%} against the "
-                     f"control's {mean(b):.2%} ({over}): the knee lies between those two heads.")
-    else:
-        lines.append(f"Validation accuracy stayed within tolerance for all {len(first)} cycles searched: the knee "
-                     "lies beyond them.")
-    if cycle > 0:
-        a, b, right = paired(mine, ctl, "test")
-        lines.append(pruning_vs_control(a, b, n, best["epochs_total"], "test", right))
-        scratch = {r.get("seed", 0): r for r in result.get("scratch") or []}
-        if scratch:
-            a, b, right = paired(mine, scratch, "test")
-            hidden = hidden_text(best["widths"])
-            lines.append(pruned_vs_scratch(a, b, n, hidden, next(iter(scratch.values()))["epochs_total"], "test",
-                                           right))
+        lines.append(f"{same} of {len(agree)} seeds put the knee at {hidden_text(best['widths'])} when judged on "
+                     f"their own, among the widths probed ({', '.join(f'seed {s}: {hidden_text(w)}' for s, w in agree.items())}).")
+    scratch = {r.get("seed", 0): r for r in result.get("scratch") or []}
+    if step and scratch:
+        a, b, right = paired(mine, scratch, "test")
+        lines.append(pruned_vs_scratch(a, b, n, hidden_text(best["widths"]),
+                                       next(iter(scratch.values()))["epochs_total"], "test", right)
+                     + (" (Each seed's fresh head trained as many epochs as that seed's probe had in all.)"
+                        if len(scratch) > 1 else ""))
     stored = [r for r in result["table"] if r["storage"] != "float32"]
     if stored:
         small = min(stored, key=lambda r: r["bytes"])
         right = (small["test_right"], small["control_test_right"]) if small.get("control_test_right") else None
         c = compare([small["test_accuracy"]], [small["control_test_accuracy"]], n, right)
-        lines.append(f"Stored as {small['storage']}, seed {seeds[0]}'s head takes {small['bytes'] / 1e6:.2f} MB, "
-                     f"{small['ratio']:.0f}x less than the unpruned float32 head ({base['model_bytes'] / 1e6:.0f} "
-                     f"MB). Read back from {small['path']}, it reached {small['test_accuracy']:.2%} on the test set, "
-                     f"the unpruned head trained as long {small['control_test_accuracy']:.2%} ({_numbers(c)}): "
-                     + ending("stored", c))
+        lines.append(f"Stored as a {small['storage']}, seed {seeds[0]}'s knee head takes {small['bytes'] / 1e6:.2f} "
+                     f"MB, {small['ratio']:.0f}x less than the unpruned float32 head "
+                     f"({base['model_bytes'] / 1e6:.0f} MB). Read back from its file, it reached "
+                     f"{small['test_accuracy']:.2%} on the test set, seed {seeds[0]}'s control "
+                     f"{small['control_test_accuracy']:.2%} ({_numbers(c)}): " + ending("stored", c))
     return lines
 
 
 def smallest_stored(table: Sequence[dict]) -> dict:
-    """The smallest file of a compression table (study.compress_smallest)."""
+    """The smallest file of a compression table (knee.compress_knee)."""
     return min(table, key=lambda r: r["bytes"])
 
 
 # ---------------------------------------------------------------- what the command line prints
 
 def study_summary(config, rows: Sequence[dict]) -> str:
-    """What `python -m labkit study` prints at the end: the table (a geometric run: its smallest head)."""
+    """What `python -m labkit study` prints at the end: the table."""
     from .runs import RunFolder
 
     folder = RunFolder(config)
     lines = [f"\n{len(rows)} cycles in {folder.history_path}", format_table(rows, COLUMNS_SHOWN)]
-    if config.schedule == "geometric" and config.method not in CONTROLS and folder.smallest_path.exists():
-        from .model import read_extra
-
-        best = read_extra(folder.smallest_path).get("row") or rows[0]
-        lines.append(f"\nsmallest head within {config.tolerance:g} point(s) of the equal-budget control (validation): "
-                     f"cycle {best['cycle']}, widths {best['widths']}, MEC {best['mec_bits']:,} bits, validation "
-                     f"{best['val_accuracy']:.2%}, test {best['test_accuracy']:.2%} -> {folder.smallest_path}")
     return "\n".join(lines)
 
 
 def compress_summary(config, result: dict) -> str:
     """What `python -m labkit compress` prints at the end: the knee beside its control, the stored files."""
-    columns = ("cycle", "method", "widths", "mec_bits", "epochs_total", "val_accuracy", "control_val_accuracy",
-               "test_accuracy", "control_test_accuracy", "within_tolerance")
     return "\n".join([
-        "\nthe knee search beside the unpruned head trained as long (decisions on validation):",
-        format_table(result["knee"], columns), "", *knee_summary(result, config.tolerance), "",
+        "\nthe knee search, each probe beside the unpruned head trained as long (decisions on validation):",
+        format_table(result["knee"], KNEE_COLUMNS), "", *knee_summary(result, config.tolerance), "",
         "each file below was written, loaded back from disk and evaluated:",
         format_table(result["table"], ("storage", "bytes", "ratio", "val_accuracy", "test_accuracy",
                                        "control_test_accuracy", "drop_points"))])
@@ -428,8 +429,13 @@ def requirement_sentence(name: str, rows: Sequence[dict], head_mec: int | None =
             f"bits, max {full['max_bits']:,} bits; log-log slope {slope:.2f} over the last half of the images: it "
             f"{shape}.")
     if head_mec is not None:
-        said += (f" The head's {head_mec:,} bits of MEC are {'more' if head_mec > full['max_bits'] else 'less'} "
-                 "than even the max requirement.")
+        if head_mec > full["max_bits"]:
+            said += f" The head's {head_mec:,} bits of MEC are more than even the max requirement."
+        elif head_mec > full["expected_bits"]:
+            said += (f" The head's {head_mec:,} bits of MEC lie between the two: below the max requirement, "
+                     f"{head_mec / full['expected_bits']:,.0f}x the expected one.")
+        else:
+            said += f" The head's {head_mec:,} bits of MEC are less than even the expected requirement."
     return said
 
 
@@ -506,8 +512,11 @@ def memorization_bound(rows: Sequence[dict]) -> str:
             "effective MEC (up to MacKay's 2 bits per parameter is possible): the four rules are then no upper bound.")
 
 
-def ladder_sentence(rows: Sequence[dict], tolerance: float, head_effective: int | None = None) -> str:
-    """What the ladder on real labels (memorization.measure_requirement rows) measured the labels to need."""
+def ladder_sentence(rows: Sequence[dict], tolerance: float, head_effective: int | None = None,
+                    label_bits: float | None = None) -> str:
+    """What the ladder on real labels (memorization.measure_requirement rows) measured: the smallest head within
+    tolerance of the best, an upper bound on the capacity the labels need to be generalized (a smaller head
+    of another shape might do); `label_bits`: what memorizing the training labels outright would take."""
     best = max(rows, key=lambda r: r["val_accuracy"])
     pick = next(r for r in rows if yes(r["chosen"]))
     linear = next((r for r in rows if int(r["hidden"]) == 0), None)
@@ -515,15 +524,17 @@ def ladder_sentence(rows: Sequence[dict], tolerance: float, head_effective: int 
     said = (f"Measured on the real labels: heads of growing width trained on the training images reach at best "
             f"{best['val_accuracy']:.2%} on validation ({best['head']}); ")
     if int(pick["hidden"]) == 0:
-        said += (f"a linear classifier on the features ({pick['mec_effective_bits']:,} bits of effective MEC) is "
-                 f"within {tolerance:g} {pts} of that, at {pick['val_accuracy']:.2%}, so the labels need about "
-                 f"{pick['mec_effective_bits']:,} bits.")
+        said += (f"a linear classifier on the features ({pick['mec_effective_bits']:,} bits of MEC) is within "
+                 f"{tolerance:g} {pts} of that, at {pick['val_accuracy']:.2%}.")
     else:
         lin = f"; a linear classifier reaches {linear['val_accuracy']:.2%}" if linear else ""
         said += (f"the smallest within {tolerance:g} {pts} of it is {pick['head']} "
-                 f"({pick['mec_effective_bits']:,} bits of effective MEC, {pick['val_accuracy']:.2%}){lin}. "
-                 "So the labels need about "
-                 f"{pick['mec_effective_bits']:,} bits.")
+                 f"({pick['mec_effective_bits']:,} bits of MEC, {pick['val_accuracy']:.2%}){lin}.")
+    said += f" So {pick['mec_effective_bits']:,} bits of MEC suffice to generalize the labels this well"
+    if label_bits is not None and pick["mec_effective_bits"] > label_bits:
+        said += (f"; that is more than the {label_bits:,.0f} bits a lookup of the training labels takes, so MEC "
+                 "here counts capacity the head does not need to store: it bounds the need from above")
+    said += "."
     if head_effective:
         said += f" The unpruned head's effective MEC is {head_effective / pick['mec_effective_bits']:,.0f}x that."
     return said
@@ -575,19 +586,32 @@ def stages_summary(stages: Sequence[dict], tolerance: float = 1.0) -> list[str]:
 def pruning_kinds(rows: Sequence[dict]) -> list[str]:
     """Structured (whole neurons) against fine-grained (single weights) pruning, from
     finegrained.structured_vs_finegrained rows (the first the unpruned head): what each buys in bytes, MEC and
-    CPU time, said from the numbers."""
+    CPU time, said from the numbers. A head is called faster or slower only when its timing quartiles (rounds
+    alternated with the unpruned head's) do not overlap the unpruned head's; a head with the unpruned head's
+    widths and weights removed nothing, and is said to."""
     base = rows[0]
     lines = []
     for r in rows[1:]:
-        fastest = min(r["dense_ms"], r["sparse_ms"])
-        speedup = min(base["dense_ms"], base["sparse_ms"]) / fastest
-        kernels = ("dense kernels" if r["sparse_layers"] == "none" else f"sparse kernels on {r['sparse_layers']}")
-        time = (f"{speedup:.1f}x faster than the unpruned head ({fastest:.1f} against "
-                f"{min(base['dense_ms'], base['sparse_ms']):.1f} ms, {kernels})" if speedup >= 1.2 else
-                f"no faster than the unpruned head ({fastest:.1f} against {min(base['dense_ms'], base['sparse_ms']):.1f} "
-                f"ms, {kernels}): what it removed does not shorten the work the kernels do")
-        stored = f"{r['stored_bytes'] / 1e6:.2f} MB stored" if r.get("stored_bytes") else "not stored"
-        lines.append(f"{r['pruning']}: {r['weights_kept']:,} weights kept ({r['density']:.1%}), {stored}, MEC "
-                     f"{r['mec_bits']:,} bits nominal and {r['mec_effective_bits'] or r['mec_bits']:,} effective, "
-                     f"validation {r['val_accuracy']:.2%}; per image batch it runs {time}.")
+        stored = (f"{r['stored_bytes'] / 1e6:.2f} MB stored" + (f" as a {r['stored_as']}" if r.get("stored_as") else "")
+                  if r.get("stored_bytes") else "not stored")
+        spread = (f"{r['ms']:.1f} ms a batch (quartiles {r['ms_q1']:.1f}-{r['ms_q3']:.1f}) against the unpruned "
+                  f"head's {base['ms']:.1f} ({base['ms_q1']:.1f}-{base['ms_q3']:.1f}), {r['timing_rounds']} rounds "
+                  "taking the heads in turn")
+        if r["widths"] == base["widths"] and r["weights_kept"] == base["weights_kept"]:
+            lines.append(f"{r['pruning']}: the unpruned head's widths and weights, so nothing was removed; "
+                         f"{stored}, validation {r['val_accuracy']:.2%}. Its timing, {spread}, shows only how much "
+                         "one head's timings vary.")
+            continue
+        if r["ms_q3"] < base["ms_q1"]:
+            time = f"{base['ms'] / r['ms']:.1f}x faster: {spread}"
+        elif r["ms_q1"] > base["ms_q3"]:
+            time = f"{r['ms'] / base['ms']:.1f}x slower: {spread}"
+        else:
+            time = f"no faster or slower than the unpruned head as measured: {spread}, spreads that overlap"
+        kernels = "dense kernels" if r["sparse_layers"] == "none" else f"sparse kernels on {r['sparse_layers']}"
+        kept = r.get("mec_kept_bits")
+        lines.append(f"{r['pruning']}: {r['weights_kept']:,} weights kept ({r['density']:.1%}), {stored}; MEC "
+                     f"{r['mec_bits']:,} bits on its widths ({r['mec_effective_bits']:,} effective)"
+                     + (f", {kept:,} by rule 2 on the weights it kept" if kept and kept != r["mec_bits"] else "")
+                     + f"; validation {r['val_accuracy']:.2%}; with {kernels} it runs {time}.")
     return lines

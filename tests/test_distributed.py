@@ -56,24 +56,22 @@ def test_each_rank_takes_its_own_gpu(monkeypatch):
     assert device.pick_device("auto") == torch.device("cuda:1")
 
 
-def _rank_main(folder, results):
+def _rank_main(folder, results, start):
     """One rank (torchrun) of a 2-process knee search in which rank 1 would decide differently if it decided alone."""
     import datetime
 
     os.environ["LABKIT_OFFLINE"] = "1"
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))  # ranks that disagree fail, not hang
     rank = dist.get_rank()
-    from labkit import config, features, model, study
+    from labkit import config, features, knee, model, study
 
-    if rank == 1:  # left alone, rank 1 would stop at its first pruned cycle and take ImageNet weights
-        study.stop_cycle = lambda rows, control, tolerance: next((r["cycle"] for r in rows if r["cycle"] >= 1), None)
+    if rank == 1:  # left alone, rank 1 would find every probe out of tolerance and take ImageNet weights
+        study.within_tolerance = lambda baseline, accuracy, tolerance: False
         real = model.resolve_weights
         model.resolve_weights = features.resolve_weights = (
             lambda weights="auto", seed=0: "imagenet" if weights == "auto" else real(weights, seed))
-    c = config.make_config("ci", hidden=(64, 48, 16), k=8, epochs=1, batch_size=32, train_limit=300, val_limit=200,
-                           test_limit=200, lr=1e-3, dropout=0.0, device="cpu", schedule="geometric", layer="all",
-                           cycles=4, tolerance=100.0, checkpoints="none", results_dir=results)
-    rows, _ = study.knee_search(c, progress=False, log=None)
+    c = _knee_config(results, start)
+    rows = knee.search(c, progress=False, log=None)["rows"]
     tag = study.prepare_features(c, progress=False).train.weights
     with open(os.path.join(folder, f"rank{rank}.txt"), "w") as fh:
         fh.write(f"{len(rows)} {tag}")
@@ -81,16 +79,29 @@ def _rank_main(folder, results):
     dist.destroy_process_group()
 
 
+def _knee_config(results, start=None):
+    from labkit import config
+
+    return config.make_config("ci", hidden=(64, 48, 16), k=8, epochs=1, batch_size=32, train_limit=300,
+                              val_limit=200, test_limit=200, lr=1e-3, dropout=0.0, device="cpu", layer="all",
+                              fraction=0.9, tolerance=100.0, checkpoints="none", results_dir=results, start=start)
+
+
 def test_rank_zero_takes_the_decisions(tmp_path):
+    from labkit import study
+
+    start = tmp_path / "start.pt"  # one trained start, made in one process, read by both ranks
+    study.train_start(_knee_config(str(tmp_path / "results")), start, progress=False, log=None)
     # run by torchrun as a real job is (its agent, not rank 0, holds the rendezvous store); this file is the script
     try:
         _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
-              str(tmp_path), str(tmp_path / "results")], tmp_path)
+              str(tmp_path), str(tmp_path / "results"), str(start)], tmp_path)
     except subprocess.TimeoutExpired:
         raise AssertionError("the two ranks did not finish together: they disagreed") from None
     zero, one = (tmp_path / "rank0.txt").read_text(), (tmp_path / "rank1.txt").read_text()
-    assert zero == one == "4 random-seed0"  # tolerance 100: rank 0 never stops; both ran its 4 cycles
+    # tolerance 100: rank 0 keeps every probe, scale 0.1 then 0.01 (one neuron a layer): the start and 2 probes
+    assert zero == one == "3 random-seed0"
 
 
 if __name__ == "__main__":  # one rank of test_rank_zero_takes_the_decisions, under torchrun
-    _rank_main(*sys.argv[1:3])
+    _rank_main(*sys.argv[1:4])

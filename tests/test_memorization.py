@@ -189,8 +189,9 @@ def test_requirement_ladder_picks_the_smallest_within_tolerance(xor, chosen):
     assert rows[32]["val_accuracy"] > 0.95
     if xor:
         assert rows[0]["val_accuracy"] < 0.8 and not rows[0]["within_tolerance"]
-    assert rows[0]["mec_effective_bits"] == capacity.mec([4, 10])
-    assert rows[0]["mec_bits"] == capacity.mec([25088, 10])
+    # both counts on the widths as the head reads them: 4 features in, each distinct (not the study's 25,088)
+    assert rows[0]["mec_bits"] == rows[0]["mec_effective_bits"] == capacity.mec([4, 10]) == 50
+    assert rows[32]["mec_bits"] == capacity.mec([4, 32, 10]) == 5 * 32 + 32 and rows[32]["widths"] == (4, 32, 10)
 
 
 def test_fit_ladder_runs_on_one_thread_and_restores_the_count():

@@ -129,9 +129,18 @@ def _fake_tables(folder, accuracy):
     need = [{"representation": "raw pixels (d = 784)", "fraction": f, "n": round(60000 * f),
              "thresholds": round(60000 * f * accuracy), "max_bits": 7, "expected_bits": round(10**7 * accuracy * f)}
             for f in (0.05, 0.1, 0.2, 0.4, 1.0)]
+    head_size = [{"head": head, "widths": widths, "parameters": 1000, "bytes_float32": 4000, "bytes_smallest": 500,
+                  "smallest_storage": "float32", "mec_bits": 1, "mec_effective_bits": 1, "mec_kept_bits": 1,
+                  "val_accuracy": 0.7, "test_accuracy": accuracy, "control": "", "control_val_accuracy": 0.7,
+                  "control_test_accuracy": 0.7, "val_points_below_control": 0.0, "statistic": "seed 0",
+                  "decided_on": ""}
+                 for head, widths in (("unpruned (the trained start)", "25088-4096-4096-256-10"),
+                                      ("structured knee (l2)", "25088-3996-4096-256-10"),
+                                      ("the ladder's smallest head within the tolerance", "512-32-10"),
+                                      ("linear classifier (the ladder)", "512-10"))]
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in (("prune_compare", rows), ("capacity_curve", rows), ("data_requirement", need),
-                        ("knee", knee), ("compression", compression)):
+                        ("knee", knee), ("compression", compression), ("head_size", head_size)):
         _write(folder, name, table)
 
 
@@ -150,7 +159,8 @@ def test_questionnaire_answers_follow_the_results(tmp_path):
     assert "56.78%" in text[1] and "56.78%" not in text[0]
     assert len(outputs[0]) == 10 and all(len(answer) > 100 for answer in outputs[0])  # every answer printed something
     q7, q10 = outputs[0][6], outputs[0][9]
-    assert "stop at 25088-3996-4096-256-10" in q7 and "25088-3996-4096-256-10" in q10  # the knee 03 chose, both
+    assert "stop at 3996-4096-256" in q7 and "25088-3996-4096-256-10" in q10  # the knee 03 chose, both
+    assert "512-32-10" in q7 and "512-32-10" in q10 and "512-32-10" in outputs[0][4]  # head_size.csv's ladder head
     assert "1,234,567 bytes" in q10
 
 

@@ -49,48 +49,58 @@ def _permuted_test_labels(monkeypatch):
     monkeypatch.setattr(study, "split_features", permuted)
 
 
+def _start(c, tmp_path):
+    start = tmp_path / f"start-seed{c.seed}.pt"
+    study.train_start(dataclasses.replace(c, checkpoints="none"), start, progress=False, log=None)
+    return dataclasses.replace(c, start=str(start), layer="all", checkpoints="none")
+
+
 def test_test_labels_decide_nothing(small_config, tmp_path, monkeypatch):
-    geo = dataclasses.replace(small_config, schedule="geometric", layer="all", fraction=0.5, cycles=8,
-                              tolerance=0.5, checkpoints="none")
-    rows, control = study.knee_search(geo, progress=False, log=None)
+    from labkit import knee
+
+    geo = dataclasses.replace(_start(small_config, tmp_path), tolerance=0.5)
+    result = knee.search(geo, progress=False, log=None)
     _permuted_test_labels(monkeypatch)
     other = dataclasses.replace(geo, results_dir=str(tmp_path / "permuted"))
-    rows_p, control_p = study.knee_search(other, progress=False, log=None)
-    decided = lambda r, c: (study.stop_cycle(r, c, 0.5), study.smallest_within(r, c, 0.5)["widths"],  # noqa: E731
-                            [x["widths"] for x in r], [x["val_correct"] for x in r])
-    assert decided(rows, control) == decided(rows_p, control_p)
-    assert [r["test_correct"] for r in rows] != [r["test_correct"] for r in rows_p]  # only the report changed
+    permuted = knee.search(other, progress=False, log=None)
+    decided = lambda r: ([(s["widths"], s["within_tolerance"]) for s in r["steps"]],  # noqa: E731
+                         r["smallest"]["widths"], [x["val_correct"] for x in r["rows"]])
+    assert decided(result) == decided(permuted)
+    assert [r["test_correct"] for r in result["rows"]] != [r["test_correct"] for r in permuted["rows"]]
 
 
-def test_stop_is_the_first_cycle_below_the_control_at_equal_training(small_config):
-    geo = dataclasses.replace(small_config, schedule="geometric", layer="all", fraction=0.5, cycles=8,
-                              tolerance=0.5, checkpoints="none")
-    result = study.compress_smallest(geo, bits=(8,), progress=False, log=None)
-    knee, rows, control = result["knee"], result["rows"], result["control"]
-    assert [r["cycle"] for r in control] == [r["cycle"] for r in rows]
+def test_each_probe_is_judged_against_its_control_at_equal_training(small_config, tmp_path):
+    from labkit import knee
+
+    geo = dataclasses.replace(_start(small_config, tmp_path), tolerance=0.5)
+    result = knee.compress_knee(geo, bits=(8,), progress=False, log=None)
+    table, rows, control = result["knee"], result["rows"], result["control"]
+    assert [(r["seed"], r["cycle"]) for r in control] == [(r["seed"], r["cycle"]) for r in rows]
     assert all(c["epochs_total"] == r["epochs_total"] for r, c in zip(rows, control))  # equal training
-    stop = study.stop_cycle(rows, control, 0.5)
-    # halving to one neuron a layer (cycle 6) must cost accuracy: the search stopped, and ran no cycle past it
-    assert stop is not None and rows[-1]["cycle"] == stop
+    # the control of a probe that kept e epochs is the start trained e epochs more: its run's cycle e
+    ctl_run = runs.read_history(knee.control_config(geo).run_dir / "history.csv")
+    for r, c in zip(rows, control):
+        assert c["control_cycle"] == r["cycle_epochs"]
+        assert c["val_correct"] == ctl_run[r["cycle_epochs"]]["val_correct"]
     # counted in images instead of fractions: 0.5 points of 200 validation images is one image
     assert rows[0]["val_total"] == 200
-    below = [r["cycle"] for r in rows if control[r["cycle"]]["val_correct"] - r["val_correct"] > 1]
-    assert below == [stop]
-    for t in knee:
+    within = {s["step"]: s["within_tolerance"] for s in result["steps"]}
+    for r, c in zip(rows[1:], control[1:]):
+        assert within[r["cycle"]] == (c["val_correct"] - r["val_correct"] <= 1)
+    for t in table:
         if t["method"] != "scratch":
-            assert t["control_val_accuracy"] == control[t["cycle"]]["val_accuracy"]
-            assert t["control_test_accuracy"] == control[t["cycle"]]["test_accuracy"]
+            c = next(x for x in control if x["cycle"] == t["cycle"])
+            assert t["control_val_accuracy"] == c["val_accuracy"] and t["control_test_accuracy"] == c["test_accuracy"]
     best = result["smallest"]
-    assert [t for t in knee if t["smallest"]] == [next(t for t in knee if t["cycle"] == best["cycle"]
-                                                       and t["method"] != "scratch")]
-    head, _ = model.load_head(geo.run_dir / runs.SMALLEST)
-    assert tuple(head.widths()) == best["widths"]
+    assert [t for t in table if t["smallest"]] == [next(t for t in table if t["cycle"] == best["cycle"]
+                                                        and t["method"] != "scratch")]
     if best["cycle"] > 0:
-        scratch = [t for t in knee if t["method"] == "scratch"]
+        scratch = [t for t in table if t["method"] == "scratch"]
         assert len(scratch) == 1 and scratch[0]["widths"] == best["widths"]
         assert scratch[0]["epochs_total"] == best["epochs_total"]
+    reference = next(c for c in control if c["cycle"] == best["cycle"])
     assert result["table"][0]["drop_points"] == pytest.approx(
-        100 * (control[best["cycle"]]["test_accuracy"] - result["table"][0]["test_accuracy"]))
+        100 * (reference["test_accuracy"] - result["table"][0]["test_accuracy"]))
 
 
 def test_comparison_holds_both_controls_for_every_seed(small_config, tmp_path):

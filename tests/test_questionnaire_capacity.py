@@ -18,9 +18,9 @@ def _mem_row(hidden, n, copies=1, all_images=False, accuracy=0.95, criterion=0.9
 
 
 def _ladder(chosen_hidden):
-    rows = [{"head": "512-10", "hidden": 0, "mec_bits": 250_890, "mec_effective_bits": 5_130, "val_accuracy": 0.90},
-            {"head": "512-8-10", "hidden": 8, "mec_bits": 200_720, "mec_effective_bits": 4_112, "val_accuracy": 0.87},
-            {"head": "512-64-10", "hidden": 64, "mec_bits": 1_605_760, "mec_effective_bits": 32_896,
+    rows = [{"head": "512-10", "hidden": 0, "mec_bits": 5_130, "mec_effective_bits": 5_130, "val_accuracy": 0.90},
+            {"head": "512-8-10", "hidden": 8, "mec_bits": 4_112, "mec_effective_bits": 4_112, "val_accuracy": 0.87},
+            {"head": "512-64-10", "hidden": 64, "mec_bits": 32_896, "mec_effective_bits": 32_896,
              "val_accuracy": 0.915}]
     for r in rows:
         r["chosen"] = r["hidden"] == chosen_hidden
@@ -81,6 +81,9 @@ def test_memorization_bound_both_branches():
 def test_ladder_sentence_linear_and_hidden_choices():
     linear = tables.ladder_sentence(_ladder(0), 2.0)
     assert "a linear classifier on the features (5,130 bits" in linear and "within 2 points" in linear
+    assert "So 5,130 bits of MEC suffice" in linear
+    over = tables.ladder_sentence(_ladder(64), 1.0, label_bits=6644)
+    assert "more than the 6,644 bits a lookup of the training labels takes" in over
     hidden = tables.ladder_sentence(_ladder(64), 1.0, head_effective=EFFECTIVE)
     assert "the smallest within 1 point of it is 512-64-10 (32,896 bits" in hidden
     assert "a linear classifier reaches 90.00%" in hidden and "64x that" in hidden

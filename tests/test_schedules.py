@@ -1,4 +1,4 @@
-"""Geometric and all-layer prune schedules, the stop at the knee, the smallest head within tolerance."""
+"""Prune schedules (fixed, geometric, oneshot), the knee search (labkit.knee), the smallest head within tolerance."""
 import dataclasses
 import os
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from labkit import compress, config, model, runs, study, train
+from labkit import compress, config, knee, model, runs, study, train
 
 
 def test_prune_plan_by_hand(small_config):
@@ -19,6 +19,9 @@ def test_prune_plan_by_hand(small_config):
     fixed_all = dataclasses.replace(small_config, layer="all", k=8)  # k for layer 0, the rest in proportion
     assert config.prune_plan(fixed_all, [25088, 64, 48, 16, 10]) == [(0, 8), (1, 6), (2, 2)]
     assert config.prune_plan(small_config, [25088, 64, 48, 16, 10]) == [(0, 8)]
+    one_step = dataclasses.replace(small_config, schedule="oneshot", layer="all", target=(20, 48, 3), cycles=2)
+    assert config.prune_plan(one_step, [25088, 64, 48, 16, 10]) == [(0, 44), (2, 13)]  # layer 1 kept whole
+    assert config.prune_plan(one_step, [25088, 20, 48, 3, 10]) == []
 
 
 def test_smallest_within_tolerance_by_hand():
@@ -37,126 +40,195 @@ def test_smallest_within_tolerance_by_hand():
         study.smallest_within([], control, 1.0)
 
 
-def test_geometric_run_stops_at_the_knee_and_keeps_the_smallest_head(small_config):
-    # a tolerance of 0 points cannot be met for long: the run must stop, not run all 12 cycles
-    c = dataclasses.replace(small_config, schedule="geometric", layer="all", fraction=0.5, cycles=12,
-                            tolerance=0.0, checkpoints="none")
-    rows, control = study.knee_search(c, progress=False, log=None)
-    stop = study.stop_cycle(rows, control, 0.0)
-    assert stop is not None and stop == rows[-1]["cycle"]  # stopped at the knee, long before one neuron a layer
-    # halving by hand (the removed count rounded half to even, never the last neuron): 3 -> 1, 1 stays
-    halved = [(64, 48, 16), (32, 24, 8), (16, 12, 4), (8, 6, 2), (4, 3, 1), (2, 1, 1), (1, 1, 1)]
-    assert c.hidden == halved[0]
-    assert [r["widths"].hidden for r in rows] == halved[:len(rows)]
-    best = study.smallest_within(rows, control, 0.0)
-    head, _ = model.load_head(c.run_dir / runs.SMALLEST)
-    assert tuple(head.widths()) == best["widths"]
-    splits = study.prepare_features(c, progress=False)
-    assert train.evaluate(head, splits.val, device="cpu")["correct"] == best["val_correct"]
-    assert not list((c.run_dir / "checkpoints").glob("*.pt"))  # checkpoints="none" still keeps the result
-    again, _ = study.knee_search(c, progress=False, log=None)  # finished: read back, nothing retrained
-    assert [r["test_correct"] for r in again] == [r["test_correct"] for r in rows]
-
-
-def test_compress_smallest_writes_loads_and_evaluates(small_config):
-    c = dataclasses.replace(small_config, schedule="geometric", layer="all", cycles=3, tolerance=100.0)
-    result = study.compress_smallest(c, bits=(8, 4), progress=False, log=None)
-    rows, best, table = result["rows"], result["smallest"], result["table"]
-    assert best is rows[-1]  # a tolerance of 100 points keeps every head: the last is the smallest
-    assert [r["storage"] for r in table] == ["float32", "int8, scale per channel", "4-bit k-means codebook"]
-    reference = result["control"][best["cycle"]]
-    test_set = study.prepare_features(c, progress=False).test
-    for r in table:  # sizes and accuracies measured again here, from the files themselves
-        assert r["ratio"] == pytest.approx(rows[0]["model_bytes"] / os.path.getsize(r["path"]))
-        stored = model.load_head(r["path"])[0] if r["storage"] == "float32" else compress.load_compressed(r["path"])
-        accuracy = train.evaluate(stored, test_set, device="cpu")["accuracy"]
-        assert r["drop_points"] == pytest.approx(100 * (reference["test_accuracy"] - accuracy))
-        assert tuple(stored.widths()) == best["widths"]
-    with pytest.raises(ValueError, match="schedule='fixed'"):
-        study.compress_smallest(small_config, progress=False, log=None)
-
-
 @pytest.mark.parametrize("overrides,message", [
     (dict(schedule="halving"), "schedule='halving' is not allowed"),
     (dict(schedule="geometric", fraction=1.0), "fraction=1.0 must be a number strictly between 0 and 1"),
     (dict(tolerance=-1), "tolerance=-1"),
     (dict(layer="first"), "layer='first' is out of range"),
     (dict(layer="all", k=30, cycles=3), "hidden layer 2 has only 16"),
+    (dict(schedule="oneshot", layer="all", cycles=2), "give 3 widths"),
+    (dict(schedule="oneshot", layer="all", target=(64, 48, 16), cycles=2), "equals the head's widths"),
+    (dict(schedule="oneshot", layer=0, target=(32, 24, 16), cycles=2), "which layer=0 does not prune"),
+    (dict(schedule="oneshot", layer="all", target=(32, 24, 8), cycles=3), "a oneshot run has two cycles"),
+    (dict(recover_patience=0), "recover_patience=0"),
 ])
 def test_bad_schedule_is_named(small_config, overrides, message):
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(small_config, **overrides)
 
 
-def test_cli_compress_prints_the_table(small_config, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "labkit", "compress", "--profile", "ci", "--head", "64", "48", "16",
-                          "--train-limit", "300", "--val-limit", "200", "--test-limit", "200", "--batch-size", "32", "--lr", "1e-3",
-                          "--cycles", "3", "--bits", "8", "2", "--results", str(tmp_path), "--no-progress"],
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "int8, scale per channel" in out.stdout and "2-bit k-means codebook" in out.stdout
-    assert "layerall-geo0.5-tol1" in out.stdout and "peak memory" in out.stdout
-    assert "control_val_accuracy" in out.stdout and "unpruned head trained as long" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "labkit", "compress", "--layer", "top"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "layer 'top' must be a hidden layer's number" in bad.stderr
 
 
-def test_knee_over_seeds_runs_in_lockstep_and_keeps_each_seeds_head(small_config):
-    """Two seeds searched together: one decision a cycle (the mean over seeds), the same widths for both, each
-    seed's smallest head kept in its own folder, one scratch row per seed."""
-    c = dataclasses.replace(small_config, schedule="geometric", layer="all", fraction=0.5, cycles=4, tolerance=2.0,
-                            checkpoints="none")
-    other = dataclasses.replace(c, seed=1)
-    result = study.compress_smallest(c, bits=(8,), progress=False, log=None, seeds=[other])
-    rows, control = result["rows"], result["control"]
-    by_seed = {s: [r for r in rows if r["seed"] == s] for s in (0, 1)}
-    assert [r["widths"] for r in by_seed[0]] == [r["widths"] for r in by_seed[1]]
-    assert {(r["seed"], r["cycle"]) for r in control} == {(r["seed"], r["cycle"]) for r in rows}
+def test_probe_widths_by_hand():
+    assert knee.probe_widths((64, 48, 16), "all", 0.5) == (32, 24, 8)
+    assert knee.probe_widths((64, 48, 16), "all", 0.3) == (19, 14, 5)  # 19.2, 14.4, 4.8 rounded
+    assert knee.probe_widths((64, 48, 16), 1, 0.25) == (64, 12, 16)  # the other layers whole
+    assert knee.probe_widths((64, 48, 16), "all", 0.01) == (1, 1, 1)  # one neuron at least
+
+
+def _walk(threshold, hidden=(4096, 4096, 256), fraction=0.5):
+    """The search's plan run against an oracle: a probe is within tolerance when its scale is at least
+    `threshold` (known in advance, as no trained head is). Returns (steps, smallest scale within, largest
+    outside)."""
+    plan, within, steps = knee.scales(hidden, "all", fraction), None, []
+    while True:
+        try:
+            step, phase, scale, target = plan.send(within)
+        except StopIteration:
+            break
+        steps.append((step, phase, scale, target))
+        within = scale >= threshold
+    inside = [s for _, _, s, _ in steps if s >= threshold]
+    outside = [s for _, _, s, _ in steps if s < threshold]
+    return steps, min(inside, default=1.0), max(outside, default=None)
+
+
+@pytest.mark.parametrize("threshold", [0.9, 0.3, 0.11, 0.013])
+def test_the_search_brackets_a_known_knee_to_fifteen_percent(threshold):
+    steps, lo, hi = _walk(threshold)
+    assert hi is not None and hi < threshold <= lo  # the threshold lies between the two last probes
+    assert lo / hi <= 1.15 and len(steps) <= 12  # known to within 15%, in few probes
+    phases = [p for _, p, _, _ in steps]
+    first_out = next(i for i, (_, _, s, _) in enumerate(steps) if s < threshold)
+    assert set(phases[:first_out + 1]) == {"halving"} and set(phases[first_out + 1:]) <= {"refine"}
+    assert len(phases) > first_out + 1  # it refined past the first probe out of tolerance
+    # halving by hand before the first probe out: 1/2, 1/4, 1/8, ...
+    assert [s for _, _, s, _ in steps[:first_out + 1]] == [0.5 ** (k + 1) for k in range(first_out + 1)]
+
+
+def test_the_search_stops_at_one_neuron_or_whole_widths():
+    steps, lo, hi = _walk(0.0, hidden=(64, 48, 16))  # every probe within: halving to one neuron a layer
+    assert hi is None and steps[-1][3] == (1, 1, 1)
+    assert [t for _, _, _, t in steps] == [(32, 24, 8), (16, 12, 4), (8, 6, 2), (4, 3, 1), (2, 2, 1), (1, 1, 1)]
+    steps, lo, hi = _walk(0.97, hidden=(8, 6, 2))  # widths this small cannot tell scales 15% apart
+    assert len({t for _, _, _, t in steps}) == len(steps)  # no widths probed twice
+
+
+@pytest.fixture
+def starts(small_config, tmp_path):
+    """Two trained starts (seeds 0 and 1) of the small config, and configs that start from them."""
+    configs = []
+    for seed in (0, 1):
+        c = dataclasses.replace(small_config, seed=seed, layer="all", checkpoints="none")
+        study.train_start(c, tmp_path / f"start{seed}.pt", progress=False, log=None)
+        configs.append(dataclasses.replace(c, start=str(tmp_path / f"start{seed}.pt")))
+    return configs
+
+
+def test_knee_probes_recover_and_their_controls_train_as_long(starts):
+    """Tolerance 0 cannot hold for long: the search leaves tolerance, then refines; every probe trained until
+    validation stopped rising (at most the recovery's epochs) and its control exactly as many epochs."""
+    c = dataclasses.replace(starts[0], tolerance=0.0)
+    result = knee.compress_knee(c, bits=(8,), seeds=[dataclasses.replace(starts[1], tolerance=0.0)], progress=False,
+                                log=None)
+    rows, table, most = result["rows"], result["knee"], config.KNEE_RECOVERY["ci"]["epochs"]
+    for seed in (0, 1):
+        mine = [r for r in table if r["seed"] == seed and r["method"] != "scratch"]
+        steps = [r["cycle"] for r in mine]
+        first_out = next(r["cycle"] for r in mine if not r["within_tolerance"])
+        assert max(steps) > first_out  # rows past the first step out of tolerance: the refinement
+        assert {r["step_phase"] for r in mine if r["cycle"] > first_out} == {"refine"}
+        start = next(r for r in mine if r["cycle"] == 0)
+        for r in mine:
+            assert r["epochs_total"] == r["control_epochs_total"] == start["epochs_total"] + r["cycle_epochs"]
+            if r["cycle"] > 0:  # early stopping: it stopped after `patience` epochs without a gain, or at the cap
+                assert 0 <= r["cycle_epochs"] <= r["epochs_run"] <= most
+                assert r["epochs_run"] == most or r["epochs_run"] - r["cycle_epochs"] == config.KNEE_RECOVERY["ci"][
+                    "patience"]
+    # the decision per step is the mean over seeds against the mean of the controls, counted by hand
+    for step in {r["cycle"] for r in rows}:
+        a = [r["val_accuracy"] for r in rows if r["cycle"] == step]
+        b = [r["val_accuracy"] for r in result["control"] if r["cycle"] == step]
+        decided = next(r["within_tolerance"] for r in table if r["cycle"] == step)
+        assert decided == (sum(a) / len(a) >= sum(b) / len(b) - 1e-12)
     best = result["smallest"]
-    for s, cfg in ((0, c), (1, other)):
-        head, _ = model.load_head(cfg.run_dir / runs.SMALLEST)
+    assert [r["seed"] for r in table if r["smallest"]] == [0, 1]
+    head, _ = model.load_head(knee.probe_config(c, best["widths"].hidden).run_dir / runs.SMALLEST) \
+        if best["cycle"] else (None, None)
+    if head is not None:
         assert tuple(head.widths()) == best["widths"]
-    assert set(result["agree"]) == {0, 1}
-    assert sorted(r["seed"] for r in result["scratch"]) == ([0, 1] if best["cycle"] > 0 else [])
+        assert sorted(r["seed"] for r in result["scratch"]) == [0, 1]
+        for s in result["scratch"]:  # trained from scratch as many epochs as that seed's probe, in all
+            probe = next(r for r in rows if r["seed"] == s["seed"] and r["cycle"] == best["cycle"])
+            assert s["epochs_total"] == probe["epochs_total"] and s["widths"] == best["widths"]
 
 
-def test_a_kill_between_keeping_the_head_and_its_row_resumes(small_config, monkeypatch):
-    """The knee keeps its smallest head before it records that cycle's row: killed in between (here after the
-    head of cycle 1 is kept), the same call resumes and ends as a straight run does."""
-    c = dataclasses.replace(small_config, schedule="geometric", layer="all", fraction=0.5, cycles=3,
-                            tolerance=100.0, checkpoints="last")
-    straight = study.compress_smallest(dataclasses.replace(c, name="straight"), bits=(8,), progress=False, log=None,
-                                       scratch=False)
+def test_compress_knee_writes_loads_and_evaluates(starts):
+    c = dataclasses.replace(starts[0], tolerance=100.0)
+    result = knee.compress_knee(c, bits=(8, 4), progress=False, log=None, scratch=False)
+    best, table = result["smallest"], result["table"]
+    assert parse_hidden(best) == (1, 1, 1)  # a tolerance of 100 points keeps every probe: one neuron a layer
+    assert [r["storage"] for r in table] == ["float32", "int8, scale per channel", "4-bit k-means codebook"]
+    reference = next(r for r in result["control"] if r["cycle"] == best["cycle"])
+    test_set = study.prepare_features(c, progress=False).test
+    for r in table:  # sizes and accuracies measured again here, from the files themselves
+        assert r["ratio"] == pytest.approx(result["rows"][0]["model_bytes"] / os.path.getsize(r["path"]))
+        stored = model.load_head(r["path"])[0] if r["storage"] == "float32" else compress.load_compressed(r["path"])
+        accuracy = train.evaluate(stored, test_set, device="cpu")["accuracy"]
+        assert r["drop_points"] == pytest.approx(100 * (reference["test_accuracy"] - accuracy))
+        assert tuple(stored.widths()) == best["widths"]
+    again = knee.search(c, progress=False, log=None)  # finished: every probe read back, nothing trained
+    assert [r["test_correct"] for r in again["rows"]] == [r["test_correct"] for r in result["rows"]]
+    with pytest.raises(ValueError, match="start=None"):
+        knee.search(dataclasses.replace(c, start=None), progress=False, log=None)
+
+
+def parse_hidden(row):
+    return config.parse_widths(row["widths"]).hidden
+
+
+def test_a_kill_between_keeping_the_head_and_its_row_resumes(starts, monkeypatch):
+    """A probe within tolerance keeps its head before its row is recorded: killed in between, the same call
+    resumes and ends as a straight search does."""
+    c = dataclasses.replace(starts[0], tolerance=100.0, fraction=0.9)
+    straight = knee.compress_knee(dataclasses.replace(c, results_dir=c.results_dir + "-straight"), bits=(8,),
+                                  progress=False, log=None, scratch=False)
     real = runs.RunFolder.keep_smallest
+    calls = []
 
     def keep_then_die(self, head, row):
         real(self, head, row)
-        if row["cycle"] == 1:
+        calls.append(row)
+        if len(calls) == 2:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(runs.RunFolder, "keep_smallest", keep_then_die)
-    killed = dataclasses.replace(c, name="killed")
     with pytest.raises(KeyboardInterrupt):
-        study.compress_smallest(killed, bits=(8,), progress=False, log=None, scratch=False)
-    assert [r["cycle"] for r in runs.read_history(killed.run_dir / "history.csv")] == [0]  # the kept head is ahead
+        knee.compress_knee(c, bits=(8,), progress=False, log=None, scratch=False)
     monkeypatch.setattr(runs.RunFolder, "keep_smallest", real)
-    resumed = study.compress_smallest(killed, bits=(8,), progress=False, log=None, scratch=False)
+    resumed = knee.compress_knee(c, bits=(8,), progress=False, log=None, scratch=False)
     assert [r["test_correct"] for r in resumed["rows"]] == [r["test_correct"] for r in straight["rows"]]
     assert resumed["smallest"]["widths"] == straight["smallest"]["widths"]
-    assert [r["bytes"] for r in resumed["table"]] == [r["bytes"] for r in straight["table"]]
+    # the files hold the same head (the float32 file also records its run's folder, which differs here)
+    assert [r["bytes"] for r in resumed["table"][1:]] == [r["bytes"] for r in straight["table"][1:]]
+    assert [r["test_correct"] for r in resumed["table"]] == [r["test_correct"] for r in straight["table"]]
 
 
-def test_a_smallest_head_of_another_run_is_refused(small_config, tmp_path):
+def test_a_smallest_head_of_another_run_is_refused(starts):
     """smallest_within_tolerance.pt records the run that wrote it: one copied in from a run with other settings
     never reaches the compression table."""
     import shutil
 
-    c = dataclasses.replace(small_config, schedule="geometric", layer="all", cycles=2, tolerance=100.0,
-                            checkpoints="none")
+    c = dataclasses.replace(starts[0], tolerance=100.0, fraction=0.9)
     other = dataclasses.replace(c, lr=2e-3)
-    study.knee_search(c, progress=False, log=None)
-    study.knee_search(other, progress=False, log=None)
-    shutil.copyfile(other.run_dir / runs.SMALLEST, c.run_dir / runs.SMALLEST)
+    first = knee.search(c, progress=False, log=None)
+    knee.search(other, progress=False, log=None)
+    target = first["smallest"]["widths"].hidden
+    mine, theirs = (knee.probe_config(x, target).run_dir for x in (c, other))
+    shutil.copyfile(theirs / runs.SMALLEST, mine / runs.SMALLEST)
     with pytest.raises(Exception, match="lr=0.002.*not this run's smallest head"):
-        study.compress_smallest(c, bits=(8,), progress=False, log=None, scratch=False)
-    assert not (c.run_dir / "compressed").exists()
+        knee.compress_knee(c, bits=(8,), progress=False, log=None, scratch=False)
+    assert not (mine / "compressed").exists()
+
+
+def test_cli_compress_prints_the_table(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "labkit", "compress", "--profile", "ci", "--hidden", "64", "48", "16",
+                          "--train-limit", "300", "--val-limit", "200", "--test-limit", "200", "--batch-size", "32",
+                          "--lr", "1e-3", "--fraction", "0.9", "--bits", "8", "2", "--results", str(tmp_path / "runs"),
+                          "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "int8, scale per channel" in out.stdout and "2-bit k-means codebook" in out.stdout
+    assert "the knee of l2, layer all" in out.stdout and "peak memory" in out.stdout
+    assert "control_epochs_total" in out.stdout and "unpruned head trained as long" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "labkit", "compress", "--layer", "top"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "layer 'top' must be a hidden layer's number" in bad.stderr

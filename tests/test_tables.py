@@ -140,39 +140,66 @@ def test_requirement_sentence_branches():
     assert "grows in step with the data" in tables.requirement_sentence("pixels", grows)
     assert "grows more slowly than the data" in tables.requirement_sentence("pixels", flat)
     assert "more than even the max" in tables.requirement_sentence("pixels", grows, head_mec=10**9)
-    assert "less than even the max" in tables.requirement_sentence("pixels", grows, head_mec=10)
+    full = grows[-1]
+    between = (full["expected_bits"] + full["max_bits"]) // 2
+    assert "lie between the two" in tables.requirement_sentence("pixels", grows, head_mec=between)
+    assert "less than even the expected" in tables.requirement_sentence("pixels", grows, head_mec=1)
 
 
 # ---------------------------------------------------------------- the knee, and the questionnaire's agreement
 
-def _knee_result():
-    rows = [_row("l2", c, 0, v, t, w, epochs=2 * (c + 1), mec=m) for c, (v, t, w, m) in enumerate([
-        (0.90, 0.89, "25088-4096-4096-256-10", 10**8), (0.91, 0.90, "25088-2048-2048-128-10", 5 * 10**7),
-        (0.895, 0.90, "25088-1024-1024-64-10", 2 * 10**7), (0.85, 0.86, "25088-512-512-32-10", 10**7)])]
-    for r in rows:
-        r["parameters"], r["model_bytes"], r["rho"] = r["mec_bits"], 4 * r["mec_bits"], 0.01
-    control = [_row("none", c, 0, v, v) for c, v in enumerate([0.90, 0.905, 0.90, 0.90])]
+def _probe_rows(seed, vals, widths, scales=(1.0, 0.5, 0.25, 0.125)):
+    """Knee rows of one seed (labkit.knee's columns): step c at scales[c], each kept c + 1 epochs of recovery."""
+    rows = []
+    for c, ((v, t), w, sc) in enumerate(zip(vals, widths, scales)):
+        m = 10**8 // 2 ** c
+        rows.append({**_row("l2", c, seed, v, t, w, epochs=8 + (c + 1 if c else 0), mec=m), "parameters": m,
+                     "model_bytes": 4 * m, "rho": 0.01, "scale": sc, "cycle_epochs": c + 1 if c else 0,
+                     "epochs_run": c + 4 if c else 0, "step_phase": "start" if c == 0 else "halving"})
+    return rows
+
+
+def _controls(rows, vals):
+    return [{**_row("none", r["cycle"], r["seed"], v, v, epochs=r["epochs_total"]), "control_cycle": r["cycle_epochs"]}
+            for r, v in zip(rows, vals)]
+
+
+def _steps(rows, control, tolerance=1.0):
     from labkit import study
 
-    scratch = [{**_row("scratch", 2, 0, 0.88, 0.87, "25088-1024-1024-64-10", epochs=6, mec=2 * 10**7),
-                "parameters": 2 * 10**7}]
+    ok = set(study.in_tolerance(rows, control, tolerance))
+    return [{"step": r["cycle"], "scale": r["scale"], "widths": r["widths"], "within_tolerance": r["cycle"] in ok,
+             "val_accuracy": r["val_accuracy"], "control_val_accuracy": c["val_accuracy"]}
+            for r, c in zip(rows, control) if r["cycle"] > 0 and r.get("seed", 0) == rows[0].get("seed", 0)]
+
+
+def _knee_result():
+    from labkit import knee, study
+
+    widths = ["25088-4096-4096-256-10", "25088-2048-2048-128-10", "25088-1024-1024-64-10", "25088-512-512-32-10"]
+    rows = _probe_rows(0, [(0.90, 0.89), (0.91, 0.90), (0.895, 0.90), (0.85, 0.86)], widths)
+    control = _controls(rows, [0.90, 0.905, 0.90, 0.90])
+    scratch = [{**_row("scratch", 2, 0, 0.88, 0.87, widths[2], epochs=11, mec=2 * 10**7), "parameters": 2 * 10**7,
+                "model_bytes": 8 * 10**7}]
     table = [{"storage": "float32", "bytes": 8 * 10**7, "ratio": 5.0, "val_accuracy": 0.895, "test_accuracy": 0.9,
               "control_test_accuracy": 0.90, "drop_points": 0.0, "path": "a"},
              {"storage": "4-bit k-means codebook", "bytes": 10**7, "ratio": 40.0, "val_accuracy": 0.89,
               "test_accuracy": 0.895, "control_test_accuracy": 0.90, "drop_points": 0.5, "path": "b"}]
     best = study.smallest_within(rows, control, 1.0)
-    return {"rows": rows, "control": control, "smallest": best, "scratch": scratch,
-            "knee": study.knee_table(rows, control, 1.0, scratch), "table": table}
+    return {"rows": rows, "control": control, "smallest": best, "scratch": scratch, "steps": _steps(rows, control),
+            "knee": knee.knee_table(rows, control, 1.0, scratch), "table": table}
 
 
 def test_knee_summary_states_the_choice_against_the_control():
     result = _knee_result()
     assert result["smallest"]["cycle"] == 2  # 0.895 is within 1 point of the control's 0.90; 0.85 is not
     lines = tables.knee_summary(result, 1.0)
-    assert "widths 25088-1024-1024-64-10 (cycle 2" in lines[0]
-    assert "the knee lies between those two heads" in lines[1]
-    assert any("trained from scratch for 6 epochs" in line and "one seed" in line for line in lines)
-    assert "the unpruned head trained as long 90.00%" in lines[-1] and "40x less" in lines[-1]
+    assert lines[0].startswith("The knee (one seed): 1024-1024-64 (")
+    assert "recovered for 3 epoch(s)" in lines[0] and "validation 89.50% against the control's 90.00%" in lines[0]
+    assert "The next smaller head probed, 512-512-32, reached 85.00%" in lines[1]
+    assert "differ 2.00x" in lines[1]
+    assert any("trained from scratch for 11 epochs" in line and "one seed" in line for line in lines)
+    assert "seed 0's control 90.00%" in lines[-1] and "40x less" in lines[-1]
 
 
 def test_q7_and_q10_name_the_same_head_as_the_knee():
@@ -182,12 +209,13 @@ def test_q7_and_q10_name_the_same_head_as_the_knee():
     q7 = questionnaire.q7(curve, knee, 1.0)
     test = {"accuracy": 0.9, "correct": 900, "total": 1000}
     q10 = questionnaire.q10(test, 10**8, 0.88, knee, result["table"], "quick")
-    assert "stop at 25088-1024-1024-64-10" in q7 and "25088-1024-1024-64-10" in q10
+    assert "stop at 1024-1024-64" in q7 and "25088-1024-1024-64-10" in q10
+    assert "The next smaller head probed, 512-512-32, reached 85.00%" in q7
+    assert "far from where accuracy starts to fall: the knee of notebook 03 keeps 1,024" in q7
     assert "10,000,000 bytes" in q10  # the smallest stored file, with its bytes
-    assert "one should prune further" not in q7
     assert "on the validation set and the unpruned head trained as long" in q7  # the best point meets its control
-    assert "the unpruned head trained as long 90.00%" in q10  # the kept head against the control at its cycle ...
-    assert "trained from scratch for 6 epochs reached 87.00%" in q10  # ... and against the same widths from scratch
+    assert "the unpruned head trained as long 90.00%" in q10  # the kept head against the control at its step ...
+    assert "trained from scratch for 11 epochs reached 87.00%" in q10  # ... and against the same widths from scratch
 
 
 def test_best_point_is_judged_against_its_control():
@@ -205,31 +233,29 @@ def test_best_point_is_judged_against_its_control():
 
 
 def test_knee_over_seeds_decides_on_the_mean_and_counts_agreement():
-    """Three seeds: at cycle 2 seed 0 alone falls 2 points, the mean only 0.67: the cycle stays within 1 point,
+    """Three seeds: at step 2 seed 0 alone falls 2 points, the mean only 0.67: the step stays within 1 point,
     and the sentences say that 2 of 3 seeds, judged alone, put the knee at the same widths."""
-    from labkit import study
+    from labkit import knee, study
 
     widths = ["25088-4096-4096-256-10", "25088-2048-2048-128-10", "25088-1024-1024-64-10", "25088-512-512-32-10"]
     val = {0: [0.90, 0.90, 0.88, 0.80], 1: [0.90, 0.90, 0.90, 0.80], 2: [0.90, 0.90, 0.90, 0.81]}
     rows, control = [], []
     for seed, vs in val.items():
-        for c, v in enumerate(vs):
-            rows.append({**_row("l2", c, seed, v, v, widths[c], mec=10**8 // 2 ** c), "parameters": 10**8 // 2 ** c,
-                         "model_bytes": 4 * 10**8 // 2 ** c})
-            control.append(_row("none", c, seed, 0.90, 0.90))
-    assert study.stop_cycle(rows, control, 1.0) == 3
+        mine = _probe_rows(seed, [(v, v) for v in vs], widths)
+        rows += mine
+        control += _controls(mine, [0.90] * 4)
     best = study.smallest_within(rows, control, 1.0)
     assert best["widths"] == widths[2] and best["seed"] == 0
-    agree = study.per_seed_knees(rows, control, 1.0)
+    agree = knee.per_seed_knees(rows, control, 1.0)
     assert agree == {0: widths[1], 1: widths[2], 2: widths[2]}
     result = {"rows": rows, "control": control, "smallest": best, "scratch": [], "agree": agree, "table": [],
-              "knee": study.knee_table(rows, control, 1.0)}
+              "steps": _steps(rows, control), "knee": knee.knee_table(rows, control, 1.0)}
     lines = tables.knee_summary(result, 1.0)
-    assert "the mean over 3 seeds" in lines[0] and "validation 89.33%" in lines[0]
-    assert lines[1].startswith(f"2 of 3 seeds put the knee at {widths[2]}")
+    assert "(means over 3 seeds)" in lines[0] and "validation 89.33%" in lines[0]
+    assert lines[2].startswith("2 of 3 seeds put the knee at 1024-1024-64")
     assert "Student's t over 3 seeds" in " ".join(lines)
-    knee = result["knee"]
-    assert len(knee) == 12 and sum(r["smallest"] for r in knee) == 3  # one row per seed and cycle
+    table = result["knee"]
+    assert len(table) == 12 and sum(r["smallest"] for r in table) == 3  # one row per seed and step
 
 
 def test_unpruned_knee_has_no_control_sentence():
@@ -299,17 +325,25 @@ def test_stages_summary_every_branch():
 
 
 def test_pruning_kinds_every_branch():
-    base = {"pruning": "unpruned", "weights_kept": 100, "density": 1.0, "stored_bytes": 480e6, "mec_bits": 10**8,
-            "mec_effective_bits": 2 * 10**6, "val_accuracy": 0.92, "dense_ms": 40.0, "sparse_ms": 40.0,
-            "sparse_layers": "none"}
-    structured = {**base, "pruning": "structured", "weights_kept": 12, "density": 0.12, "stored_bytes": 6e6,
-                  "dense_ms": 5.0, "sparse_ms": 5.0}
+    base = {"pruning": "unpruned", "widths": "25088-64-10", "weights_kept": 100, "density": 1.0,
+            "stored_bytes": 480e6, "mec_bits": 10**8, "mec_effective_bits": 2 * 10**6, "val_accuracy": 0.92,
+            "dense_ms": 40.0, "sparse_ms": 40.0, "sparse_layers": "none", "ms_q1": 38.0, "ms": 40.0, "ms_q3": 42.0,
+            "timing_rounds": 15}
+    structured = {**base, "pruning": "structured", "widths": "25088-8-10", "weights_kept": 12, "density": 0.12,
+                  "stored_bytes": 6e6, "mec_bits": 10**7, "mec_effective_bits": 10**5, "ms_q1": 4.8, "ms": 5.0,
+                  "ms_q3": 5.3}
     fine = {**base, "pruning": "fine-grained", "weights_kept": 4, "density": 0.04, "stored_bytes": 7e6,
-            "dense_ms": 38.0, "sparse_ms": 36.0, "sparse_layers": "fc2"}
-    s, f = tables.pruning_kinds([base, structured, fine])
+            "mec_kept_bits": 4 * 10**6, "sparse_layers": "fc2", "ms_q1": 35.0, "ms": 39.0, "ms_q3": 41.0}
+    slow = {**fine, "pruning": "slow", "ms_q1": 45.0, "ms": 60.0, "ms_q3": 61.0}
+    same = {**base, "pruning": "structured (the knee, 25088-64-10)", "ms_q1": 60.0, "ms": 70.0, "ms_q3": 80.0}
+    s, f, w, n = tables.pruning_kinds([base, structured, fine, slow, same])
     assert s.startswith("structured: 12 weights kept (12.0%), 6.00 MB stored") and "8.0x faster" in s
-    assert "dense kernels" in s
-    assert "no faster than the unpruned head (36.0 against 40.0 ms, sparse kernels on fc2)" in f
+    assert "dense kernels" in s and "quartiles 4.8-5.3" in s
+    assert "no faster or slower than the unpruned head as measured" in f and "spreads that overlap" in f
+    assert "sparse kernels on fc2" in f and "4,000,000 by rule 2 on the weights it kept" in f
+    assert "1.5x slower" in w
+    # the same widths and weights as the unpruned head: it removed nothing, and no speed is claimed for it
+    assert "nothing was removed" in n and "faster" not in n and "slower" not in n and "removed does not" not in n
 
 
 def test_widths_are_written_and_read_back_in_one_place():

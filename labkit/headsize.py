@@ -1,0 +1,130 @@
+"""How big must the head be? The lab's answers side by side, on the same images, with the same statistic.
+
+    rows(knee, dc, ladder)   head_size.csv: the unpruned head, the structured knee, its from-scratch twin,
+                             Deep Compression's fine-grained head, the ladder's smallest head within tolerance
+                             and the linear classifier; each beside its control
+    lines(rows)              what the table says, and why its answers differ, from its numbers
+
+Every row is seed 0's (the knee is decided on the mean over seeds; its row says so in `decided_on`), scored on
+the profile's validation and test images. `mec_bits` is the four rules on the widths as the head reads them,
+`mec_effective_bits` the same on its distinct inputs, `mec_kept_bits` rule 2 on the weights a fine-grained head
+kept (the only row where it differs from mec_bits); bytes are files labkit wrote and read back, except the
+ladder's heads, which are never written (their float32 values are counted: 4 bytes a parameter).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from . import capacity
+from .config import Widths, hidden_text, parse_widths
+
+COLUMNS = ("head", "widths", "parameters", "bytes_float32", "bytes_smallest", "smallest_storage", "mec_bits",
+           "mec_effective_bits", "mec_kept_bits", "val_accuracy", "test_accuracy", "control",
+           "control_val_accuracy", "control_test_accuracy", "val_points_below_control", "statistic", "decided_on")
+
+
+def _row(head: str, widths, parameters: int, bytes_float32: int, bytes_smallest: int, storage: str, side: int,
+         val: float, test: float, control: str, control_val, control_test, decided: str, kept=None) -> dict:
+    widths = Widths(parse_widths(widths))
+    mec = capacity.mec(widths)
+    return {"head": head, "widths": widths, "parameters": int(parameters), "bytes_float32": int(bytes_float32),
+            "bytes_smallest": int(bytes_smallest), "smallest_storage": storage, "mec_bits": mec,
+            "mec_effective_bits": capacity.mec_effective(widths, side),
+            "mec_kept_bits": mec if kept is None else int(kept), "val_accuracy": val, "test_accuracy": test,
+            "control": control, "control_val_accuracy": control_val, "control_test_accuracy": control_test,
+            "val_points_below_control": None if control_val is None else 100 * (control_val - val),
+            "statistic": "seed 0", "decided_on": decided}
+
+
+def rows(knee: dict, dc: dict | None, ladder: Sequence[dict], map_size: int, seed: int = 0) -> list[dict]:
+    """head_size.csv's rows. knee: knee.compress_knee's result; dc: notebook.Session.deep_compression's result
+    (or None: no row); ladder: memorization.measure_requirement rows (requirement_ladder.csv, with test
+    accuracy); map_size: the backbone's map side (1 at 32 px)."""
+    mine = [r for r in knee["knee"] if r.get("seed", 0) == seed]
+    start = next(r for r in mine if r["cycle"] == 0 and r["method"] != "scratch")
+    best = next(r for r in mine if r["smallest"])
+    seeds = len({r.get("seed", 0) for r in knee["knee"]})
+    float32 = next((r for r in knee["table"] if r["storage"] == "float32"), {"bytes": best["model_bytes"]})
+    small = min(knee["table"], key=lambda r: r["bytes"])
+    ctl = "the unpruned head trained as many epochs"
+    out = [_row("unpruned (the trained start)", start["widths"], start["parameters"], start["model_bytes"],
+                start["model_bytes"], "float32", map_size, start["val_accuracy"], start["test_accuracy"],
+                "(the reference)", None, None, "notebook 02: early stopping on validation")]
+    decided = (f"the knee search: the mean over {seeds} seed(s) within {best['tolerance']:g} point(s) of the control "
+               "on validation")
+    out.append(_row(f"structured knee ({best['method']}, pruned in one step and recovered)", best["widths"],
+                    best["parameters"], float32["bytes"], small["bytes"], small["storage"], map_size,
+                    best["val_accuracy"], best["test_accuracy"], ctl, best["control_val_accuracy"],
+                    best["control_test_accuracy"], decided))
+    twin = next((r for r in mine if r["method"] == "scratch"), None)
+    if twin is not None:
+        out.append(_row("the knee's widths, trained from scratch", twin["widths"], twin["parameters"],
+                        twin["model_bytes"], twin["model_bytes"], "float32", map_size, twin["val_accuracy"],
+                        twin["test_accuracy"], ctl, best["control_val_accuracy"], best["control_test_accuracy"],
+                        f"not decided: the knee's widths, {twin['epochs_total']} epochs from scratch"))
+    if dc is not None:
+        last = dc["stages"][-1]
+        sparse = next(r for r in dc["versus"] if r["pruning"].startswith("fine-grained"))
+        out.append(_row("fine-grained (Deep Compression: pruned, quantized, Huffman)", sparse["widths"],
+                        sparse["parameters"], sparse["float32_sparse_bytes"], last["bytes"], "Huffman-coded stage file",
+                        map_size, last["val_accuracy"], last["test_accuracy"], ctl, last["control_val_accuracy"],
+                        last["control_test_accuracy"], "Han et al.'s shares kept per layer, checked against the "
+                        "tolerance on validation", kept=sparse["mec_kept_bits"]))
+    top = max(ladder, key=lambda r: r["val_accuracy"])
+    chosen = next(r for r in ladder if r["chosen"])
+    linear = next(r for r in ladder if int(r["hidden"]) == 0)
+    tol = f"within the tolerance of the ladder's best ({top['head']}) on validation"
+    for label, r in ((f"the ladder's smallest head {tol.split(' of')[0]}", chosen), ("linear classifier (the ladder)",
+                                                                                    linear)):
+        out.append(_row(label, r["widths"], r["parameters"], 4 * r["parameters"], 4 * r["parameters"],
+                        "float32 values (not written)", map_size, r["val_accuracy"], r.get("test_accuracy"),
+                        f"the ladder's best, {top['head']}", top["val_accuracy"], top.get("test_accuracy"),
+                        "the ladder: the smallest effective MEC " + tol if r is chosen else "not decided: the "
+                        "ladder's first rung"))
+    return out
+
+
+def lines(table: Sequence[dict]) -> list[str]:
+    """What head_size.csv says: each answer in parameters and accuracy, then why the structured knee and the
+    ladder answer differently, from the table's own numbers."""
+    start = table[0]
+    knee = next(r for r in table if r["head"].startswith("structured knee"))
+    twin = next((r for r in table if r["head"].startswith("the knee's widths")), None)
+    ladder = next(r for r in table if r["head"].startswith("the ladder's smallest"))
+    linear = next(r for r in table if r["head"].startswith("linear"))
+    fine = next((r for r in table if r["head"].startswith("fine-grained")), None)
+    out = [f"How big must the head be? {len(table)} answers, each seed 0's, on the same validation and test images "
+           "(head_size.csv):"]
+    for r in table:
+        x = r["val_points_below_control"]
+        below = "" if x is None else f", {abs(x):.2f} points {'below' if x >= 0 else 'above'} its control"
+        test = "" if r["test_accuracy"] is None else f", test {r['test_accuracy']:.2%}"
+        out.append(f"- {r['head']}: {r['widths']} ({r['widths'][0]:,} inputs), "
+                   f"{r['parameters']:,} parameters ({start['parameters'] / r['parameters']:,.0f}x fewer than the "
+                   f"unpruned head), {r['bytes_smallest'] / 1e6:,.2f} MB as {r['smallest_storage']}, MEC "
+                   f"{r['mec_bits']:,} bits ({r['mec_effective_bits']:,} effective); validation "
+                   f"{r['val_accuracy']:.2%}{test}{below}.")
+    out.append(
+        f"The structured knee and the ladder answer two questions. The knee asks how far the trained "
+        f"{hidden_text(start['widths'])} head can be cut in one step and win its accuracy back within its recovery "
+        f"budget: {hidden_text(knee['widths'])}, {abs(knee['val_points_below_control']):.2f} points "
+        f"{'below' if knee['val_points_below_control'] >= 0 else 'above'} its control. "
+        f"The ladder asks how small a fresh head on the {ladder['widths'][0]:,} distinct features reaches the "
+        f"ladder's best accuracy: {ladder['widths']}, {knee['parameters'] / ladder['parameters']:,.0f}x "
+        f"fewer parameters than the knee, at {ladder['val_accuracy']:.2%} against the knee's "
+        f"{knee['val_accuracy']:.2%} on validation. A linear classifier reaches {linear['val_accuracy']:.2%}: "
+        "most of what the head does, the features already do.")
+    if twin is not None:
+        gap = 100 * (knee["val_accuracy"] - twin["val_accuracy"])
+        out.append(f"The knee's widths trained from scratch reached {twin['val_accuracy']:.2%} on validation "
+                   f"({gap:+.2f} points for the pruned head): " +
+                   ("pruning a trained head gave the smaller head a better start than training it fresh."
+                    if gap > 0 else "a fresh head of those widths did as well or better, so the pruned head's "
+                    "accuracy comes from its widths, not from what it kept."))
+    if fine is not None:
+        out.append(f"Deep Compression keeps the unpruned widths and removes weights instead: "
+                   f"{fine['parameters']:,} parameters kept, {fine['bytes_smallest'] / 1e6:.2f} MB in its Huffman "
+                   f"file against the knee's {knee['bytes_smallest'] / 1e6:.2f} MB as {knee['smallest_storage']}; "
+                   f"its MEC by rule 2 on the weights kept is {fine['mec_kept_bits']:,} bits, but on its widths "
+                   f"it is the unpruned head's {fine['mec_bits']:,}.")
+    return out

@@ -1,0 +1,291 @@
+"""How big must the head be? The knee: the smallest head within tolerance of its equal-budget control.
+
+A probe (a run with schedule "oneshot") prunes a trained start to given hidden widths in one step, then recovers:
+it trains at the rate config.KNEE_RECOVERY gives until validation accuracy has not risen for `patience` epochs
+(`epochs` at most) and keeps its best epoch. Its control is the same start trained exactly as many epochs at that
+rate with nothing removed: one run per seed training one epoch a cycle, read at each probe's epoch count (trained
+once, to the largest count a probe kept).
+
+The search scales the pruned layers by (1 - fraction) a step from the unpruned head until the probes' validation
+accuracy, averaged over seeds, falls more than `tolerance` points below the controls' (the first step out), then
+bisects the scale (the geometric mean) between the last step within and the first outside until the two are at
+most config.KNEE_RESOLUTION apart. Every seed probes the same widths, in lockstep; every decision is the mean
+over seeds, on validation images. Each probe is a run folder (finished probes are read back, not trained again);
+a probe within tolerance keeps its head as smallest_within_tolerance.pt, written before its row.
+
+    search(c, seeds)         the search: {"rows", "control", "steps", "smallest", "agree", "knee"}
+    compress_knee(c, ...)    the search, the knee's widths trained from scratch per seed, the knee head stored
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from statistics import mean
+from typing import Sequence
+
+from . import config as cfg
+from . import distributed, model
+from . import progress as reporter
+from . import study
+from .config import CONTROLS, StudyConfig, Widths, parse_widths
+from .runs import RunFolder
+
+PHASES = ("start", "halving", "refine")  # a step's phase: the unpruned head, the scale shrinking, the bisection
+
+
+def recovery(c: StudyConfig) -> dict:
+    """The recovery of the profile: {"epochs" (at most), "patience", "lr_factor" (times c.lr)}."""
+    return cfg.KNEE_RECOVERY[c.profile]
+
+
+def probe_widths(hidden: Sequence[int], layer, scale: float) -> tuple[int, ...]:
+    """The hidden widths of a probe at `scale` of the unpruned `hidden`: the pruned layer(s) (`layer`, or "all")
+    scaled and rounded, at least one neuron each; the others as they are."""
+    pruned = range(len(hidden)) if layer == "all" else [int(layer)]
+    return tuple(max(1, round(scale * w)) if i in pruned else w for i, w in enumerate(hidden))
+
+
+def probe_config(c: StudyConfig, target: Sequence[int]) -> StudyConfig:
+    """The run that prunes c's start to hidden widths `target` in one step and lets it recover."""
+    r = recovery(c)
+    return dataclasses.replace(c, schedule="oneshot", target=tuple(target), cycles=2, epochs=r["epochs"],
+                               recover_patience=r["patience"], cycle_lr=c.lr * r["lr_factor"], name=None)
+
+
+def control_config(c: StudyConfig) -> StudyConfig:
+    """The probes' equal-budget control: c's start trained at the recovery rate one epoch a cycle, nothing
+    removed, for as many cycles as a probe may keep epochs (cycle E: the start trained E epochs more)."""
+    r = recovery(c)
+    return dataclasses.replace(cfg.control_of(c), epochs=1, cycles=r["epochs"] + 1, recover_patience=None,
+                               cycle_lr=c.lr * r["lr_factor"])
+
+
+def _check(configs: Sequence[StudyConfig]) -> None:
+    for s in configs:
+        if not s.start:
+            raise ValueError(f"the knee search probes from a trained start, but seed {s.seed}'s config has "
+                             "start=None: train one first (study.train_start, or notebook 02) and give its path")
+        if s.method in CONTROLS:
+            raise ValueError(f"method={s.method!r} is a control: the knee search prunes, so give a criterion "
+                             f"({', '.join(cfg.METHODS)})")
+
+
+@reporter.entry
+def search(c: StudyConfig, seeds: Sequence[StudyConfig] = ()) -> dict:
+    """Search the knee from c's trained start (and those of `seeds`, configs differing in seed and start, in
+    lockstep). Returns:
+      rows: every seed's probe rows, `cycle` the search step (0: the start itself), with `seed`, `step_phase`,
+        `scale`, `cycle_epochs` (epochs early stopping kept) and `epochs_run`;
+      control: each probe's control row (the start trained as many epochs), `cycle` the same step;
+      steps: one dict per step (step, phase, scale, widths, val_accuracy and control_val_accuracy as means over
+        seeds, within_tolerance);  smallest: the first seed's row at the knee;  agree: `per_seed_knees`;
+      knee: `knee_table` (without from-scratch rows; compress_knee adds them).
+    """
+    configs = [c, *[s for s in seeds if s.seed != c.seed]]
+    _check(configs)
+    data = study.features_when_needed(c)
+    rows: list[dict] = []
+    control: list[dict] = []
+    steps: list[dict] = []
+    with contextlib.ExitStack() as stack:
+        controls = [stack.enter_context(study.Run(control_config(s), data, quiet=True)) for s in configs]
+        for ctl in controls:
+            ctl.advance_to(0)
+        r = recovery(c)
+        reporter.say(f"the knee over {len(configs)} seed(s) ({', '.join(str(s.seed) for s in configs)}), in "
+                     f"lockstep: each probe pruned from its start in one step, then trained at "
+                     f"{c.lr * r['lr_factor']:g} until validation accuracy has not risen for {r['patience']} "
+                     f"epoch(s) (at most {r['epochs']}); its control trained as many epochs, nothing removed")
+        first_rows = None
+        plan = scales(c.hidden, c.layer, c.fraction)
+        within = None
+        while True:
+            try:
+                step, phase, scale, target = plan.send(within)
+            except StopIteration:
+                break
+            probes = _probe(configs, target, data)
+            if first_rows is None:
+                first_rows = [run.rows[0] for run, _ in probes]
+            matched = []
+            for (run, row), ctl in zip(probes, controls):
+                extra = row["epochs_total"] - ctl.rows[0]["epochs_total"]
+                ctl.advance_to(extra)
+                matched.append(ctl.rows[extra])
+            val, ctl_val = mean(p[1]["val_accuracy"] for p in probes), mean(m["val_accuracy"] for m in matched)
+            within = bool(distributed.from_lead(study.within_tolerance(ctl_val, val, c.tolerance)))
+            for (run, row), m, s in zip(probes, matched, configs):
+                if run.head is not None:  # trained now (a probe read back holds no head and needs no commit)
+                    if within:
+                        run.folder.keep_smallest(run.head, row)  # before the row: a kill between resumes
+                    run.commit()
+                run.__exit__(None, None, None)
+                tag = {"seed": s.seed, "cycle": step, "step_phase": phase, "scale": scale}
+                rows.append({**row, **tag})
+                control.append({**m, **tag, "control_cycle": m["cycle"]})
+            steps.append({"step": step, "phase": phase, "scale": scale, "widths": Widths(rows[-1]["widths"]),
+                          "val_accuracy": val, "control_val_accuracy": ctl_val, "within_tolerance": within,
+                          "epochs": [p[1]["cycle_epochs"] for p in probes]})
+            kept = ", ".join(str(e) for e in steps[-1]["epochs"])
+            reporter.say(f"step {step} ({phase}) {Widths(target)}: validation {val:.2%} (mean over {len(configs)} "
+                         f"seed(s), {kept} epoch(s) kept) against the control's {ctl_val:.2%} trained as long: "
+                         + ("within" if within else "more than") + f" {c.tolerance:g} point(s) below")
+    starts = [{**first, "seed": s.seed, "cycle": 0, "step_phase": "start", "scale": 1.0, "cycle_epochs": 0,
+               "epochs_run": 0} for first, s in zip(first_rows or [], configs)]
+    start_controls = [{**ctl.rows[0], "seed": s.seed, "cycle": 0, "step_phase": "start", "scale": 1.0,
+                       "control_cycle": 0} for ctl, s in zip(controls, configs)]
+    rows, control = starts + rows, start_controls + control
+    decided = {0: True, **{s["step"]: s["within_tolerance"] for s in steps}}  # rank 0's decisions, as taken
+    smallest = _smallest(rows, decided)
+    if steps:
+        last_in = max((s for s in steps if s["within_tolerance"]), key=lambda s: -s["scale"], default=None)
+        first_out = min((s for s in steps if not s["within_tolerance"]), key=lambda s: -s["scale"], default=None)
+        reporter.say(f"the knee: {smallest['widths']}" + (
+            f", within tolerance, and {first_out['widths']} not (scales {last_in['scale']:.3g} and "
+            f"{first_out['scale']:.3g}, {last_in['scale'] / first_out['scale']:.2f}x apart)"
+            if first_out and last_in else ""))
+    return {"rows": rows, "control": control, "steps": steps, "smallest": smallest,
+            "agree": per_seed_knees(rows, control, c.tolerance), "decided": decided,
+            "knee": knee_table(rows, control, c.tolerance, decided=decided)}
+
+
+def _smallest(rows: Sequence[dict], decided: dict[int, bool]) -> dict:
+    """The first seed's row of the step with the fewest parameters among those decided within tolerance."""
+    first = rows[0].get("seed", 0)
+    return min((r for r in rows if r.get("seed", 0) == first and decided.get(r["cycle"])),
+               key=lambda r: (r["parameters"], -r["val_accuracy"]))
+
+
+def scales(hidden: Sequence[int], layer, fraction: float, resolution: float = cfg.KNEE_RESOLUTION,
+           steps: int = cfg.GEOMETRIC_CYCLES):
+    """The search's plan, as a generator: yields (step, phase, scale, hidden widths to probe) and is sent whether
+    that probe was within tolerance. The scale shrinks by (1 - fraction) a step while every probe is within
+    ("halving"); after the first probe outside, it bisects (the geometric mean) between the smallest scale within
+    and the largest outside ("refine") until they are at most `resolution` apart, or whole neurons cannot tell
+    them apart. It also ends once every pruned layer is down to one neuron within tolerance, or after `steps`."""
+    lo, hi, step = 1.0, None, 0
+    pruned = range(len(hidden)) if layer == "all" else [int(layer)]
+    while step < steps:
+        if hi is None:
+            scale = lo * (1 - fraction)
+        elif lo / hi <= resolution:
+            return
+        else:
+            scale = math.sqrt(lo * hi)
+        target = probe_widths(hidden, layer, scale)
+        if target == probe_widths(hidden, layer, lo) or (hi is not None and target == probe_widths(hidden, layer, hi)):
+            return  # whole neurons: the widths cannot be resolved further
+        step += 1
+        within = yield step, ("halving" if hi is None else "refine"), scale, target
+        if within:
+            lo = scale
+            if hi is None and all(target[i] == 1 for i in pruned):
+                return  # one neuron a pruned layer, still within tolerance
+        else:
+            hi = scale
+
+
+def _probe(configs: Sequence[StudyConfig], target: Sequence[int], data) -> list[tuple[study.Run, dict]]:
+    """Each seed's probe at `target`, open (locked) and finished up to its pruned cycle, not yet committed:
+    [(run, the pruned cycle's row)]. A probe finished earlier is read back."""
+    out = []
+    for s in configs:
+        run = study.Run(probe_config(s, target), data, quiet=s is not configs[0])
+        run.__enter__()
+        try:
+            while len(run.rows) < 2:
+                run.compute()
+                if len(run.rows) == 1:
+                    run.commit()  # the start, measured
+        except BaseException:
+            run.__exit__(None, None, None)
+            raise
+        out.append((run, run.rows[1]))
+    return out
+
+
+def knee_table(rows: Sequence[dict], control: Sequence[dict], tolerance: float,
+               scratch: Sequence[dict] = (), decided: dict[int, bool] | None = None) -> list[dict]:
+    """One row per seed and step of a knee search: each probe beside its control trained as many epochs.
+
+    Columns: the probe's row (with seed, step_phase, scale, cycle_epochs, epochs_run), then control_epochs_total,
+    control_val_accuracy, control_test_accuracy, control_val_right, control_test_right (correctness records for
+    paired tests), tolerance, within_tolerance (the step's mean over seeds against the control: the decision,
+    `decided` as the search took it where given) and smallest (the knee); then one row per seed for the from-scratch heads (method "scratch", the step they
+    match, the probe's control beside them).
+    """
+    ctl = {(r.get("seed", 0), r["cycle"]): r for r in control}
+    if decided is None:  # decided here, on the mean over seeds
+        ok = set(study.in_tolerance(rows, control, tolerance))
+        best = study.smallest_within(rows, control, tolerance)["cycle"]
+    else:  # as the search decided them
+        ok = {step for step, within in decided.items() if within}
+        best = _smallest(rows, decided)["cycle"]
+
+    def beside_control(r: dict) -> dict:
+        k = ctl[(r.get("seed", 0), r["cycle"])]
+        return {**r, "control_epochs_total": k["epochs_total"], "control_val_accuracy": k["val_accuracy"],
+                "control_test_accuracy": k["test_accuracy"], "control_val_right": k.get("val_right", ""),
+                "control_test_right": k.get("test_right", ""), "tolerance": tolerance,
+                "within_tolerance": r["cycle"] in ok, "smallest": r["method"] != "scratch" and r["cycle"] == best}
+
+    return [beside_control(r) for r in rows] + [beside_control(r) for r in scratch]
+
+
+def per_seed_knees(rows: Sequence[dict], control: Sequence[dict], tolerance: float) -> dict[int, str]:
+    """{seed: widths of the smallest probe within tolerance judged on that seed alone}: do the seeds agree?"""
+    seeds = dict.fromkeys(r.get("seed", 0) for r in rows)
+    return {s: study.smallest_within([r for r in rows if r.get("seed", 0) == s],
+                                     [r for r in control if r.get("seed", 0) == s], tolerance)["widths"]
+            for s in seeds}
+
+
+@reporter.entry
+def compress_knee(c: StudyConfig, bits: Sequence[int] = (8, 4), scratch: bool = True,
+                  seeds: Sequence[StudyConfig] = ()) -> dict:
+    """`search`, then the knee's widths trained from scratch for each seed (as many epochs as its probe in all),
+    and the first seed's knee head stored at `bits`, every file loaded back and scored on validation and test.
+
+    Returns search's dict with: scratch (one row per seed), knee (now with the scratch rows), table (one row per
+    stored file: storage, bytes, ratio to the unpruned float32 head's file, val/test accuracy and correctness
+    records, control_test_accuracy and control_test_right of the probe's control, drop_points = the control's
+    test accuracy minus this one's, in points, path).
+    """
+    from . import compress
+
+    compress.check_bit_widths(bits)
+    result = search(c, seeds)
+    best = result["smallest"]
+    configs = [c, *[s for s in seeds if s.seed != c.seed]]
+    hidden = parse_widths(best["widths"]).hidden
+    if best["cycle"] == 0:  # nothing could be removed: the start itself
+        head, _ = model.load_head(c.start, fix="train it again (notebook 02, or study.train_start)")
+        where, float32_file = RunFolder(control_config(c)).path / "compressed", None
+    else:
+        folder = RunFolder(probe_config(c, hidden))
+        fix = f"move {folder.path} aside and run again to probe those widths anew"
+        folder.check_smallest(1)
+        head, _ = model.load_head(folder.smallest_path, fix=fix)
+        if tuple(head.widths()) != parse_widths(best["widths"]):
+            raise ValueError(f"{folder.smallest_path} holds widths {head.widths()}, not the knee's {best['widths']}; "
+                             f"{fix}")
+        where, float32_file = folder.path / "compressed", folder.smallest_path
+    from_scratch = []
+    if scratch and best["cycle"] > 0:
+        for s in configs:
+            mine = next(r for r in result["rows"] if r["seed"] == s.seed and r["cycle"] == best["cycle"])
+            from_scratch.append({**study.scratch_control(s, mine), "seed": s.seed, "step_phase": mine["step_phase"],
+                                 "scale": mine["scale"]})
+    sets = {s: study.split_features(c, s) for s in ("val", "test")}  # the training set is not needed
+    table = compress.compression_table(head, sets, where, result["rows"][0]["model_bytes"], bits,
+                                       name=f"knee-{Widths(best['widths'])}", device=c.device,
+                                       float32_file=float32_file)
+    reference = next(r for r in result["control"] if r.get("seed", 0) == c.seed and r["cycle"] == best["cycle"])
+    for r in table:
+        r["control_test_accuracy"] = reference["test_accuracy"]
+        r["control_test_right"] = reference.get("test_right", "")
+        r["drop_points"] = 100 * (reference["test_accuracy"] - r["test_accuracy"])
+    return {**result, "scratch": from_scratch,
+            "knee": knee_table(result["rows"], result["control"], c.tolerance, from_scratch, result["decided"]),
+            "table": table}
