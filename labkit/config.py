@@ -57,7 +57,7 @@ CONTROLS = ("none", "scratch")  # the equal-budget control (nothing removed) and
 CHECKPOINT_POLICIES = ("all", "last", "none")
 SCHEDULES = ("fixed", "geometric", "oneshot")
 SEEDS = {"ci": 2, "quick": 3, "paper": 3}  # independently trained heads the notebooks compare (curve and knee)
-GEOMETRIC_CYCLES = 12  # cycles bound for geometric runs: cycle 0 and 11 halvings take 4,096 neurons to 2
+GEOMETRIC_CYCLES = 12  # steps bound for a knee search (11 halvings take 4,096 neurons to 2)
 # How a knee probe (labkit.knee) recovers after it is pruned: it trains at lr x lr_factor until validation accuracy
 # has not risen for `patience` epochs (at most `epochs`) and keeps its best epoch; its control trains as many.
 # The full rate (lr_factor 1): measured on the quick profile (seed 0's start, benchmarks/knee_rate.py, README), a

@@ -99,9 +99,9 @@ def lines(table: Sequence[dict]) -> list[str]:
         x = r["val_points_below_control"]
         below = "" if x is None else f", {abs(x):.2f} points {'below' if x >= 0 else 'above'} its control"
         test = "" if r["test_accuracy"] is None else f", test {r['test_accuracy']:.2%}"
+        fewer = "" if r is start else f" ({_times(start['parameters'] / r['parameters'])} fewer than the unpruned head)"
         out.append(f"- {r['head']}: {r['widths']} ({r['widths'][0]:,} inputs), "
-                   f"{r['parameters']:,} parameters ({start['parameters'] / r['parameters']:,.0f}x fewer than the "
-                   f"unpruned head), {r['bytes_smallest'] / 1e6:,.2f} MB as {r['smallest_storage']}, MEC "
+                   f"{r['parameters']:,} parameters{fewer}, {r['bytes_smallest'] / 1e6:,.2f} MB as a {r['smallest_storage']}, MEC "
                    f"{r['mec_bits']:,} bits ({r['mec_effective_bits']:,} effective); validation "
                    f"{r['val_accuracy']:.2%}{test}{below}.")
     out.append(
@@ -110,7 +110,7 @@ def lines(table: Sequence[dict]) -> list[str]:
         f"budget: {hidden_text(knee['widths'])}, {abs(knee['val_points_below_control']):.2f} points "
         f"{'below' if knee['val_points_below_control'] >= 0 else 'above'} its control. "
         f"The ladder asks how small a fresh head on the {ladder['widths'][0]:,} distinct features reaches the "
-        f"ladder's best accuracy: {ladder['widths']}, {knee['parameters'] / ladder['parameters']:,.0f}x "
+        f"ladder's best accuracy: {ladder['widths']}, {_times(knee['parameters'] / ladder['parameters'])} "
         f"fewer parameters than the knee, at {ladder['val_accuracy']:.2%} against the knee's "
         f"{knee['val_accuracy']:.2%} on validation. A linear classifier reaches {linear['val_accuracy']:.2%}: "
         "most of what the head does, the features already do.")
@@ -128,3 +128,8 @@ def lines(table: Sequence[dict]) -> list[str]:
                    f"its MEC by rule 2 on the weights kept is {fine['mec_kept_bits']:,} bits, but on its widths "
                    f"it is the unpruned head's {fine['mec_bits']:,}.")
     return out
+
+
+def _times(ratio: float) -> str:
+    """'1.4x', '24x', '15,901x'."""
+    return f"{ratio:.1f}x" if ratio < 10 else f"{ratio:,.0f}x"

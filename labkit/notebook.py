@@ -161,7 +161,7 @@ class Session:
         stages = finegrained.stage_table(result["stages"], control["val_accuracy"], control["test_accuracy"],
                                          c.tolerance)
         heads, stored = {"unpruned": head}, {"unpruned": result["stages"][0]["bytes"]}
-        if knee is not None:  # the knee's smallest head of its first seed, as study.compress_smallest kept it
+        if knee is not None:  # seed 0's knee head, as knee.compress_knee stored it
             best = knee["smallest"]
             structured, _ = model.load_head(next(r["path"] for r in knee["table"] if r["storage"] == "float32"))
             label = f"structured (the knee, {best['widths']})"

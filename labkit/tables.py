@@ -330,7 +330,8 @@ def knee_summary(result: dict, tolerance: float) -> list[str]:
                  f"the smallest head within tolerance is the unpruned one, {best['widths']} ({mecs})."]
     else:
         lines = [f"The knee ({over}): {hidden_text(best['widths'])} ({best['parameters']:,} parameters, {mecs}, "
-                 f"{base['parameters'] / best['parameters']:.0f}x fewer parameters than the unpruned head), pruned "
+                 f"{base['parameters'] / best['parameters']:.{1 if base['parameters'] < 10 * best['parameters'] else 0}f}x "
+                 f"fewer parameters than the unpruned head), pruned "
                  f"from the trained start in one step and recovered for {kept} epoch(s) (early stopping); validation "
                  f"{val['mean_a']:.2%} against the control's {val['mean_b']:.2%} trained as many epochs "
                  f"({_numbers(val)}), test {test['mean_a']:.2%} against {test['mean_b']:.2%} ({_numbers(test)}): "
