@@ -4,6 +4,8 @@
                              Deep Compression's fine-grained head, the ladder's smallest head within tolerance
                              and the linear classifier; each beside its control
     lines(rows)              what the table says, and why its answers differ, from its numbers
+    bookkeeping(folder, s)   every table of a results folder checked: mec_bits and mec_effective_bits follow
+                             from each row's widths (one meaning a column, in every table)
 
 Every row is seed 0's (the knee is decided on the mean over seeds; its row says so in `decided_on`), scored on
 the profile's validation and test images. `mec_bits` is the four rules on the widths as the head reads them,
@@ -133,3 +135,28 @@ def lines(table: Sequence[dict]) -> list[str]:
 def _times(ratio: float) -> str:
     """'1.4x', '24x', '15,901x'."""
     return f"{ratio:.1f}x" if ratio < 10 else f"{ratio:,.0f}x"
+
+
+def bookkeeping(folder, map_size: int) -> list[str]:
+    """Check every table (*.csv) in `folder` whose rows carry widths: mec_bits must equal capacity.mec(widths)
+    and mec_effective_bits capacity.mec_effective(widths, map_size). Returns one line per table checked;
+    ValueError naming the first row that does not follow, and how it was counted."""
+    from pathlib import Path
+
+    from . import records
+
+    said = []
+    for path in sorted(Path(folder).glob("*.csv")):
+        rows = [r for r in records.read(path) if r.get("widths") not in (None, "")]
+        rows = [r for r in rows if "mec_bits" in r or "mec_effective_bits" in r]
+        for i, r in enumerate(rows):
+            widths = parse_widths(r["widths"])
+            want = {"mec_bits": capacity.mec(widths), "mec_effective_bits": capacity.mec_effective(widths, map_size)}
+            for column, value in want.items():
+                if r.get(column) not in (None, "") and int(r[column]) != value:
+                    raise ValueError(f"{path.name}, row {i + 1} ({widths}): {column} is {int(r[column]):,}, but the "
+                                     f"rules on those widths give {value:,}")
+        if rows:
+            said.append(f"{path.name}: {len(rows)} rows, mec_bits = capacity.mec(widths) and mec_effective_bits = "
+                        f"capacity.mec_effective(widths, {map_size}) in every one")
+    return said

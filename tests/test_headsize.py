@@ -65,3 +65,18 @@ def _curve():
     from test_tables import _grid
 
     return _grid([0.95], [0.90], [0.9])
+
+
+def test_bookkeeping_refuses_a_count_on_other_widths(tmp_path):
+    """The check notebook 05 runs on every table: the earlier ladder's 512-1-10 at 25,090 bits (counted on 25,088
+    inputs although it reads 512) is named; the rules on its widths give 514."""
+    good = [{"head": "512-1-10", "widths": Widths("512-1-10"), "mec_bits": 514, "mec_effective_bits": 514}]
+    (tmp_path / "requirement_ladder.csv").write_text(notebook.table_csv(good))
+    assert headsize.bookkeeping(tmp_path, 1) == ["requirement_ladder.csv: 1 rows, mec_bits = capacity.mec(widths) "
+                                                 "and mec_effective_bits = capacity.mec_effective(widths, 1) in every one"]
+    (tmp_path / "old.csv").write_text(notebook.table_csv([{**good[0], "mec_bits": 25_090}]))
+    with pytest.raises(ValueError, match=r"old.csv, row 1 \(512-1-10\): mec_bits is 25,090, .* give 514"):
+        headsize.bookkeeping(tmp_path, 1)
+    twin = [{"widths": Widths("25088-8-10"), "mec_bits": 200_720, "mec_effective_bits": 4_112}]  # 49 copies of 512
+    (tmp_path / "old.csv").write_text(notebook.table_csv(twin))
+    assert len(headsize.bookkeeping(tmp_path, 1)) == 2
