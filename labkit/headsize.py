@@ -103,7 +103,7 @@ def lines(table: Sequence[dict]) -> list[str]:
         test = "" if r["test_accuracy"] is None else f", test {r['test_accuracy']:.2%}"
         fewer = "" if r is start else f" ({_times(start['parameters'] / r['parameters'])} fewer than the unpruned head)"
         out.append(f"- {r['head']}: {r['widths']} ({r['widths'][0]:,} inputs), "
-                   f"{r['parameters']:,} parameters{fewer}, {r['bytes_smallest'] / 1e6:,.2f} MB as a {r['smallest_storage']}, MEC "
+                   f"{r['parameters']:,} parameters{fewer}, {r['bytes_smallest'] / 1e6:,.2f} MB ({r['smallest_storage']}), MEC "
                    f"{r['mec_bits']:,} bits ({r['mec_effective_bits']:,} effective); validation "
                    f"{r['val_accuracy']:.2%}{test}{below}.")
     out.append(
@@ -126,7 +126,7 @@ def lines(table: Sequence[dict]) -> list[str]:
     if fine is not None:
         out.append(f"Deep Compression keeps the unpruned widths and removes weights instead: "
                    f"{fine['parameters']:,} parameters kept, {fine['bytes_smallest'] / 1e6:.2f} MB in its Huffman "
-                   f"file against the knee's {knee['bytes_smallest'] / 1e6:.2f} MB as {knee['smallest_storage']}; "
+                   f"file against the knee's {knee['bytes_smallest'] / 1e6:.2f} MB ({knee['smallest_storage']}); "
                    f"its MEC by rule 2 on the weights kept is {fine['mec_kept_bits']:,} bits, but on its widths "
                    f"it is the unpruned head's {fine['mec_bits']:,}.")
     return out

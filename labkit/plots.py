@@ -139,9 +139,9 @@ def _series(rows, method: str, x: str, y: str) -> list[tuple[float, float, float
     return [(k, mean(v), stdev(v) if len(v) > 1 else 0.0) for k, v in sorted(points.items())]
 
 
-CAPACITY_LABEL = {"mec_effective_bits": "effective MEC of the head (bits on its distinct inputs; at 32 px the 25,088 "
+CAPACITY_LABEL = {"mec_effective_bits": "effective MEC of the head (bits on its distinct inputs;\nat 32 px the 25,088 "
                                         "inputs are 49 copies of 512)",
-                  "mec_bits": "MEC of the head (bits, the four rules on its nominal inputs)"}
+                  "mec_bits": "MEC of the head\n(bits, the four rules on its nominal inputs)"}
 
 
 def _capacity_key(rows) -> str:
