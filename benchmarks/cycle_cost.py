@@ -60,7 +60,7 @@ def timed_cycle(c, head, state, data, cycle) -> dict:
     t0 = time.perf_counter()
     study.prune_step(c, head, state, cycle)
     t1 = time.perf_counter()
-    study.train_step(c, head, state, data.train, cycle)
+    study.train_step(c, head, state, data, cycle)
     t2 = time.perf_counter()
     study.measure(c, head, data, cycle, 0.0, c.epochs * (cycle + 1))
     t3 = time.perf_counter()

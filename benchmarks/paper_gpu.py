@@ -72,7 +72,7 @@ class Clock:
     """Seconds spent in train.fit and train.evaluate (GPU work synchronized), and training FLOPs done."""
 
     def __init__(self, device):
-        self.device, self.fit_s, self.eval_s, self.flops = device, 0.0, 0.0, 0.0
+        self.device, self.fit_s, self.eval_s, self.flops, self.in_fit = device, 0.0, 0.0, 0.0, False
 
     def sync(self):
         import torch
@@ -86,7 +86,11 @@ class Clock:
         def timed_fit(head, train_set, epochs=3, *a, **kw):
             self.sync()
             t = time.perf_counter()
-            out = fit(head, train_set, epochs, *a, **kw)
+            self.in_fit = True  # fit's own validation (early stopping) is training time, not counted twice
+            try:
+                out = fit(head, train_set, epochs, *a, **kw)
+            finally:
+                self.in_fit = False
             self.sync()
             self.fit_s += time.perf_counter() - t
             widths = head.widths()
@@ -96,6 +100,8 @@ class Clock:
             return out
 
         def timed_evaluate(*a, **kw):
+            if self.in_fit:
+                return evaluate(*a, **kw)
             self.sync()
             t = time.perf_counter()
             out = evaluate(*a, **kw)
