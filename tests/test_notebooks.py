@@ -109,6 +109,10 @@ def _write(folder, name, table):
         w.writerows(table)
 
 
+def capacity_widths(text):
+    return [int(w) for w in text.split("-")]
+
+
 def _fake_tables(folder, accuracy):
     """Tables as notebooks 03 and 04 write them, with a distinctive accuracy in the pruned rows' last cycle."""
     rows = []
@@ -129,8 +133,11 @@ def _fake_tables(folder, accuracy):
     need = [{"representation": "raw pixels (d = 784)", "fraction": f, "n": round(60000 * f),
              "thresholds": round(60000 * f * accuracy), "max_bits": 7, "expected_bits": round(10**7 * accuracy * f)}
             for f in (0.05, 0.1, 0.2, 0.4, 1.0)]
+    from labkit import capacity
+
     head_size = [{"head": head, "widths": widths, "parameters": 1000, "bytes_float32": 4000, "bytes_smallest": 500,
-                  "smallest_storage": "float32", "mec_bits": 1, "mec_effective_bits": 1, "mec_kept_bits": 1,
+                  "smallest_storage": "float32", "mec_bits": capacity.mec(capacity_widths(widths)),
+                  "mec_effective_bits": capacity.mec_effective(capacity_widths(widths), 1), "mec_kept_bits": 1,
                   "val_accuracy": 0.7, "test_accuracy": accuracy, "control": "", "control_val_accuracy": 0.7,
                   "control_test_accuracy": 0.7, "val_points_below_control": 0.0, "statistic": "seed 0",
                   "decided_on": ""}
