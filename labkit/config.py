@@ -60,8 +60,9 @@ SEEDS = {"ci": 2, "quick": 3, "paper": 3}  # independently trained heads the not
 GEOMETRIC_CYCLES = 12  # steps bound for a knee search (11 halvings take 4,096 neurons to 2)
 # How a knee probe (labkit.knee) recovers after it is pruned: it trains at lr x lr_factor until validation accuracy
 # has not risen for `patience` epochs (at most `epochs`) and keeps its best epoch; its control trains as many.
-# The full rate (lr_factor 1): measured on the quick profile (seed 0's start, benchmarks/knee_rate.py, README), a
-# tenth of it left an eighth of the widths 19 points below the control after 12 epochs; the full rate 1 point.
+# The full rate (lr_factor 1): measured by hand on the quick profile (seed 0's start, issue 26, README), a tenth
+# of it left an eighth of the widths 19 points below the control after 12 epochs, the full rate about 1 point
+# (benchmarks/knee_rate.py repeats that measurement).
 KNEE_RECOVERY = {"ci": dict(epochs=3, patience=1, lr_factor=1.0),
                  "quick": dict(epochs=10, patience=2, lr_factor=1.0),
                  "paper": dict(epochs=10, patience=2, lr_factor=1.0)}
@@ -110,10 +111,10 @@ class StudyConfig:
     schedule: str = "fixed"          # "fixed": k neurons a cycle (the report's); "geometric": a fraction of those left;
                                      # "oneshot": cycle 1 prunes to the hidden widths `target` in one step (a knee probe)
     k: int = 100                     # fixed schedule: neurons removed per cycle (from layer 0 when layer="all")
-    fraction: float = 0.5            # geometric schedule: share of each pruned layer's neurons removed per cycle
+    fraction: float = 0.5            # geometric schedule: share of each pruned layer's neurons removed per cycle;
+                                     # the knee search: share of the widths removed per halving step
     tolerance: float = 1.0           # percentage points of validation accuracy below the equal-budget control
-                                     # (the unpruned head trained as long) still counted as no loss; a geometric
-                                     # run stops after the first cycle that falls further
+                                     # (the unpruned head trained as long) still counted as no loss (labkit.knee)
     target: tuple | None = None      # oneshot schedule: the hidden widths cycle 1 prunes to
     cycles: int = 3                  # cycles of train, test, measure (and prune between them)
     epochs: int = 2                  # training epochs per cycle after cycle 0 (at most, with recover_patience)

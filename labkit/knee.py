@@ -31,9 +31,6 @@ from . import study
 from .config import CONTROLS, StudyConfig, Widths, parse_widths
 from .runs import RunFolder
 
-PHASES = ("start", "halving", "refine")  # a step's phase: the unpruned head, the scale shrinking, the bisection
-
-
 def recovery(c: StudyConfig) -> dict:
     """The recovery of the profile: {"epochs" (at most), "patience", "lr_factor" (times c.lr)}."""
     return cfg.KNEE_RECOVERY[c.profile]
@@ -138,13 +135,12 @@ def search(c: StudyConfig, seeds: Sequence[StudyConfig] = ()) -> dict:
     rows, control = starts + rows, start_controls + control
     decided = {0: True, **{s["step"]: s["within_tolerance"] for s in steps}}  # rank 0's decisions, as taken
     smallest = _smallest(rows, decided)
-    if steps:
-        last_in = max((s for s in steps if s["within_tolerance"]), key=lambda s: -s["scale"], default=None)
-        first_out = min((s for s in steps if not s["within_tolerance"]), key=lambda s: -s["scale"], default=None)
-        reporter.say(f"the knee: {smallest['widths']}" + (
-            f", within tolerance, and {first_out['widths']} not (scales {last_in['scale']:.3g} and "
-            f"{first_out['scale']:.3g}, {last_in['scale'] / first_out['scale']:.2f}x apart)"
-            if first_out and last_in else ""))
+    inside = [s["scale"] for s in steps if s["within_tolerance"]]
+    outside = [s for s in steps if not s["within_tolerance"]]
+    if inside and outside:  # the bracket: the smallest scale within, the largest outside
+        out = max(outside, key=lambda s: s["scale"])
+        reporter.say(f"the knee: {smallest['widths']}, within tolerance, and {out['widths']} not (scales "
+                     f"{min(inside):.3g} and {out['scale']:.3g}, {min(inside) / out['scale']:.2f}x apart)")
     return {"rows": rows, "control": control, "steps": steps, "smallest": smallest,
             "agree": per_seed_knees(rows, control, c.tolerance), "decided": decided,
             "knee": knee_table(rows, control, c.tolerance, decided=decided)}
