@@ -135,17 +135,23 @@ def generalization_ratio(correct: int, mec_bits: int) -> float:
 
 # ---------------------------------------------------------------- what the data needs
 
-def _thresholds(sums: torch.Tensor, labels: torch.Tensor) -> int:
-    """Label changes along the samples sorted by their feature sum (a stable sort keeps ties in data order)."""
+def count_thresholds(sums: torch.Tensor, labels: torch.Tensor) -> int:
+    """Label changes along the samples sorted by their feature sum (a stable sort keeps ties in data order): the
+    thresholds a hidden neuron each must place. The reference of notebook 04's exercise."""
     order = torch.sort(sums, stable=True).indices
     walked = labels[order]
     return int((walked[1:] != walked[:-1]).sum())
 
 
-def _requirement(thresholds: int, d: int) -> dict:
-    return {"thresholds": thresholds,
-            "max_bits": thresholds * (d + 1) + thresholds + 1,
-            "expected_bits": math.ceil(math.log2(thresholds + 1)) * d}
+def requirement_bits(thresholds: int, d: int) -> tuple[int, int]:
+    """(max, expected) bits to memorize a labelling with t thresholds on d inputs: t (d + 1) + t + 1 (a
+    3-layer net with one hidden neuron per threshold) and ceil(log2(t + 1)) d. Notebook 04's exercise."""
+    return thresholds * (d + 1) + thresholds + 1, math.ceil(math.log2(thresholds + 1)) * d
+
+
+def _requirement(thresholds: int, d: int, bits=None) -> dict:
+    most, expected = (bits or requirement_bits)(thresholds, d)
+    return {"thresholds": thresholds, "max_bits": int(most), "expected_bits": int(expected)}
 
 
 def _as_tensors(X, y) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,14 +166,16 @@ def _as_tensors(X, y) -> tuple[torch.Tensor, torch.Tensor]:
     return X.reshape(len(X), -1), y.long()
 
 
-def data_requirement(X, y) -> dict:
+def data_requirement(X, y, count=None, bits=None) -> dict:
     """Capacity (bits) a model needs to memorize the labelling y of X, by the thresholds method.
 
     Each sample is reduced to the sum of its d features; sorted by that sum, every change of label
     is a threshold a hidden neuron must place. Max requirement = t * (d + 1) + t + 1 bits (a 3-layer
     net with one hidden neuron per threshold); expected = ceil(log2(t + 1)) * d bits.
     Two classes: one figure. More classes: each class against the rest (`per_class`) and their sums.
+    count, bits: functions like count_thresholds and requirement_bits (a student's, notebook 04) used instead.
     """
+    count = count or count_thresholds
     X, y = _as_tensors(X, y)
     if len(X) != len(y) or len(X) < 2:
         raise ValueError(f"X has {len(X)} samples and y {len(y)}: they must match and hold at least 2")
@@ -175,21 +183,22 @@ def data_requirement(X, y) -> dict:
     sums = X.double().sum(1)
     classes = torch.unique(y)
     if len(classes) <= 2:
-        return {"d": d, "n": len(y), **_requirement(_thresholds(sums, y), d)}
-    per_class = {int(c): _requirement(_thresholds(sums, (y == c).long()), d) for c in classes}
+        return {"d": d, "n": len(y), **_requirement(int(count(sums, y)), d, bits)}
+    per_class = {int(c): _requirement(int(count(sums, (y == c).long())), d, bits) for c in classes}
     return {"d": d, "n": len(y), "per_class": per_class,
             **{k: sum(r[k] for r in per_class.values()) for k in ("thresholds", "max_bits", "expected_bits")}}
 
 
-def requirement_progression(X, y, fractions=(0.05, 0.1, 0.2, 0.4, 1.0), seed: int = 0) -> list[dict]:
-    """data_requirement on growing random fractions of (X, y), nested (each fraction contains the last)."""
+def requirement_progression(X, y, fractions=(0.05, 0.1, 0.2, 0.4, 1.0), seed: int = 0, count=None,
+                            bits=None) -> list[dict]:
+    """data_requirement (with count, bits) on growing random fractions of (X, y), nested (each contains the last)."""
     X, y = _as_tensors(X, y)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     rows = []
     for f in fractions:
         checks.number("fraction", f, above=0, maximum=1)
         idx = order[:max(2, round(f * len(y)))]
-        r = data_requirement(X[idx], y[idx])
+        r = data_requirement(X[idx], y[idx], count, bits)
         rows.append({"fraction": f, "n": r["n"], "thresholds": r["thresholds"], "max_bits": r["max_bits"],
                      "expected_bits": r["expected_bits"]})
     return rows

@@ -41,20 +41,60 @@ def dequantize_per_channel(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor
 # ---------------------------------------------------------------- weight sharing
 
 @torch.no_grad()
-def kmeans_codebook(weight: torch.Tensor, bits: int, iterations: int = 25,
-                    sample: int = 1 << 20) -> tuple[torch.Tensor, torch.Tensor]:
-    """(codebook float32 2**bits, index int64 like weight.flatten()): 1-D k-means (Lloyd) on the weights.
+def kmeans_share(weight: torch.Tensor, bits: int, iterations: int = 25,
+                 clusters: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deep Compression's weight sharing: (codebook float32 ascending, 2**bits values; indices int64 shaped like
+    weight), by 1-D k-means (Lloyd) on the weights. The reference of notebook 03's exercise.
 
-    Centroids start spread linearly between the smallest and largest weight, the initialization
-    Deep Compression found best (it keeps the rare large weights, which matter most). Each step
-    assigns every weight to its nearest centroid (a binary search between sorted centroids) and
-    moves each centroid to the mean of its weights; a centroid left without weights restarts at
-    the weight farthest from its centroid. Layers of more than `sample` weights fit the codebook
-    on `sample` evenly spaced weights and the two extremes (seconds instead of minutes); every
-    weight is then assigned.
+    The centroids start spread linearly between the smallest and largest weight (the initialization Deep
+    Compression found best: it keeps the rare large weights, which matter most). Each step assigns every weight
+    to its nearest centroid and moves each centroid to the mean of its weights; a centroid left without weights
+    restarts at the weight farthest from its centroid. It stops when no centroid moves (`iterations` at most).
+    `clusters` (instead of 2**bits): any number of centroids.
     """
+    w = weight.detach().float().flatten()
+    k = clusters or 1 << bits
+    codebook = torch.linspace(float(w.min()), float(w.max()), k)
+    for _ in range(iterations):
+        index = _nearest(w, codebook)
+        counts = torch.bincount(index, minlength=k)
+        sums = torch.bincount(index, weights=w.double(), minlength=k)
+        moved = torch.where(counts > 0, sums / counts.clamp(min=1), codebook.double()).float()
+        empty = torch.nonzero(counts == 0).flatten()
+        if len(empty):  # an idle centroid restarts at the weight worst served, splitting the widest cluster
+            moved[empty[0]] = w[int((w - codebook[index]).abs().argmax())]
+        moved, _ = torch.sort(moved)
+        if torch.equal(moved, codebook):
+            break
+        codebook = moved
+    return codebook, _nearest(w, codebook).view(weight.shape)
+
+
+def _sampled(values: torch.Tensor, sample: int) -> torch.Tensor:
+    """At most `sample` evenly spaced values of a flat tensor, and its two extremes (a large layer's k-means)."""
+    if len(values) <= sample:
+        return values
+    picked = values[torch.arange(sample, dtype=torch.int64) * len(values) // sample]  # integer steps: exact
+    return torch.cat([picked, values.min().view(1), values.max().view(1)])  # the extremes always take part
+
+
+@torch.no_grad()
+def kmeans_codebook(weight: torch.Tensor, bits: int, iterations: int = 25, sample: int = 1 << 20,
+                    share=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codebook float32 2**bits ascending, index int64 like weight.flatten()): `kmeans_share`'s codebook fitted
+    on at most `sample` evenly spaced weights and the two extremes (seconds instead of minutes for a layer of
+    100M weights), then every weight assigned to its nearest value. `share`: a function like kmeans_share
+    (a student's, notebook 03) fits the codebook instead."""
     _check_one_width(bits, allowed=range(1, 8))
-    return kmeans_centroids(weight, 1 << bits, iterations, sample)
+    if share is None:
+        return kmeans_centroids(weight, 1 << bits, iterations, sample)
+    everything = weight.detach().float().flatten()
+    codebook, _ = share(_sampled(everything, sample), bits)
+    codebook = torch.sort(torch.as_tensor(codebook).detach().float().flatten()).values
+    if len(codebook) != 1 << bits:
+        raise ValueError(f"kmeans_share returned {len(codebook)} values for bits={bits}, not {1 << bits}: see its "
+                         "check in notebook 03")
+    return codebook, _nearest(everything, codebook)
 
 
 @torch.no_grad()
@@ -65,25 +105,7 @@ def kmeans_centroids(values: torch.Tensor, clusters: int, iterations: int = 25,
     everything = values.detach().float().flatten()
     if len(everything) == 0 or clusters < 1:
         raise ValueError(f"k-means needs values (got {len(everything)}) and clusters >= 1 (got {clusters})")
-    w = everything
-    if len(w) > sample:
-        w = w[torch.arange(sample, dtype=torch.int64) * len(w) // sample]  # integer steps: exact for any size
-        w = torch.cat([w, everything.min().view(1), everything.max().view(1)])  # the extremes always take part
-    k = clusters
-    codebook = torch.linspace(float(everything.min()), float(everything.max()), k)
-    for _ in range(iterations):
-        index = _nearest(w, codebook)
-        counts = torch.bincount(index, minlength=k)
-        sums = torch.bincount(index, weights=w.double(), minlength=k)
-        moved = torch.where(counts > 0, sums / counts.clamp(min=1), codebook.double()).float()
-        empty = torch.nonzero(counts == 0).flatten()
-        if len(empty):  # an idle centroid restarts at the weight worst served, splitting the widest cluster
-            worst = int((w - codebook[index]).abs().argmax())
-            moved[empty[0]] = w[worst]
-        moved, _ = torch.sort(moved)
-        if torch.equal(moved, codebook):
-            break
-        codebook = moved
+    codebook, _ = kmeans_share(_sampled(everything, sample), 0, iterations, clusters=clusters)
     return codebook, _nearest(everything, codebook)
 
 
@@ -153,8 +175,9 @@ def _check_one_width(bits, allowed=range(1, 9)) -> None:
 
 
 @torch.no_grad()
-def compress_head(head: VGGHead, bits: int = 8) -> dict:
-    """The payload `save_compressed` writes: widths, standardization, and each layer's stored weights."""
+def compress_head(head: VGGHead, bits: int = 8, share=None) -> dict:
+    """The payload `save_compressed` writes: widths, standardization, and each layer's stored weights
+    (`share`: the codebooks fitted by this kmeans_share-like function, see `kmeans_codebook`)."""
     _check_one_width(bits)
     dropout = next((m.p for m in head.layers if isinstance(m, torch.nn.Dropout)), 0.0)
     layers = []
@@ -163,7 +186,7 @@ def compress_head(head: VGGHead, bits: int = 8) -> dict:
         if bits == 8:
             entry["q"], entry["scale"] = quantize_per_channel(lin.weight)
         else:
-            codebook, index = kmeans_codebook(lin.weight, bits)
+            codebook, index = kmeans_codebook(lin.weight, bits, share=share)
             entry["codebook"], entry["packed"] = codebook, pack_bits(index, bits)
         layers.append(entry)
     return {"format": FORMAT, "bits": bits, "widths": head.widths(), "map_size": head.norm.mean.shape[-1],
@@ -171,9 +194,9 @@ def compress_head(head: VGGHead, bits: int = 8) -> dict:
             "layers": layers}
 
 
-def save_compressed(head: VGGHead, path: str | os.PathLike, bits: int = 8) -> int:
-    """Write the head with `bits`-bit weights (atomically); return the file's size in bytes."""
-    return files.save_torch(compress_head(head, bits), path)
+def save_compressed(head: VGGHead, path: str | os.PathLike, bits: int = 8, share=None) -> int:
+    """Write the head with `bits`-bit weights (atomically; `share`: see `compress_head`); return its size in bytes."""
+    return files.save_torch(compress_head(head, bits, share), path)
 
 
 def decompress(payload: dict) -> VGGHead:
@@ -203,13 +226,14 @@ def load_compressed(path: str | os.PathLike) -> VGGHead:
 
 def compression_table(head: VGGHead, sets: dict, folder: str | os.PathLike, reference_bytes: int,
                       bits=(8, 4), name: str = "head", device="auto",
-                      float32_file: str | os.PathLike | None = None) -> list[dict]:
+                      float32_file: str | os.PathLike | None = None, share=None) -> list[dict]:
     """Save `head` as float32 and at each of `bits`, load every file back, evaluate it on each of `sets`.
 
     sets: {"val": FeatureSet, "test": FeatureSet} (any names). One row per file: storage, bytes (the file
     on disk), ratio = reference_bytes / bytes (reference: the unpruned float32 head's file), then
     <name>_correct and <name>_accuracy for each set, and path.
     `float32_file`: `head` was just loaded from this save_head file, so it is measured, not written again.
+    `share`: the k-means codebooks are fitted by this function (a student's kmeans_share); the storage says so.
     """
     from . import metrics, model, train
 
@@ -224,8 +248,9 @@ def compression_table(head: VGGHead, sets: dict, folder: str | os.PathLike, refe
     files_ = [("float32", path.stat().st_size, loaded, path)]
     for b in bits:
         path = folder / f"{name}-{b}bit.pt"
-        size = save_compressed(head, path, b)
-        files_.append(("int8, scale per channel" if b == 8 else f"{b}-bit k-means codebook", size,
+        size = save_compressed(head, path, b, share)
+        kind = f"{b}-bit k-means codebook" + (" (your kmeans_share)" if share is not None else "")
+        files_.append(("int8, scale per channel" if b == 8 else kind, size,
                        load_compressed(path), path))
     rows = []
     for storage, size, stored, path in files_:

@@ -86,6 +86,16 @@ def check_sparsities(sparsities, head: VGGHead) -> list[float]:
                           "layer's weights removed (0.96 keeps 4%)") for i, s in enumerate(sparsities)]
 
 
+def fine_grained_mask(weight: torch.Tensor, keep_fraction: float) -> torch.Tensor:
+    """Deep Compression's first stage for one layer: a bool mask (weight's shape) keeping the round(keep_fraction
+    x n) weights of largest magnitude |w|, over the whole layer. The plain reference of notebook 03's exercise
+    (`prune_weights` finds the same cut by a threshold, a block of rows at a time)."""
+    kept = round(keep_fraction * weight.numel())
+    mask = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
+    mask[weight.detach().abs().flatten().topk(kept).indices] = True
+    return mask.view(weight.shape)
+
+
 @torch.no_grad()
 def magnitude_thresholds(weight: torch.Tensor, sparsities: Sequence[float], exact: bool = True) -> list[float]:
     """For each sparsity s, the magnitude t such that |w| <= t for round(s * n) of the n weights (-1: none).

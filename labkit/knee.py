@@ -239,14 +239,15 @@ def per_seed_knees(rows: Sequence[dict], control: Sequence[dict], tolerance: flo
 
 @reporter.entry
 def compress_knee(c: StudyConfig, bits: Sequence[int] = (8, 4), scratch: bool = True,
-                  seeds: Sequence[StudyConfig] = ()) -> dict:
+                  seeds: Sequence[StudyConfig] = (), share=None) -> dict:
     """`search`, then the knee's widths trained from scratch for each seed (as many epochs as its probe in all),
     and the first seed's knee head stored at `bits`, every file loaded back and scored on validation and test.
 
     Returns search's dict with: scratch (one row per seed), knee (now with the scratch rows), table (one row per
     stored file: storage, bytes, ratio to the unpruned float32 head's file, val/test accuracy and correctness
     records, control_test_accuracy and control_test_right of the probe's control, drop_points = the control's
-    test accuracy minus this one's, in points, path).
+    test accuracy minus this one's, in points, path). `share`: the codebooks are fitted by this function (a
+    student's kmeans_share, notebook 03) instead of labkit's.
     """
     from . import compress
 
@@ -276,7 +277,7 @@ def compress_knee(c: StudyConfig, bits: Sequence[int] = (8, 4), scratch: bool = 
     sets = {s: study.split_features(c, s) for s in ("val", "test")}  # the training set is not needed
     table = compress.compression_table(head, sets, where, result["rows"][0]["model_bytes"], bits,
                                        name=f"knee-{Widths(best['widths'])}", device=c.device,
-                                       float32_file=float32_file)
+                                       float32_file=float32_file, share=share)
     reference = next(r for r in result["control"] if r.get("seed", 0) == c.seed and r["cycle"] == best["cycle"])
     for r in table:
         r["control_test_accuracy"] = reference["test_accuracy"]

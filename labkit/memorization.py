@@ -202,27 +202,96 @@ def random_labels(n: int, classes: int = CLASSES, seed: int = 0) -> torch.Tensor
     return torch.randint(0, classes, (n,), generator=torch.Generator().manual_seed(seed))
 
 
-def _next_probe(lo: int, hi: int, n_max: int, start: int, precision: float) -> int | None:
-    """The next n to try for a head that fitted lo images and failed hi (hi > n_max: no failure yet); None: done."""
-    if hi > n_max:  # doubling, up to every image there is
-        return None if lo >= n_max else min(max(2 * lo, start), n_max)
-    if hi - lo <= max(1, int(precision * lo)):  # bisection, down to `precision` of what it fitted
-        return None
-    return (lo + hi) // 2
+def images_memorized(fits, limit: int, start: int = 100, precision: float = 0.125) -> int:
+    """The most images (at most `limit`) a head fits, by doubling then bisection; fits(n) -> bool says whether it
+    fits n images. The reference of notebook 04's exercise.
+
+    n = start, 2 start, 4 start, ... (never past limit) until a head fails; then bisection between the last n it
+    fitted and the first it failed, until the two are within `precision` of the fitted one (or adjacent). A head
+    that fails `start` is bisected between 0 and start. Returns the last n it fitted (0: not even one image).
+    """
+    lo, hi = 0, None  # fitted lo images; failed hi (None: no failure yet)
+    n = min(start, limit)
+    while hi is None:
+        if fits(n):
+            lo = n
+            if n == limit:
+                return lo
+            n = min(2 * n, limit)
+        else:
+            hi = n
+    while hi - lo > max(1, int(precision * lo)):
+        n = (lo + hi) // 2
+        if fits(n):
+            lo = n
+        else:
+            hi = n
+    return lo
+
+
+class _Lockstep:
+    """Many searches (a function(fits, limit) each, one per head, in threads) asking fits(n); `rounds` answers
+    every question asked so far in one call, so the heads still searching train together, as one ladder."""
+
+    def __init__(self, search, heads: int, limit: int):
+        import threading
+
+        self.cond, self.asked, self.answers, self.done = threading.Condition(), {}, {}, {}
+        self.threads = [threading.Thread(target=self._run, args=(search, h, limit), daemon=True)
+                        for h in range(heads)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, search, h: int, limit: int) -> None:
+        def fits(n) -> bool:
+            n = checks.integer("n", n, 1, limit, hint=f"fits(n) can try 1 to {limit} images (all there are)")
+            with self.cond:
+                self.asked[h] = n
+                self.cond.notify_all()
+                self.cond.wait_for(lambda: h in self.answers)
+                return self.answers.pop(h)
+
+        try:
+            result = search(fits, limit)
+        except BaseException as err:  # noqa: B036 (handed to the caller's thread)
+            result = err
+        with self.cond:
+            self.done[h] = result
+            self.cond.notify_all()
+
+    def questions(self) -> dict:
+        """{head: n} every search still running asks next (each asks one at a time); {} once all are done."""
+        with self.cond:
+            self.cond.wait_for(lambda: len(self.asked) + len(self.done) == len(self.threads))
+            asked, self.asked = self.asked, {}
+            return asked
+
+    def answer(self, verdicts: dict) -> None:
+        """{head: fitted?}: each asking search goes on."""
+        with self.cond:
+            self.answers.update(verdicts)
+            self.cond.notify_all()
+
+    def results(self) -> list:
+        """What each search returned, by head; a search that raised raises here."""
+        for h in sorted(self.done):
+            if isinstance(self.done[h], BaseException):
+                raise self.done[h]
+        return [self.done[h] for h in range(len(self.threads))]
 
 
 def memorization(x: torch.Tensor, specs: Sequence[HeadSpec], criterion: float = 0.9, classes: int = CLASSES,
                  seed: int = 0, start: int = 100, precision: float = 0.125, steps: int = 300, lr: float = 0.01,
-                 restarts: int = 2) -> list[dict]:
+                 restarts: int = 2, search=None, bits=None) -> list[dict]:
     """How many images with uniformly random labels each head fits to `criterion` training accuracy.
 
     x: N x features, standardized; the labels are random_labels(N, classes, seed), and a head fitting n images
-    fits the first n of them. Per head: n = start, 2 start, 4 start, ... (at most N) until it fails, then
-    bisection until the step is under `precision` of n. A head fits n when, within `steps` full-batch Adam
-    steps from its seeded start, one of its `restarts` independent starts reaches `criterion` (a narrow head's
-    ReLUs can die at a bad start). Each round trains every head still searching together, each on its own n,
-    every round from the same starts, so a head's verdict on n depends on n alone. One row per head
-    (see `_memorization_row`).
+    fits the first n of them. Per head, `images_memorized` (start, precision) searches n; `search`: a function
+    (fits, limit) -> n (a student's, notebook 04) searches instead, and `bits` (like `bits_stored`) counts the
+    bits. A head fits n when, within `steps` full-batch Adam steps from its seeded start, one of its `restarts`
+    independent starts reaches `criterion` (a narrow head's ReLUs can die at a bad start). The heads' searches run
+    in lockstep: each round trains every head still searching together, each on its own n, every round from the
+    same starts, so a head's verdict on n depends on n alone. One row per head (see `_memorization_row`).
     """
     criterion = checks.number("criterion", criterion, above=1 / classes, maximum=1,
                               hint="a training accuracy as a fraction, e.g. 0.9")
@@ -232,36 +301,35 @@ def memorization(x: torch.Tensor, specs: Sequence[HeadSpec], criterion: float = 
     specs = _check_specs(specs)
     n_max = len(x)
     labels = random_labels(n_max, classes, seed)
-    lo, hi, reached = [0] * len(specs), [n_max + 1] * len(specs), [1.0] * len(specs)
-    while True:
-        probe = {h: p for h in range(len(specs))
-                 if (p := _next_probe(lo[h], hi[h], n_max, start, precision)) is not None}
-        if not probe:
-            break
-        runs = [(h, r) for h in probe for r in range(restarts)]  # only the heads still searching
-        ladder = Ladder([specs[h] for h, _ in runs], x.shape[1], classes,
-                        seeds=[derive_seed(seed, h * restarts + r) for h, r in runs])
-        accuracy = fit_ladder(ladder, x, labels, [probe[h] for h, _ in runs], steps, lr, criterion,
-                              groups=[h for h, _ in runs])
-        for h, n in probe.items():
-            best = max(a for (g, _), a in zip(runs, accuracy) if g == h)
-            if best >= criterion:
-                lo[h], reached[h] = n, best
-            else:
-                hi[h] = n
-    return [_memorization_row(s, x.shape[1], classes, lo[h], reached[h], criterion, n_max)
-            for h, s in enumerate(specs)]
+    search = search or (lambda fits, limit: images_memorized(fits, limit, start, precision))
+    seen: list[dict] = [{} for _ in specs]  # per head: n -> best training accuracy over its restarts
+    lockstep = _Lockstep(search, len(specs), n_max)
+    while asked := lockstep.questions():
+        new = {h: asked[h] for h in sorted(asked) if asked[h] not in seen[h]}  # heads in order, as one ladder
+        runs = [(h, r) for h in new for r in range(restarts)]  # only the heads asking something new
+        if runs:
+            ladder = Ladder([specs[h] for h, _ in runs], x.shape[1], classes,
+                            seeds=[derive_seed(seed, h * restarts + r) for h, r in runs])
+            accuracy = fit_ladder(ladder, x, labels, [new[h] for h, _ in runs], steps, lr, criterion,
+                                  groups=[h for h, _ in runs])
+            for h, n in new.items():
+                seen[h][n] = max(a for (g, _), a in zip(runs, accuracy) if g == h)
+        lockstep.answer({h: seen[h][n] >= criterion for h, n in asked.items()})
+    found = [checks.integer("images_memorized", n, 0, n_max, hint="the search returns how many images a head "
+                            "fitted") for n in lockstep.results()]
+    return [_memorization_row(s, x.shape[1], classes, n, seen[h].get(n, 1.0), criterion, n_max, bits)
+            for h, (s, n) in enumerate(zip(specs, found))]
 
 
 def _memorization_row(spec: HeadSpec, features: int, classes: int, n: int, accuracy: float, criterion: float,
-                      n_max: int) -> dict:
+                      n_max: int, bits=None) -> dict:
     """A row of memorization.csv: the head, both MECs, the images it fitted, the bits they carry."""
     widths = spec.widths(features, classes)
     return {"head": spec.name(features, classes), "widths": widths, "inputs": widths[0], "copies": spec.copies,
             "parameters": capacity.parameter_count(widths), "mec_bits": spec.mec_bits(features, classes),
             "mec_effective_bits": spec.mec_effective_bits(features, classes), "images_memorized": n,
             "all_images": n >= n_max, "criterion": criterion, "accuracy_at": accuracy,
-            "bits_stored": round(bits_stored(n, accuracy, classes))}
+            "bits_stored": round((bits or bits_stored)(n, accuracy, classes))}
 
 
 # ---------------------------------------------------------------- from cached features to the two experiments

@@ -88,24 +88,31 @@ class Session:
         return study.train_start(dataclasses.replace(self.config, seed=seed), path, progress=progress)
 
     def compare(self, methods: Sequence[str], seeds: Sequence[int] = (0,), progress: bool = True,
-                **overrides) -> list[dict]:
+                functions: dict | None = None, **overrides) -> list[dict]:
         """For each seed, from its trained start (02's, or trained now): every method, the equal-budget
-        control "none" and the last cycle's widths trained from scratch (see study.compare_methods)."""
+        control "none" and the last cycle's widths trained from scratch (see study.compare_methods).
+        `functions`: prune with these (l1_scores, l2_scores, reservoir_sample, remove_neurons: the student's,
+        notebook 03) instead of labkit's; the cycles they pruned say so in their `ran_on` column."""
+        from . import prune
+
         rows = []
-        for seed in seeds:
-            self.trained_start(seed, progress)
-            base = dataclasses.replace(self.config, start=str(self.start_path(seed)), **overrides)
-            rows += study.compare_methods(base, methods, seed, progress=progress)
+        with prune.using(**(functions or {})):
+            for seed in seeds:
+                self.trained_start(seed, progress)
+                base = dataclasses.replace(self.config, start=str(self.start_path(seed)), **overrides)
+                rows += study.compare_methods(base, methods, seed, progress=progress)
         return rows
 
     def knee(self, layer="all", fraction: float = 0.5, tolerance: float = 1.0, method: str = "l2",
-             bits: Sequence[int] = (8, 4), seeds: Sequence[int] | int = 0, progress: bool = True) -> dict:
+             bits: Sequence[int] = (8, 4), seeds: Sequence[int] | int = 0, progress: bool = True,
+             share=None) -> dict:
         """From the trained starts of `seeds` (an int n: seeds 0..n-1; 0: the profile's, as notebook 04's curve):
         probe ever smaller heads, each pruned in one step and recovered, beside the start trained as many epochs,
         all seeds in lockstep, halving then bisecting until the knee's widths are known to within 15% (see
         labkit.knee); train the knee's widths from scratch for each seed; store seed 0's knee head.
 
         Returns knee.compress_knee's dict (rows, control, steps, smallest, scratch, agree, knee, table).
+        `share`: a kmeans_share function (the student's) fits the stored codebooks instead of labkit's.
         """
         from . import knee
 
@@ -118,7 +125,7 @@ class Session:
                                                name=None))
         print(f"--- the knee of {method}, layer {layer}, from the trained start"
               + (f"s of seeds {', '.join(str(s) for s in seeds)}" if seeds[1:] else f" of seed {seeds[0]}"))
-        return knee.compress_knee(configs[0], bits, seeds=configs[1:], progress=progress)
+        return knee.compress_knee(configs[0], bits, seeds=configs[1:], progress=progress, share=share)
 
     def deep_compression(self, knee: dict | None = None, seed: int = 0, sparsity="han", bits: int = 5,
                          steps: int = 3, epochs: int | None = None, progress: bool = True) -> dict:

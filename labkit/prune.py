@@ -1,6 +1,7 @@
 """Scoring hidden neurons and removing them physically (smaller Linear layers, not masks)."""
 from __future__ import annotations
 
+import contextlib
 import random
 
 import torch
@@ -43,13 +44,15 @@ def neuron_scores(weight: torch.Tensor, method: str) -> torch.Tensor:
     return torch.cat([b.sub_(w_bar).square_().sum(1) for b in blocks()])
 
 
-def reservoir_sample(n: int, k: int, seed: int | None = None) -> list[int]:
-    """Algorithm R: a uniformly random k of range(n) in one pass, reproducible from `seed` (sorted).
+def reservoir_sample(n: int, k: int, rng: random.Random | int | None = None) -> list[int]:
+    """Algorithm R: a uniformly random k of range(n) in one pass, drawn with `rng` (a random.Random; an int
+    seeds one), sorted. The reference for notebook 03's exercise.
 
-    k may be 0 to n; a k larger than n is refused (there are not k distinct indices to draw)."""
+    The first k items fill the reservoir; item i (i >= k) then replaces a random slot with probability
+    k / (i + 1). k may be 0 to n; a k larger than n is refused (there are not k distinct indices to draw)."""
     n = checks.integer("n", n, minimum=0, hint="it is how many items there are to draw from")
     k = checks.integer("k", k, 0, n, hint=f"a sample of distinct indices from range({n}) holds at most {n}")
-    rng = random.Random(seed)
+    rng = rng if isinstance(rng, random.Random) else random.Random(rng)
     reservoir = list(range(k))
     for i in range(k, n):
         j = rng.randint(0, i)
@@ -58,14 +61,79 @@ def reservoir_sample(n: int, k: int, seed: int | None = None) -> list[int]:
     return sorted(reservoir)
 
 
+# ---------------------------------------------------------------- the exercises' references (notebook 03)
+
+def l1_scores(weight: torch.Tensor) -> torch.Tensor:
+    """sum_j |w_ij - w_bar_j| for every neuron i (row of `weight`), in float64: its distance from the mean neuron.
+
+    The plain reference of notebook 03's exercise; `neuron_scores(weight, "l1")` gives the same scores a block
+    of rows at a time (tested)."""
+    w = weight.detach().double()
+    return (w - w.mean(0)).abs().sum(1)
+
+
+def l2_scores(weight: torch.Tensor) -> torch.Tensor:
+    """sum_j (w_ij - w_bar_j)^2 for every neuron i, in float64 (the reference; see `l1_scores`)."""
+    w = weight.detach().double()
+    return (w - w.mean(0)).square().sum(1)
+
+
+@torch.no_grad()
+def remove_neurons(fc: nn.Linear, next_fc: nn.Linear, keep: torch.Tensor) -> tuple[nn.Linear, nn.Linear]:
+    """fc with only the neurons `keep` (ascending indices of its rows: weight rows and bias entries), and next_fc
+    with only those inputs (its weight's columns; its bias unchanged): together they compute what the two layers
+    computed with the other neurons silenced. The plain reference of notebook 03's exercise; `prune_neurons`
+    cuts the rows in place instead (the same layers, tested)."""
+    new_fc = nn.Linear(fc.in_features, len(keep), bias=fc.bias is not None)
+    new_fc.weight.copy_(fc.weight[keep])
+    if fc.bias is not None:
+        new_fc.bias.copy_(fc.bias[keep])
+    new_next = nn.Linear(len(keep), next_fc.out_features, bias=next_fc.bias is not None)
+    new_next.weight.copy_(next_fc.weight[:, keep])
+    if next_fc.bias is not None:
+        new_next.bias.copy_(next_fc.bias)
+    return new_fc, new_next
+
+
+# functions a notebook swaps in for the references (`using`): the student's, once their checks passed
+_IN_USE: dict = {}
+
+
+@contextlib.contextmanager
+def using(**functions):
+    """Within the block, prune with these functions (l1_scores, l2_scores, reservoir_sample, remove_neurons,
+    each optional) instead of labkit's; `ran_on(method)` then names the ones a prune step used."""
+    unknown = set(functions) - {"l1_scores", "l2_scores", "reservoir_sample", "remove_neurons"}
+    if unknown:
+        raise ValueError(f"prune.using knows l1_scores, l2_scores, reservoir_sample and remove_neurons, not "
+                         f"{', '.join(sorted(unknown))}")
+    before = dict(_IN_USE)
+    _IN_USE.update({k: f for k, f in functions.items() if f is not None})
+    try:
+        yield
+    finally:
+        _IN_USE.clear()
+        _IN_USE.update(before)
+
+
+_SCORED_BY = {"l1": "l1_scores", "l2": "l2_scores", "reservoir": "reservoir_sample"}
+
+
+def ran_on(method: str) -> str:
+    """Whose functions a prune step by `method` runs on now: "labkit", or "yours: l2_scores, remove_neurons"."""
+    names = [n for n in (_SCORED_BY.get(method), "remove_neurons") if n and n in _IN_USE]
+    return "yours: " + ", ".join(names) if names else "labkit"
+
+
 def choose_neurons(weight: torch.Tensor, k: int, method: str, seed: int | None = None) -> list[int]:
     """Indices (sorted) of the k neurons of `weight` that `method` removes; k larger than its rows is refused."""
     rows = weight.shape[0]
     k = checks.integer("k", k, 0, rows, hint=f"the layer has {rows} neurons (rows of its weight), so at most "
                                              f"{rows} can be chosen")
     if method == "reservoir":
-        return reservoir_sample(weight.shape[0], k, seed)
-    scores = neuron_scores(weight, method)
+        return sorted(int(i) for i in _IN_USE.get("reservoir_sample", reservoir_sample)(rows, k, random.Random(seed)))
+    mine = _IN_USE.get(_SCORED_BY.get(method, ""))
+    scores = neuron_scores(weight, method) if mine is None else torch.as_tensor(mine(weight)).detach().flatten()
     # stable sort: ties go to the lower index, so the choice is reproducible
     order = torch.sort(scores, stable=True).indices
     return sorted(order[:k].tolist())
@@ -107,9 +175,26 @@ def prune_neurons(model: nn.Module, layer: int, k: int, method: str, seed: int |
     this, nxt = seq[positions[layer]], seq[positions[layer + 1]]
     removed = choose_neurons(this.weight, k, method, seed)
     kept = kept_indices(this.out_features, removed, this.weight.device)
-    seq[positions[layer]] = _sliced(this, rows=kept)
-    seq[positions[layer + 1]] = _sliced(nxt, cols=kept)
+    if "remove_neurons" in _IN_USE:
+        seq[positions[layer]], seq[positions[layer + 1]] = _removed_by(_IN_USE["remove_neurons"], this, nxt, kept)
+    else:
+        seq[positions[layer]] = _sliced(this, rows=kept)
+        seq[positions[layer + 1]] = _sliced(nxt, cols=kept)
     return model, removed
+
+
+def _removed_by(remove, this: nn.Linear, nxt: nn.Linear, kept: torch.Tensor) -> tuple[nn.Linear, nn.Linear]:
+    """A student's remove_neurons on (this, nxt), its layers checked for the shapes the head needs."""
+    new, new_next = remove(this, nxt, kept)
+    want = {"fc": (len(kept), this.in_features), "next_fc": (nxt.out_features, len(kept))}
+    for name, layer in (("fc", new), ("next_fc", new_next)):
+        if not isinstance(layer, nn.Linear) or tuple(layer.weight.shape) != want[name]:
+            raise ValueError(f"remove_neurons returned a {name} of weight shape "
+                             f"{tuple(getattr(getattr(layer, 'weight', None), 'shape', ()))}, not {want[name]}: "
+                             "see its check in notebook 03")
+    for layer, like in ((new, this), (new_next, nxt)):
+        layer.to(like.weight.device).requires_grad_(like.weight.requires_grad)
+    return new, new_next
 
 
 def kept_indices(n: int, removed, device=None) -> torch.Tensor:

@@ -283,3 +283,52 @@ def _head_size_line(head_size: Sequence[dict] | None) -> str:
     parts = [f"{r['head']} {r['widths']}: {int(r['parameters']):,} parameters, "
              f"{int(r['bytes_smallest']) / 1e6:,.2f} MB, test {_pct(float(r['test_accuracy']))}" for r in head_size]
     return "How big the head must be, the lab's answers side by side (head_size.csv, seed 0): " + "; ".join(parts) + ".\n"
+
+
+# ---------------------------------------------------------------- the numbers beside each answer (notebook 05)
+
+def numbers(question: str, a: dict) -> list[dict]:
+    """The measured numbers a student answers `question` ("q1" .. "q10") from, as rows (measured, value), read
+    from `a`, the dict notebook.Session.questionnaire_inputs returns."""
+    from statistics import stdev
+
+    from . import capacity
+
+    test, knee = a["test"], knee_choice(a["knee"]) if a.get("knee") else {}
+    rho = capacity.generalization_ratio(test["correct"], a["mec_bits"])
+    stored = sorted(a.get("stored") or [], key=lambda r: r["bytes"])
+    facts = {
+        "q1": {"classes": CLASSES, "test accuracy": f"{test['accuracy']:.2%}",
+               "test images right": f"{test['correct']:,} of {test['total']:,}"},
+        "q2": {"images used (train / validation / test)": " / ".join(f"{sum(v):,}" for v in a["counts"].values()),
+               "MNIST training images per class (fewest, most)":
+                   f"{min(a['full_train_counts']):,}, {max(a['full_train_counts']):,}"},
+        "q3": {"Cohen's kappa, head against labels": f"{metrics.cohens_kappa(a['confusion']):.4f}",
+               "Cohen's kappa, two heads against each other": f"{metrics.cohens_kappa(a['between_heads']):.4f}"},
+        "q4": {"training images": f"{a['n_train']:,}", "head MEC (bits)": f"{a['mec_bits']:,}",
+               "training images per bit of MEC": f"{a['n_train'] / a['mec_bits']:.2e}"},
+        "q5": {"head MEC, nominal / effective (bits)": f"{a['mec_bits']:,} / {a['mec_effective_bits']:,}",
+               **{f"thresholds estimate, {r['representation']}: expected bits": f"{r['expected_bits']:,}"
+                  for r in a["requirement"] if r.get("fraction") == 1.0},
+               "ladder's smallest head within tolerance": next((str(r["head"]) for r in a["requirement_ladder"]
+                                                                 if r.get("chosen")), "-")},
+        "q6": {"training accuracy, last epoch of the start": f"{a['record']['epochs'][-1]['accuracy']:.2%}",
+               **{f"random labels memorized, {r['head']}": f"{r['images_memorized']:,} images"
+                  for r in a["memorization"]}},
+        "q7": {"knee widths (03)": str(knee.get("widths", "-")),
+               "knee validation / test accuracy": (f"{knee['val_accuracy']:.2%} / {knee['test_accuracy']:.2%}"
+                                                   if knee else "-")},
+        "q8": {"test accuracy": f"{test['accuracy']:.2%}",
+               "start's test accuracy over seeds (mean, sd)": (
+                   f"{mean(a['start_accuracies']):.2%}, {stdev(a['start_accuracies']) * 100:.2f} points"
+                   if len(a["start_accuracies"]) > 1 else "one seed"),
+               "rho, nominal / effective MEC": f"{rho:.3g} / "
+               f"{capacity.generalization_ratio(test['correct'], a['mec_effective_bits']):.3g}"},
+        "q9": {"pruning criteria compared": ", ".join(sorted({r["method"] for r in a["compare"]}))},
+        "q10": {"test accuracy": f"{test['accuracy']:.2%}", "smallest stored file": (
+                    f"{stored[0]['storage']}, {stored[0]['bytes']:,} bytes" if stored else "-"),
+                "profile": a.get("profile", "-")},
+    }
+    if question not in facts:
+        raise ValueError(f"question must be one of q1 .. q10, not {question!r}")
+    return [{"measured": k, "value": v} for k, v in facts[question].items()]

@@ -62,6 +62,7 @@ class Row(TypedDict, total=False):
     tolerance: float
     within_tolerance: bool
     smallest: bool
+    ran_on: str
 
 
 def _types(cls) -> dict[str, type]:

@@ -37,6 +37,8 @@ COLUMNS = ("cycle", "method", "layer", "removed", "widths", "mec_bits", "mec_eff
            "rho_effective", "parameters", "model_bytes", "train_loss", "seconds", "val_right", "test_right")
 # written only by runs that recover with early stopping (recover_patience): epochs kept, and run, in the cycle
 RECOVERY_COLUMNS = ("cycle_epochs", "epochs_run")
+# written only by cycles pruned with a student's functions (notebook 03's exercises, prune.using): whose they were
+RAN_ON = "ran_on"
 SMALLEST = "smallest_within_tolerance.pt"  # a knee probe within tolerance keeps its head here
 # fields a run folder may be opened with, changed: they do not shape its numbers (config.FIELD_ROLES says why)
 IDENTITY_FREE = cfg.fields_for("resume", "place", "start file")
@@ -92,7 +94,7 @@ def parse_history(text: str) -> list[dict]:
 
 def extra_columns(rows: Sequence[dict]) -> list[str]:
     """The columns of `rows` that labkit does not write (kept as they are when history.csv is written again)."""
-    return list(dict.fromkeys(k for r in rows for k in r if k not in COLUMNS and k not in RECOVERY_COLUMNS))
+    return list(dict.fromkeys(k for r in rows for k in r if k not in COLUMNS and k not in (*RECOVERY_COLUMNS, RAN_ON)))
 
 
 def read_history(path: str | os.PathLike) -> list[dict]:

@@ -18,7 +18,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
-from . import capacity, distributed, features, model, prune, train
+from . import capacity, distributed, features, model, prune, runs, train
 from . import progress as reporter
 from .device import derive_seed
 from .config import (CLASSES, CONTROLS, StudyConfig, Widths, config_dict, control_of, current_settings, fields_for,
@@ -86,9 +86,11 @@ def class_counts(c: StudyConfig) -> dict[str, list[int]]:
     return counts
 
 
-def requirement_progressions(c: StudyConfig, fractions=(0.05, 0.1, 0.2, 0.4, 1.0)) -> dict[str, list[dict]]:
+def requirement_progressions(c: StudyConfig, fractions=(0.05, 0.1, 0.2, 0.4, 1.0), count=None,
+                             bits=None) -> dict[str, list[dict]]:
     """The thresholds method (capacity.requirement_progression) on the config's training images, as raw pixels
-    and as backbone features: the same images, on growing nested shares of them."""
+    and as backbone features: the same images, on growing nested shares of them (count, bits: a student's
+    count_thresholds and requirement_bits instead of labkit's, notebook 04)."""
     from . import data
 
     images, labels = data.load_mnist("train", limit=c.train_limit, seed=c.data_seed, val_limit=c.val_limit)
@@ -98,9 +100,10 @@ def requirement_progressions(c: StudyConfig, fractions=(0.05, 0.1, 0.2, 0.4, 1.0
         raise RuntimeError("the cached training features do not follow the training images' order; delete "
                            f"the feature cache in {data.data_root() / 'features'} to recompute it")
     return {f"raw pixels (d = {images[0].numel()})": capacity.requirement_progression(images.float(), labels,
-                                                                                      fractions),
+                                                                                      fractions, count=count,
+                                                                                      bits=bits),
             f"backbone features (d = {train_set.maps[0].numel():,})":
-                capacity.requirement_progression(train_set.maps.float(), labels, fractions)}
+                capacity.requirement_progression(train_set.maps.float(), labels, fractions, count=count, bits=bits)}
 
 
 def new_head(c: StudyConfig, train_set) -> model.VGGHead:
@@ -320,6 +323,8 @@ class Run:
         row = measure(c, self.head, self.data, cycle, train_loss, total)
         if c.recover_patience is not None:  # how many epochs early stopping kept, of how many it ran
             row["cycle_epochs"], row["epochs_run"] = (0, 0) if cycle == 0 else (trained, ran)
+        if cycle > 0 and c.method not in CONTROLS and prune.ran_on(c.method) != "labkit":  # a student's functions pruned it (prune.using)
+            row[runs.RAN_ON] = prune.ran_on(c.method)
         row["seconds"] = time.perf_counter() - began
         self.rows.append(row)
         return row

@@ -240,6 +240,38 @@ def fit(head: torch.nn.Module, train_set: FeatureSet, epochs: int = 3, batch_siz
     return history
 
 
+def train_one_epoch(head: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor,
+                    optimizer: torch.optim.Optimizer, batch_size: int, generator: torch.Generator) -> float:
+    """One epoch of minibatch training: the images in the order torch.randperm(N, generator=generator) draws,
+    `batch_size` at a time (the last batch may be smaller), one optimizer step on each batch's mean
+    cross-entropy; returns the epoch's mean loss over its images. The plain reference of notebook 02's exercise
+    (`fit` runs the same steps, with a folded first layer, early stopping, progress and several processes)."""
+    head.train()
+    order = torch.randperm(len(labels), generator=generator)
+    total = 0.0
+    for i in range(0, len(labels), batch_size):
+        batch = order[i:i + batch_size]
+        loss = F.cross_entropy(head(features[batch]), labels[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch)
+    return total / len(labels)
+
+
+def early_stop(val_accuracies, patience: int) -> tuple[int, int]:
+    """(epochs run, best epoch) of early stopping on validation accuracies after epochs 1, 2, ...: training stops
+    once `patience` epochs in a row bring no new best (a tie is no gain) and keeps the best epoch (1-based).
+    The plain reference of notebook 02's exercise (`fit` also counts the head as it came in)."""
+    best = 1
+    for epoch, accuracy in enumerate(val_accuracies, start=1):
+        if accuracy > val_accuracies[best - 1]:
+            best = epoch
+        elif epoch - best >= patience:
+            return epoch, best
+    return len(val_accuracies), best
+
+
 def best_epoch(history: list[dict]) -> int:
     """The epochs the head kept of `fit`'s history: the one marked best by early stopping (0 when early stopping
     kept the head as it came in), else the last."""

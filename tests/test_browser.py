@@ -52,6 +52,12 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     for nb in ("01_mec_by_hand.ipynb", "02_train_vgg16.ipynb"):
         shutil.copy(ROOT / "notebooks" / nb, root)
+    import nbformat
+
+    from labkit import handouts
+
+    student = handouts.student_copy(json.loads((ROOT / "notebooks" / "01_mec_by_hand.ipynb").read_text()))
+    nbformat.write(student, str(root / "01_student.ipynb"))  # the copy make handouts gives a student
     settings = root / ".settings"
     for plugin, values in {"notebook-extension/tracker": {"windowingMode": "none"},  # every cell in the page
                            "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False}
@@ -191,3 +197,38 @@ def test_notebook_02_runs_without_an_error(page, lab):
     assert "Traceback" not in text and "Error" not in text, text[-3000:]
     assert panel.locator("[data-mime-type='application/vnd.jupyter.error']").count() == 0
     assert "test accuracy" in text and panel.locator(".jp-OutputArea-output img").count() >= 4
+
+
+def _cell_with(page, text: str):
+    """The visible code cell whose source holds `text`."""
+    return page.locator(".jp-NotebookPanel:visible .jp-CodeCell").filter(
+        has=page.locator(".jp-InputArea", has_text=text)).first
+
+
+def _answer_and_check(page, body: str, expect: str) -> str:
+    """Replace the perceptron_bits exercise's cell with `body`, run it and the check below it, wait for the check
+    to print `expect`; the check's text."""
+    cell = _cell_with(page, "def perceptron_bits(inputs):")
+    editor = cell.locator(".cm-content")
+    editor.click()
+    page.keyboard.press("Control+a")
+    page.keyboard.type(body)  # typed key by key, as a student does
+    page.keyboard.press("Shift+Enter")  # runs the exercise, selects the check
+    page.keyboard.press("Shift+Enter")  # runs the check
+    check = _cell_with(page, 'exercises.check("perceptron_bits", globals())')
+    check.locator(".jp-OutputArea-output", has_text=expect).first.wait_for(timeout=60_000)
+    kernel_idle(page)
+    return "\n".join(check.locator(".jp-OutputArea-output").all_inner_texts())
+
+
+def test_a_student_copy_runs_to_the_end_and_checks_a_typed_answer(page, lab):
+    open_and_run_all(page, lab, "01_student.ipynb", timeout_s=300)
+    text = _outputs_text(page)
+    assert "Traceback" not in text and "perceptron_bits is not written yet" in text, text[-3000:]
+    panel = page.locator(".jp-NotebookPanel:visible")
+    assert panel.locator("[data-mime-type='application/vnd.jupyter.error']").count() == 0
+    # a wrong answer first: the check says what is wrong, on stderr (nbgrader scores that 0)
+    said = _answer_and_check(page, "def perceptron_bits(inputs):\nreturn inputs", "the bias too")
+    assert "the bias too" in said, said
+    said = _answer_and_check(page, "def perceptron_bits(inputs):\nreturn inputs + 1", "check passed")
+    assert "check passed" in said and "bias" not in said, said

@@ -861,8 +861,8 @@ def test_reservoir_sampling_refuses_k_larger_than_n():
         prune.reservoir_sample(3, 5)
     with pytest.raises(ValueError, match="k=-1"):
         prune.reservoir_sample(3, -1)
-    assert prune.reservoir_sample(3, 3, seed=1) == [0, 1, 2] and prune.reservoir_sample(4, 0) == []
-    assert all(0 <= i < 100 for i in prune.reservoir_sample(100, 10, seed=2))
+    assert prune.reservoir_sample(3, 3, 1) == [0, 1, 2] and prune.reservoir_sample(4, 0) == []
+    assert all(0 <= i < 100 for i in prune.reservoir_sample(100, 10, 2))
 
 
 @pytest.mark.parametrize("method", prune.METHODS)

@@ -24,6 +24,18 @@ def _cells(path):
     return json.loads(Path(path).read_text())["cells"]
 
 
+EXERCISES = {"01_mec_by_hand": 5, "02_train_vgg16": 4, "03_prune_compare": 6, "04_capacity_curve": 4}
+
+
+def _graded(cells):
+    """(autograded test cells, manually graded answer cells) of a notebook, with their points."""
+    auto = [c for c in cells if c["metadata"].get("nbgrader", {}).get("grade")
+            and not c["metadata"]["nbgrader"].get("solution")]
+    manual = [c for c in cells if c["metadata"].get("nbgrader", {}).get("grade")
+              and c["metadata"]["nbgrader"].get("solution")]
+    return auto, manual
+
+
 def test_every_exercise_is_an_nbgrader_cell_and_every_stub_matches_what_follows():
     for name in notebook.NOTEBOOKS:
         cells = _cells(ROOT / "notebooks" / f"{name}.ipynb")
@@ -31,10 +43,17 @@ def test_every_exercise_is_an_nbgrader_cell_and_every_stub_matches_what_follows(
             meta = cell["metadata"].get("nbgrader")
             source = "".join(cell["source"])
             if "BEGIN SOLUTION" in source:
-                assert meta and meta["solution"] and not meta["grade"], f"{name} cell {i}"
-            if meta and meta["grade"]:
+                assert meta and meta["solution"], f"{name} cell {i}"
+                # code: a function's body, so that a student copy's stub raises only when it is called
+                assert cell["cell_type"] == "markdown" or source.lstrip().startswith(("def ", "import ", "#")), \
+                    f"{name} cell {i}"
+                assert cell["cell_type"] == "markdown" or not meta["grade"], f"{name} cell {i}"
+            if meta and meta["grade"] and not meta["solution"]:
                 assert meta["points"] > 0 and meta["locked"]
                 assert "BEGIN SOLUTION" not in source
+        auto, manual = _graded(cells)
+        assert len(auto) == EXERCISES.get(name, 0), name
+        assert len(manual) == (10 if name == "05_questionnaire" else 0), name
         student = handouts.student_copy(json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text()))
         for i, cell in enumerate(student.cells):
             if "YOUR CODE HERE" in cell.source:
@@ -44,35 +63,75 @@ def test_every_exercise_is_an_nbgrader_cell_and_every_stub_matches_what_follows(
                 assert ("check below" in text) == bool(follows), f"{name} cell {i}: {text!r}"
 
 
-def test_nbgrader_generates_the_assignment_and_autogrades_it(tmp_path):
-    course = tmp_path / "course"
-    source = course / "source" / "lab01"
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """nbgrader's own commands on all five notebooks: generate_assignment, then autograde of the instructor's
+    (solved) copies and of the untouched student copies. The results folder is the test run's, so the study's
+    runs are made once and reused (by the untouched copies, and later by nbval)."""
+    course = tmp_path_factory.mktemp("course")
+    source = course / "source" / "lab"
     source.mkdir(parents=True)
-    shutil.copy(ROOT / "notebooks" / "01_mec_by_hand.ipynb", source)
+    for name in notebook.NOTEBOOKS:
+        shutil.copy(ROOT / "notebooks" / f"{name}.ipynb", source)
     (course / "nbgrader_config.py").write_text(
-        "c = get_config()\nc.CourseDirectory.course_id = 'labkit'\nc.ExecutePreprocessor.timeout = 600\n")
-    env = _env(tmp_path / "results")
+        "c = get_config()\nc.CourseDirectory.course_id = 'labkit'\nc.ExecutePreprocessor.timeout = 1800\n")
+    env = _env(Path(os.environ["LABKIT_RESULTS"]))
     grader = [sys.executable, "-m", "nbgrader"]
-    run = subprocess.run([*grader, "generate_assignment", "lab01", "--force"], cwd=course, env=env,
+    run = subprocess.run([*grader, "generate_assignment", "lab", "--force"], cwd=course, env=env,
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-    released = course / "release" / "lab01" / "01_mec_by_hand.ipynb"
-    student = "".join("".join(c["source"]) for c in _cells(released))
-    assert "answer_1 = 784 + 1" not in student and student.count("raise NotImplementedError()") == 5
-    for who, notebook_ in (("solved", source / "01_mec_by_hand.ipynb"), ("untouched", released)):
-        target = course / "submitted" / who / "lab01"
+    for who, folder in (("solved", source), ("untouched", course / "release" / "lab")):
+        target = course / "submitted" / who / "lab"
         target.mkdir(parents=True)
-        shutil.copy(notebook_, target)
-    run = subprocess.run([*grader, "autograde", "lab01", "--create", "--force"], cwd=course, env=env,
+        for name in notebook.NOTEBOOKS:
+            shutil.copy(folder / f"{name}.ipynb", target)
+    run = subprocess.run([*grader, "autograde", "lab", "--create", "--force"], cwd=course, env=env,
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     from nbgrader.api import Gradebook
 
+    scores = {}
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        scores = {who: (gradebook.find_submission("lab01", who).score,
-                        gradebook.find_submission("lab01", who).max_score) for who in ("solved", "untouched")}
-    scores = {who: score for who, (score, top) in scores.items() if top == 5.0}
-    assert scores == {"solved": 5.0, "untouched": 0.0}
+        for who in ("solved", "untouched"):
+            for name in notebook.NOTEBOOKS:
+                nb = gradebook.find_submission_notebook(name, "lab", who)
+                scores[who, name] = {g.name: (g.auto_score, g.max_score) for g in nb.grades}
+    return {"course": course, "scores": scores}
+
+
+def test_autograde_gives_the_instructor_copy_full_marks_and_the_student_copy_zero(graded):
+    for name, count in EXERCISES.items():
+        solved, untouched = graded["scores"]["solved", name], graded["scores"]["untouched", name]
+        checks = {k: v for k, v in solved.items() if k.endswith("_check")}
+        assert len(checks) == count, (name, solved)
+        assert all(score == top > 0 for score, top in checks.values()), (name, checks)
+        assert all(untouched[k][0] == 0 for k in checks), (name, untouched)
+    answers = graded["scores"]["untouched", "05_questionnaire"]
+    assert len(answers) == 10 and all(top == 2 for _, top in answers.values())
+    assert all(score in (0, None) for score, _ in answers.values())  # an unanswered cell scores 0
+
+
+def test_every_untouched_student_copy_runs_to_its_last_cell(graded):
+    for name in notebook.NOTEBOOKS:
+        cells = _cells(graded["course"] / "autograded" / "untouched" / "lab" / f"{name}.ipynb")
+        code = [c for c in cells if c["cell_type"] == "code"]
+        errors = [c for c in code for o in c.get("outputs", []) if o["output_type"] == "error"]
+        assert not errors, (name, ["".join(c["source"])[:80] for c in errors])
+        assert code[-1].get("outputs"), f"{name}: its last cell has no output"
+        text = "".join("".join(o.get("text", "")) for c in code for o in c.get("outputs", []))
+        if name in EXERCISES:
+            assert "not written yet" in text and "the cells below run labkit's" in text, name
+
+
+def test_the_solved_copies_say_the_students_functions_ran_the_study(graded):
+    text = {name: "".join("".join(o.get("text", "")) for c in _cells(graded["course"] / "autograded" / who / "lab" /
+                                                                     f"{name}.ipynb")
+                          for o in c.get("outputs", []))
+            for who in ("solved",) for name in notebook.NOTEBOOKS}
+    assert "on your l1_scores, remove_neurons" in text["03_prune_compare"]
+    assert "(your kmeans_share)" in text["03_prune_compare"]
+    assert "searched by your images_memorized and bits_stored" in text["04_capacity_curve"]
+    assert "counted by your count_thresholds and requirement_bits" in text["04_capacity_curve"]
 
 
 def test_make_handouts_writes_student_copies_and_html(tmp_path, monkeypatch):
@@ -106,4 +165,4 @@ def test_make_handouts_writes_student_copies_and_html(tmp_path, monkeypatch):
         leaked = [line for line in solution_lines if line in text]
         assert not leaked, f"{path.name} keeps solution code: {leaked[:3]}"
         assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
-    assert solutions_seen >= 13
+    assert solutions_seen >= 60

@@ -136,12 +136,18 @@ def test_search_counts_every_image_when_all_fit():
     assert row["images_memorized"] == 6 and row["all_images"]
 
 
-def test_next_probe_doubles_then_bisects():
-    assert mem._next_probe(0, 101, 100, 16, 0.1) == 16
-    assert mem._next_probe(64, 101, 100, 16, 0.1) == 100  # doubling stops at every image there is
-    assert mem._next_probe(100, 101, 100, 16, 0.1) is None
-    assert mem._next_probe(32, 64, 100, 16, 0.1) == 48
-    assert mem._next_probe(60, 64, 100, 16, 0.1) is None  # within 10% of 60
+def test_the_search_doubles_then_bisects_to_its_precision():
+    asked = []
+
+    def fits(n, largest=70):
+        asked.append(n)
+        return n <= largest
+
+    assert mem.images_memorized(fits, 100, start=16, precision=0.1) == 68
+    assert asked == [16, 32, 64, 100, 82, 73, 68]  # 68 and 73 are within 10% of 68: done
+    assert mem.images_memorized(lambda n: True, 100, start=16) == 100  # doubling stops at every image there is
+    assert mem.images_memorized(lambda n: n <= 3, 100, start=16) == 3  # failed at the start: bisected from 0
+    assert mem.images_memorized(lambda n: False, 100, start=16) == 0
 
 
 def test_random_labels_are_seeded_and_uniform():

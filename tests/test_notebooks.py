@@ -97,9 +97,9 @@ def test_bogus_method_stops_in_the_first_cells(tmp_path):
 
 
 def _answers(nb) -> list[str]:
-    """The printed text of each answer cell (nbgrader solution cells), in order."""
+    """The printed text of each answer cell (nbgrader solution code cells: the numbers, then labkit's answer)."""
     return ["".join("".join(o.get("text", "")) for o in c.get("outputs", [])) for c in nb["cells"]
-            if c["metadata"].get("nbgrader", {}).get("solution")]
+            if c["metadata"].get("nbgrader", {}).get("solution") and c["cell_type"] == "code"]
 
 
 def _write(folder, name, table):

@@ -79,12 +79,12 @@ def test_scores_by_hand():
 
 
 def test_reservoir_is_reproducible_and_uniform():
-    assert prune.reservoir_sample(100, 10, seed=5) == prune.reservoir_sample(100, 10, seed=5)
-    assert prune.reservoir_sample(100, 10, seed=5) != prune.reservoir_sample(100, 10, seed=6)
+    assert prune.reservoir_sample(100, 10, 5) == prune.reservoir_sample(100, 10, 5)
+    assert prune.reservoir_sample(100, 10, 5) != prune.reservoir_sample(100, 10, 6)
     counts = collections.Counter()
     trials = 4000
     for s in range(trials):
-        counts.update(prune.reservoir_sample(20, 5, seed=s))
+        counts.update(prune.reservoir_sample(20, 5, s))
     expected = trials * 5 / 20  # each index picked with probability k / n
     assert all(abs(counts[i] - expected) < 0.15 * expected for i in range(20))
 
