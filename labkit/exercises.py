@@ -27,11 +27,22 @@ class Wrong(AssertionError):
     """A check's finding: what is wrong, said so that the student can fix it."""
 
 
+def _scalar(value, what: str) -> float:
+    """A Python number or 0-d tensor as a float; Wrong for anything else (a 1-element vector breaks f-strings)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if torch.is_tensor(value) and value.dim() == 0:
+        return float(value)
+    raise Wrong(f"{what} returned {type(value).__name__}"
+                + (f" of shape {tuple(value.shape)}" if torch.is_tensor(value) else "")
+                + ": return one number, a float (tensor.item() turns a 0-d tensor into one)")
+
+
 # ---------------------------------------------------------------- notebook 01: the four rules
 
 def _same(got, want, what: str, hint: str = "") -> None:
     if isinstance(want, float) or isinstance(got, float):
-        ok = got is not None and isinstance(got, (int, float)) and math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9)
+        ok = got is not None and isinstance(got, (int, float)) and math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9)
     else:
         ok = got == want
     if not ok:
@@ -126,7 +137,7 @@ def check_confusion_matrix(fn) -> None:
 
 def check_cohen_kappa(fn) -> None:
     hand = torch.tensor([[20, 5], [10, 15]])  # p_o = 0.7, p_e = (25 x 30 + 25 x 20) / 50^2 = 0.5: kappa 0.4
-    got = float(fn(hand))
+    got = _scalar(fn(hand), "cohen_kappa")
     if math.isclose(got, 0.6, abs_tol=1e-9):
         raise Wrong("cohen_kappa gives 0.6 = (1 - p_o) / (1 - p_e) for [[20, 5], [10, 15]]: that is the 2019 "
                     "report's formula, the disagreement over the chance disagreement; kappa is "
@@ -136,7 +147,7 @@ def check_cohen_kappa(fn) -> None:
                     "by chance, p_e, from the two raters' marginal frequencies")
     _same(got, 0.4, "cohen_kappa([[20, 5], [10, 15]])", "p_o = 0.7, p_e = 0.5, kappa = (p_o - p_e) / (1 - p_e)")
     for matrix in (torch.tensor([[30, 2, 3], [4, 25, 6], [1, 7, 22]]), torch.diag(torch.tensor([5, 7, 9]))):
-        _same(float(fn(matrix)), metrics.cohens_kappa(matrix), f"cohen_kappa({matrix.tolist()})")
+        _same(_scalar(fn(matrix), "cohen_kappa"), metrics.cohens_kappa(matrix), f"cohen_kappa({matrix.tolist()})")
 
 
 def check_train_one_epoch(fn) -> None:
@@ -195,8 +206,7 @@ def check_train_one_epoch(fn) -> None:
                             "cross-entropy: in each batch call optimizer.zero_grad(), loss.backward() and "
                             "optimizer.step() (without zero_grad the gradients of earlier batches add up)")
         mean = sum(l * k for l, k in losses) / n
-        if not isinstance(loss, (float, int)) and not (torch.is_tensor(loss) and loss.numel() == 1):
-            raise Wrong(f"train_one_epoch returned {type(loss).__name__}; return the epoch's mean loss, a float")
+        loss = _scalar(loss, "train_one_epoch")
         if math.isclose(float(loss), sum(l for l, _ in losses) / len(losses), rel_tol=1e-5) and n % batch:
             raise Wrong("you returned the mean of the batch means; the last batch is smaller, so weight each "
                         "batch's loss by its images (the mean over the epoch's images)")
@@ -207,9 +217,11 @@ def check_train_one_epoch(fn) -> None:
 
 def check_early_stop(fn) -> None:
     cases = [([0.5, 0.6, 0.55, 0.58, 0.57, 0.7], 3, (5, 2)), ([0.5, 0.6, 0.55, 0.58, 0.57, 0.7], 4, (6, 6)),
-             ([0.9, 0.8, 0.7], 1, (2, 1)), ([0.1, 0.2, 0.3], 2, (3, 3))]
+             ([0.9, 0.8, 0.7], 1, (2, 1)), ([0.1, 0.2, 0.3], 2, (3, 3)), ([0.5, 0.6, 0.6, 0.6], 2, (4, 2))]
     for accuracies, patience, want in cases:
         got = tuple(fn(list(accuracies), patience))
+        if accuracies == [0.5, 0.6, 0.6, 0.6] and got == (4, 4):
+            raise Wrong("early_stop counts an equal accuracy as a gain: only a higher one is a new best (use >)")
         if got == (want[0], want[1] - 1):
             raise Wrong(f"early_stop({accuracies}, {patience}) gives best epoch {got[1]}: epochs count from 1")
         if got[1] == want[1] and got[0] in (want[0] - 1, want[0] + 1):
@@ -233,6 +245,11 @@ def _scores_check(fn, name: str, square: bool) -> None:
     if got.shape != (4,):
         raise Wrong(f"{name} gives shape {tuple(got.shape)} for 4 neurons of 3 inputs; it needs one score per "
                     "neuron (row): shape (4,)")
+    if got.dtype != torch.float64:
+        values = got.double()
+        if torch.allclose(values, want.double(), atol=1e-5):
+            raise Wrong(f"{name} gives the right scores in {got.dtype}: compute in float64 (weight.double()), "
+                        "float32 sums of 25,088 terms tie for dozens of neurons")
     got = got.double()
     wrong = {"the plain sum of each row's weights, the 2019 code's score": _W.sum(1),
              "the sum of |w| (the magnitude criterion): subtract the mean neuron first": _W.abs().sum(1),
@@ -300,9 +317,14 @@ def check_remove_neurons(fn) -> None:
     x = torch.randn(7, 5)
     mask = torch.zeros(6)
     mask[keep] = 1
+    other = torch.zeros(6)
+    other[[1, 4]] = 1
     with torch.no_grad():
         want = next_fc(torch.relu(fc(x)) * mask)  # the head with neurons 1 and 4 silenced
-        got = fn(fc, next_fc, keep.clone())
+        complement = next_fc(torch.relu(fc(x)) * other)  # ... and with the others silenced
+    import copy
+
+    got = fn(copy.deepcopy(fc), copy.deepcopy(next_fc), keep.clone())  # copies: a cut in place is fine too
     if not (isinstance(got, tuple) and len(got) == 2 and all(isinstance(m, nn.Linear) for m in got)):
         raise Wrong("remove_neurons must return (new_fc, new_next_fc), two torch.nn.Linear")
     new, new_next = got
@@ -321,9 +343,6 @@ def check_remove_neurons(fn) -> None:
                     "stay, its columns of the removed neurons go")
     with torch.no_grad():
         out = new_next(torch.relu(new(x)))
-        other = torch.zeros(6)
-        other[[1, 4]] = 1
-        complement = next_fc(torch.relu(fc(x)) * other)
     if torch.allclose(out[:, :], complement, atol=1e-5) and not torch.allclose(out, want, atol=1e-5):
         raise Wrong("your layers compute the head with the neurons of `keep` removed: keep lists the neurons "
                     "that stay")
@@ -413,25 +432,38 @@ def check_bits_stored(fn) -> None:
 
 
 def check_images_memorized(fn) -> None:
-    limit = 2000
+    limit, start = 2000, 100
     for largest in (0, 3, 37, 150, 1000, 1999, 2000, 5000):
-        asked = []
+        asked, answers = [], {}
 
         def fits(n, largest=largest):
             if not 1 <= n <= limit:
                 raise Wrong(f"fits({n}) was asked: try 1 to limit={limit} images")
             asked.append(n)
-            return n <= largest
+            if len(asked) > 40:
+                raise Wrong(f"more than 40 calls to fits for a head that fits {min(largest, limit)} (asked "
+                            f"{asked[:6]} ...): each call trains heads; double n until it fails, stop at limit, then "
+                            "bisect (about 20 calls at most here)")
+            answers[n] = n <= largest
+            return answers[n]
 
         got = fn(fits, limit)
+        got = int(_scalar(got, "images_memorized"))
         true = min(largest, limit)
-        if len(asked) > 40:
-            raise Wrong(f"{len(asked)} calls to fits for a head that fits {true}: each call trains heads; double n "
-                        "until it fails, then bisect (about 20 calls at most here)")
+        doubling = []
+        n = start
+        while True:  # what doubling from `start` asks before the first failure (or the limit)
+            doubling.append(min(n, limit))
+            if min(n, limit) > largest or n >= limit:
+                break
+            n *= 2
+        if asked[:len(doubling)] != doubling:
+            raise Wrong(f"for a head that fits {true} images your search asked {asked[:len(doubling)]} first; "
+                        f"doubling from start={start} asks {doubling} (capped at limit) before it bisects")
         if got > true:
             raise Wrong(f"a head that fits at most {true} images: yours says {got}")
-        if got < true and not (got == 0 or fits(got)):
-            raise Wrong(f"yours returns {got}, which the head does not fit")
+        if got and not answers.get(got):
+            raise Wrong(f"yours returns {got}, an n the head was not seen to fit: return the last n that fitted")
         if true - got > max(1, math.ceil(0.125 * got)):
             raise Wrong(f"a head fits at most {true} images and yours says {got}: after doubling, bisect between "
                         "the last n that fitted and the first that failed until they are within 1/8 of it")

@@ -229,6 +229,10 @@ def images_memorized(fits, limit: int, start: int = 100, precision: float = 0.12
     return lo
 
 
+class _Stopped(Exception):
+    """Raised inside a search whose caller stopped waiting for it."""
+
+
 class _Lockstep:
     """Many searches (a function(fits, limit) each, one per head, in threads) asking fits(n); `rounds` answers
     every question asked so far in one call, so the heads still searching train together, as one ladder."""
@@ -237,6 +241,7 @@ class _Lockstep:
         import threading
 
         self.cond, self.asked, self.answers, self.done = threading.Condition(), {}, {}, {}
+        self.stopped = False  # the caller gave up (an error, Ctrl-C): every waiting search ends
         self.threads = [threading.Thread(target=self._run, args=(search, h, limit), daemon=True)
                         for h in range(heads)]
         for t in self.threads:
@@ -248,7 +253,9 @@ class _Lockstep:
             with self.cond:
                 self.asked[h] = n
                 self.cond.notify_all()
-                self.cond.wait_for(lambda: h in self.answers)
+                self.cond.wait_for(lambda: h in self.answers or self.stopped)
+                if h not in self.answers:
+                    raise _Stopped()
                 return self.answers.pop(h)
 
         try:
@@ -270,6 +277,12 @@ class _Lockstep:
         """{head: fitted?}: each asking search goes on."""
         with self.cond:
             self.answers.update(verdicts)
+            self.cond.notify_all()
+
+    def stop(self) -> None:
+        """End every search still waiting for an answer (their threads return)."""
+        with self.cond:
+            self.stopped = True
             self.cond.notify_all()
 
     def results(self) -> list:
@@ -304,19 +317,26 @@ def memorization(x: torch.Tensor, specs: Sequence[HeadSpec], criterion: float = 
     search = search or (lambda fits, limit: images_memorized(fits, limit, start, precision))
     seen: list[dict] = [{} for _ in specs]  # per head: n -> best training accuracy over its restarts
     lockstep = _Lockstep(search, len(specs), n_max)
-    while asked := lockstep.questions():
-        new = {h: asked[h] for h in sorted(asked) if asked[h] not in seen[h]}  # heads in order, as one ladder
-        runs = [(h, r) for h in new for r in range(restarts)]  # only the heads asking something new
-        if runs:
-            ladder = Ladder([specs[h] for h, _ in runs], x.shape[1], classes,
-                            seeds=[derive_seed(seed, h * restarts + r) for h, r in runs])
-            accuracy = fit_ladder(ladder, x, labels, [new[h] for h, _ in runs], steps, lr, criterion,
-                                  groups=[h for h, _ in runs])
-            for h, n in new.items():
-                seen[h][n] = max(a for (g, _), a in zip(runs, accuracy) if g == h)
-        lockstep.answer({h: seen[h][n] >= criterion for h, n in asked.items()})
+    try:
+        while asked := lockstep.questions():
+            new = {h: asked[h] for h in sorted(asked) if asked[h] not in seen[h]}  # heads in order, as one ladder
+            runs = [(h, r) for h in new for r in range(restarts)]  # only the heads asking something new
+            if runs:
+                ladder = Ladder([specs[h] for h, _ in runs], x.shape[1], classes,
+                                seeds=[derive_seed(seed, h * restarts + r) for h, r in runs])
+                accuracy = fit_ladder(ladder, x, labels, [new[h] for h, _ in runs], steps, lr, criterion,
+                                      groups=[h for h, _ in runs])
+                for h, n in new.items():
+                    seen[h][n] = max(a for (g, _), a in zip(runs, accuracy) if g == h)
+            lockstep.answer({h: seen[h][n] >= criterion for h, n in asked.items()})
+    finally:
+        lockstep.stop()
     found = [checks.integer("images_memorized", n, 0, n_max, hint="the search returns how many images a head "
                             "fitted") for n in lockstep.results()]
+    unasked = [n for h, n in enumerate(found) if n and n not in seen[h]]
+    if unasked:
+        raise ValueError(f"the search returned {unasked[0]} images, which it never asked fits about: it must return "
+                         "the last n that fitted (see its check in notebook 04)")
     return [_memorization_row(s, x.shape[1], classes, n, seen[h].get(n, 1.0), criterion, n_max, bits)
             for h, (s, n) in enumerate(zip(specs, found))]
 

@@ -241,12 +241,11 @@ def _linear_scan(fits, limit):
 
 def test_search_check_refuses_doubling_alone_a_linear_scan_and_overshooting():
     _fails("images_memorized", _doubling_only, "bisect")
-    _fails("images_memorized", _linear_scan, "calls")
-    _fails("images_memorized", lambda fits, limit: limit if fits(limit) else min(limit, 2 * _doubling_only(fits, limit)),
-           "at most")
+    _fails("images_memorized", _linear_scan, "doubling from start=100")
+    _fails("images_memorized", lambda fits, limit: memorization.images_memorized(fits, limit) + 1, "at most")
 
 
-def test_exact_bisection_passes_the_search_check():
+def test_search_check_refuses_a_bisection_without_doubling_and_stops_one_that_never_ends():
     def exact(fits, limit):
         lo, hi = 0, limit + 1
         while hi - lo > 1:
@@ -254,7 +253,27 @@ def test_exact_bisection_passes_the_search_check():
             lo, hi = (mid, hi) if fits(mid) else (lo, mid)
         return lo
 
-    assert exercises.verdict("images_memorized", exact) is None
+    def no_return_at_the_limit(fits, limit, start=100, precision=0.125):
+        lo, hi, n = 0, None, min(start, limit)
+        while hi is None:  # forgets to stop once it fitted the limit: asks fits(limit) forever
+            if fits(n):
+                lo, n = n, min(2 * n, limit)
+            else:
+                hi = n
+        while hi - lo > max(1, int(precision * lo)):
+            n = (lo + hi) // 2
+            lo, hi = (n, hi) if fits(n) else (lo, n)
+        return lo
+
+    _fails("images_memorized", exact, "doubling")
+    _fails("images_memorized", no_return_at_the_limit, "more than 40 calls")
+
+
+def test_check_helpers_refuse_a_vector_where_a_number_belongs_and_take_float32_kappa():
+    _fails("cohen_kappa", lambda c: torch.tensor([metrics.cohens_kappa(c)]), "one number")
+    assert exercises.verdict("cohen_kappa", lambda c: torch.tensor(metrics.cohens_kappa(c), dtype=torch.float32)) is None
+    _fails("l2_scores", lambda w: prune.l2_scores(w).float(), "float64")
+    _fails("early_stop", lambda acc, p: train.early_stop([a + 1e-9 * i for i, a in enumerate(acc)], p), "equal")
 
 
 def test_a_students_search_runs_the_memorization_in_lockstep_and_gives_the_references_numbers():

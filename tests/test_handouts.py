@@ -59,7 +59,8 @@ def test_every_exercise_is_an_nbgrader_cell_and_every_stub_matches_what_follows(
             if "YOUR CODE HERE" in cell.source:
                 # the exercise text above the stub names the check when, and only when, one follows
                 text = "".join(c.source for c in student.cells[max(0, i - 1):i + 1])
-                follows = i + 1 < len(student.cells) and student.cells[i + 1].metadata.get("nbgrader", {}).get("grade")
+                after = student.cells[i + 1].metadata.get("nbgrader", {}) if i + 1 < len(student.cells) else {}
+                follows = after.get("grade") and not after.get("solution")  # an autograded check, not an answer cell
                 assert ("check below" in text) == bool(follows), f"{name} cell {i}: {text!r}"
 
 
