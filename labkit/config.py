@@ -117,7 +117,8 @@ class StudyConfig:
                                      # (the unpruned head trained as long) still counted as no loss (labkit.knee)
     target: tuple | None = None      # oneshot schedule: the hidden widths cycle 1 prunes to
     cycles: int = 3                  # cycles of train, test, measure (and prune between them)
-    epochs: int = 2                  # training epochs per cycle after cycle 0 (at most, with recover_patience)
+    epochs: int = 2                  # training epochs per cycle after cycle 0 (at most, with recover_patience);
+                                     # a scratch control's single cycle trains this many epochs in all
     recover_patience: int | None = None  # None: every cycle after cycle 0 trains exactly `epochs`; n: it trains
                                      # until validation accuracy has not risen for n epochs and keeps its best
     cycle_lr: float | None = None    # the rate of every cycle after cycle 0; None: lr x lr_drop (fine-tuning)

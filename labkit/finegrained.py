@@ -413,7 +413,8 @@ def _from_start(payload: dict, folded: bool) -> list[dict | None]:
 
 
 def _load_moments(optimizer, params, moments: dict | None, folded: bool) -> None:
-    """Give `optimizer` the moments a previous masked_fit left, or a start's AdamState payload."""
+    """Give `optimizer` the moments a previous masked_fit left, or a start's AdamState payload; a parameter whose
+    saved moments have another shape (or none) is skipped silently and starts with fresh moments."""
     if not moments:
         return
     state = moments["state"] if "state" in moments else _from_start(moments, folded)

@@ -125,8 +125,8 @@ def train_first(c: StudyConfig, data: Splits, state: train.AdamState,
     cycle after this one trains). Cycle 0 fine-tunes until validation accuracy has not risen for c.patience
     epochs (c.start_epochs in all at most) and goes back to its best epoch, weights and Adam moments (left
     in `state` for the cycles after it). A from-scratch control ("scratch") follows the same schedule for
-    exactly c.epochs: it is matched to an epoch count, not to a plateau. Returns (head, per-epoch history,
-    the kept epoch marked "best").
+    exactly c.epochs: it is matched to an epoch count, not to a plateau. Returns two values: (head, the
+    per-epoch history, in which the kept epoch is marked "best").
     """
     head = new_head(c, data.train)
     scratch = c.method == "scratch"
