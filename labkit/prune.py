@@ -86,11 +86,11 @@ def remove_neurons(fc: nn.Linear, next_fc: nn.Linear, keep: torch.Tensor) -> tup
     with only those inputs (its weight's columns; its bias unchanged): together they compute what the two layers
     computed with the other neurons silenced. The plain reference of notebook 03's exercise; `prune_neurons`
     cuts the rows in place instead (the same layers, tested)."""
-    new_fc = nn.Linear(fc.in_features, len(keep), bias=fc.bias is not None)
+    new_fc = nn.utils.skip_init(nn.Linear, fc.in_features, len(keep), bias=fc.bias is not None)
     new_fc.weight.copy_(fc.weight[keep])
     if fc.bias is not None:
         new_fc.bias.copy_(fc.bias[keep])
-    new_next = nn.Linear(len(keep), next_fc.out_features, bias=next_fc.bias is not None)
+    new_next = nn.utils.skip_init(nn.Linear, len(keep), next_fc.out_features, bias=next_fc.bias is not None)
     new_next.weight.copy_(next_fc.weight[:, keep])
     if next_fc.bias is not None:
         new_next.bias.copy_(next_fc.bias)
