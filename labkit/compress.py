@@ -86,10 +86,9 @@ def kmeans_codebook(weight: torch.Tensor, bits: int, iterations: int = 25, sampl
     100M weights), then every weight assigned to its nearest value. `share`: a function like kmeans_share
     (a student's, notebook 03) fits the codebook instead."""
     _check_one_width(bits, allowed=range(1, 8))
-    if share is None:
-        return kmeans_centroids(weight, 1 << bits, iterations, sample)
+    fit = share or (lambda values, b: kmeans_share(values, b, iterations))
     everything = weight.detach().float().flatten()
-    codebook, _ = share(_sampled(everything, sample), bits)
+    codebook, _ = fit(_sampled(everything, sample), bits)
     codebook = torch.sort(torch.as_tensor(codebook).detach().float().flatten()).values
     if len(codebook) != 1 << bits:
         raise ValueError(f"kmeans_share returned {len(codebook)} values for bits={bits}, not {1 << bits}: see its "
