@@ -73,7 +73,7 @@ def main():
     p.add_argument("--profile", default="quick", choices=tuple(config.PROFILES))
     p.add_argument("--cycles", type=int, default=3, help="cycles timed per arm")
     args = p.parse_args()
-    c = config.make_config(args.profile, method="l2", checkpoints="none")
+    c = config.make_config(args.profile, method="l2", checkpoints="off")
     data = study.prepare_features(c, progress=False)
     n_train, n_eval = len(data.train), len(data.val) + len(data.test)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.profile} profile: {n_train:,} training "

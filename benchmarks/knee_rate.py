@@ -46,12 +46,12 @@ def main(argv=None) -> int:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=12)
     args = parser.parse_args(argv)
-    session = notebook.start(args.profile)
+    session = notebook.open_session(args.profile)
     session.trained_start(args.seed, progress=False)
     rate_before = matmul_rate()
     with tempfile.TemporaryDirectory() as tmp:
         base = dataclasses.replace(session.config, start=str(session.start_path(args.seed)), seed=args.seed,
-                                   layer="all", method="l2", results_dir=tmp, checkpoints="none")
+                                   layer="all", method="l2", results_dir=tmp, checkpoints="off")
         print(f"{'widths':>16} {'rate':>8} {'val kept':>9} {'epochs':>9} {'control':>8} {'gap':>7}")
         for factor in args.factors:
             rate = base.lr * factor

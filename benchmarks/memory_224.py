@@ -35,9 +35,10 @@ def make_caches(root: str) -> None:
     from labkit.config import make_config
 
     config = make_config("paper", image_size=224, weights="random")
-    for split, limit, n in (("train", None, 60_000 - config.val_limit), ("val", config.val_limit, config.val_limit),
-                            ("test", None, 10_000)):
-        path = features.cache_path("random-seed0", 224, split, limit, config.data_seed, root, config.val_limit)
+    subsets = config.subsets
+    for split in ("train", "val", "test"):
+        n = subsets.images(split)
+        path = features.cache_path("random-seed0", 224, split, subsets, root)
         path.parent.mkdir(parents=True, exist_ok=True)
         maps = torch.empty((n, 512, 7, 7), dtype=features.storage_dtype(224))
         g = torch.Generator().manual_seed(0)
@@ -68,9 +69,8 @@ def main() -> int:
         from labkit.config import make_config
 
         config = make_config("paper", image_size=224, weights="random", device="cpu")
-        limits = {"train": config.train_limit, "val": config.val_limit, "test": config.test_limit}
-        missing = [s for s, lim in limits.items() if not features.cache_path(
-            "random-seed0", 224, s, lim, config.data_seed, root, config.val_limit).exists()]
+        missing = [s for s in ("train", "val", "test") if not features.cache_path(
+            "random-seed0", 224, s, config.subsets, root).exists()]
         if missing:
             print(f"error: the synthetic caches for {missing} are not where labkit looks; not extracting for hours",
                   file=sys.stderr)

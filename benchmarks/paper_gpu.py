@@ -138,12 +138,12 @@ def main() -> int:
         p.error(f"--results {results} is not empty: a rerun would read the earlier study back instead of running "
                 "it; give an empty or new folder")
     if args.smoke:
-        config = make_config("ci", image_size=224, device=str(device), results_dir=str(results), checkpoints="none",
+        config = make_config("ci", image_size=224, device=str(device), results_dir=str(results), checkpoints="off",
                              cycles=2, epochs=1, batch_size=16, hidden=(64, 48, 16), k=8, train_limit=40, val_limit=20,
                              test_limit=20, lr=1e-3)
     else:
         config = make_config("paper", image_size=224, device=str(device), results_dir=str(results),
-                             checkpoints="none")
+                             checkpoints="off")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"torch {torch.__version__} on {name}; profile {config.profile}, {config.image_size} px, "
           f"{config.cycles} cycles x {config.epochs} epochs, batch {config.batch_size}; results in {results}",
@@ -153,9 +153,8 @@ def main() -> int:
     data.ensure_mnist()
     times["mnist_s"] = time.perf_counter() - t
 
-    cached = [features.cache_path(tag, config.image_size, s, lim, config.data_seed, val_limit=config.val_limit).exists()
-              for tag in ("imagenet", "random-seed0")
-              for s, lim in (("train", config.train_limit), ("val", config.val_limit), ("test", config.test_limit))]
+    cached = [features.cache_path(tag, config.image_size, s, config.subsets).exists()
+              for tag in ("imagenet", "random-seed0") for s in ("train", "val", "test")]
     t = time.perf_counter()
     splits = study.prepare_features(config, progress=False)
     if device.type == "cuda":

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 import torch.nn.utils.prune
 
-from labkit import data, features, metrics, model, prune, train
+from labkit import backbone, data, features, metrics, model, prune, train
 
 
 def head_forward_flops(widths) -> int:
@@ -150,7 +150,7 @@ def main():
         pruned_inference()
         return
     torch.manual_seed(0)
-    backbone, tag = model.build_backbone("auto")
+    convs, tag = backbone.build_backbone("auto")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, backbone weights {tag}")
     peak = matmul_gflops()
     print(f"float32 4096 x 4096 matmul: {peak:.1f} GFLOP/s (the practical limit of this machine)")
@@ -158,12 +158,12 @@ def main():
         n = args.images if size <= 64 else max(40, args.images // 10)
         images, labels = data.load_mnist("train", limit=n)
         head = model.build_head(map_size=model.map_size_for(size), seed=0)
-        a = report_way(backbone, copy.deepcopy(head), images, labels, size)
-        maps = features.extract(backbone, images, size)
+        a = report_way(convs, copy.deepcopy(head), images, labels, size)
+        maps = features.extract(convs, images, size)
         reps = -(-args.images // n)  # few images at 224: repeat their cached maps so batches are full
         maps_b, labels_b = maps.repeat(reps, 1, 1, 1), labels.repeat(reps)
         start = time.perf_counter()
-        features.extract(backbone, images[: min(n, 64)], size)
+        features.extract(convs, images[: min(n, 64)], size)
         extract_rate = min(n, 64) / (time.perf_counter() - start)
         folded = head.map_size == 1
         b = labkit_way(copy.deepcopy(head), maps_b, labels_b, batch=args.batch)

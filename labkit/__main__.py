@@ -35,8 +35,8 @@ def _study_args(p: argparse.ArgumentParser) -> None:
                    help="learning rate of the cycles after cycle 0 (default: lr x lr_drop, fine-tuning)")
     p.add_argument("--tolerance", type=float,
                    help="accuracy loss in percentage points still counted as none (default 1.0)")
-    p.add_argument("--hidden", "--head", dest="hidden", type=int, nargs="+",
-                   help="hidden widths of the head (default 4096 4096 256; --head is its older name)")
+    p.add_argument("--hidden", dest="hidden", type=int, nargs="+",
+                   help="hidden widths of the head (default 4096 4096 256)")
     p.add_argument("--dropout", type=float, help="dropout between hidden layers (default 0.5)")
     p.add_argument("--cycles", type=int, help="number of cycles (profile's default)")
     p.add_argument("--epochs", type=int, help="training epochs per cycle (profile's default)")
@@ -47,9 +47,8 @@ def _study_args(p: argparse.ArgumentParser) -> None:
                    help="validation images, drawn from the training set (every decision is taken on them)")
     p.add_argument("--test-limit", type=int, dest="test_limit", help="test images (class-balanced subset)")
     p.add_argument("--image-size", type=int, dest="image_size", help="input side in pixels (32 or more)")
-    p.add_argument("--weights", choices=(*cfg.WEIGHT_CHOICES, "none"),
-                   help="backbone weights: auto (ImageNet where available), imagenet, random (none: its older name); "
-                        "default auto")
+    p.add_argument("--weights", choices=cfg.WEIGHT_CHOICES,
+                   help="backbone weights: auto (ImageNet where available), imagenet, random; default auto")
     p.add_argument("--seed", type=int, help="seed of initialization, shuffling, dropout and reservoir sampling")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--results", dest="results_dir",
@@ -187,7 +186,7 @@ def _study(parser, args) -> int:
 
 
 def _compress(parser, args) -> int:
-    from . import distributed, tables, study
+    from . import distributed, tables
 
     if distributed.launched_by_torchrun():
         parser.error("compress runs in one process; start it with python -m labkit, not torchrun")
@@ -258,7 +257,7 @@ def _parameters(parser, path: str) -> dict:
 
 
 def _lab(parser, args) -> int:
-    from . import notebook
+    from . import notebook, runner
 
     parameters = _parameters(parser, args.parameters_file) if args.parameters_file else {}
     profile = args.profile
@@ -276,7 +275,7 @@ def _lab(parser, args) -> int:
         profile = said
     profile = profile or "quick"
     args.results = cfg.results_root() / profile
-    paths = notebook.run_notebooks(profile, args.only or notebook.NOTEBOOKS, parameters)
+    paths = runner.run_notebooks(profile, args.only or notebook.NOTEBOOKS, parameters)
     folder = paths[0].parent
     print(f"{len(paths)} executed notebooks in {folder}\nfigures in {folder / 'figures'}, tables (*.csv) in {folder}, "
           f"study runs in {folder / 'runs'}")

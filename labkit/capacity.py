@@ -28,21 +28,23 @@ def _check_widths(widths: Sequence[int]) -> list[int]:
                            hint="give [inputs, n1, ..., outputs], e.g. [25088, 4096, 4096, 256, 10]")
 
 
-def layer_capacities(widths: Sequence[int], rule: str = "previous") -> list[int]:
-    """Capacity in bits of each layer of a dense net [inputs, n1, ..., nL].
+def rule4(parameters: int, upstream: Sequence[int], rule: str = "previous") -> int:
+    """Rule 4, the one place it is written: a layer's bits, its `parameters` (rules 2 and 3), capped by what
+    reaches it. upstream: the widths before the layer, [inputs, n1, ..., n_{l-1}]; the first layer (upstream
+    [inputs]) is not capped (real-valued inputs). Later layers are capped at n_{l-1} (rule "previous", the
+    report's estimator) or at the narrowest width upstream, inputs included (rule "bottleneck", TFMeter's
+    stricter reading)."""
+    if len(upstream) < 2:
+        return parameters
+    return min(parameters, upstream[-1] if rule == "previous" else min(upstream))
 
-    Layer 1: (inputs + 1) * n1 (rule 2 and 3; real-valued inputs are not capped).
-    Layer l >= 2: min(cap, (n_{l-1} + 1) * n_l), where cap (rule 4) is n_{l-1} for
-    rule="previous" (the report's estimator) and the narrowest width anywhere
-    upstream, inputs included, for rule="bottleneck" (TFMeter's stricter reading).
-    """
+
+def layer_capacities(widths: Sequence[int], rule: str = "previous") -> list[int]:
+    """Capacity in bits of each layer of a dense net [inputs, n1, ..., nL]: (n_{l-1} + 1) * n_l parameters each,
+    capped by `rule4`."""
     checks.choice("rule", rule, RULES)
     widths = _check_widths(widths)
-    caps = [(widths[0] + 1) * widths[1]]
-    for l in range(2, len(widths)):
-        cap = widths[l - 1] if rule == "previous" else min(widths[:l])
-        caps.append(min(cap, (widths[l - 1] + 1) * widths[l]))
-    return caps
+    return [rule4((widths[l - 1] + 1) * widths[l], widths[:l], rule) for l in range(1, len(widths))]
 
 
 def mec(widths: Sequence[int], rule: str = "previous") -> int:

@@ -234,7 +234,7 @@ def compression_table(head: VGGHead, sets: dict, folder: str | os.PathLike, refe
     `float32_file`: `head` was just loaded from this save_head file, so it is measured, not written again.
     `share`: the k-means codebooks are fitted by this function (a student's kmeans_share); the storage says so.
     """
-    from . import metrics, model, train
+    from . import model, records, train
 
     check_bit_widths(bits)
     folder = Path(folder)
@@ -256,7 +256,7 @@ def compression_table(head: VGGHead, sets: dict, folder: str | os.PathLike, refe
         row = {"storage": storage, "bytes": size, "ratio": reference_bytes / size}
         for split, result in train.evaluate_sets(stored, sets, device=device).items():
             row[f"{split}_correct"], row[f"{split}_accuracy"] = result["correct"], result["accuracy"]
-            row[f"{split}_right"] = metrics.pack_right(result["right"])
+            row[f"{split}_right"] = records.pack_right(result["right"])
         rows.append({**row, "path": str(path)})
     return rows
 

@@ -16,45 +16,14 @@ from . import checks
 # The plain facts the settings are checked against, here so that this module imports no torch (model, prune
 # and data take them from here).
 METHODS = ("l1", "l2", "reservoir", "magnitude")  # pruning criteria (labkit.prune)
-WEIGHT_CHOICES = ("auto", "imagenet", "random")  # backbone weights (labkit.model.build_backbone)
-# settings' values as an older labkit spelled them, read as today's word: weights "none" (random initialization)
-# read too much like method "none" (the control) and Python's None
-OLD_SPELLINGS = {"weights": {"none": "random"}}
-OLD_NAMES = {"head": "hidden"}  # settings an older labkit named otherwise: the hidden widths were "head", the
-                                # word labkit keeps for the module (VGGHead, Run.head)
-
-
-def current_spelling(field: str, value):
-    """`value` of setting `field` in today's word (weights 'none' -> 'random'); other values as they are."""
-    try:
-        return OLD_SPELLINGS.get(field, {}).get(value, value)
-    except TypeError:  # an unhashable value (a list) has no old spelling
-        return value
-
-
-def current_settings(settings: dict) -> dict:
-    """A saved settings dict (config.json, a checkpoint's or a start file's record) in today's words."""
-    renamed = {OLD_NAMES.get(k, k): v for k, v in settings.items()}
-    return {k: current_spelling(k, v) for k, v in renamed.items()}
-
-
+WEIGHT_CHOICES = ("auto", "imagenet", "random")  # backbone weights (labkit.backbone.build_backbone)
 CLASSES = 10  # MNIST's ten digits: the head's output width, defined here once
-SIZES = {"train": 60_000, "test": 10_000}  # MNIST's official splits
-
-
-def check_limits(train_limit: int | None, val_limit: int | None, test_limit: int | None,
-                 names: tuple[str, str, str] = ("train_limit", "val_limit", "test_limit")) -> None:
-    """ValueError unless the three subsets fit MNIST: train + val <= 60,000 and test <= 10,000."""
-    val = checks.optional_integer(names[1], val_limit, 1, SIZES["train"] - 1)
-    train_room = SIZES["train"] - (val or 0)
-    after_val = f" left beside the {val:,} validation images" if val else ""
-    checks.optional_integer(names[0], train_limit, 1, train_room,
-                            hint=f"MNIST has {train_room:,} training images{after_val}; None takes all of them")
-    checks.optional_integer(names[2], test_limit, 1, SIZES["test"],
-                            hint=f"MNIST has {SIZES['test']:,} test images; None takes all of them")
+# the settings that choose a run's images (`StudyConfig.subsets`, one data.Subsets); image_size and weights choose
+# how the backbone sees them
+SUBSET_FIELDS = ("dataset", "train_limit", "val_limit", "test_limit", "data_seed")
 
 CONTROLS = ("none", "scratch")  # the equal-budget control (nothing removed) and a fresh head of given widths
-CHECKPOINT_POLICIES = ("all", "last", "none")
+CHECKPOINT_POLICIES = ("all", "last", "off")
 SCHEDULES = ("fixed", "geometric", "oneshot")
 SEEDS = {"ci": 2, "quick": 3, "paper": 3}  # independently trained heads the notebooks compare (curve and knee)
 GEOMETRIC_CYCLES = 12  # steps bound for a knee search (11 halvings take 4,096 neurons to 2)
@@ -84,7 +53,8 @@ FIELD_ROLES: dict[str, tuple[str, ...]] = {
     "target": ("pruning",), "cycles": ("resume",), "epochs": (), "recover_patience": (), "cycle_lr": (),
     "lr_epochs": ("start",), "lr_drop": ("start",), "start_epochs": ("start",), "patience": ("start",),
     "batch_size": ("start",), "lr": ("start",), "train_limit": ("start",), "val_limit": ("start",),
-    "test_limit": ("start",), "data_seed": ("start",), "image_size": ("start",), "weights": ("start",),
+    "test_limit": ("start",), "data_seed": ("start",), "dataset": ("start",), "image_size": ("start",),
+    "weights": ("start",),
     "hidden": ("start",), "dropout": ("start",), "seed": ("start",),
     "device": ("resume", "start"),  # a start trained on a GPU is another file than one trained on the CPU
     "results_dir": ("place",), "name": ("place",), "start": ("start file",), "checkpoints": ("resume",),
@@ -130,13 +100,16 @@ class StudyConfig:
     batch_size: int = 128            # training batch (cached features, so large batches are cheap)
     lr: float = 2e-4                 # Adam learning rate
     train_limit: int | None = 2000   # class-balanced training subset (None: all training images outside validation)
-    val_limit: int = 2000            # class-balanced validation split, drawn from the 60,000 training images and
-                                     # disjoint from the training subset: every decision is taken on it
-    test_limit: int | None = 2000    # class-balanced test subset (None: all 10,000); reported, never decides
+    val_limit: int | None = 2000     # class-balanced validation split, drawn from the official training images and
+                                     # disjoint from the training subset: every decision is taken on it (None: the
+                                     # dataset's own, data.DATASETS)
+    test_limit: int | None = 2000    # class-balanced test subset (None: all the official test images); reported,
+                                     # never decides
     data_seed: int = 0               # seed of the subsets, fixed across training seeds
+    dataset: str = "mnist"           # the images (data.DATASETS; MNIST is the one labkit ships offline)
     image_size: int = 32             # digits are resized to image_size x image_size (32 or more)
     weights: str = "auto"            # backbone weights: auto (ImageNet where available), imagenet, random
-    hidden: tuple = (4096, 4096, 256)  # hidden widths of the head (--hidden; "head" is its older name)
+    hidden: tuple = (4096, 4096, 256)  # hidden widths of the head (--hidden)
     dropout: float = 0.5             # dropout between hidden layers
     seed: int = 0                    # initialization, shuffling, dropout and reservoir seed
     device: str = "auto"             # auto, cpu, cuda, cuda:N
@@ -144,10 +117,9 @@ class StudyConfig:
     name: str | None = None          # run name; None derives one from the fields above
     start: str | None = None         # a trained head checkpoint: cycle 0 measures it without training
     checkpoints: str = "last"        # "all" cycle checkpoints written and kept; "last": each written, the one
-                                     # before dropped (a killed run resumes); "none": nothing written
+                                     # before dropped (a killed run resumes); "off": nothing written
 
     def __post_init__(self):
-        object.__setattr__(self, "weights", current_spelling("weights", self.weights))
         object.__setattr__(self, "hidden", tuple(checks.integers("hidden", self.hidden, minimum=1, length=1,
                                                                hint="give the hidden widths, e.g. (4096, 4096, 256)")))
         if self.target is not None:
@@ -156,10 +128,19 @@ class StudyConfig:
         validate(self)
 
     @property
+    def subsets(self):
+        """The images this run uses, as one value (data.Subsets): what every module below the settings reads."""
+        from .data import DATASETS, Subsets
+
+        checks.choice("dataset", self.dataset, tuple(DATASETS))
+        val = DATASETS[self.dataset]["val"] if self.val_limit is None else self.val_limit
+        return Subsets(self.train_limit, val, self.test_limit, self.data_seed, self.dataset)
+
+    @property
     def run_name(self) -> str:
         """`name`, or one derived from every setting that shapes the run's numbers: the profile, method, what
         it prunes, the seed and the start, then each other setting that differs from the profile's
-        (e.g. "-head512-512-64-lr0.001"), so runs and controls of other settings never share a folder."""
+        (e.g. "-hidden512-512-64-lr0.001"), so runs and controls of other settings never share a folder."""
         if self.name:
             return self.name
         start = f"-from-{Path(self.start).stem}" if self.start else ""
@@ -178,14 +159,11 @@ class StudyConfig:
         return parent / self.run_name
 
 
-# how a run name spells a setting that differs from its profile's ("-head512-512-64", "-lr0.001", "-224px");
+# how a run name spells a setting that differs from its profile's ("-hidden512-512-64", "-lr0.001", "-224px");
 # a field not listed here is spelled by its own name ("-patience3")
-_NAME_TAGS = {"hidden": "head", "epochs": "e", "batch_size": "b", "lr": "lr", "train_limit": "train",
+_NAME_TAGS = {"hidden": "hidden", "epochs": "e", "batch_size": "b", "lr": "lr", "train_limit": "train",
               "val_limit": "val", "test_limit": "test", "data_seed": "data", "image_size": "px", "weights": "weights-",
               "dropout": "dropout", "recover_patience": "recover", "cycle_lr": "cyclelr"}
-# values a run name spells in an older word, so folders made before a rename stay the same runs: random weights
-# were "none" when those names were first given ("-weights-none")
-_NAME_WORDS = {("weights", "random"): "none"}
 # fields a derived name never spells: its first part says them, they may change on resume, or they place it
 _UNNAMED = ("profile", "method", "seed", "start", "name", "results_dir", "layer", "schedule", "k", "fraction",
             "tolerance", "target")
@@ -207,7 +185,7 @@ def _differences(c: "StudyConfig", spelled: Sequence[str] = ()) -> str:
         elif isinstance(value, float):
             text = f"{value:g}"
         else:
-            text = _NAME_WORDS.get((f.name, value), str(value))
+            text = str(value)
         text = "".join(ch if ch.isalnum() or ch in "._+-" else "_" for ch in text)
         parts.append(f"{text}px" if f.name == "image_size" else f"{_NAME_TAGS.get(f.name, f.name)}{text}")
     return "".join("-" + p for p in parts)
@@ -263,8 +241,6 @@ def parse_widths(widths) -> Widths:
     if isinstance(widths, Widths):
         return widths
     if isinstance(widths, str):
-        if widths.strip()[:1] in "([" and widths.strip()[-1:] in ")]":  # "(512, 10)": an older labkit's table
-            widths = "-".join(w.strip() for w in widths.strip()[1:-1].split(",") if w.strip())
         try:
             return Widths(int(w) for w in widths.split("-"))
         except ValueError:
@@ -284,10 +260,10 @@ PROFILES = {
     # a few seconds a cycle on a 2-core CPU; the unpruned head reaches about 89% (random-init backbone)
     "quick": dict(cycles=3, epochs=2, lr_epochs=5, start_epochs=20, patience=3, batch_size=256, train_limit=2000,
                   val_limit=2000, test_limit=5000),
-    # the report's run: its 6 cycles of 3 epochs, 100 neurons a cycle, on all of MNIST: 50,000 training and
-    # 10,000 validation images (the 60,000 the report trained on) and the 10,000 test images
+    # the report's run: its 6 cycles of 3 epochs, 100 neurons a cycle, on all of MNIST: the report's validation
+    # split of the official training images (data.DATASETS), every other training image, every test image
     "paper": dict(cycles=6, epochs=3, lr_epochs=3, start_epochs=12, patience=2, batch_size=256, train_limit=None,
-                  val_limit=10_000, test_limit=None),
+                  val_limit=None, test_limit=None),
 }
 
 
@@ -318,7 +294,7 @@ def validate(c: StudyConfig) -> None:
             if removed >= c.hidden[layer]:
                 raise ValueError(f"k={c.k} x {c.cycles - 1} prune steps removes {removed} neurons, but hidden layer "
                                  f"{layer} has only {c.hidden[layer]}: lower k or cycles")
-    check_limits(c.train_limit, checks.integer("val_limit", c.val_limit, minimum=1), c.test_limit)
+    c.subsets  # the dataset and its three subsets: ValueError naming the one that does not fit
     checks.integer("image_size", c.image_size, minimum=32, hint="VGG16's five max-pools take 28 x 28 to nothing")
     checks.choice("weights", c.weights, WEIGHT_CHOICES)
     checks.number("dropout", c.dropout, minimum=0, below=1)
@@ -389,7 +365,6 @@ def prune_plan(c: StudyConfig, widths: Sequence[int]) -> list[tuple[int, int]]:
 def make_config(profile: str = "quick", **overrides) -> StudyConfig:
     """The named profile's config with `overrides` applied field by field (unknown fields are an error)."""
     checks.choice("profile", profile, tuple(PROFILES))
-    overrides = {OLD_NAMES.get(k, k): v for k, v in overrides.items()}
     names = {f.name for f in dataclasses.fields(StudyConfig)}
     unknown = sorted(set(overrides) - names)
     if unknown:

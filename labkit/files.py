@@ -7,11 +7,14 @@ FileProblem with one message that names the file, says what is wrong with it and
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
 import json
 import os
 import re
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -358,3 +361,43 @@ def _exists_and_not_empty(path: Path, what: str, fix: str, error: type[FileProbl
         raise error(f"{what} {path} does not exist; {fix}")
     if path.stat().st_size == 0:
         raise error(f"{what} {path} is empty (0 bytes), as after a full disk or a crash; {fix}")
+
+
+class RunBusy(RuntimeError):
+    """Another process holds the run folder's lock."""
+
+
+def take_lock(folder: Path):
+    """An exclusive lock on folder/.lock, held until the returned file is closed; RunBusy if another holds it.
+
+    The operating system drops the lock when its holder dies (even by kill -9), so a lock left by a
+    dead process is simply taken over. The holder's pid, host and start time are written inside.
+    """
+    writable_folder(folder, "the run folder", "choose a results folder you can write to "
+                                                     "(--results on the command line, or LABKIT_RESULTS)")
+    path = folder / ".lock"
+    try:
+        handle = open(path, "a+")
+    except OSError as err:
+        raise write_failure(path, err) from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunBusy(f"{folder} is in use by {holder}: two processes must not run one study at once. Wait for "
+                      f"it to finish (or stop it), or give this run another name (--name) or results folder")
+    holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(holder)
+        handle.flush()
+    except OSError as err:
+        try:
+            handle.close()  # flushes what could not be written: fails again, and closes the file all the same
+        except OSError:
+            pass
+        raise write_failure(path, err, len(holder)) from None
+    return handle

@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 from . import config as cfg, files
-from .notebook import NOTEBOOK_DIR, NOTEBOOKS, run_notebooks
+from .notebook import NOTEBOOK_DIR, NOTEBOOKS
+from .runner import run_notebooks
 
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"  # nbgrader's own stub
 

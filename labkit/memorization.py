@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import capacity, checks
+from . import capacity, checks, train
 from .config import CLASSES, Widths
 from .device import derive_seed, one_thread, seeded
 
@@ -169,19 +169,24 @@ def fit_ladder(ladder: Ladder, x: torch.Tensor, y: torch.Tensor, counts: Sequenc
     group = torch.tensor([(groups or range(len(order)))[i] for i in order], device=x.device)
     optimizer = torch.optim.Adam(ladder.parameters(), lr=lr, fused=True)
     best = torch.zeros(len(order), dtype=torch.float64, device=x.device)
-    for step in range(steps + 1):
-        logits = ladder.inside(x)
-        if step % check_every == 0 or step == steps:
-            with torch.no_grad():  # correct / n in float64: 360 / 400 is then the same number as 0.9
-                correct = ((logits.argmax(-1) == y[:, None]).float() * mine).sum(0).double()
-                best = torch.maximum(best, correct / counts_t.double().clamp_min(1))
-            if step == steps or criterion is not None and _every_group_reached(best >= criterion, group):
-                break
+
+    def each_head_mean(logits: torch.Tensor, labels: torch.Tensor, share: float) -> tuple:
         # cross-entropy as logsumexp - the label's logit: log_softmax over 10 classes is slow on a CPU
         loss = ((logits.logsumexp(-1) - logits.gather(-1, target).squeeze(-1)) * weight).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        return loss, loss.detach(), 0
+
+    @torch.no_grad()
+    def reached(step: int, row) -> bool:  # every `check_every` steps: the best accuracy each head has reached
+        nonlocal best
+        if step % check_every and step != steps:
+            return False
+        correct = ((ladder.inside(x).argmax(-1) == y[:, None]).float() * mine).sum(0).double()
+        best = torch.maximum(best, correct / counts_t.double().clamp_min(1))  # float64: 360 / 400 is 0.9
+        return criterion is not None and _every_group_reached(best >= criterion, group)
+
+    # full batch: one step an "epoch", on the samples in their order
+    train.train_epochs(ladder.inside, optimizer, x, y, steps, n, objective=each_head_mean, watch=reached,
+                       mixed_precision=False)
     result = [0.0] * len(order)
     for j, i in enumerate(order):
         result[i] = float(best[j])

@@ -34,22 +34,3 @@ def training_flops(widths) -> int:
     input gradients for every layer but the first (its input, the cached features, needs none)."""
     macs = [a * b for a, b in zip(widths[:-1], widths[1:])]
     return 2 * sum(macs) + 2 * sum(macs) + 2 * sum(macs[1:])
-
-
-def pack_right(right: torch.Tensor) -> str:
-    """Which images a head got right (bool, N) as "x" and hex digits, 8 images a byte (a history row keeps it)."""
-    import numpy as np
-
-    return "x" + np.packbits(right.cpu().numpy().astype(bool)).tobytes().hex()  # "x": never read as a number
-
-
-def unpack_right(text: str, n: int) -> torch.Tensor:
-    """The inverse of `pack_right`: a bool tensor of the first `n` images; ValueError if `text` is too short."""
-    import numpy as np
-
-    if not isinstance(text, str) or not text.startswith("x"):
-        raise ValueError(f"{str(text)[:20]!r} is not a correctness record (pack_right writes 'x' and hex digits)")
-    bits = np.unpackbits(np.frombuffer(bytes.fromhex(text[1:]), dtype=np.uint8))
-    if len(bits) < n:
-        raise ValueError(f"the correctness record holds {len(bits)} images, {n} expected")
-    return torch.from_numpy(bits[:n].astype(bool))

@@ -2,21 +2,17 @@
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from . import files
-from .config import CLASSES, WEIGHT_CHOICES, current_spelling
+from .config import CLASSES
 from .device import seeded
 
-IMAGENET_FILE = "vgg16-397923af.pth"  # the file torchvision's VGG16_Weights.IMAGENET1K_V1 downloads
 FEATURE_CHANNELS = 512
 POOLED = 7  # VGG16's adaptive pool makes 7 x 7 maps, so the head sees 512 * 7 * 7 = 25,088 inputs
-_announced: set[str] = set()
 
 
 class Standardize(nn.Module):
@@ -176,9 +172,13 @@ class FoldedFirstLayer(nn.Module):
     the learning rate times 49: each step changes the sum by exactly what the 49 equal steps add up to.
     `write_back()` adds a 49th of the change to each of the 49 weights, so the head then holds what
     full-width training gives, up to float rounding. Bias and later layers are the head's own.
+
+    mask (bool, out x 25,088, the kept weights of a fine-grained pruned first layer): a feature's kept copies
+    number 0 to 49 (`kept`), so the sum is trained at the plain rate and `scale_step` multiplies each step by
+    its kept count; `write_back()` gives each kept copy its equal share, so pruned weights stay exactly zero.
     """
 
-    def __init__(self, head: VGGHead):
+    def __init__(self, head: VGGHead, mask: torch.Tensor | None = None):
         super().__init__()
         if head.map_size != 1:
             raise ValueError(f"FoldedFirstLayer needs a head that reads 1 x 1 maps, not {head.map_size} x "
@@ -187,26 +187,38 @@ class FoldedFirstLayer(nn.Module):
         self._head = [head]  # a plain reference: the head is not a submodule of its view
         self.norm = head.norm
         self.copies = POOLED * POOLED
+        self._shape = (first.out_features, FEATURE_CHANNELS, self.copies)
+        self._mask = None if mask is None else mask.view(self._shape)
         with torch.no_grad():
-            self._written = first.weight.view(first.out_features, FEATURE_CHANNELS, self.copies).sum(-1)
+            self.kept = None if mask is None else self._mask.sum(-1, dtype=torch.float32)
+            self._written = first.weight.view(self._shape).sum(-1)
         self.weight = nn.Parameter(self._written.clone())
         self.bias = first.bias
         self.rest = head.layers[1:]
 
     def param_groups(self, lr: float) -> list[dict]:
-        """Adam parameter groups: the summed matrix at lr x 49, everything else at lr."""
-        return [{"params": [self.weight], "lr": lr * self.copies},
+        """Adam parameter groups: the summed matrix at lr x 49 (masked: at lr, see `scale_step`), the rest at lr."""
+        return [{"params": [self.weight], "lr": lr * self.copies if self._mask is None else lr},
                 {"params": [self.bias, *self.rest.parameters()], "lr": lr}]
 
     def forward(self, maps):
         return self.rest(nn.functional.linear(self.norm(maps).flatten(1), self.weight, self.bias))
 
     @torch.no_grad()
+    def scale_step(self, previous: torch.Tensor) -> None:
+        """Masked view: the step just taken from `previous` (the weight before it) times each feature's kept copies."""
+        self.weight.sub_(previous).mul_(self.kept).add_(previous)
+
+    @torch.no_grad()
     def write_back(self) -> None:
-        """Give the head's full-width first layer the change trained here so far."""
-        first = self._head[0].linears()[0]
-        change = (self.weight - self._written) / self.copies
-        first.weight.view(first.out_features, FEATURE_CHANNELS, self.copies).add_(change.unsqueeze(-1))
+        """Give the head's full-width first layer the change trained here so far (kept copies only, if masked)."""
+        weight = self._head[0].linears()[0].weight.view(self._shape)
+        if self._mask is None:
+            weight.add_(((self.weight - self._written) / self.copies).unsqueeze(-1))
+        else:
+            share = torch.where(self.kept > 0, (self.weight - self._written) / self.kept.clamp(min=1), 0.0)
+            for r in range(0, len(share), 256):  # 256 neurons at a time: no 400 MB temporary
+                weight[r:r + 256].add_(self._mask[r:r + 256] * share[r:r + 256].unsqueeze(-1))
         self._written.copy_(self.weight)
 
 
@@ -235,196 +247,6 @@ class VGG16Lab(nn.Module):
     def forward(self, images):
         """torchvision's VGG.forward: features, avgpool, flatten, classifier."""
         return self.classifier(torch.flatten(self.avgpool(self.features(images)), 1))
-
-
-def imagenet_weights_cached() -> Path | None:
-    """The ImageNet VGG16 file in the torch hub cache, if it is there."""
-    path = Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILE
-    return path if path.is_file() else None
-
-
-def _imagenet_fix(path: Path) -> str:
-    return (f"delete it so torchvision downloads it again (rm {path}; that needs the network), or use "
-            "--weights random (weights='random') for a randomly initialized backbone")
-
-
-def imagenet_file_problem(path: str | os.PathLike) -> str | None:
-    """What is wrong with an ImageNet VGG16 file in the hub cache (empty, cut short, not VGG16's), or None.
-
-    Read memory-mapped (its 528 MB are not loaded), and checked once per file version in a process.
-    """
-    path = Path(path)
-    try:
-        st = path.stat()
-    except OSError as err:
-        return f"it cannot be read: {err.strerror or err}"
-    key = (str(path), st.st_mtime_ns, st.st_size)
-    if key not in _checked:
-        _checked[key] = _file_problem(path, st.st_size)
-    return _checked[key]
-
-
-_checked: dict[tuple, str | None] = {}
-IMAGENET_BYTES = 553_433_881  # the size of torchvision's file, saved in torch's first (pre-zip) format
-_LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)  # how that format begins
-
-
-def _file_problem(path: Path, size: int) -> str | None:
-    if size == 0:
-        return "it is empty (0 bytes), as after an interrupted download or a full disk"
-    unreadable = (f"it is not a readable PyTorch file ({size:,} bytes: cut short, or something else saved under "
-                  "its name)")
-    if zipfile.is_zipfile(path):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:
-            return unreadable
-    else:  # torchvision's own file predates torch's zip format, which memory-mapping needs
-        with open(path, "rb") as fh:
-            head = fh.read(len(_LEGACY_MAGIC))
-        if head == _LEGACY_MAGIC and size == IMAGENET_BYTES:
-            return None
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            return unreadable
-    if not isinstance(state, dict):
-        return f"it holds a {type(state).__name__}, not VGG16's weights"
-    with torch.device("meta"):
-        wanted = {f"features.{k}": tuple(v.shape) for k, v in _vgg16_features().state_dict().items()}
-    for k, shape in wanted.items():
-        v = state.get(k)
-        if not isinstance(v, torch.Tensor):
-            return f"it has no {k} (not torchvision's VGG16 weights)"
-        if tuple(v.shape) != shape:
-            return f"its {k} has shape {tuple(v.shape)}, not VGG16's {shape}"
-    return None
-
-
-def _vgg16_features() -> nn.Module:
-    """VGG16's 13 convolutions as torchvision builds them (without its 138M-parameter classifier)."""
-    from torchvision.models.vgg import cfgs, make_layers
-
-    return make_layers(cfgs["D"], batch_norm=False)
-
-
-def _imagenet_backbone() -> nn.Module:
-    """VGG16's convolutions with ImageNet weights: torchvision's IMAGENET1K_V1 file from the torch hub cache,
-    downloaded there first when missing (torch.hub checks its hash). Only the `features.*` weights are read."""
-    from torchvision.models import VGG16_Weights
-
-    cached = imagenet_weights_cached()
-    problem = imagenet_file_problem(cached) if cached else None
-    if problem:
-        raise ImageNetFileProblem(f"the ImageNet VGG16 file {cached} is damaged: {problem}; {_imagenet_fix(cached)}")
-    state = torch.hub.load_state_dict_from_url(VGG16_Weights.IMAGENET1K_V1.url, progress=False, check_hash=True,
-                                               map_location="cpu", weights_only=True)
-    features = _vgg16_features()
-    features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
-    return features
-
-
-class ImageNetFileProblem(files.FileProblem):
-    """The ImageNet VGG16 file in the torch hub cache is damaged (the message names it and the fix)."""
-
-
-def resolve_weights(weights: str = "auto", seed: int = 0) -> str:
-    """The tag of the weights `weights` gives here ("imagenet" or "random-seed<seed>"), said once, plainly.
-
-    "imagenet" always (a damaged file in the hub cache is an error naming it); "random" never ("none" is its
-    older name); "auto" where the
-    torch hub cache holds a sound file or download.pytorch.org answers within 2 s (so there is no long wait
-    offline). A damaged file under "auto" gives the random backbone, saying which file and how to fix it.
-    """
-    weights = current_spelling("weights", weights)
-    if weights not in WEIGHT_CHOICES:
-        raise ValueError(f"weights={weights!r} is not one of {WEIGHT_CHOICES}")
-    from .data import network_reachable
-
-    cached = imagenet_weights_cached() if weights != "random" else None
-    problem = imagenet_file_problem(cached) if cached else None
-    if problem and weights == "imagenet":
-        raise ImageNetFileProblem(f"weights='imagenet': the ImageNet VGG16 file {cached} is damaged: {problem}; "
-                                  f"{_imagenet_fix(cached)}")
-    if weights == "imagenet" or (weights == "auto" and not problem and (cached or
-                                                                        network_reachable(("download.pytorch.org",)))):
-        tag = "imagenet"
-    else:
-        tag = f"random-seed{seed}"
-    if problem:
-        _announce(tag, weights, why=f"not used: {cached} is damaged ({problem}); {_imagenet_fix(cached)}")
-    elif tag == "imagenet" and not cached:
-        pass  # said once the download has succeeded or failed (build_backbone), or the cache is read (announce_cached)
-    else:
-        _announce(tag, weights)
-    return tag
-
-
-def announce_cached(tag: str, asked: str) -> None:
-    """Say which weights features read from the cache came from, if nothing has been said yet."""
-    if tag == "imagenet" and not imagenet_weights_cached():
-        _announce(tag, asked, why="as the feature cache records (the file itself is not in the torch hub cache)")
-    else:
-        _announce(tag, asked)
-
-
-def _announce(tag: str, asked: str, why: str = "") -> None:
-    if tag in _announced:
-        return
-    _announced.add(tag)
-    if tag == "imagenet":
-        cached = imagenet_weights_cached()
-        where = why or (f"from {cached}" if cached else
-                        f"downloaded once from download.pytorch.org into {Path(torch.hub.get_dir()) / 'checkpoints'}")
-        print(f"labkit: VGG16 backbone uses ImageNet weights (IMAGENET1K_V1), {where}.")
-    else:
-        asked_random = current_spelling("weights", asked) == "random"
-        why = why or ("not asked for" if asked_random else "not in the torch hub cache and not downloadable here")
-        print(f"labkit: VGG16 backbone is RANDOMLY INITIALIZED ({tag}); ImageNet weights were {why}.")
-
-
-def build_backbone(weights: str = "auto", seed: int = 0) -> tuple[nn.Module, str]:
-    """VGG16's conv backbone, frozen and in eval mode, and the tag of its weights (see `resolve_weights`).
-
-    A random backbone is torchvision's own initialization drawn from `seed`, so it is the same on every machine
-    (built through vgg16() as a whole, whose random draws fix the convolutions' values).
-    """
-    from torchvision.models import vgg16
-
-    tag = resolve_weights(weights, seed)
-    features = None
-    if tag == "imagenet":
-        folder = Path(torch.hub.get_dir()) / "checkpoints"
-        try:
-            features = _imagenet_backbone()
-        except ImageNetFileProblem as err:
-            if weights == "imagenet":
-                raise
-            tag = f"random-seed{seed}"
-            _announce(tag, weights, why=f"not used: {err}")
-        except Exception as err:
-            first = _first_line(err)
-            if weights == "imagenet":
-                raise files.FileProblem(
-                    f"weights='imagenet': ImageNet VGG16 weights are not in {folder} and could not be downloaded "
-                    f"({first}). Put {IMAGENET_FILE} in {folder} (torchvision's file), run again where the network "
-                    "reaches download.pytorch.org, or use weights='random' (--weights random)") from None
-            tag = f"random-seed{seed}"
-            _announce(tag, weights, why=f"not in the torch hub cache and could not be downloaded ({first})")
-        else:
-            _announce(tag, weights)
-    if features is None:
-        with seeded(seed):
-            features = vgg16(weights=None).features
-    features.requires_grad_(False).eval()
-    return features, tag
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    if "weights_only" in text or "Unsupported global" in text:
-        return "the file holds Python objects other than tensors"
-    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def build_head(hidden=(4096, 4096, 256), num_classes: int = CLASSES, map_size: int = 1, dropout: float = 0.5,
@@ -461,6 +283,8 @@ def describe_head_input(image_size: int) -> str:
 def build_vgg16(weights: str = "auto", hidden=(4096, 4096, 256), num_classes: int = CLASSES, image_size: int = 32,
                 dropout: float = 0.5, seed: int = 0) -> VGG16Lab:
     """torchvision's VGG16 with its classifier replaced by the study's head, backbone frozen."""
+    from .backbone import build_backbone
+
     backbone, tag = build_backbone(weights, seed)
     return VGG16Lab(backbone, build_head(hidden, num_classes, map_size_for(image_size), dropout, seed), tag)
 

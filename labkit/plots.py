@@ -440,7 +440,7 @@ def sensitivity(rows: list[dict], chosen: Sequence[float] | None = None, toleran
 def weight_histograms(histograms: list[dict]):
     """Each layer's weights (a row per layer): before pruning, the weights kept after pruning, and the shared
     values after trained quantization (one bar per value, its height the weights that share it).
-    histograms: finegrained.weight_histograms; counts on log axes.
+    histograms: deepcompression.weight_histograms; counts on log axes.
     """
     fig, axes = plt.subplots(len(histograms), 3, figsize=(11, 2.3 * len(histograms) + 0.6), squeeze=False)
     for row, h in zip(axes, histograms):

@@ -222,9 +222,9 @@ def _cut_rows(w: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     and the memory is given back. Elsewhere (a GPU) index_select makes the copy.
     """
     row_bytes = w.shape[1] * w.element_size()
-    capacity = w.untyped_storage().nbytes() // max(row_bytes, 1)
+    room = w.untyped_storage().nbytes() // max(row_bytes, 1)  # rows the storage holds
     if (w.device.type != "cpu" or not w.is_contiguous() or w.storage_offset() != 0
-            or len(rows) < (1 - _UNUSED_AT_MOST) * capacity):
+            or len(rows) < (1 - _UNUSED_AT_MOST) * room):
         return w.index_select(0, rows)
     buffer = torch.empty((min(_ROWS, len(rows)), w.shape[1]), dtype=w.dtype)
     for start in range(0, len(rows), _ROWS):

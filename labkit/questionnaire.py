@@ -10,7 +10,7 @@ import math
 from statistics import mean
 from typing import Sequence
 
-from . import metrics, tables
+from . import capacity_text, metrics, tables
 from .config import CLASSES, hidden_text, parse_widths
 
 CHEQUE_ACCURACY = 0.99  # what reading handwritten amounts on cheques is usually said to need
@@ -116,14 +116,14 @@ def q5(head_mec: int, n_train: int, requirement: Sequence[dict], knee_row: dict 
     """
     label_bits = n_train * math.log2(CLASSES)
     effective = head_mec_effective or head_mec
-    lines = [f"The head: {tables.mec_both(head_mec, effective, map_size)}. Memorizing {n_train:,} labels outright "
-             f"needs at most {label_bits:,.0f} bits, so the head has {effective / label_bits:,.0f} times what a "
-             "lookup table needs."]
+    lines = [f"The head: {capacity_text.mec_both(head_mec, effective, map_size)}. Memorizing {n_train:,} labels "
+             f"outright needs at most {label_bits:,.0f} bits, so the head has {effective / label_bits:,.0f} times "
+             "what a lookup table needs."]
     for name in dict.fromkeys(r["representation"] for r in requirement):
         prog = [r for r in requirement if r["representation"] == name]
-        lines.append("Capacity the labels need, thresholds estimate, " + tables.requirement_sentence(name, prog))
+        lines.append("Capacity the labels need, thresholds estimate, " + capacity_text.requirement_sentence(name, prog))
     if ladder:
-        lines.append(tables.ladder_sentence(ladder, tolerance, effective, label_bits))
+        lines.append(capacity_text.ladder_sentence(ladder, tolerance, effective, label_bits))
     if head_size:
         knee, ladder_head = _answer(head_size, "structured knee"), _answer(head_size, "the ladder's smallest")
         lines.append(f"How big the head must be (head_size.csv, seed 0): the structured knee of notebook 03 is "
@@ -169,9 +169,9 @@ def q6(record: dict, test: dict, head_mec: int, n_train: int, weights: str,
         criterion = memorization[0]["criterion"]
         lines += [f"Measured with uniformly random labels (nothing to generalize), the most training images each "
                   f"small head fitted to {criterion:.0%} training accuracy:",
-                  *("  " + line for line in tables.memorization_lines(memorization)),
-                  tables.twin_sentence(memorization), tables.memorization_bound(memorization)]
-        every = [r for r in memorization if tables.yes(r["all_images"])]
+                  *("  " + line for line in capacity_text.memorization_lines(memorization)),
+                  capacity_text.twin_sentence(memorization), capacity_text.memorization_bound(memorization)]
+        every = [r for r in memorization if capacity_text.yes(r["all_images"])]
         if every:
             small = min(every, key=lambda r: r["mec_effective_bits"])
             lines.append(f"So near 100% memorization is within reach: {small['head']} ({small['mec_effective_bits']:,} "
@@ -195,8 +195,9 @@ def q7(curve: Sequence[dict], knee: Sequence[dict], tolerance: float, head_size:
     pick = knee_choice(knee)
     pruned = [r for r in knee if r["method"] not in tables.CONTROLS]
     scale = float(pick.get("scale", 1.0) or 1.0)
-    beyond = sorted((r for r in pruned if not tables.yes(r["within_tolerance"]) and float(r.get("scale", 0)) < scale
-                     and r.get("seed", 0) == pick.get("seed", 0)), key=lambda r: -float(r.get("scale", 0)))
+    beyond = sorted((r for r in pruned if not capacity_text.yes(r["within_tolerance"])
+                     and float(r.get("scale", 0)) < scale and r.get("seed", 0) == pick.get("seed", 0)),
+                    key=lambda r: -float(r.get("scale", 0)))
     seeds = best["seeds"]
     report_first = 4096 - 500  # the 2019 schedule's last first-layer width
     first = parse_widths(pick["widths"])[1]
@@ -236,7 +237,7 @@ def q8(test: dict, head_mec: int, start_accuracies: Sequence[float], head_mec_ef
     if len(start_accuracies) > 1:
         lines.append(f"Across {len(start_accuracies)} independently trained heads: {_pct(min(start_accuracies))} to "
                      f"{_pct(max(start_accuracies))} (mean {_pct(mean(start_accuracies))}).")
-    lines.append(tables.rho_both(test["correct"], head_mec, head_mec_effective or head_mec))
+    lines.append(capacity_text.rho_both(test["correct"], head_mec, head_mec_effective or head_mec))
     return "\n".join(lines)
 
 
@@ -332,3 +333,54 @@ def numbers(question: str, a: dict) -> list[dict]:
     if question not in facts:
         raise ValueError(f"question must be one of q1 .. q10, not {question!r}")
     return [{"measured": k, "value": v} for k, v in facts[question].items()]
+
+
+def inputs(session, seed: int = 0, progress: bool = True) -> dict:
+    """What notebook 05's answers read: the trained heads of `seed` and `seed + 1` (02 / 04), the comparison
+    (03), the capacity curve (04), the knee and the stored heads (03), the data requirement (04). Each is
+    read from results/<profile>/ when an earlier notebook wrote it, and computed now (saying so) when not."""
+    import torch
+
+    from . import capacity, capacity_text, data, memorization, prune, study, train
+    from . import config as cfg
+
+    head, record = session.trained_start(seed, progress)
+    other, _ = session.trained_start(seed + 1, progress)  # a second rater for Q3
+    splits = study.prepare_features(session.config, progress=progress)
+    test = train.evaluate(head, splits.test, return_predictions=True)
+    second = train.evaluate(other, splits.test, return_predictions=True)
+    compare = session.saved_table("prune_compare")
+    if compare is None:
+        print("No table from notebook 03; running its comparison now.")
+        compare = session.compare(prune.METHODS, seeds=(seed,), progress=progress)
+    knee, stored = session.saved_table("knee"), session.saved_table("compression")
+    if knee is None or stored is None:
+        print("No knee search from notebook 03; running it now.")
+        result = session.knee(progress=progress)
+        knee, stored = result["knee"], result["table"]
+    requirement = session.saved_table("data_requirement")
+    if requirement is None:
+        print("No data requirement from notebook 04; estimating it now.")
+        requirement = capacity_text.requirement_rows(study.requirement_progressions(session.config))
+    curve = session.saved_table("capacity_curve") or compare
+    starts = [r["test_accuracy"] for r in curve if r["method"] == "none" and r["cycle"] == 0]
+    memorized = session.saved_table("memorization")
+    if memorized is None:
+        print("No memorization table from notebook 04; measuring it now.")
+        memorized = memorization.memorize_random_labels(splits.train)
+    ladder = session.saved_table("requirement_ladder")
+    if ladder is None:
+        print("No requirement ladder from notebook 04; measuring it now.")
+        ladder = session.ladder(progress)["rows"]
+    head_size = session.saved_table("head_size") or session.head_size(ladder=ladder, progress=progress)
+    return {"memorization": memorized, "requirement_ladder": ladder, "mec_effective_bits":
+            capacity.mec_effective_of(head), "map_size": head.map_size,
+            "record": record, "test": test, "weights": splits.train.weights, "n_train": len(splits.train),
+            "confusion": metrics.confusion_matrix(splits.test.labels, test["predictions"]),
+            "between_heads": metrics.confusion_matrix(test["predictions"], second["predictions"]),
+            "counts": study.class_counts(session.config),
+            "full_train_counts": torch.bincount(data.Subsets(dataset=session.config.dataset).load("train")[1],
+                                                minlength=cfg.CLASSES).tolist(),
+            "mec_bits": capacity.mec_of(head), "compare": compare, "curve": curve, "knee": knee,
+            "stored": stored, "requirement": requirement, "start_accuracies": starts, "head_size": head_size,
+            "tolerance": float(knee[0]["tolerance"])}

@@ -1,4 +1,5 @@
-"""One row type for every table labkit writes, and the one CSV reader and writer that round-trip it.
+"""One row type for every table labkit writes, the one CSV reader and writer that round-trip it, and the per-image
+correctness records rows carry (`pack_right`: which images a head got right, as text).
 
 A row (`Row`) is a dict: history.csv's cycle rows (runs.COLUMNS), the notebooks' tables (knee.csv,
 prune_compare.csv, compression.csv, ...) and summary rows all use it. A column has one type wherever it is
@@ -201,3 +202,25 @@ def same(a: Sequence[dict], b: Sequence[dict], ignore: Sequence[str] = ()) -> bo
 
     return len(a) == len(b) and all({k: norm(v) for k, v in x.items() if k not in ignore}
                                     == {k: norm(v) for k, v in y.items() if k not in ignore} for x, y in zip(a, b))
+
+
+# ---------------------------------------------------------------- per-image correctness, as a row keeps it
+
+def pack_right(right) -> str:
+    """Which images a head got right (bool, N) as "x" and hex digits, 8 images a byte (a history row keeps it)."""
+    import numpy as np
+
+    return "x" + np.packbits(right.cpu().numpy().astype(bool)).tobytes().hex()  # "x": never read as a number
+
+
+def unpack_right(text: str, n: int):
+    """The inverse of `pack_right`: a bool tensor of the first `n` images; ValueError if `text` is too short."""
+    import numpy as np
+    import torch
+
+    if not isinstance(text, str) or not text.startswith("x"):
+        raise ValueError(f"{str(text)[:20]!r} is not a correctness record (pack_right writes 'x' and hex digits)")
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(text[1:]), dtype=np.uint8))
+    if len(bits) < n:
+        raise ValueError(f"the correctness record holds {len(bits)} images, {n} expected")
+    return torch.from_numpy(bits[:n].astype(bool))

@@ -21,11 +21,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-import fcntl
 import json
 import os
-import socket
-import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -42,10 +39,7 @@ RAN_ON = "ran_on"
 SMALLEST = "smallest_within_tolerance.pt"  # a knee probe within tolerance keeps its head here
 # fields a run folder may be opened with, changed: they do not shape its numbers (config.FIELD_ROLES says why)
 IDENTITY_FREE = cfg.fields_for("resume", "place", "start file")
-# fields older labkit versions did not write, with the value they meant (a field added to StudyConfig goes here
-# with the value runs made before it meant; any other field a config.json lacks is named as missing)
-_LEGACY = {"val_limit": None, "target": None, "recover_patience": None, "cycle_lr": None}
-POLICY_RANK = {"none": 0, "last": 1, "all": 2}  # checkpoints kept, from fewest to most
+POLICY_RANK = {"off": 0, "last": 1, "all": 2}  # checkpoints kept, from fewest to most
 
 
 class _Missing:
@@ -71,10 +65,6 @@ def checkpoint_policy_asked():
         _policy_asked.reset(token)
 
 Log = Callable[[str], None]
-
-
-class RunBusy(RuntimeError):
-    """Another process holds the run folder's lock."""
 
 
 def rows_to_csv(rows: Sequence[dict], columns: Sequence[str] = COLUMNS, keep_extra: bool = True) -> str:
@@ -118,26 +108,24 @@ def start_identity(start: str | None):
     if not start:
         return None
     settings = model.read_extra(start).get("config")
-    return cfg.current_settings(settings) if isinstance(settings, dict) else Path(start).name
+    return settings if isinstance(settings, dict) else Path(start).name
 
 
 def identity(c: cfg.StudyConfig, saved: dict | None = None) -> dict:
     """The settings that shape a run's numbers (config.json without the free fields, the start by content).
 
-    With `saved` (a config.json's contents), the same view of that run, in today's words (config.OLD_NAMES,
-    OLD_SPELLINGS): a field it lacks reads as the value older versions meant (`_LEGACY`), or as MISSING, never
-    as a default it does not hold. Controls ("none", "scratch") do not prune, so pruning fields do not count.
+    With `saved` (a config.json's contents), the same view of that run: a field it lacks reads as MISSING, never
+    as a default it does not hold (a folder an older labkit made is a different run). Controls ("none",
+    "scratch") do not prune, so pruning fields do not count.
     """
     now = cfg.config_dict(c)
     if saved is None:
         values = now
         values["start_trained_with"] = start_identity(c.start)
     else:
-        saved = cfg.current_settings(saved)
-        values = {k: saved[k] if k in saved else _LEGACY.get(k, MISSING) for k in now}
+        values = {k: saved.get(k, MISSING) for k in now}
         trained_with = saved.get("start_trained_with", Path(saved["start"]).name if saved.get("start") else None)
-        values["start_trained_with"] = (cfg.current_settings(trained_with) if isinstance(trained_with, dict)
-                                        else trained_with)
+        values["start_trained_with"] = trained_with
     ignored = set(IDENTITY_FREE)
     if values["method"] in cfg.CONTROLS:
         ignored |= set(cfg.PRUNING_FIELDS)
@@ -185,7 +173,7 @@ class RunFolder:
 
     def __enter__(self):
         if self.write:
-            self._lock = _take_lock(self.path)
+            self._lock = files.take_lock(self.path)
             removed = [r for place in (self.path, self.path / "checkpoints", self.path / "compressed")
                        for r in files.remove_dead_temporaries(place)]
             if removed:
@@ -217,17 +205,17 @@ class RunFolder:
         for cycle in (n for n in self.checkpoints() if n <= last):
             head, extra = model.load_head(self.checkpoint(cycle), fix=(
                 f"move that file aside and run again: the run then goes on from an earlier checkpoint or, "
-                f"with --checkpoints none, from cycle 0; the {len(rows)} finished rows in history.csv stay"))
+                f"with --checkpoints off, from cycle 0; the {len(rows)} finished rows in history.csv stay"))
             if cycle < last:
                 self.log(f"{self.path}: the head after cycle {last} is missing; going on from the checkpoint of "
                          f"cycle {cycle} and computing cycles {cycle + 1}-{last} again")
             return head, cycle + 1, extra.get("optimizer")
-        if self.config.checkpoints == "none":
+        if self.config.checkpoints == "off":
             return None, 0, None
         raise files.FileProblem(
             f"{self.checkpoint(last)}, the head after cycle {last}, is missing, and no earlier checkpoint is kept "
             f"(checkpoints={self.config.checkpoints!r}), so {self.path} cannot go on from its {len(rows)} finished "
-            f"cycles (they stay in history.csv). Fix: restore that file, or run again with --checkpoints none to "
+            f"cycles (they stay in history.csv). Fix: restore that file, or run again with --checkpoints off to "
             f"compute the run from cycle 0 again (its rows are replaced as they are recomputed)")
 
     # ------------------------------------------------------------ writing
@@ -260,7 +248,7 @@ class RunFolder:
         if not self.write:
             return
         cycle = rows[-1]["cycle"] if cycle is None else cycle
-        if self.config.checkpoints != "none":
+        if self.config.checkpoints != "off":
             model.save_head(head, self.checkpoint(cycle), extra={
                 "cycle": cycle, "rows": [records.plain(r) for r in rows[:cycle + 1]],
                 "config": cfg.config_dict(self.config),
@@ -488,8 +476,8 @@ class Reopening:
             self.folder.config = dataclasses.replace(self.config, checkpoints=saved)
             self.log(f"{self.path} keeps checkpoints={saved!r}, as its config.json says: every checkpoint it holds "
                      f"stays (--checkpoints {now} keeps only the newest from now on)")
-        elif now == "none":
-            self.log(f"{self.path}: checkpoints='none' as asked (the run kept {saved!r}): no checkpoint is written "
+        elif now == "off":
+            self.log(f"{self.path}: checkpoints='off' as asked (the run kept {saved!r}): no checkpoint is written "
                      f"from now on; the {len(kept)} it holds stay")
         else:
             self.log(f"{self.path}: checkpoints={now!r} as asked (the run kept {saved!r}): each new cycle's "
@@ -505,42 +493,6 @@ def _rows_agree(c: cfg.StudyConfig, rows: Sequence[dict]) -> bool:
     first = rows[0]
     widths = list(cfg.parse_widths(first["widths"]))
     return (all(r["method"] == c.method and str(r["layer"]) == str(c.layer) for r in rows)
-            and widths[1:-1] == list(c.hidden) and first["val_total"] == (c.val_limit or first["val_total"])
-            and first["test_total"] == (c.test_limit or 10_000))
-
-
-def _take_lock(folder: Path):
-    """An exclusive lock on folder/.lock, held until the returned file is closed; RunBusy if another holds it.
-
-    The operating system drops the lock when its holder dies (even by kill -9), so a lock left by a
-    dead process is simply taken over. The holder's pid, host and start time are written inside.
-    """
-    files.writable_folder(folder, "the run folder", "choose a results folder you can write to "
-                                                     "(--results on the command line, or LABKIT_RESULTS)")
-    path = folder / ".lock"
-    try:
-        handle = open(path, "a+")
-    except OSError as err:
-        raise files.write_failure(path, err) from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise RunBusy(f"{folder} is in use by {holder}: two processes must not run one study at once. Wait for "
-                      f"it to finish (or stop it), or give this run another name (--name) or results folder")
-    holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-    try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(holder)
-        handle.flush()
-    except OSError as err:
-        try:
-            handle.close()  # flushes what could not be written: fails again, and closes the file all the same
-        except OSError:
-            pass
-        raise files.write_failure(path, err, len(holder)) from None
-    return handle
+            and widths[1:-1] == list(c.hidden) and first["val_total"] == c.subsets.images("val")
+            and first["test_total"] == c.subsets.images("test"))
 

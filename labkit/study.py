@@ -18,10 +18,10 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
-from . import capacity, distributed, features, model, prune, runs, train
+from . import backbone, capacity, data, distributed, features, model, prune, runs, train
 from . import progress as reporter
 from .device import derive_seed
-from .config import (CLASSES, CONTROLS, StudyConfig, Widths, config_dict, control_of, current_settings, fields_for,
+from .config import (CLASSES, CONTROLS, StudyConfig, Widths, config_dict, fields_for,
                      parse_widths, prune_plan, scratch_of)
 from .runs import RunFolder
 
@@ -44,7 +44,7 @@ def prepare_features(c: StudyConfig) -> Splits:
     """
     weights = c.weights
     if distributed.world()[1] > 1:
-        tag = distributed.from_lead(model.resolve_weights(c.weights) if distributed.is_lead() else None)
+        tag = distributed.from_lead(backbone.resolve_weights(c.weights) if distributed.is_lead() else None)
         weights = "imagenet" if tag == "imagenet" else "random"
     if not distributed.is_lead():
         distributed.barrier("rank 0 to compute the VGG16 features of this profile")
@@ -68,22 +68,14 @@ def features_when_needed(c: StudyConfig) -> Callable[[], Splits]:
 
 def split_features(c: StudyConfig, split: str, weights: str | None = None):
     """The FeatureSet of one split ("train", "val", "test") for the config (read from the cache, or computed once)."""
-    limit = {"train": c.train_limit, "val": c.val_limit, "test": c.test_limit}[split]
-    return features.load_features(split, image_size=c.image_size, weights=weights or c.weights, limit=limit,
-                                  seed=c.data_seed, device=c.device,
-                                  val_limit=c.val_limit)
+    return features.load_features(split, c.subsets, image_size=c.image_size, weights=weights or c.weights,
+                                  device=c.device)
 
 
 def class_counts(c: StudyConfig) -> dict[str, list[int]]:
-    """Images per class (0-9) in the training, validation and test subsets of the config."""
-    from . import data
-
-    limits = {"training": ("train", c.train_limit), "validation": ("val", c.val_limit), "test": ("test", c.test_limit)}
-    counts = {}
-    for name, (split, limit) in limits.items():
-        _, labels = data.load_mnist(split, limit=limit, seed=c.data_seed, val_limit=c.val_limit)
-        counts[name] = torch.bincount(labels, minlength=10).tolist()
-    return counts
+    """Images per class in the training, validation and test subsets of the config."""
+    names = {"training": "train", "validation": "val", "test": "test"}
+    return {name: torch.bincount(c.subsets.load(split)[1], minlength=CLASSES).tolist() for name, split in names.items()}
 
 
 def requirement_progressions(c: StudyConfig, fractions=(0.05, 0.1, 0.2, 0.4, 1.0), count=None,
@@ -91,9 +83,7 @@ def requirement_progressions(c: StudyConfig, fractions=(0.05, 0.1, 0.2, 0.4, 1.0
     """The thresholds method (capacity.requirement_progression) on the config's training images, as raw pixels
     and as backbone features: the same images, on growing nested shares of them (count, bits: a student's
     count_thresholds and requirement_bits instead of labkit's, notebook 04)."""
-    from . import data
-
-    images, labels = data.load_mnist("train", limit=c.train_limit, seed=c.data_seed, val_limit=c.val_limit)
+    images, labels = c.subsets.load("train")
     with reporter.reporting(bars=False):
         train_set = split_features(c, "train")
     if not torch.equal(train_set.labels, labels):
@@ -160,7 +150,7 @@ def train_start(c: StudyConfig, path: str | os.PathLike):
     wanted = {k: v for k, v in config_dict(c).items() if k in START_FIELDS}
     if path.exists():
         head, record = model.load_head(path, fix="delete that file to train the head again")
-        if isinstance(record.get("config"), dict) and current_settings(record["config"]) == wanted:
+        if isinstance(record.get("config"), dict) and record["config"] == wanted:
             reporter.say(f"reusing the trained head in {path} (validation accuracy {record['val']['accuracy']:.2%})")
             return head, record
         reporter.say(f"{path} was trained with other settings; training a new one")
@@ -244,7 +234,7 @@ class Run:
     `step()` runs the next cycle: prune (after cycle 0), train, validate, test, measure, record.
     Use as a context manager: the run folder stays locked while it is open.
 
-    A run that kept no checkpoint (checkpoints='none') still reads its finished rows back; only when
+    A run that kept no checkpoint (checkpoints='off') still reads its finished rows back; only when
     it must go beyond them does it compute them again from cycle 0 (`_replay`), keeping the recorded
     rows in history.csv until each is recomputed.
     """
@@ -340,7 +330,7 @@ class Run:
     def _replay(self) -> None:
         """Compute the recorded cycles again from cycle 0, to hold the head after the last of them."""
         self._replay_first, self._known, self.rows = False, self.rows, []
-        self.log(f"{self.folder.path}: this run keeps no checkpoints (checkpoints='none'), so going beyond its "
+        self.log(f"{self.folder.path}: this run keeps no checkpoints (checkpoints='off'), so going beyond its "
                  f"{len(self._known)} finished cycles means computing them again from cycle 0 (on a CPU the same "
                  "rows come out)")
         while len(self.rows) < len(self._known) and not self.exhausted:
@@ -410,7 +400,7 @@ def measure(c: StudyConfig, head: model.VGGHead, data: Splits, cycle: int, train
             epochs_total: int) -> dict:
     """The history row of a finished cycle: validation and test accuracy (and which images were right, for
     paired comparisons), MEC nominal and effective (live neurons), rho both ways, size."""
-    from . import metrics
+    from . import records
 
     key = _start_key(c, data) if cycle == 0 and c.start else None
     if key is None or key not in _measured_starts:
@@ -434,7 +424,7 @@ def measure(c: StudyConfig, head: model.VGGHead, data: Splits, cycle: int, train
             "rho_effective": capacity.generalization_ratio(test["correct"], mec_effective),
             "parameters": sum(p.numel() for p in head.parameters()), "model_bytes": model.head_bytes(head),
             "train_loss": train_loss, "seconds": 0.0,
-            "val_right": metrics.pack_right(val["right"]), "test_right": metrics.pack_right(test["right"])}
+            "val_right": records.pack_right(val["right"]), "test_right": records.pack_right(test["right"])}
 
 
 # A trained start's evaluation, shared by the runs of a grid or a knee search that all measure it at cycle 0 (every
@@ -445,8 +435,7 @@ _measured_starts: dict[tuple, dict] = {}
 def _start_key(c: StudyConfig, data: Splits) -> tuple:
     st = os.stat(c.start)
     sets = tuple((fs.split, len(fs), fs.weights, fs.image_size) for fs in (data.val, data.test))
-    return (str(Path(c.start).resolve()), st.st_mtime_ns, st.st_size, sets, c.data_seed, c.val_limit, c.test_limit,
-            str(c.device))
+    return (str(Path(c.start).resolve()), st.st_mtime_ns, st.st_size, sets, c.subsets, str(c.device))
 
 
 # ---------------------------------------------------------------- runs, grids, controls

@@ -1,4 +1,8 @@
-"""Training and evaluating the head on cached features (fit, evaluate), with progress bars.
+"""Training and evaluating the head on cached features: the one training loop (`train_epochs`), `fit` on it, `evaluate`.
+
+Every trainer in labkit runs `train_epochs`: `fit` (the study's head, Adam), finegrained's masked retraining
+(a mask held after each step) and centroid fine-tuning (a gradient summed per centroid), and memorization's
+ladder (a stacked head, full batch). Each brings its network, optimizer and its difference as a hook.
 
 The backbone never runs here: every function takes a FeatureSet of cached maps, placed on the
 device once and kept there. The head stays on its device too. On CUDA the head runs under bf16
@@ -14,12 +18,15 @@ weights its loss so that the averaged gradient is the global batch's mean, as in
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
-from . import checks, progress as bars
+from . import checks
+from . import progress as reporter
 from .device import autocast, derive_seed, pick_device, set_seed
 from .distributed import world
 from .features import FeatureSet
@@ -72,7 +79,7 @@ class AdamState:
         return cls(payload["folded"], list(payload["steps"]), list(payload["exp_avg"]), list(payload["exp_avg_sq"]))
 
     def load_into(self, optimizer: torch.optim.Optimizer, params: list, folded: bool) -> None:
-        """Give `optimizer` these moments for `params` (the head's canonical order, see `_trained_parameters`)."""
+        """Give `optimizer` these moments for `params` (the head's canonical order, see `trained_parameters`)."""
         if not self:
             return
         if len(self.exp_avg) != len(params):
@@ -99,6 +106,11 @@ class AdamState:
         return cls(folded, [float(s["step"]) for s in state], [take(s["exp_avg"]) for s in state],
                    [take(s["exp_avg_sq"]) for s in state])
 
+    def take(self, other: "AdamState") -> None:
+        """Hold `other`'s moments from now on (its tensors, not copies): where a trainer leaves its state."""
+        self.folded, self.steps = other.folded, other.steps
+        self.exp_avg, self.exp_avg_sq = other.exp_avg, other.exp_avg_sq
+
     def copy(self) -> "AdamState":
         return AdamState(self.folded, list(self.steps), [t.clone() for t in self.exp_avg],
                          [t.clone() for t in self.exp_avg_sq])
@@ -114,7 +126,7 @@ def _unfold(t: torch.Tensor) -> torch.Tensor:
     return t.unsqueeze(-1).expand(-1, -1, POOLED * POOLED).reshape(t.shape[0], -1)
 
 
-def _trained_parameters(head: torch.nn.Module, folded: FoldedFirstLayer | None) -> list:
+def trained_parameters(head: torch.nn.Module, folded: FoldedFirstLayer | None) -> list:
     """The parameters Adam trains, in the canonical order AdamState uses: each Linear's weight then bias
     (the folded view's summed first-layer weight in place of the full-width one)."""
     if not isinstance(head, VGGHead):
@@ -125,11 +137,155 @@ def _trained_parameters(head: torch.nn.Module, folded: FoldedFirstLayer | None) 
     return params
 
 
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, share: float) -> tuple:
+    """The default objective of `train_epochs`: (the loss to back-propagate, the batch's summed cross-entropy,
+    how many images it classified right). `share` scales the sum to the global batch's mean; under DDP, which
+    averages gradients over processes, that is processes / global batch size."""
+    summed = F.cross_entropy(logits.float(), labels, reduction="sum")
+    return summed * share, summed, (logits.argmax(1) == labels).sum()
+
+
+def train_epochs(net, optimizer: torch.optim.Optimizer, maps: torch.Tensor, labels: torch.Tensor, epochs: int,
+                 batch_size: int, generator: torch.Generator | None = None, *, objective=cross_entropy,
+                 before_step=None, after_step=None, watch=None, desc: str | None = None,
+                 mixed_precision: bool = True) -> list[dict]:
+    """The training loop every labkit trainer runs: `epochs` epochs of minibatches, one optimizer step each.
+
+    Each epoch takes the images in the order torch.randperm(N, generator=generator) draws (generator None: in
+    their stored order, as full-batch training does), `batch_size` at a time; on each batch it computes
+    `objective(net(maps), labels, share)` (see `cross_entropy`), zeroes the gradients, back-propagates, calls
+    `before_step()`, steps the optimizer, calls `after_step()`. A trainer's own difference is one of these
+    parts: a mask held after each step, a gradient summed per centroid, a stacked head's loss.
+    net wrapped in DistributedDataParallel: each process takes its own slice of every global batch (`_shard`).
+    watch(epoch, row): called before the first epoch (0, None) and after each (row: this epoch's dict, which it
+    may add to); True stops training. desc: a progress bar per epoch with this title (None: no bar).
+    Returns one dict per epoch: epoch, loss (mean over the images), accuracy (on the training batches),
+    seconds, images_per_s. mixed_precision: bf16 autocast on CUDA (see device.autocast).
+    """
+    rank, size = _processes(net)
+    device, n, history = maps.device, len(labels), []
+    precision = (lambda: autocast(device)) if mixed_precision else contextlib.nullcontext
+    if watch is not None and watch(0, None):
+        return history
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(n, generator=generator).to(device) if generator is not None or size > 1 else None
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        began = time.perf_counter()
+        bar = reporter.bar(n, f"{desc} epoch {epoch}/{epochs}", "img", enabled=desc is not None and rank == 0)
+        for i in range(0, n, batch_size):
+            batch = order[i:i + batch_size] if order is not None else slice(i, i + batch_size)
+            count = min(batch_size, n - i)
+            mine = _shard(batch, rank, size)
+            with precision():
+                loss, summed, right = objective(net(maps[mine]), labels[mine], size / count)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if before_step is not None:
+                before_step()
+            optimizer.step()
+            if after_step is not None:
+                after_step()
+            total += summed.detach()
+            correct += right
+            bar.update(count)
+        bar.close()
+        total, correct = _summed_over_processes(total, correct, size)
+        seconds = time.perf_counter() - began
+        row = {"epoch": epoch, "loss": float(total) / n, "accuracy": int(correct) / n, "seconds": seconds,
+               "images_per_s": n / seconds}
+        checks.finite_loss(row["loss"], optimizer.defaults["lr"], f"{desc or 'training'} epoch {epoch}")
+        history.append(row)
+        if watch is not None and watch(epoch, row):
+            break
+    return history
+
+
+def _processes(net) -> tuple[int, int]:
+    """(this process's rank, how many share each batch): the world under DDP, else (0, 1)."""
+    return world() if isinstance(net, DistributedDataParallel) else (0, 1)
+
+
+def _shard(batch, rank: int, size: int):
+    """This process's part of a global batch: the images a DDP rank trains on (all of them in one process)."""
+    return batch.tensor_split(size)[rank] if size > 1 else batch
+
+
+def _summed_over_processes(total: torch.Tensor, correct: torch.Tensor, size: int) -> tuple:
+    """An epoch's summed loss and right count over every process (as they are in one process)."""
+    if size == 1:
+        return total, correct
+    import torch.distributed as dist
+
+    sums = torch.stack([total, correct.double()])
+    dist.all_reduce(sums)
+    return sums[0], sums[1]
+
+
+def _distributed(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """`net` wrapped in DistributedDataParallel under torchrun, else itself: every rank draws the same shuffled
+    order, takes its own slice of each global batch and weights its loss so that the averaged gradient is the
+    global batch's mean, as in one process."""
+    if world()[1] == 1:
+        return net
+    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                   broadcast_buffers=False)
+
+
+class _Watch:
+    """What `fit` does between epochs: accuracy on `val_set` after each (the row's val_accuracy and val_loss)
+    and, with `patience`, early stopping: the best point so far kept (the head as it came in the first), training
+    stopped once `patience` epochs bring no new best, and `restore` going back to it."""
+
+    def __init__(self, net, val_set, device, patience, params, optimizer, state, folded: bool):
+        self.net, self.val_set, self.device, self.patience = net, val_set, device, patience
+        self.params, self.optimizer, self.state, self.folded = params, optimizer, state, folded
+        self.best = None
+
+    def _accuracy(self) -> dict:
+        # the folded view computes the head's function, so it is evaluated as it stands: a write-back now would
+        # change the rounding, and a monitored fit would no longer equal an unmonitored one
+        result = evaluate(self.net, self.val_set, device=self.device)
+        self.net.train()
+        return result
+
+    def _keep(self, row: dict, state: "AdamState") -> None:
+        self.best = {"row": row, "params": [p.detach().clone() for p in self.params], "state": state}
+
+    def __call__(self, epoch: int, row: dict | None) -> bool:
+        if epoch == 0:
+            if self.patience is not None:
+                self._keep({"epoch": 0, "val_accuracy": self._accuracy()["accuracy"]},
+                           self.state.copy() if self.state else AdamState())
+            return False
+        if self.val_set is not None:
+            result = self._accuracy()
+            row.update(val_accuracy=result["accuracy"], val_loss=result["loss"])
+        if self.patience is None:
+            return False
+        if row["val_accuracy"] > self.best["row"]["val_accuracy"]:
+            self._keep(row, AdamState.read(self.optimizer, self.params, self.folded))
+            return False
+        return epoch - self.best["row"]["epoch"] >= self.patience
+
+    def restore(self, history: list[dict]) -> "AdamState":
+        """Go back to the best point (its weights; each row marked best or not) and return the optimizer state
+        to keep: the best point's, or (no early stopping) the optimizer's own."""
+        if self.best is None:
+            return AdamState.read(self.optimizer, self.params, self.folded, copy=False)
+        with torch.no_grad():
+            for p, kept in zip(self.params, self.best["params"]):
+                p.copy_(kept)
+        for row in history:
+            row["best"] = row is self.best["row"]
+        return self.best["state"]
+
+
 def fit(head: torch.nn.Module, train_set: FeatureSet, epochs: int = 3, batch_size: int = 256, lr: float = 1e-4,
         seed: int = 0, device="auto", desc: str = "train",
         val_set: FeatureSet | None = None, fold: bool = True, state: AdamState | None = None,
         patience: int | None = None) -> list[dict]:
-    """Train `head` on cached features with Adam and cross-entropy; one dict per epoch.
+    """Train `head` on cached features with Adam and cross-entropy (`train_epochs`); one dict per epoch.
 
     Each dict: epoch, loss (mean over the epoch), accuracy (on the training batches, dropout on),
     seconds, images_per_s, and val_accuracy / val_loss after the epoch when `val_set` is given.
@@ -157,82 +313,20 @@ def fit(head: torch.nn.Module, train_set: FeatureSet, epochs: int = 3, batch_siz
     generator = torch.Generator().manual_seed(seed)
     head.to(device).train()
     folded = FoldedFirstLayer(head) if fold and isinstance(head, VGGHead) and head.map_size == 1 else None
-    net = folded or head
-    params = _trained_parameters(head, folded)
-    groups = folded.param_groups(lr) if folded else [{"params": params, "lr": lr}]
-    if size > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
-                                      broadcast_buffers=False)
-    maps, labels = train_set.on(device)
+    params = trained_parameters(head, folded)
     # fused Adam: one pass over the 100M parameters instead of several (5x faster steps on a CPU)
-    optimizer = torch.optim.Adam(groups, lr=lr, fused=True)
+    optimizer = torch.optim.Adam(folded.param_groups(lr) if folded else [{"params": params, "lr": lr}], lr=lr,
+                                 fused=True)
     if state is not None:
         state.load_into(optimizer, params, folded is not None)
-    history, best = [], None
-    n = len(labels)
-    if patience is not None:  # the head as it came in is the first candidate
-        best = {"row": {"epoch": 0, "val_accuracy": evaluate(folded or head, val_set, device=device)["accuracy"]},
-                "params": [p.detach().clone() for p in params],
-                "state": state.copy() if state else AdamState()}
-        (folded or head).train()
+    watch = _Watch(folded or head, val_set, device, patience, params, optimizer, state, folded is not None)
+    maps, labels = train_set.on(device)
     try:
-        for epoch in range(1, epochs + 1):
-            order = torch.randperm(n, generator=generator).to(device)
-            total_loss = torch.zeros((), dtype=torch.float64, device=device)
-            correct = torch.zeros((), dtype=torch.int64, device=device)
-            start = time.perf_counter()
-            bar = bars.bar(n, f"{desc} epoch {epoch}/{epochs}", "img", enabled=rank == 0)
-            for i in range(0, n, batch_size):
-                idx = order[i:i + batch_size]
-                mine = idx.tensor_split(size)[rank] if size > 1 else idx  # this rank's shard of the global batch
-                x, y = maps[mine], labels[mine]
-                with autocast(device):
-                    logits = net(x)
-                    loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
-                    # DDP averages gradients over ranks: scaled so the result is the global batch's mean
-                    loss = loss_sum * (size / len(idx))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total_loss += loss_sum.detach()
-                correct += (logits.argmax(1) == y).sum()
-                bar.update(len(idx))
-            bar.close()
-            if size > 1:
-                import torch.distributed as dist
-
-                sums = torch.stack([total_loss, correct.double()])
-                dist.all_reduce(sums)
-                total_loss, correct = sums[0], sums[1]
-            seconds = time.perf_counter() - start
-            row = {"epoch": epoch, "loss": float(total_loss) / n, "accuracy": int(correct) / n,
-                   "seconds": seconds, "images_per_s": n / seconds}
-            checks.finite_loss(row["loss"], lr, f"{desc} epoch {epoch}")
-            if val_set is not None:
-                # the folded view computes the head's function, so it is evaluated as it stands: a write-back
-                # now would change the rounding, and a monitored fit would no longer equal an unmonitored one
-                result = evaluate(folded or head, val_set, device=device)
-                row.update(val_accuracy=result["accuracy"], val_loss=result["loss"])
-                (folded or head).train()
-            history.append(row)
-            if patience is not None:
-                if row["val_accuracy"] > best["row"]["val_accuracy"]:
-                    best = {"row": row, "params": [p.detach().clone() for p in params],
-                            "state": AdamState.read(optimizer, params, folded is not None)}
-                elif epoch - best["row"]["epoch"] >= patience:
-                    break
-        if best is not None:  # go back to the best epoch: its weights and its optimizer's moments
-            with torch.no_grad():
-                for p, kept in zip(params, best["params"]):
-                    p.copy_(kept)
-            for row in history:
-                row["best"] = row is best["row"]
+        history = train_epochs(_distributed(folded or head, device), optimizer, maps, labels, epochs, batch_size,
+                               generator, watch=watch, desc=desc)
+        kept = watch.restore(history)
         if state is not None:
-            kept = best["state"] if best is not None else AdamState.read(optimizer, params, folded is not None,
-                                                                          copy=False)
-            state.__init__(kept.folded, kept.steps, kept.exp_avg, kept.exp_avg_sq)
+            state.take(kept)
     finally:
         if folded:
             folded.write_back()
@@ -244,19 +338,10 @@ def train_one_epoch(head: torch.nn.Module, features: torch.Tensor, labels: torch
                     optimizer: torch.optim.Optimizer, batch_size: int, generator: torch.Generator) -> float:
     """One epoch of minibatch training: the images in the order torch.randperm(N, generator=generator) draws,
     `batch_size` at a time (the last batch may be smaller), one optimizer step on each batch's mean
-    cross-entropy; returns the epoch's mean loss over its images. The plain reference of notebook 02's exercise
-    (`fit` runs the same steps, with a folded first layer, early stopping, progress and several processes)."""
+    cross-entropy; returns the epoch's mean loss over its images. The plain reference of notebook 02's exercise:
+    `train_epochs` for one epoch (`fit` adds a folded first layer, early stopping and several processes)."""
     head.train()
-    order = torch.randperm(len(labels), generator=generator)
-    total = 0.0
-    for i in range(0, len(labels), batch_size):
-        batch = order[i:i + batch_size]
-        loss = F.cross_entropy(head(features[batch]), labels[batch])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        total += loss.item() * len(batch)
-    return total / len(labels)
+    return train_epochs(head, optimizer, features, labels, 1, batch_size, generator)[0]["loss"]
 
 
 def early_stop(val_accuracies, patience: int) -> tuple[int, int]:

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
 
 COMMON = ["study", "--profile", "ci", "--hidden", "64", "48", "16", "--dropout", "0", "--cycles", "3", "--epochs", "2",
           "--k", "8", "--batch-size", "50", "--train-limit", "230", "--val-limit", "100", "--test-limit", "200",
-          "--device", "cpu", "--no-progress", "--checkpoints", "none"]
+          "--device", "cpu", "--no-progress", "--checkpoints", "off"]
 
 
 def _run(cmd, cwd):
@@ -63,12 +63,12 @@ def _rank_main(folder, results, start):
     os.environ["LABKIT_OFFLINE"] = "1"
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))  # ranks that disagree fail, not hang
     rank = dist.get_rank()
-    from labkit import config, features, knee, model, study
+    from labkit import backbone, features, knee, study
 
     if rank == 1:  # left alone, rank 1 would find every probe out of tolerance and take ImageNet weights
         study.within_tolerance = lambda baseline, accuracy, tolerance: False
-        real = model.resolve_weights
-        model.resolve_weights = features.resolve_weights = (
+        real = backbone.resolve_weights
+        backbone.resolve_weights = features.resolve_weights = (
             lambda weights="auto", seed=0: "imagenet" if weights == "auto" else real(weights, seed))
     c = _knee_config(results, start)
     rows = knee.search(c, progress=False, log=None)["rows"]
@@ -84,7 +84,7 @@ def _knee_config(results, start=None):
 
     return config.make_config("ci", hidden=(64, 48, 16), k=8, epochs=1, batch_size=32, train_limit=300,
                               val_limit=200, test_limit=200, lr=1e-3, dropout=0.0, device="cpu", layer="all",
-                              fraction=0.9, tolerance=100.0, checkpoints="none", results_dir=results, start=start)
+                              fraction=0.9, tolerance=100.0, checkpoints="off", results_dir=results, start=start)
 
 
 def test_rank_zero_takes_the_decisions(tmp_path):

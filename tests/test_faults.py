@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from labkit import checks, config, data, features, files, model, notebook, prune, runs, study
+from labkit import backbone, checks, config, data, features, files, model, prune, runner, runs, study
 from labkit import __main__ as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-SMALL = ["--profile", "ci", "--head", "64", "48", "16", "--k", "8", "--batch-size", "32", "--train-limit", "300",
+SMALL = ["--profile", "ci", "--hidden", "64", "48", "16", "--k", "8", "--batch-size", "32", "--train-limit", "300",
          "--val-limit", "200", "--test-limit", "200", "--lr", "1e-3", "--epochs", "1", "--no-progress"]
 SAME = ("cycle", "widths", "val_correct", "test_correct", "model_bytes")
 
@@ -183,17 +183,24 @@ def data_root(tmp_path, monkeypatch):
     return root
 
 
+def _cache_args(split, limit=40, seed=0, val=None, image_size=32, backbone_seed=0, dataset="mnist",
+                weights="random"):
+    subsets = data.Subsets(**{"train": {"train": limit, "val": val}, "val": {"val": limit},
+                              "test": {"test": limit}}[split], seed=seed, dataset=dataset)
+    return {"split": split, "subsets": subsets, "image_size": image_size, "weights": weights,
+            "backbone_seed": backbone_seed}
+
+
 def small_cache(split, **kw):
-    args = {"image_size": 32, "weights": "none", "limit": 40, "seed": 0, **kw}
-    return features.load_features(split, **args)
+    return features.load_features(**_cache_args(split, **kw))
 
 
 @pytest.mark.parametrize("wanted, written, named", [
     (dict(split="test", limit=40), dict(split="val", limit=40), "split='val', not 'test'"),
     (dict(split="test", limit=40), dict(split="test", limit=30), "limit=30, not 40"),
     (dict(split="val", limit=40, seed=1), dict(split="val", limit=40, seed=0), "seed=0, not 1"),
-    (dict(split="train", limit=40, val_limit=100), dict(split="train", limit=40, val_limit=200),
-     "val_limit=200, not 100"),
+    (dict(split="train", limit=40, val=100), dict(split="train", limit=40, val=200),
+     "outside_val=200, not 100"),
     (dict(split="test", limit=40, image_size=48), dict(split="test", limit=40, image_size=32),
      "image_size=32, not 48"),
     (dict(split="test", limit=40, backbone_seed=1), dict(split="test", limit=40, backbone_seed=0),
@@ -201,12 +208,10 @@ def small_cache(split, **kw):
 ])
 def test_feature_cache_copied_over_another_name_is_refused(data_root, wanted, written, named):
     source = small_cache(**written)
-    args = {"image_size": 32, "weights": "none", "limit": 40, "seed": 0, **wanted}
-    tag = model.resolve_weights("none", args.pop("backbone_seed", 0))
-    target = features.cache_path(tag, args["image_size"], args["split"], args["limit"], args["seed"],
-                                 val_limit=args.get("val_limit"))
-    source_path = features.cache_path(source.weights, written.get("image_size", 32), written["split"],
-                                      written["limit"], written.get("seed", 0), val_limit=written.get("val_limit"))
+    args, was = _cache_args(**wanted), _cache_args(**written)
+    tag = backbone.resolve_weights("random", args["backbone_seed"])
+    target = features.cache_path(tag, args["image_size"], args["split"], args["subsets"])
+    source_path = features.cache_path(source.weights, was["image_size"], was["split"], was["subsets"])
     shutil.copyfile(source_path, target)
     features._held.clear()
     with pytest.raises(features.CacheError) as info:
@@ -215,10 +220,20 @@ def test_feature_cache_copied_over_another_name_is_refused(data_root, wanted, wr
     assert "delete that file to recompute it" in str(info.value)
 
 
+def test_the_feature_cache_names_and_records_its_dataset(data_root):
+    """Issue 28: a second dataset's features never read MNIST's: the dataset is in the cache's name and record."""
+    fs = small_cache("test")
+    path = features.cache_path(fs.weights, 32, "test", data.Subsets(test=40))
+    assert path.name.startswith("mnist-vgg16-") and path.exists()
+    assert torch.load(path, weights_only=True)["about"]["dataset"] == "mnist"
+    with pytest.raises(ValueError, match="dataset='cifar10'.*mnist"):
+        data.Subsets(test=40, dataset="cifar10")
+
+
 def test_validation_cache_over_the_test_cache_never_reaches_a_table(small_config, data_root):
     splits = study.prepare_features(small_config, progress=False)
-    val = features.cache_path(splits.val.weights, 32, "val", 200, 0, val_limit=200)
-    test = features.cache_path(splits.test.weights, 32, "test", 200, 0, val_limit=200)
+    val = features.cache_path(splits.val.weights, 32, "val", small_config.subsets)
+    test = features.cache_path(splits.test.weights, 32, "test", small_config.subsets)
     shutil.copyfile(val, test)
     features._held.clear()
     with pytest.raises(features.CacheError, match="split='val', not 'test'"):
@@ -228,7 +243,7 @@ def test_validation_cache_over_the_test_cache_never_reaches_a_table(small_config
 
 def test_cache_from_before_caches_recorded_anything_is_computed_again_once(data_root, capsys):
     fs = small_cache("test")
-    path = features.cache_path(fs.weights, 32, "test", 40, 0)
+    path = features.cache_path(fs.weights, 32, "test", data.Subsets(test=40))
     torch.save({"maps": fs.maps, "labels": fs.labels}, path)  # as labkit wrote caches before
     features._held.clear()
     small_cache("test")
@@ -297,7 +312,7 @@ def test_two_compress_runs_with_other_heads_share_a_results_folder(tmp_path):
     results = tmp_path / "r"
     heads = [("64", "48", "16"), ("32", "24", "8")]
     for head in heads:
-        args = ["compress", "--profile", "ci", "--head", *head, "--batch-size", "32", "--train-limit", "300",
+        args = ["compress", "--profile", "ci", "--hidden", *head, "--batch-size", "32", "--train-limit", "300",
                 "--val-limit", "200", "--test-limit", "200", "--lr", "1e-3", "--epochs", "1", "--cycles", "2",
                 "--bits", "8", "--no-progress", "--results", str(results)]
         done = cli(*args)
@@ -365,7 +380,7 @@ def test_full_disk_at_a_checkpoint_is_named_and_the_run_resumes(small_config, ma
 
 
 def test_full_disk_at_the_history_is_named_and_nothing_is_half_written(small_config, tmp_path):
-    c = dataclasses.replace(small_config, cycles=2, checkpoints="none")
+    c = dataclasses.replace(small_config, cycles=2, checkpoints="off")
     run(dataclasses.replace(c, cycles=1))
     history = (c.run_dir / "history.csv").read_bytes()
     settings = len((c.run_dir / "config.json").read_bytes())
@@ -586,11 +601,11 @@ def no_notebooks(monkeypatch):
     calls = []
 
     def fake(profile, names, parameters=None, out=None):
-        notebook.check_parameters(profile, parameters)
+        runner.check_parameters(profile, parameters)
         calls.append((profile, dict(parameters or {})))
         return [config.results_root() / profile / f"{n}.ipynb" for n in names]
 
-    monkeypatch.setattr(notebook, "run_notebooks", fake)
+    monkeypatch.setattr(runner, "run_notebooks", fake)
     return calls
 
 
@@ -618,7 +633,7 @@ def test_a_profile_in_the_parameters_file_cannot_contradict_profile(tmp_path, ca
     code, out, err = in_main(["lab", "--profile", "quick", "-f", str(path)], capsys)
     assert code == 0
     with pytest.raises(ValueError, match="profile='quick'"):
-        notebook.check_parameters("ci", {"profile": "quick"})
+        runner.check_parameters("ci", {"profile": "quick"})
 
 
 def test_handouts_out_a_file_is_a_message(tmp_path, capsys):
@@ -634,7 +649,7 @@ def test_ctrl_c_in_lab_is_quiet(monkeypatch, capsys):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(notebook, "run_notebooks", interrupted)
+    monkeypatch.setattr(runner, "run_notebooks", interrupted)
     code, out, err = in_main(["lab", "--profile", "ci"], capsys)
     assert code == 130 and "interrupted" in err and "notebooks finished so far" in err and "Traceback" not in err
 
@@ -697,7 +712,7 @@ def test_after_ctrl_c_the_kernel_death_it_caused_prints_nothing_but_an_unasked_d
         del task
         gc.collect()
 
-    with notebook._QuietOnceInterrupted():  # no Ctrl-C: a kernel that dies on its own is news
+    with runner._QuietOnceInterrupted():  # no Ctrl-C: a kernel that dies on its own is news
         orphan_task()
     said = caplog.text
     assert "Kernel died while waiting" in said and "never retrieved" in said, said
@@ -708,7 +723,7 @@ def test_after_ctrl_c_the_kernel_death_it_caused_prints_nothing_but_an_unasked_d
     outer = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
-            with notebook._QuietOnceInterrupted():
+            with runner._QuietOnceInterrupted():
                 os.kill(os.getpid(), signal.SIGINT)  # through the handler it installed, as a terminal's Ctrl-C
                 time.sleep(1)
         orphan_task()  # after the run has returned, as in CI
@@ -716,7 +731,7 @@ def test_after_ctrl_c_the_kernel_death_it_caused_prints_nothing_but_an_unasked_d
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, outer)
-    for name in notebook._QuietOnceInterrupted.LOGGERS:  # leave the loggers as they were for the other tests
+    for name in runner._QuietOnceInterrupted.LOGGERS:  # leave the loggers as they were for the other tests
         logging.getLogger(name).filters.clear()
 
 
@@ -757,18 +772,18 @@ def test_lab_says_what_a_gpu_profile_costs_on_this_cpu_before_it_starts(monkeypa
     monkeypatch.setattr(features, "ANNOUNCE_ABOVE_S", 1.0)  # this CPU may be fast: say any cost above a second
     started = []
     monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: started.append(capsys.readouterr().out))
-    notebook.run_notebooks("paper", ["01_mec_by_hand"], out=tmp_path / "out")
+    runner.run_notebooks("paper", ["01_mec_by_hand"], out=tmp_path / "out")
     assert "VGG16 features of profile 'paper' not cached yet: 70,000 images at 32 px take about" in started[0]
     assert "measured on the first 64" in started[0]
     started.clear()
-    notebook.run_notebooks("ci", ["01_mec_by_hand"], out=tmp_path / "out")  # a small profile: nothing measured
+    runner.run_notebooks("ci", ["01_mec_by_hand"], out=tmp_path / "out")  # a small profile: nothing measured
     assert "take about" not in started[0]
 
 
 def test_lab_off_a_terminal_prints_a_line_a_minute(monkeypatch, capsys, tmp_path):
     import papermill
 
-    monkeypatch.setattr(notebook, "PROGRESS_EVERY_S", 0.2)
+    monkeypatch.setattr(runner, "PROGRESS_EVERY_S", 0.2)
 
     def slow(source, target, progress_bar=None, **kw):
         from tqdm import tqdm
@@ -780,7 +795,7 @@ def test_lab_off_a_terminal_prints_a_line_a_minute(monkeypatch, capsys, tmp_path
         bar.close()
 
     monkeypatch.setattr(papermill, "execute_notebook", slow)
-    notebook.run_notebooks("ci", ["01_mec_by_hand"], out=tmp_path)
+    runner.run_notebooks("ci", ["01_mec_by_hand"], out=tmp_path)
     out = capsys.readouterr().out
     ticks = [line for line in out.splitlines() if "running" in line]
     assert len(ticks) >= 2 and "01_mec_by_hand" in ticks[0] and "cells done" in ticks[-1], out
@@ -795,15 +810,15 @@ def hub(tmp_path, monkeypatch):
     folder = tmp_path / "torch-home" / "hub" / "checkpoints"
     folder.mkdir(parents=True)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    monkeypatch.setattr(model, "_announced", set())
+    monkeypatch.setattr(backbone, "_announced", set())
     monkeypatch.setattr(features, "_built", {})
-    return folder / model.IMAGENET_FILE
+    return folder / backbone.IMAGENET_FILE
 
 
 def _sound_file(path: Path) -> None:
     with torch.random.fork_rng():
         torch.manual_seed(5)
-        convs = model._vgg16_features()
+        convs = backbone._vgg16_features()
     torch.save({f"features.{k}": v for k, v in convs.state_dict().items()}, path)
 
 
@@ -823,12 +838,12 @@ def test_a_damaged_imagenet_file_is_named_with_the_fix(hub, capsys, damage):
         state = torch.load(hub, weights_only=True)
         state["features.0.weight"] = torch.zeros(64, 1, 3, 3)
         torch.save(state, hub)
-    with pytest.raises(model.ImageNetFileProblem) as info:
-        model.build_backbone("imagenet")
+    with pytest.raises(backbone.ImageNetFileProblem) as info:
+        backbone.build_backbone("imagenet")
     message = str(info.value)
     assert str(hub) in message and "delete it" in message and "--weights random" in message
-    assert "weights_only" not in message and f"Put {model.IMAGENET_FILE}" not in message
-    backbone, tag = model.build_backbone("auto")
+    assert "weights_only" not in message and f"Put {backbone.IMAGENET_FILE}" not in message
+    convs, tag = backbone.build_backbone("auto")
     said = capsys.readouterr().out
     assert tag == "random-seed0" and str(hub) in said and "RANDOMLY INITIALIZED" in said
     assert "uses ImageNet" not in said
@@ -849,7 +864,7 @@ def test_a_damaged_imagenet_file_does_not_recompute_the_cache_every_run(hub, dat
 
 def test_a_sound_imagenet_file_is_still_used(hub, capsys):
     _sound_file(hub)
-    backbone, tag = model.build_backbone("auto")
+    convs, tag = backbone.build_backbone("auto")
     said = capsys.readouterr().out
     assert tag == "imagenet" and "uses ImageNet weights" in said and "RANDOMLY" not in said
 

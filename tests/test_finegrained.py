@@ -5,7 +5,8 @@ import os
 import pytest
 import torch
 
-from labkit import capacity, features, finegrained as fg, model, train
+from labkit import capacity, features, finegrained as fg, model, quantize, stagefiles, train
+from labkit import deepcompression as dc
 from labkit.model import CheckpointError
 from labkit.study import Splits
 
@@ -60,9 +61,9 @@ def test_prune_weights_removes_the_smallest(trained):
 def test_large_layers_prune_to_the_quantile():
     torch.manual_seed(0)
     w = torch.randn(3000, 1000)  # 3M weights: the sampled quantile
-    (t,) = fg.magnitude_thresholds(w, [0.96], exact=False)
+    (t,) = fg.weight_thresholds(w, [0.96], exact=False)
     assert abs(float((w.abs() <= t).float().mean()) - 0.96) < 0.001
-    (exact,) = fg.magnitude_thresholds(w, [0.96])
+    (exact,) = fg.weight_thresholds(w, [0.96])
     assert int((w.abs() <= exact).sum()) == round(0.96 * w.numel())
 
 
@@ -105,11 +106,15 @@ def test_start_optimizer_state_is_continued(splits):
     state = train.AdamState()
     train.fit(head, splits.train, epochs=2, batch_size=50, lr=1e-3, device="cpu", state=state)
     payload = state.payload()
-    moments = dict(payload)
     masks = fg.prune_weights(head, [0.5, 0.5, 0.0, 0.0])
-    fg.masked_fit(head, masks, splits.train, epochs=1, batch_size=50, lr=1e-3, device="cpu", moments=moments)
-    steps = float(moments["state"][0]["step"])
-    assert steps == payload["steps"][0] + 8  # went on counting: 400 images / 50 a batch
+    carried = train.AdamState.from_payload(payload).copy()
+    fg.masked_fit(head, masks, splits.train, epochs=1, batch_size=50, lr=1e-3, device="cpu", state=carried)
+    assert carried.steps[0] == payload["steps"][0] + 8  # went on counting: 400 images / 50 a batch
+    assert not torch.equal(carried.exp_avg[0], payload["exp_avg"][0])  # moved on from the payload's moments
+    other = model.build_head((32, 32, 16), num_classes=4, map_size=1, seed=0)  # another head: refused, not skipped
+    with pytest.raises(ValueError, match="another head"):
+        fg.masked_fit(other, fg.prune_weights(other, [0.5, 0.5, 0.0, 0.0]), splits.train, epochs=1,
+                      batch_size=50, device="cpu", state=train.AdamState.from_payload(payload))
 
 
 # ---------------------------------------------------------------- trained quantization
@@ -117,7 +122,7 @@ def test_start_optimizer_state_is_continued(splits):
 def test_weight_sharing_keeps_zero_and_the_positions(trained):
     head = _clone(trained)
     fg.prune_weights(head, [0.9, 0.5, 0.5, 0.0])
-    shared = fg.share_weights(head, bits=[5, 4, 3, 2])
+    shared = quantize.share_weights(head, bits=[5, 4, 3, 2])
     for s, lin, bits in zip(shared, head.linears(), [5, 4, 3, 2]):
         assert len(s.codebook) == 1 << bits and float(s.codebook[0]) == 0.0
         assert int(s.index.min()) >= 1 and int(s.index.max()) < 1 << bits
@@ -133,11 +138,11 @@ def test_centroid_finetuning_lowers_the_loss(side):
     train_set = _data(300, 5, side)
     head = _head(train_set, side, epochs=3, hidden=(16, 12, 8))
     fg.prune_weights(head, [0.8, 0.5, 0.0, 0.0])
-    shared = fg.share_weights(head, bits=2)  # 3 shared values a layer: a coarse start with room to improve
-    fg.write_shared(head, shared)
+    shared = quantize.share_weights(head, bits=2)  # 3 shared values a layer: a coarse start with room to improve
+    quantize.write_shared(head, shared)
     before = train.evaluate(head, train_set, device="cpu")["loss"]
     codebooks = [s.codebook.clone() for s in shared]
-    fg.finetune_centroids(head, shared, train_set, epochs=3, batch_size=50, lr=3e-3, device="cpu")
+    quantize.finetune_centroids(head, shared, train_set, epochs=3, batch_size=50, lr=3e-3, device="cpu")
     assert train.evaluate(head, train_set, device="cpu")["loss"] < before
     for lin, s, old in zip(head.linears(), shared, codebooks):
         assert float(s.codebook[0]) == 0.0 and not torch.equal(s.codebook, old)
@@ -147,17 +152,17 @@ def test_centroid_finetuning_lowers_the_loss(side):
 def test_folded_centroid_gradient_is_the_sum_of_the_weights_gradients(trained, splits):
     head = _clone(trained)
     fg.prune_weights(head, [0.9, 0.0, 0.0, 0.0])
-    shared = fg.share_weights(head, bits=3)
-    fg.write_shared(head, shared)
+    shared = quantize.share_weights(head, bits=3)
+    quantize.write_shared(head, shared)
     x, y = splits.train.maps[:64], splits.train.labels[:64]
     head.eval()
     torch.nn.functional.cross_entropy(head(x), y).backward()
     full = head.linears()[0].weight.grad.flatten()[shared[0].positions]
     expected = torch.bincount(shared[0].index, weights=full.double(), minlength=8).float()
-    layer = fg._SharedLayer(shared[0], fold=True, device="cpu")
+    layer = quantize._SharedLayer(shared[0], fold=True, device="cpu")
     w = layer.weight()
     weights = [w] + [lin.weight.detach() for lin in head.linears()[1:]]
-    torch.nn.functional.cross_entropy(fg._forward_with(head, weights, x, fold=True), y).backward()
+    torch.nn.functional.cross_entropy(quantize._forward_with(head, weights, x, fold=True), y).backward()
     layer.centroid_gradient(w)
     expected[0] = 0
     torch.testing.assert_close(layer.codebook.grad, expected, atol=1e-6, rtol=1e-4)
@@ -171,7 +176,7 @@ def _clone(head):
     return copy.deepcopy(head)
 
 
-@pytest.mark.parametrize("stage", fg.STAGES)
+@pytest.mark.parametrize("stage", stagefiles.STAGES)
 @pytest.mark.parametrize("pruned", [True, False])
 def test_every_file_loads_back_into_the_same_head(narrow, splits, tmp_path, stage, pruned):
     head = _clone(narrow)
@@ -179,12 +184,12 @@ def test_every_file_loads_back_into_the_same_head(narrow, splits, tmp_path, stag
         fg.prune_weights(head, [0.97, 0.9, 0.6, 0.2])  # fc1's gaps reach far beyond 5-bit indices
     shared = None
     if stage != "sparse":
-        shared = fg.share_weights(head, bits=5)
-        fg.write_shared(head, shared)
-    size = fg.save_stage(head, tmp_path / f"{stage}.pt", stage, shared, index_bits=5)
+        shared = quantize.share_weights(head, bits=5)
+        quantize.write_shared(head, shared)
+    size = stagefiles.save_stage(head, tmp_path / f"{stage}.pt", stage, shared, index_bits=5)
     assert size == os.path.getsize(tmp_path / f"{stage}.pt")
-    back = fg.load_stage(tmp_path / f"{stage}.pt")
-    assert fg.same_head(back, head) and back.widths() == head.widths()
+    back = stagefiles.load_stage(tmp_path / f"{stage}.pt")
+    assert dc.same_head(back, head) and back.widths() == head.widths()
     assert torch.equal(_predictions(back, splits.test), _predictions(head, splits.test))
     train.fit(back, splits.train, epochs=1, batch_size=100, device="cpu")  # an ordinary head
 
@@ -192,31 +197,32 @@ def test_every_file_loads_back_into_the_same_head(narrow, splits, tmp_path, stag
 def test_stage_files_shrink_and_huffman_is_lossless(narrow, tmp_path):
     head = _clone(narrow)
     fg.prune_weights(head, [0.96, 0.9, 0.7, 0.0])
-    shared = fg.share_weights(head, bits=5)
-    fg.write_shared(head, shared)
-    sizes = {stage: fg.save_stage(head, tmp_path / f"{stage}.pt", stage, shared) for stage in fg.STAGES}
+    shared = quantize.share_weights(head, bits=5)
+    quantize.write_shared(head, shared)
+    sizes = {stage: stagefiles.save_stage(head, tmp_path / f"{stage}.pt", stage, shared) for stage in stagefiles.STAGES}
     assert model.save_head(head, tmp_path / "plain.pt") > sizes["sparse"] > sizes["quantized"] > sizes["huffman"]
-    assert fg.same_head(fg.load_stage(tmp_path / "quantized.pt"), fg.load_stage(tmp_path / "huffman.pt"))
+    assert dc.same_head(stagefiles.load_stage(tmp_path / "quantized.pt"),
+                        stagefiles.load_stage(tmp_path / "huffman.pt"))
 
 
 def test_a_head_at_larger_maps_round_trips(tmp_path):
     train_set = _data(120, 7, side=2)
     head = _head(train_set, side=2, epochs=1, hidden=(16, 12, 8))
     fg.prune_weights(head, [0.9, 0.5, 0.0, 0.0])
-    fg.save_stage(head, tmp_path / "s.pt", "huffman")
-    back = fg.load_stage(tmp_path / "s.pt")
+    stagefiles.save_stage(head, tmp_path / "s.pt", "huffman")
+    back = stagefiles.load_stage(tmp_path / "s.pt")
     assert back.map_size == 2 and torch.equal(_predictions(back, train_set), _predictions(back, train_set))
 
 
 def test_bad_files_are_named(trained, tmp_path):
     model.save_head(trained, tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="not a Deep Compression head"):
-        fg.load_stage(tmp_path / "plain.pt")
+        stagefiles.load_stage(tmp_path / "plain.pt")
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="junk.pt is damaged or not a labkit file"):
-        fg.load_stage(tmp_path / "junk.pt")
+        stagefiles.load_stage(tmp_path / "junk.pt")
     with pytest.raises(ValueError, match="stage='zip'"):
-        fg.save_stage(trained, tmp_path / "x.pt", "zip")
+        stagefiles.save_stage(trained, tmp_path / "x.pt", "zip")
 
 
 # ---------------------------------------------------------------- MEC of sparse heads
@@ -228,7 +234,7 @@ def test_mec_of_a_dense_head_is_the_rules(trained):
         assert fg.mec_sparse(trained, effective=True) == capacity.mec_effective_of(trained)
 
 
-def test_mec_counts_kept_weights_and_live_neurons():
+def test_mec_counts_kept_weights_and_connected_neurons():
     head = model.build_head((4, 3), num_classes=2, map_size=1, seed=0)
     first, second, third = head.linears()
     with torch.no_grad():
@@ -243,7 +249,7 @@ def test_mec_counts_kept_weights_and_live_neurons():
         second.weight[1, 3] = 1.0  # from a dead neuron: does not count, and neuron 1 of layer 2 is then dead
         third.weight.fill_(1.0)
     rows = fg.mec_sparse_table(head)
-    assert [(r["inputs"], r["live_neurons"], r["weights"]) for r in rows] == [(6, 2, 6), (2, 1, 2), (1, 2, 2)]
+    assert [(r["inputs"], r["connected_neurons"], r["weights"]) for r in rows] == [(6, 2, 6), (2, 1, 2), (1, 2, 2)]
     # layer 1: 6 weights + 2 biases; layer 2: min(2 + 1, 2 live inputs); layer 3: min(2 + 2, 1)
     assert [r["capacity_bits"] for r in rows] == [8, 2, 1] and fg.mec_sparse(head) == 11
     effective = fg.mec_sparse_table(head, effective=True)  # at 1 x 1 maps copies 0..4 are one feature
@@ -264,7 +270,7 @@ def test_sensitivity_scan_and_choice(trained, splits):
 
 
 def test_pruned_first_layer_forms_match_pruning_the_head(trained):
-    thresholds = fg.magnitude_thresholds(trained.linears()[0].weight, [0.5, 0.9, 0.99])
+    thresholds = fg.weight_thresholds(trained.linears()[0].weight, [0.5, 0.9, 0.99])
     forms = fg._pruned_first_forms(trained, thresholds)
     for form, s in zip(forms, [0.5, 0.9, 0.99]):
         head = _clone(trained)
@@ -286,7 +292,7 @@ def test_scan_at_larger_maps_prunes_the_first_layer():
 
 def test_deep_compression_end_to_end(narrow, splits, tmp_path):
     trained = narrow
-    result = fg.deep_compression(trained, splits, sparsity=[0.95, 0.8, 0.5, 0.0], steps=2, epochs=1,
+    result = dc.deep_compression(trained, splits, sparsity=[0.95, 0.8, 0.5, 0.0], steps=2, epochs=1,
                                  finetune_epochs=1, lr=1e-3, batch_size=50, folder=tmp_path, device="cpu",
                                  scan_sparsities=(0.5, 0.9))
     stages = result["stages"]
@@ -298,14 +304,14 @@ def test_deep_compression_end_to_end(narrow, splits, tmp_path):
     assert stages[3]["test_accuracy"] == stages[2]["test_accuracy"]  # Huffman coding loses nothing
     assert result["epochs_total"] == 3 and len(result["histograms"]) == 4
     assert all(sum(h["pruned"]) < sum(h["before"]) for h in result["histograms"][:3])
-    assert torch.equal(_predictions(result["head"], splits.test), _predictions(fg.load_stage(stages[3]["path"]),
+    assert torch.equal(_predictions(result["head"], splits.test), _predictions(stagefiles.load_stage(stages[3]["path"]),
                                                                                  splits.test))
     assert trained.linears()[0].weight.count_nonzero() == trained.linears()[0].weight.numel()  # a copy was pruned
-    table = fg.stage_table(stages, control_val_accuracy=0.5, control_test_accuracy=0.5)
+    table = dc.stage_table(stages, control_val_accuracy=0.5, control_test_accuracy=0.5)
     assert table[-1]["han_vgg16_ratio"] == 49 and table[0]["han_vgg16_bytes"] == 552_000_000
     assert table[1]["val_drop_points"] == pytest.approx(100 * (0.5 - stages[1]["val_accuracy"]))
 
-    rows = fg.structured_vs_finegrained({"structured": trained, "fine-grained": result["head"]},
+    rows = dc.structured_vs_finegrained({"structured": trained, "fine-grained": result["head"]},
                                         {"val": splits.val}, stored_bytes={"fine-grained": stages[-1]["bytes"]},
                                         batch=64, repeats=2, device="cpu")
     assert [r["pruning"] for r in rows] == ["structured", "fine-grained"]
@@ -328,7 +334,7 @@ def test_bad_settings_are_named(trained):
     with pytest.raises(ValueError, match="sparsity='most'"):
         fg.check_sparsities("most", trained)
     with pytest.raises(ValueError, match="bits of fc1=9"):
-        fg.share_weights(trained, bits=9)
+        quantize.share_weights(trained, bits=9)
     with pytest.raises(ValueError, match="index_bits=0"):
-        fg.stage_payload(trained, "sparse", index_bits=0)
+        stagefiles.stage_payload(trained, "sparse", index_bits=0)
     assert fg.check_sparsities("han", trained) == [0.96, 0.96, 0.77, 0.77]

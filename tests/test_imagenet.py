@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from labkit import data, features, model
+from labkit import backbone, data, features, model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,25 +22,25 @@ def hub(tmp_path, monkeypatch):
     folder.mkdir(parents=True)
     with torch.random.fork_rng():
         torch.manual_seed(123)
-        convs = model._vgg16_features()
-    torch.save({f"features.{k}": v for k, v in convs.state_dict().items()}, folder / model.IMAGENET_FILE)
+        convs = backbone._vgg16_features()
+    torch.save({f"features.{k}": v for k, v in convs.state_dict().items()}, folder / backbone.IMAGENET_FILE)
     monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.setattr(model, "_announced", set())
+    monkeypatch.setattr(backbone, "_announced", set())
     return {"home": home, "state": convs.state_dict()}
 
 
 def test_weights_in_the_hub_cache_are_used_and_said_once(hub, tmp_path, capsys):
-    assert model.resolve_weights("auto") == "imagenet"
-    assert model.resolve_weights("auto") == "imagenet"
+    assert backbone.resolve_weights("auto") == "imagenet"
+    assert backbone.resolve_weights("auto") == "imagenet"
     said = capsys.readouterr().out
-    assert said.count("ImageNet weights") == 1 and model.IMAGENET_FILE in said
-    backbone, tag = model.build_backbone("auto")
+    assert said.count("ImageNet weights") == 1 and backbone.IMAGENET_FILE in said
+    convs, tag = backbone.build_backbone("auto")
     assert tag == "imagenet"
-    assert torch.equal(backbone[0].weight, hub["state"]["0.weight"])
+    assert torch.equal(convs[0].weight, hub["state"]["0.weight"])
     root = tmp_path / "data"
     shutil.copytree(data.data_root() / "MNIST", root / "MNIST")
-    fs = features.load_features("test", limit=20, weights="auto", root=root)
-    assert fs.weights == "imagenet" and list((root / "features").glob("vgg16-imagenet-32px-test-*.pt"))
+    fs = features.load_features("test", data.Subsets(test=20), weights="auto", root=root)
+    assert fs.weights == "imagenet" and list((root / "features").glob("mnist-vgg16-imagenet-32px-test-*.pt"))
 
 
 def test_notebook_02_runs_on_imagenet_weights(hub, tmp_path):
@@ -54,7 +54,7 @@ def test_notebook_02_runs_on_imagenet_weights(hub, tmp_path):
     text = json.dumps(json.loads(out.read_text()))
     assert "uses ImageNet weights" in text and "RANDOMLY INITIALIZED" not in text
     assert "weights imagenet" in text and "backbone weights: imagenet" in text
-    assert list((tmp_path / "data" / "features").glob("vgg16-imagenet-*"))
+    assert list((tmp_path / "data" / "features").glob("mnist-vgg16-imagenet-*"))
     extra = model.read_extra(tmp_path / "results" / "ci" / "trained_head_seed0.pt")
     assert extra["backbone"] == "imagenet"
 
@@ -62,7 +62,7 @@ def test_notebook_02_runs_on_imagenet_weights(hub, tmp_path):
 def test_asking_for_imagenet_without_the_file_says_where_to_put_it(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-home"))
     monkeypatch.setenv("LABKIT_OFFLINE", "1")
-    monkeypatch.setattr(model, "_announced", set())
-    with pytest.raises(RuntimeError, match=f"Put {model.IMAGENET_FILE} in .*empty-home"):
-        model.build_backbone("imagenet")
-    assert model.resolve_weights("auto").startswith("random")
+    monkeypatch.setattr(backbone, "_announced", set())
+    with pytest.raises(RuntimeError, match=f"Put {backbone.IMAGENET_FILE} in .*empty-home"):
+        backbone.build_backbone("imagenet")
+    assert backbone.resolve_weights("auto").startswith("random")

@@ -51,8 +51,8 @@ def _permuted_test_labels(monkeypatch):
 
 def _start(c, tmp_path):
     start = tmp_path / f"start-seed{c.seed}.pt"
-    study.train_start(dataclasses.replace(c, checkpoints="none"), start, progress=False, log=None)
-    return dataclasses.replace(c, start=str(start), layer="all", checkpoints="none")
+    study.train_start(dataclasses.replace(c, checkpoints="off"), start, progress=False, log=None)
+    return dataclasses.replace(c, start=str(start), layer="all", checkpoints="off")
 
 
 def test_test_labels_decide_nothing(small_config, tmp_path, monkeypatch):
@@ -149,7 +149,7 @@ def test_no_checkpoint_is_written_when_none_are_kept(small_config, monkeypatch):
     written = []
     real = files.save_torch
     monkeypatch.setattr(files, "save_torch", lambda obj, path: written.append(path) or real(obj, path))
-    c = dataclasses.replace(small_config, checkpoints="none")
+    c = dataclasses.replace(small_config, checkpoints="off")
     rows = study.run_study(c, progress=False, log=None)
     assert written == [] and not list((c.run_dir / "checkpoints").iterdir())
     head = study.new_head(c, study.prepare_features(c, progress=False).train)

@@ -2,7 +2,7 @@
 branch, made-up rows and figures worked out by hand."""
 import torch
 
-from labkit import capacity, questionnaire, tables
+from labkit import capacity, capacity_text, questionnaire
 
 NOMINAL, EFFECTIVE = capacity.mec([25088, 4096, 4096, 256, 10]), capacity.mec([512, 4096, 4096, 256, 10])
 
@@ -30,20 +30,20 @@ def _ladder(chosen_hidden):
 # ---------------------------------------------------------------- helpers in report
 
 def test_mec_both_says_the_inputs_repeat_at_32_px():
-    text = tables.mec_both(NOMINAL, EFFECTIVE, 1)
+    text = capacity_text.mec_both(NOMINAL, EFFECTIVE, 1)
     assert "102,772,992" in text and "repeat" in text and "copied 49 times" in text and "2,109,696" in text
     assert "49x less" in text
 
 
 def test_mec_both_between_sizes_and_at_224_px():
-    at_64 = tables.mec_both(NOMINAL, capacity.mec_effective([25088, 4096, 4096, 256, 10], 2), 2)
+    at_64 = capacity_text.mec_both(NOMINAL, capacity.mec_effective([25088, 4096, 4096, 256, 10], 2), 2)
     assert "mix 4 distinct ones" in at_64 and "2,048 distinct inputs" in at_64
-    same = tables.mec_both(NOMINAL, NOMINAL, 7)
+    same = capacity_text.mec_both(NOMINAL, NOMINAL, 7)
     assert "distinct" in same and "gives the same" in same and "repeat" not in same
 
 
 def test_memorization_lines_name_images_bits_and_both_mecs():
-    lines = tables.memorization_lines([_mem_row(8, 1100), _mem_row(32, 2000, all_images="True"),
+    lines = capacity_text.memorization_lines([_mem_row(8, 1100), _mem_row(32, 2000, all_images="True"),
                                        _mem_row(8, 1000, copies=49)])
     assert lines[0].startswith("512-8-10: 1,100 images at 95.0%") and "4,112 bits" in lines[0]
     assert "nominal" not in lines[0]
@@ -52,49 +52,50 @@ def test_memorization_lines_name_images_bits_and_both_mecs():
 
 
 def test_twin_lands_where_its_one_copy_head_does():
-    text = tables.twin_sentence([_mem_row(8, 1100), _mem_row(8, 1000, copies=49)])
+    text = capacity_text.twin_sentence([_mem_row(8, 1100), _mem_row(8, 1000, copies=49)])
     assert "memorized 1,000 images against 1,100" in text and "0.91 times" in text
     assert "lands where its one-copy twin does" in text and "49x the nominal MEC" in text
 
 
 def test_twin_further_apart_says_so():
-    text = tables.twin_sentence([_mem_row(8, 1100), _mem_row(8, 700, copies=49)])
+    text = capacity_text.twin_sentence([_mem_row(8, 1100), _mem_row(8, 700, copies=49)])
     assert "more than 25% apart" in text and "far from the 49x" in text
 
 
 def test_twin_and_its_head_both_at_every_image():
-    text = tables.twin_sentence([_mem_row(8, 600, all_images=True), _mem_row(8, 600, copies=49, all_images="True")])
+    text = capacity_text.twin_sentence([_mem_row(8, 600, all_images=True),
+                                        _mem_row(8, 600, copies=49, all_images="True")])
     assert "cannot tell them apart" in text
 
 
 def test_no_twin_measured():
-    assert "makes no copies" in tables.twin_sentence([_mem_row(8, 100)])
+    assert "makes no copies" in capacity_text.twin_sentence([_mem_row(8, 100)])
 
 
 def test_memorization_bound_both_branches():
-    assert "held as an upper bound" in tables.memorization_bound([_mem_row(8, 1000)])
+    assert "held as an upper bound" in capacity_text.memorization_bound([_mem_row(8, 1000)])
     over = _mem_row(1, 500)  # 1,450 bits stored against 514 bits of MEC
-    text = tables.memorization_bound([over, _mem_row(8, 1000)])
+    text = capacity_text.memorization_bound([over, _mem_row(8, 1000)])
     assert text.startswith("512-1-10 stored more bits than its effective MEC")
 
 
 def test_ladder_sentence_linear_and_hidden_choices():
-    linear = tables.ladder_sentence(_ladder(0), 2.0)
+    linear = capacity_text.ladder_sentence(_ladder(0), 2.0)
     assert "a linear classifier on the features (5,130 bits" in linear and "within 2 points" in linear
     assert "So 5,130 bits of MEC suffice" in linear
-    over = tables.ladder_sentence(_ladder(64), 1.0, label_bits=6644)
+    over = capacity_text.ladder_sentence(_ladder(64), 1.0, label_bits=6644)
     assert "more than the 6,644 bits a lookup of the training labels takes" in over
-    hidden = tables.ladder_sentence(_ladder(64), 1.0, head_effective=EFFECTIVE)
+    hidden = capacity_text.ladder_sentence(_ladder(64), 1.0, head_effective=EFFECTIVE)
     assert "the smallest within 1 point of it is 512-64-10 (32,896 bits" in hidden
     assert "a linear classifier reaches 90.00%" in hidden and "64x that" in hidden
 
 
 def test_rho_both_below_and_above_one():
-    low = tables.rho_both(1800, NOMINAL, EFFECTIVE)
+    low = capacity_text.rho_both(1800, NOMINAL, EFFECTIVE)
     assert "0.00085" in low and "49x higher: the inputs repeat" in low and "cannot prove it" in low
-    high = tables.rho_both(9000, 100_000, 5_000)
+    high = capacity_text.rho_both(9000, 100_000, 5_000)
     assert "1.8 on the effective MEC" in high and "proves here" in high
-    assert "on the effective" not in tables.rho_both(100, 1000, 1000)
+    assert "on the effective" not in capacity_text.rho_both(100, 1000, 1000)
 
 
 # ---------------------------------------------------------------- the answers

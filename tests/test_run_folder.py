@@ -176,11 +176,11 @@ def test_damaged_history_is_rebuilt_from_the_checkpoint(tmp_path, reference, kin
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_damaged_history_without_checkpoints_is_refused_and_kept(tmp_path, kind):
-    ok(study(tmp_path / "r", "--cycles", "2", "--checkpoints", "none"))
+    ok(study(tmp_path / "r", "--cycles", "2", "--checkpoints", "off"))
     folder = only_run(tmp_path / "r")
     _damage(folder / "history.csv", kind)
     damaged = (folder / "history.csv").read_bytes()
-    run = refused(study(tmp_path / "r", "--cycles", "3", "--checkpoints", "none"), folder / "history.csv")
+    run = refused(study(tmp_path / "r", "--cycles", "3", "--checkpoints", "off"), folder / "history.csv")
     assert "move it aside" in run.stderr
     assert (folder / "history.csv").read_bytes() == damaged
 
@@ -245,18 +245,18 @@ def test_deleted_last_checkpoint_says_what_happened_and_keeps_the_rows(tmp_path,
     (folder / "checkpoints" / "cycle_001.pt").unlink()
     before = rows(folder)
     run = refused(study(tmp_path / "r", "--cycles", "3"), folder / "checkpoints" / "cycle_001.pt")
-    assert "is missing" in run.stderr and "--checkpoints none" in run.stderr
+    assert "is missing" in run.stderr and "--checkpoints off" in run.stderr
     assert "checkpoints='last'" in run.stderr and "delete its" not in run.stderr and "delete that" not in run.stderr
     assert rows(folder) == before
-    ok(study(tmp_path / "r", "--cycles", "3", "--checkpoints", "none"))  # the fix it names works
+    ok(study(tmp_path / "r", "--cycles", "3", "--checkpoints", "off"))  # the fix it names works
     assert rows(folder) == reference["four"][:3]
 
 
 def test_a_run_that_keeps_no_checkpoints_is_recomputed_to_go_on(tmp_path, reference):
-    ok(study(tmp_path / "r", "--cycles", "2", "--checkpoints", "none"))
+    ok(study(tmp_path / "r", "--cycles", "2", "--checkpoints", "off"))
     folder = only_run(tmp_path / "r")
     assert not list((folder / "checkpoints").iterdir())
-    run = ok(study(tmp_path / "r", "--cycles", "4", "--checkpoints", "none"))
+    run = ok(study(tmp_path / "r", "--cycles", "4", "--checkpoints", "off"))
     assert "keeps no checkpoints" in run.stdout
     assert rows(folder) == reference["four"]
 
@@ -345,9 +345,9 @@ def test_data_requirement_takes_arrays_and_lists():
 
 
 def test_mnist_limits_are_never_capped_silently():
-    with pytest.raises(ValueError, match="limit=1000000000.*60,000"):
+    with pytest.raises(ValueError, match="train_limit=1000000000.*60,000"):
         data.load_mnist("train", limit=10**9)
-    with pytest.raises(ValueError, match="limit=59000.*58,000 training images left beside the 2,000 validation"):
+    with pytest.raises(ValueError, match="train_limit=59000.*58,000 training images left beside the 2,000 validation"):
         data.load_mnist("train", limit=59_000, val_limit=2000)
     with pytest.raises(ValueError, match="test_limit=20000"):
         config.make_config("ci", test_limit=20_000)

@@ -40,6 +40,34 @@ def test_smallest_within_tolerance_by_hand():
         study.smallest_within([], control, 1.0)
 
 
+def test_stop_and_smallest_against_a_scan_written_apart():
+    """stop_cycle and smallest_within against a plain scan over random rows of up to three seeds (issue 28): means
+    over seeds summed by hand, the first cycle below the control by more than the tolerance, the fewest
+    parameters among the cycles within it (cycle 0 is the start the pruned runs and the control share)."""
+    import random
+
+    rng = random.Random(5)
+    for trial in range(200):
+        cycles, seeds, tolerance = rng.randint(1, 6), rng.randint(1, 3), rng.choice([0.0, 0.5, 1.0, 2.0])
+        params = sorted((rng.randint(1, 10 ** 6) for _ in range(cycles)), reverse=True)
+        rows = [{"cycle": c, "seed": s, "val_accuracy": rng.randint(800, 950) / 1000, "parameters": params[c]}
+                for s in range(seeds) for c in range(cycles)]
+        control = [{"cycle": c, "seed": s, "val_accuracy": rng.randint(850, 950) / 1000}
+                   for s in range(seeds) for c in range(1, cycles)]
+        control += [{**r, "parameters": None} for r in rows if r["cycle"] == 0]  # cycle 0: the start they share
+        inside, stop = [], None
+        for c in range(cycles):
+            pruned = sum(r["val_accuracy"] for r in rows if r["cycle"] == c) / seeds
+            held = sum(r["val_accuracy"] for r in control if r["cycle"] == c) / seeds
+            if c == 0 or 100 * (held - pruned) <= tolerance + 1e-9:
+                inside.append(c)
+            elif stop is None:
+                stop = c
+        assert study.stop_cycle(rows, control, tolerance) == stop, trial
+        fewest = min(inside, key=lambda c: (params[c], -rows[c]["val_accuracy"]))
+        assert study.smallest_within(rows, control, tolerance)["cycle"] == fewest, trial
+
+
 @pytest.mark.parametrize("overrides,message", [
     (dict(schedule="halving"), "schedule='halving' is not allowed"),
     (dict(schedule="geometric", fraction=1.0), "fraction=1.0 must be a number strictly between 0 and 1"),
@@ -109,7 +137,7 @@ def starts(small_config, tmp_path):
     """Two trained starts (seeds 0 and 1) of the small config, and configs that start from them."""
     configs = []
     for seed in (0, 1):
-        c = dataclasses.replace(small_config, seed=seed, layer="all", checkpoints="none")
+        c = dataclasses.replace(small_config, seed=seed, layer="all", checkpoints="off")
         study.train_start(c, tmp_path / f"start{seed}.pt", progress=False, log=None)
         configs.append(dataclasses.replace(c, start=str(tmp_path / f"start{seed}.pt")))
     return configs

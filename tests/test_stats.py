@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from labkit import metrics, stats
+from labkit import records, stats
 
 
 def test_mcnemar_counts_only_the_discordant_images():
@@ -47,8 +47,8 @@ def test_t95_table_and_beyond():
 
 def test_correctness_records_round_trip():
     right = torch.rand(1237, generator=torch.Generator().manual_seed(0)) > 0.3
-    text = metrics.pack_right(right)
+    text = records.pack_right(right)
     assert text.startswith("x") and len(text) == 1 + 2 * math.ceil(1237 / 8)
-    assert torch.equal(metrics.unpack_right(text, 1237), right)
+    assert torch.equal(records.unpack_right(text, 1237), right)
     with pytest.raises(ValueError, match="correctness record"):
-        metrics.unpack_right("1e5", 3)
+        records.unpack_right("1e5", 3)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from labkit import capacity, config, features, model, runs, study, train
+from labkit import backbone, capacity, config, features, model, runs, study, train
 
 
 def _snapshot(folder: Path) -> dict:
@@ -43,7 +43,7 @@ def test_rows_are_what_was_measured(small_config):
 
 
 def test_finished_run_without_checkpoints_reads_back(small_config):
-    c = dataclasses.replace(small_config, checkpoints="none", cycles=2)
+    c = dataclasses.replace(small_config, checkpoints="off", cycles=2)
     rows = study.run_study(c, progress=False, log=None)
     assert not list((c.run_dir / "checkpoints").iterdir())
     messages = []
@@ -188,20 +188,20 @@ def test_one_backbone_fills_the_three_caches(tmp_path, monkeypatch, small_config
     shutil.copytree(data.data_root() / "MNIST", tmp_path / "data" / "MNIST")
     monkeypatch.setenv("LABKIT_DATA", str(tmp_path / "data"))  # empty feature cache: every split is extracted
     built = []
-    monkeypatch.setattr(features, "build_backbone", lambda *a: built.append(a) or model.build_backbone(*a))
+    monkeypatch.setattr(features, "build_backbone", lambda *a: built.append(a) or backbone.build_backbone(*a))
     monkeypatch.setattr(features, "_built", {})
     c = dataclasses.replace(small_config, weights="random")
     splits = study.prepare_features(c, progress=False)
     assert len(built) == 1 and len(list((tmp_path / "data" / "features").glob("*.pt"))) == 3
     # the one backbone gives what a fresh one gives, for the last split it filled
-    images, _ = data.load_mnist("test", limit=c.test_limit, seed=c.data_seed)
-    fresh = features.extract(model.build_backbone("random")[0], images, c.image_size)
+    images, _ = c.subsets.load("test")
+    fresh = features.extract(backbone.build_backbone("random")[0], images, c.image_size)
     assert torch.equal(fresh, splits.test.maps)
 
 
 def test_corrupt_cache_is_named_and_left_alone(small_config):
     tr = study.prepare_features(small_config, progress=False).train
-    path = features.cache_path(tr.weights, 32, "train", small_config.train_limit, 0, val_limit=small_config.val_limit)
+    path = features.cache_path(tr.weights, 32, "train", small_config.subsets)
     good = path.read_bytes()
     try:
         path.write_bytes(b"not a tensor file")
@@ -224,7 +224,7 @@ def test_cli_prints_table_and_rejects_bad_values(tmp_path):
 @pytest.mark.slow
 def test_quick_profile_unpruned_head_reaches_85_percent(tmp_path):
     """The quick profile's cycle 0, offline with whatever backbone weights are here (random-init in CI)."""
-    c = config.make_config("quick", cycles=1, results_dir=str(tmp_path), checkpoints="none")
+    c = config.make_config("quick", cycles=1, results_dir=str(tmp_path), checkpoints="off")
     rows = study.run_study(c, progress=False, log=None)
     print(f"quick profile cycle 0: {rows[0]['test_accuracy']:.4f} test accuracy on {rows[0]['test_total']} images")
     assert rows[0]["test_accuracy"] >= 0.85
@@ -243,28 +243,12 @@ def test_every_setting_says_what_it_counts_for():
     assert "tolerance" in config.PRUNING_FIELDS and "epochs" not in study.START_FIELDS and "lr" in study.START_FIELDS
 
 
-def test_weights_none_is_the_older_name_of_random(small_config):
-    """Issue 20: random initialization is weights="random" (not "none", which read like the control method and
-    Python's None); the older word still works, and a run folder saved with it is the same run."""
+def test_older_names_are_not_read(small_config):
+    """Issue 28: a 0.1.0 package keeps no older spellings: weights "none" and the field "head" are refused by name."""
     from labkit import config
 
-    c = dataclasses.replace(small_config, weights="none")
-    assert c.weights == "random" and "none" not in config.WEIGHT_CHOICES
-    assert model.resolve_weights("none", 3) == model.resolve_weights("random", 3) == "random-seed3"
-    assert runs.identity(c, {**config.config_dict(c), "weights": "none"}) == runs.identity(c)
-    # the folder name an older labkit gave the run (with "-weights-none") is the one it still gets
-    assert config.make_config("quick", weights="random").run_name == "quick-l2-layer0-k100-seed0-weights-none"
-
-
-def test_head_is_the_older_name_of_hidden(small_config, tmp_path):
-    """Issue 20: the hidden widths are `hidden` (a head is the module); `head=`, `--head` and a config.json or
-    start record written with "head" are still read, and the run's folder name is unchanged."""
-    from labkit import config
-
-    c = config.make_config("ci", head=(64, 48, 16), k=8)
-    assert c.hidden == (64, 48, 16) and c == config.make_config("ci", hidden=(64, 48, 16), k=8)
-    assert "-head64-48-16" in c.run_name
-    old = {("head" if k == "hidden" else k): v for k, v in config.config_dict(small_config).items()}
-    assert runs.identity(small_config, old) == runs.identity(small_config)
-    with pytest.raises(ValueError, match="unknown config field"):
-        config.make_config("ci", heads=(64,))
+    with pytest.raises(ValueError, match="weights='none'"):
+        config.make_config("ci", weights="none")
+    with pytest.raises(ValueError, match="unknown config field.*head"):
+        config.make_config("ci", head=(64, 48, 16))
+    assert config.make_config("quick", weights="random").run_name == "quick-l2-layer0-k100-seed0-weights-random"

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from labkit import capacity, questionnaire, tables
+from labkit import capacity, capacity_text, questionnaire, tables
 
 
 # ---------------------------------------------------------------- compare: the margin and the outcome
@@ -40,15 +40,15 @@ def test_compare_outcomes(a, b, outcome):
 def test_one_seed_with_correctness_records_uses_mcnemar():
     """Hand-countable: of 10 images, a alone was right on images 0-5 (b = 6), b alone on 6 (c = 1), both on 7-9.
     Under no difference b ~ Binomial(7, 1/2): p = 2 * (1 + 7) / 128 = 0.125, so no difference is measured."""
-    from labkit import metrics
+    from labkit import records
 
     a = torch.tensor([1, 1, 1, 1, 1, 1, 0, 1, 1, 1], dtype=torch.bool)
     b = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1, 1], dtype=torch.bool)
-    c = tables.compare([0.9], [0.4], n=10, right=(metrics.pack_right(a), metrics.pack_right(b)))
+    c = tables.compare([0.9], [0.4], n=10, right=(records.pack_right(a), records.pack_right(b)))
     assert c["p"] == pytest.approx(0.125) and c["outcome"] == "same"
     assert c["diff"] == pytest.approx(50.0)  # (6 - 1) / 10 images, in points
     assert "McNemar's exact test on the 7 of 10 images" in c["basis"] and "(6 against 1)" in c["basis"]
-    text = tables.pruning_vs_control([0.9], [0.4], 10, 4, "test", (metrics.pack_right(a), metrics.pack_right(b)))
+    text = tables.pruning_vs_control([0.9], [0.4], 10, 4, "test", (records.pack_right(a), records.pack_right(b)))
     assert "McNemar" in text and "no difference was measured" in text
 
 
@@ -137,13 +137,13 @@ def test_requirement_sentence_branches():
     grows = [{"n": n, "thresholds": n // 2, "max_bits": n * 10, "expected_bits": n} for n in (100, 200, 400, 800, 2000)]
     flat = [{"n": n, "thresholds": 50 + n // 100, "max_bits": 500, "expected_bits": 100} for n in (100, 200, 400, 800, 2000)]
     assert capacity.progression_slope(grows) == pytest.approx(1.0)
-    assert "grows in step with the data" in tables.requirement_sentence("pixels", grows)
-    assert "grows more slowly than the data" in tables.requirement_sentence("pixels", flat)
-    assert "more than even the max" in tables.requirement_sentence("pixels", grows, head_mec=10**9)
+    assert "grows in step with the data" in capacity_text.requirement_sentence("pixels", grows)
+    assert "grows more slowly than the data" in capacity_text.requirement_sentence("pixels", flat)
+    assert "more than even the max" in capacity_text.requirement_sentence("pixels", grows, head_mec=10**9)
     full = grows[-1]
     between = (full["expected_bits"] + full["max_bits"]) // 2
-    assert "lie between the two" in tables.requirement_sentence("pixels", grows, head_mec=between)
-    assert "less than even the expected" in tables.requirement_sentence("pixels", grows, head_mec=1)
+    assert "lie between the two" in capacity_text.requirement_sentence("pixels", grows, head_mec=between)
+    assert "less than even the expected" in capacity_text.requirement_sentence("pixels", grows, head_mec=1)
 
 
 # ---------------------------------------------------------------- the knee, and the questionnaire's agreement
@@ -425,7 +425,5 @@ def test_records_round_trip_every_type():
     assert back[0]["note"] == "1e3" and back[1]["note"] == 5.0
     assert back[0]["count"] == 5 and back[1]["count"] == ""
     assert records.write_text(back) == text
-    # a table an older labkit wrote with a tuple's text (memorization.csv) reads back as widths too
-    assert records.parse('head,widths\n512-8-10,"(512, 8, 10)"\n')[0]["widths"] == (512, 8, 10)
     with pytest.raises(ValueError, match="line 2: 'x' is not a number"):
         records.parse("cycle,val_accuracy\n0,x\n")

@@ -1,0 +1,220 @@
+"""Running the five notebooks with papermill into the results folder: local kernels, progress lines, Ctrl-C.
+
+`run_notebooks` is what `python -m labkit lab` (and `make lab`) runs; a notebook's own session is
+labkit.notebook.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from . import checks, config as cfg, files
+from .notebook import NOTEBOOK_DIR, NOTEBOOKS
+
+PROGRESS_EVERY_S = 60.0  # off a terminal, a line this often while a notebook runs
+# notebook parameters that are also study settings (and so change which features are computed)
+_FIELDS = ("image_size", "weights", *cfg.SUBSET_FIELDS, "device")
+
+
+def _local_kernels(stderr=None):
+    """A kernel manager whose kernels talk over local sockets (ipc) rather than TCP: a kernel on this machine
+    has nothing to encrypt, and ipykernel then has no reason to warn that TCP is unencrypted. Each kernel's own
+    stderr (its log, not the cells' output, which the executed copy keeps) goes to `stderr`, and every kernel
+    started is listed in `started`, so an interrupted run stops them at once and prints no kernel tracebacks."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class LocalKernelManager(AsyncKernelManager):
+        started: list = []
+
+        @default("transport")
+        def _transport_default(self):
+            return "ipc"
+
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if stderr is not None:
+                kw["stderr"] = stderr
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            LocalKernelManager.started.append(self)
+
+    return LocalKernelManager
+
+
+class _QuietOnceInterrupted:
+    """From the first Ctrl-C of a run on, the papermill, nbclient and asyncio loggers print nothing.
+
+    Ctrl-C lands wherever the event loop happens to be. papermill then shuts the kernel down, and on a busy
+    machine nbclient's task still waiting for the cell's reply wakes during that shutdown, logs "Kernel died
+    while waiting for execute reply" and ends with a DeadKernelError nobody awaits, which asyncio prints as a
+    traceback when the task is collected, possibly after the run has returned. That death is the one asked
+    for, so it is not news; a kernel that dies on its own (no Ctrl-C) is still reported as before.
+    """
+    LOGGERS = ("papermill", "nbclient", "asyncio")
+
+    def __init__(self):
+        self.interrupted = False
+
+    def filter(self, record) -> bool:
+        return not self.interrupted
+
+    def __enter__(self):
+        import logging
+        import signal
+        import threading
+
+        for name in self.LOGGERS:
+            logging.getLogger(name).addFilter(self)
+        self.previous = None
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def _on_sigint(self, signum, frame):
+        self.interrupted = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, kind, value, tb):
+        import logging
+        import signal
+
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            self.interrupted = True  # a Ctrl-C our handler did not see (another handler's): quiet as well
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if not self.interrupted:  # once interrupted the filter stays: asyncio prints when the task is collected
+            for name in self.LOGGERS:
+                logging.getLogger(name).removeFilter(self)
+        return False
+
+
+def _stop_kernels(managers) -> None:
+    """Stop the kernels still running (each in its own session, so Ctrl-C did not reach them)."""
+    import signal
+
+    for km in managers:
+        process = getattr(getattr(km, "provisioner", None), "process", None)
+        if process is not None and process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except OSError:
+                process.kill()
+
+
+class _Cells:
+    """Where papermill's progress bar writes off a terminal: keeps the latest "done/total" and shows nothing."""
+
+    def __init__(self):
+        self.latest = ""
+
+    def write(self, text: str) -> None:
+        text = text.strip("\r\n ")
+        if text:
+            self.latest = text.split("\r")[-1].strip()
+
+    def flush(self) -> None:
+        pass
+
+
+def _ticking(name: str, width: int, cells: _Cells, began: float):
+    """A thread printing a line every PROGRESS_EVERY_S seconds while a notebook runs (off a terminal)."""
+    import threading
+    import time
+
+    stop = threading.Event()
+
+    def tick():
+        while not stop.wait(PROGRESS_EVERY_S):
+            minutes, seconds = divmod(round(time.perf_counter() - began), 60)
+            done = f"  {cells.latest} cells done" if cells.latest else ""
+            print(f"{name.ljust(width)}  running  {minutes:02d}:{seconds:02d}{done}", flush=True)
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    return stop
+
+
+def check_parameters(profile: str, parameters: dict | None) -> dict:
+    """Notebook parameters as papermill takes them; ValueError for a `profile` in them that is not `profile`
+    (the notebooks would run one profile and their executed copies go to another's folder)."""
+    parameters = dict(parameters or {})
+    if any(not isinstance(k, str) for k in parameters):
+        raise ValueError(f"notebook parameters {sorted(map(repr, parameters))} must be named by text (name: value)")
+    if "profile" in parameters and parameters["profile"] != profile:
+        raise ValueError(f"the notebook parameters say profile={parameters['profile']!r}, but the notebooks run "
+                         f"profile {profile!r} (their copies, tables and runs go to its folder): give one profile, "
+                         "with --profile or in the parameters, not two")
+    return parameters
+
+
+def run_notebooks(profile: str = "quick", names: Sequence[str] = NOTEBOOKS, parameters: dict | None = None,
+                  out: str | os.PathLike | None = None) -> list[Path]:
+    """Execute the notebooks in order with papermill; executed copies go to results/<profile>/.
+
+    One line per notebook in the terminal, live while it runs: its name, the cells done and the time; off a
+    terminal (a log), a line a minute while it runs and one when it is done. The notebooks' own output goes
+    into the executed copies, not to the terminal; their progress bars are switched off there
+    (LABKIT_PROGRESS=0), since a bar saved in a notebook freezes at its first frame. Ctrl-C stops the kernel
+    at once and raises KeyboardInterrupt, with nothing printed by the kernels.
+    """
+    import sys
+    import time
+
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    checks.choice("profile", profile, tuple(cfg.PROFILES))
+    names = [checks.choice("notebook", n, NOTEBOOKS) for n in names]
+    parameters = check_parameters(profile, parameters)
+    out = files.writable_folder(Path(out) if out else cfg.results_root() / profile, "the results folder",
+                                "set LABKIT_RESULTS to a folder you can write to")
+    removed = files.remove_dead_temporaries(out)
+    if removed:
+        print(files.said_removed(removed), flush=True)
+    from . import features
+
+    try:
+        settings = cfg.make_config(profile, **{k: v for k, v in parameters.items() if k in _FIELDS})
+    except ValueError:
+        settings = None  # a notebook refuses such a value itself, in its own words
+    if settings is not None:
+        features.say_cost(settings)
+    os.environ.setdefault("LABKIT_RESULTS", str(cfg.results_root()))
+    os.environ["LABKIT_PROGRESS"] = "0"
+    width = max(map(len, names))
+    done = []
+    live = sys.stdout.isatty()  # a terminal: one line per notebook that moves as cells finish
+    kernel_log = open(out / ".kernels.log", "wb")  # the kernels' own log of this run (not the cells' output)
+    managers = _local_kernels(kernel_log)
+    try:
+        with _QuietOnceInterrupted():
+            for name in names:
+                target = out / f"{name}.ipynb"
+                cells = _Cells()
+                bar = ({"desc": name.ljust(width), "unit": "cell", "file": sys.stdout, "leave": True,
+                        "mininterval": 0.5, "bar_format": "{desc}  {bar:20}  {n_fmt:>2}/{total_fmt} cells  {elapsed}"} if live else
+                       {"file": cells, "mininterval": 0, "bar_format": "{n_fmt}/{total_fmt}", "disable": False})
+                began = time.perf_counter()
+                ticker = None if live else _ticking(name, width, cells, began)
+                try:
+                    papermill.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(target),
+                                               parameters={"profile": profile, **parameters},
+                                               cwd=str(NOTEBOOK_DIR), progress_bar=bar, log_output=False,
+                                               kernel_name="python3", kernel_manager_class=managers)
+                except PapermillExecutionError as err:
+                    raise RuntimeError(f"notebook {name} stopped in cell {err.exec_count}: {err.ename}: {err.evalue}; "
+                                       f"the executed copy with the whole traceback is {target}") from None
+                finally:
+                    if ticker is not None:
+                        ticker.set()
+                if not live:  # a log: one line per notebook once it is done
+                    minutes, seconds = divmod(round(time.perf_counter() - began), 60)
+                    print(f"{name.ljust(width)}  done  {minutes:02d}:{seconds:02d}", flush=True)
+                done.append(target)
+    except BaseException:
+        _stop_kernels(managers.started)
+        raise
+    finally:
+        kernel_log.close()
+    return done
