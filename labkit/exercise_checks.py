@@ -198,8 +198,9 @@ def check_train_one_epoch(fn) -> None:
         for got, want in zip(head.parameters(), replay.parameters()):
             if not torch.allclose(got, want, atol=1e-5):
                 raise Wrong("the weights after your epoch are not those of one optimizer step per batch on its mean "
-                            "cross-entropy: in each batch call optimizer.zero_grad(), loss.backward() and "
-                            "optimizer.step() (without zero_grad the gradients of earlier batches add up)")
+                            "cross-entropy: in each batch clear the gradients (optimizer.zero_grad), "
+                            "backpropagate (loss.backward) and step the optimizer (without zero_grad the gradients "
+                            "of earlier batches add up)")
         mean = sum(l * k for l, k in losses) / n
         loss = _scalar(loss, "train_one_epoch")
         if math.isclose(float(loss), sum(l for l, _ in losses) / len(losses), rel_tol=1e-5) and n % batch:
