@@ -45,7 +45,8 @@ def make_caches(root: str) -> None:
         for i in range(0, n, 5000):
             maps[i:i + 5000] = torch.rand((min(5000, n - i), 512, 7, 7), generator=g).to(maps.dtype)
         labels = torch.arange(n) % 10
-        torch.save({"maps": maps, "labels": labels}, path)
+        torch.save({"maps": maps, "labels": labels,
+                    "about": features.describe("random-seed0", 224, split, subsets)}, path)  # as labkit records
         del maps
 
 
