@@ -1,4 +1,5 @@
-"""Finding MNIST (local files, download, offline copy), class-balanced subsets, image transforms.
+"""The datasets and their facts (`DATASETS`), finding MNIST (local files, download, offline copy), the subsets a run
+uses as one value (`Subsets`, class-balanced), image transforms.
 
 Images come out as uint8 tensors N x 28 x 28 and labels as int64 tensors N; the
 three-channel, resized, normalized inputs VGG16 expects are made per batch by

@@ -1,7 +1,7 @@
 """Deep Compression's three stages together (Han, Mao, Dally, ICLR 2016), and fine-grained against structured.
 
 `deep_compression` prunes (labkit.finegrained), quantizes (labkit.quantize) and writes and reads back each
-stage's file (labkit.stagefiles) on a copy of a head; `study_deep_compression` runs it on a notebook session's
+stage's file (labkit.stagefiles) on a copy of a head; `on_session` runs it on a notebook session's
 trained start beside its equal-budget control; `stage_table`, `weight_histograms` and
 `structured_vs_finegrained` (bytes, MEC, CPU time) are what notebook 03 shows.
 """
