@@ -96,3 +96,21 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def peak_memory_bytes() -> int | None:
+    """This process's peak resident memory in bytes: getrusage on Linux and macOS, the peak working set (through
+    psutil, which Jupyter brings) on Windows; None where neither can be read."""
+    import sys
+
+    try:
+        import resource
+    except ImportError:  # Windows
+        try:
+            import psutil
+
+            return int(psutil.Process().memory_info().peak_wset)
+        except (ImportError, AttributeError):
+            return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # bytes on macOS, kilobytes on Linux

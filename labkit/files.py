@@ -7,7 +7,6 @@ FileProblem with one message that names the file, says what is wrong with it and
 from __future__ import annotations
 
 import errno
-import fcntl
 import io
 import json
 import os
@@ -192,6 +191,12 @@ _TEMPORARY = re.compile(r"^\.(?:.+\.(\d+)\.tmp|labkit-write-test\.(\d+))$")
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
+    if os.name == "nt":  # os.kill(pid, 0) would send Ctrl-C there (signal 0 is CTRL_C_EVENT)
+        try:
+            import psutil  # comes with Jupyter
+        except ImportError:
+            return True  # cannot tell: leave the file alone
+        return psutil.pid_exists(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -364,40 +369,56 @@ def _exists_and_not_empty(path: Path, what: str, fix: str, error: type[FileProbl
 
 
 class RunBusy(RuntimeError):
-    """Another process holds the run folder's lock."""
+    """Another process holds the folder's lock."""
 
 
-def take_lock(folder: Path):
-    """An exclusive lock on folder/.lock, held until the returned file is closed; RunBusy if another holds it.
+class Lock:
+    """An exclusive lock on folder/.lock (the `filelock` package: fcntl on Linux and macOS, msvcrt on Windows),
+    held until `close()`. Who holds it (pid, host, start time) is written beside it, in folder/.lock-holder, for
+    the message another process prints; a lock whose holder died (even by kill -9) is simply taken over."""
 
-    The operating system drops the lock when its holder dies (even by kill -9), so a lock left by a
-    dead process is simply taken over. The holder's pid, host and start time are written inside.
-    """
+    def __init__(self, folder: Path, what: str, fix: str):
+        import warnings
+
+        with warnings.catch_warnings():  # without fcntl (not Windows) filelock warns that it falls back
+            warnings.simplefilter("ignore")
+            from filelock import FileLock, Timeout
+        self.holder_path = folder / ".lock-holder"
+        self._lock = FileLock(str(folder / ".lock"))
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            raise RunBusy(f"{folder} is in use by {self.holder()}: {what}. {fix}") from None
+        except OSError as err:
+            raise write_failure(folder / ".lock", err) from None
+        text = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+        try:
+            write_atomic(self.holder_path, text)
+        except WriteFailed:
+            self._lock.release()
+            raise
+
+    def holder(self) -> str:
+        """Who holds the lock, as its holder wrote it ("pid 123 on host since ..."), else "another process"."""
+        try:
+            return self.holder_path.read_text().strip() or "another process"
+        except (OSError, UnicodeDecodeError):
+            return "another process"
+
+    def close(self) -> None:
+        if self._lock.is_locked:
+            try:
+                self.holder_path.unlink()
+            except OSError:
+                pass
+            self._lock.release()
+
+
+def take_lock(folder: Path, what: str = "two processes must not run one study at once",
+              fix: str = "Wait for it to finish (or stop it), or give this run another name (--name) or "
+                         "results folder") -> Lock:
+    """An exclusive lock on `folder` (see Lock), held until the returned Lock is closed; RunBusy, naming the
+    holder, `what` must not happen and `fix`, if another process holds it."""
     writable_folder(folder, "the run folder", "choose a results folder you can write to "
                                                      "(--results on the command line, or LABKIT_RESULTS)")
-    path = folder / ".lock"
-    try:
-        handle = open(path, "a+")
-    except OSError as err:
-        raise write_failure(path, err) from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise RunBusy(f"{folder} is in use by {holder}: two processes must not run one study at once. Wait for "
-                      f"it to finish (or stop it), or give this run another name (--name) or results folder")
-    holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-    try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(holder)
-        handle.flush()
-    except OSError as err:
-        try:
-            handle.close()  # flushes what could not be written: fails again, and closes the file all the same
-        except OSError:
-            pass
-        raise write_failure(path, err, len(holder)) from None
-    return handle
+    return Lock(folder, what, fix)

@@ -5,6 +5,7 @@ labkit.notebook.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -30,7 +31,7 @@ def _local_kernels(stderr=None):
 
         @default("transport")
         def _transport_default(self):
-            return "ipc"
+            return "tcp" if os.name == "nt" else "ipc"  # ZeroMQ has no ipc transport on Windows
 
         async def _async_launch_kernel(self, kernel_cmd, **kw):
             if stderr is not None:
@@ -90,13 +91,16 @@ class _QuietOnceInterrupted:
 
 
 def _stop_kernels(managers) -> None:
-    """Stop the kernels still running (each in its own session, so Ctrl-C did not reach them)."""
+    """Stop the kernels still running (each in its own session, so Ctrl-C did not reach them): the kernel's
+    whole process group where the platform has process groups (Linux, macOS), the kernel itself elsewhere."""
     import signal
 
     for km in managers:
         process = getattr(getattr(km, "provisioner", None), "process", None)
         if process is not None and process.poll() is None:
             try:
+                if not hasattr(os, "killpg"):
+                    raise OSError("no process groups here")
                 os.killpg(process.pid, signal.SIGKILL)
             except OSError:
                 process.kill()
@@ -158,17 +162,28 @@ def run_notebooks(profile: str = "quick", names: Sequence[str] = NOTEBOOKS, para
     (LABKIT_PROGRESS=0), since a bar saved in a notebook freezes at its first frame. Ctrl-C stops the kernel
     at once and raises KeyboardInterrupt, with nothing printed by the kernels.
     """
+    checks.choice("profile", profile, tuple(cfg.PROFILES))
+    names = [checks.choice("notebook", n, NOTEBOOKS) for n in names]
+    parameters = check_parameters(profile, parameters)
+    out = files.writable_folder(Path(out) if out else cfg.results_root() / profile, "the results folder",
+                                "set LABKIT_RESULTS to a folder you can write to")
+    # one lab per results folder, taken before anything is written: a second would rerun 01 and 02 over the
+    # first's files, and retrain the head the first one's 03 is reading
+    with contextlib.closing(files.take_lock(out, "a lab is running there", LAB_BUSY_FIX)):
+        return _run_locked(names, profile, parameters, out)
+
+
+LAB_BUSY_FIX = ("Wait for it to finish (or stop it: Ctrl-C in its terminal), or run this one into another results "
+                "folder (LABKIT_RESULTS=another/folder)")
+
+
+def _run_locked(names, profile, parameters, out: Path) -> list[Path]:
     import sys
     import time
 
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    checks.choice("profile", profile, tuple(cfg.PROFILES))
-    names = [checks.choice("notebook", n, NOTEBOOKS) for n in names]
-    parameters = check_parameters(profile, parameters)
-    out = files.writable_folder(Path(out) if out else cfg.results_root() / profile, "the results folder",
-                                "set LABKIT_RESULTS to a folder you can write to")
     removed = files.remove_dead_temporaries(out)
     if removed:
         print(files.said_removed(removed), flush=True)

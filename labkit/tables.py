@@ -401,10 +401,11 @@ def compress_summary(config, result: dict) -> str:
 
 def peak_memory() -> str:
     """This process's peak resident memory, as a sentence."""
-    import resource
+    from .device import peak_memory_bytes
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kilobytes on Linux
-    return f"peak memory of this process: {peak:.2f} GiB"
+    peak = peak_memory_bytes()
+    return ("peak memory of this process: not measured on this platform" if peak is None else
+            f"peak memory of this process: {peak / 2**30:.2f} GiB")
 
 
 # ---------------------------------------------------------------- Deep Compression's stages

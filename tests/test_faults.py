@@ -60,7 +60,8 @@ def in_main(argv, capsys) -> tuple[int, str, str]:
 
 def snapshot(folder: Path) -> dict:
     """Every file under `folder` with its bytes (the lock aside)."""
-    return {p: p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file() and p.name != ".lock"}
+    return {p: p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()
+            and p.name not in (".lock", ".lock-holder")}
 
 
 def same(rows):

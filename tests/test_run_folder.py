@@ -68,7 +68,8 @@ def reference(tmp_path_factory):
 
 def _files(folder: Path) -> dict:
     """Every file of a run folder with its bytes, the lock (which names its holder) aside."""
-    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()
+            and p.name not in (".lock", ".lock-holder")}
 
 
 def fresh_copy(reference, tmp_path) -> Path:
@@ -120,10 +121,11 @@ def test_second_process_stops_at_once_and_the_first_finishes(tmp_path):
 
 def test_lock_left_by_a_dead_process_is_taken_over(tmp_path, reference):
     folder = fresh_copy(reference, tmp_path)
-    (folder / ".lock").write_text("pid 999999 on some-host since 2026-01-01 00:00:00\n")  # nobody holds it
+    (folder / ".lock").write_text("")  # nobody holds it: left by a process killed without letting go
+    (folder / ".lock-holder").write_text("pid 999999 on some-host since 2026-01-01 00:00:00\n")
     ok(study(tmp_path / "r", "--cycles", "3"))
     assert rows(folder) == reference["four"][:3]
-    assert "pid" in (folder / ".lock").read_text()
+    assert not (folder / ".lock-holder").exists()  # the finished run let go
 
 
 # ---------------------------------------------------------------- a run is its settings, not its path

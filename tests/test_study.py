@@ -14,7 +14,8 @@ from labkit import backbone, capacity, config, features, model, runs, study, tra
 
 def _snapshot(folder: Path) -> dict:
     """Every file under `folder` with its bytes (the lock aside): to show an error changed nothing on disk."""
-    return ({p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+    return ({p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+            and p.name not in (".lock", ".lock-holder")}
             if folder.exists() else {})
 
 
