@@ -11,7 +11,7 @@ import random
 import torch
 from torch import nn
 
-from . import capacity, memorization, metrics, prune, train
+from . import capacity, guard, memorization, metrics, prune, train
 
 
 class Wrong(AssertionError):
@@ -268,6 +268,10 @@ def _scores_check(fn, name: str, square: bool) -> None:
     if not torch.allclose(mine, reference, rtol=1e-5):
         raise Wrong(f"{name} agrees on the small example but not on a random 50 x 300 layer (largest gap "
                     f"{(mine - reference).abs().max().item():.3g})")
+    guard.at_study_size(name, fn, lambda n: (torch.randn(n, n),), _FIRST_LAYER, "the 4,096 x 25,088 first layer")
+
+
+_FIRST_LAYER = 4096 * 25088  # weights of the study's first layer, the largest a student's function is handed
 
 
 def check_l1_scores(fn) -> None:
@@ -345,6 +349,8 @@ def check_remove_neurons(fn) -> None:
     if not torch.allclose(out, want, atol=1e-5):
         raise Wrong(f"the smaller layers compute outputs up to {(out - want).abs().max().item():.3g} away from the "
                     "head with the removed neurons silenced: check each layer's bias and which rows/columns stay")
+    guard.at_study_size("remove_neurons", fn, lambda n: (nn.Linear(n, n), nn.Linear(n, n), torch.arange(0, n, 2)),
+                        _FIRST_LAYER, "the 4,096 x 25,088 first layer")
 
 
 def check_kmeans_share(fn) -> None:
@@ -380,6 +386,8 @@ def check_kmeans_share(fn) -> None:
                         f"({float(mine.mean()):.4f}): k-means moves each centroid to that mean until nothing moves")
     if not torch.allclose(torch.sort(codebook).values, torch.tensor([-1.0, 0.0, 1.0, 3.0]), atol=0.05):
         raise Wrong(f"four clear clusters around -1, 0, 1 and 3 give the shared values {codebook.tolist()}")
+    guard.at_study_size("kmeans_share", fn, lambda n: (torch.randn(n * n), 4), 1 << 20,
+                        "a sample of 1,048,576 weights of each layer, at 4 bits")
 
 
 def check_fine_grained_mask(fn) -> None:
@@ -405,6 +413,8 @@ def check_fine_grained_mask(fn) -> None:
             if torch.equal(got, per_row):
                 raise Wrong("your mask keeps a share of each row; the share is of the whole layer")
             raise Wrong(f"keep_fraction={fraction}: the mask must keep the {kept} weights of largest |w|")
+    guard.at_study_size("fine_grained_mask", fn, lambda n: (torch.randn(n, n), 0.04), _FIRST_LAYER,
+                        "layers of up to 4,096 x 25,088 weights")
 
 
 # ---------------------------------------------------------------- notebook 04: capacity measured

@@ -134,8 +134,8 @@ def choose_neurons(weight: torch.Tensor, k: int, method: str, seed: int | None =
                                              f"{rows} can be chosen")
     if method == "reservoir":
         return sorted(int(i) for i in _IN_USE.get("reservoir_sample", reservoir_sample)(rows, k, random.Random(seed)))
-    mine = _IN_USE.get(_SCORED_BY.get(method, ""))
-    scores = neuron_scores(weight, method) if mine is None else torch.as_tensor(mine(weight)).detach().flatten()
+    name = _SCORED_BY.get(method, "")
+    scores = neuron_scores(weight, method) if name not in _IN_USE else _scores_by(_IN_USE[name], name, weight)
     # stable sort: ties go to the lower index, so the choice is reproducible
     order = torch.sort(scores, stable=True).indices
     return sorted(order[:k].tolist())
@@ -185,9 +185,36 @@ def prune_neurons(model: nn.Module, layer: int, k: int, method: str, seed: int |
     return model, removed
 
 
+_COLUMNS = 1024  # columns of a layer handed to a student's scoring function at a time
+
+
+def _scores_by(score, name: str, weight: torch.Tensor) -> torch.Tensor:
+    """A student's l1_scores or l2_scores on `weight` (n x inputs), called on copies of `_COLUMNS` columns at a
+    time and summed: both scores are sums over the columns of a term that needs only its own column (and that
+    column's mean), so the blocks add up to the whole layer's scores. A copy cannot be changed behind the study's
+    back, and a float64 block of 4,096 x 1,024 is 32 MB where the whole 100M-weight layer is 800 MB."""
+    w = weight.detach()
+    total = torch.zeros(len(w), dtype=torch.float64)
+    for j in range(0, w.shape[1], _COLUMNS):
+        block = torch.as_tensor(score(w[:, j:j + _COLUMNS].clone())).detach()
+        if block.numel() != len(w):
+            raise ValueError(f"your {name} returned {block.numel()} scores for a layer of {len(w)} neurons: one "
+                             "score per row (see its check in notebook 03)")
+        total += block.double().flatten().cpu()
+    return total
+
+
 def _removed_by(remove, this: nn.Linear, nxt: nn.Linear, kept: torch.Tensor) -> tuple[nn.Linear, nn.Linear]:
-    """A student's remove_neurons on (this, nxt), its layers checked for the shapes the head needs."""
+    """A student's remove_neurons on (this, nxt), its layers checked for the shapes the head needs and, by their
+    fingerprints, for being left as they were (the study stops if they were changed)."""
+    from . import guard
+
+    before = [guard.fingerprint(this), guard.fingerprint(nxt)]
     new, new_next = remove(this, nxt, kept)
+    for name, layer, was in (("fc", this, before[0]), ("next_fc", nxt, before[1])):
+        if not guard.same_fingerprint(was, guard.fingerprint(layer)):
+            raise guard.ChangedInput(guard.changed_message("remove_neurons", name, layer=True) + "; the study "
+                                     "stopped, since the head it reports on would not be the head it pruned")
     want = {"fc": (len(kept), this.in_features), "next_fc": (nxt.out_features, len(kept))}
     for name, layer in (("fc", new), ("next_fc", new_next)):
         if not isinstance(layer, nn.Linear) or tuple(layer.weight.shape) != want[name]:
