@@ -159,6 +159,7 @@ def deep_compression(head: VGGHead, splits, *, sparsity="han", scan_tolerance: f
              "read_back": "the head itself", "path": None}]
     rows.append(_stage_file(work, "sparse", folder / f"{name}-pruned-sparse.pt", None, index_bits,
                             _evaluate(work, splits, device), kept, splits, device))
+    rows[-1].pop("_head")  # only the last stage's head read back is kept: each is a full dense head
     histograms = weight_histograms(head, work)
     clock.lap("sparse_file")
 
@@ -169,13 +170,14 @@ def deep_compression(head: VGGHead, splits, *, sparsity="han", scan_tolerance: f
                        device=device)
     clock.lap("quantize")
     accuracy = _evaluate(work, splits, device)
-    for stage in ("quantized", "huffman"):
-        rows.append(_stage_file(work, stage, folder / f"{name}-{stage}.pt", shared, index_bits, accuracy, kept,
-                                splits, device))
+    rows.append(_stage_file(work, "quantized", folder / f"{name}-quantized.pt", shared, index_bits, accuracy, kept,
+                            splits, device))
+    rows[-1].pop("_head")
+    rows.append(_stage_file(work, "huffman", folder / f"{name}-huffman.pt", shared, index_bits, accuracy, kept,
+                            splits, device))
     clock.lap("quantized_files")
     final = rows[-1].pop("_head")
     for r in rows:
-        r.pop("_head", None)
         r.update(ratio=rows[0]["bytes"] / r["bytes"], bits_per_weight=8 * r["bytes"] / max(1, r["weights_kept"]),
                  description=STAGE_NAMES[r["stage"]])
     return {"stages": rows, "sensitivity": scan, "sparsities": chosen, "histograms": add_shared(histograms, shared),
@@ -369,6 +371,10 @@ def on_session(session, knee: dict | None = None, seed: int = 0, sparsity="han",
     epochs = DC_EPOCHS.get(c.profile, 3) if epochs is None else epochs
     checks.integer("epochs", epochs, minimum=1, hint="retraining epochs after each prune step")
     cycles = math.ceil((steps + 1) * epochs / c.epochs)  # every epoch trained, in whole cycles of the control
+    control_config = dataclasses.replace(c, start=str(session.start_path(seed)), method="none", seed=seed,
+                                         cycles=cycles + 1, name=None)
+    # the control first, so that its head is let go before Deep Compression's copies are made
+    control = study.run_study(control_config, progress=progress, log=None)[cycles]
     result = deep_compression(
         head, splits, sparsity=sparsity, bits=bits, steps=steps, epochs=epochs,
         finetune_epochs=cycles * c.epochs - steps * epochs, lr=DC_LR_FACTOR * c.lr,
@@ -376,9 +382,6 @@ def on_session(session, knee: dict | None = None, seed: int = 0, sparsity="han",
         batch_size=c.batch_size, optimizer=record.get("optimizer"), seed=seed,
         folder=session.folder / "deep_compression", name=f"seed{seed}", device=c.device,
         unpruned={"val_accuracy": record["val"]["accuracy"], "test_accuracy": record["test"]["accuracy"]})
-    control_config = dataclasses.replace(c, start=str(session.start_path(seed)), method="none", seed=seed,
-                                         cycles=cycles + 1, name=None)
-    control = study.run_study(control_config, progress=progress, log=None)[cycles]
     stages = stage_table(result["stages"], control["val_accuracy"], control["test_accuracy"], c.tolerance)
     heads, stored = {"unpruned": head}, {"unpruned": result["stages"][0]["bytes"]}
     if knee is not None:  # seed 0's knee head, as knee.compress_knee stored it

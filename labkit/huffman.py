@@ -28,6 +28,7 @@ from .device import one_thread
 
 MAX_CODE_BITS = 32  # decoding reads 32-bit windows; longer codes are shortened (see code_lengths)
 BLOCK = 1 << 10     # symbols a block: its length in bits is stored (4 bytes, 0.03 bits a symbol)
+CHUNK = 1 << 22     # symbols (a multiple of BLOCK) coded at a time: 32 MB int64 temporaries, whatever the stream
 
 
 # ---------------------------------------------------------------- code lengths and canonical codes
@@ -105,33 +106,33 @@ def encoded_bits(counts, lengths) -> int:
 
 # ---------------------------------------------------------------- bits in and out
 
-def _check_symbols(symbols: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    symbols = torch.as_tensor(symbols).flatten().to(torch.int64)
-    if len(symbols) and (int(symbols.min()) < 0 or int(symbols.max()) >= len(lengths)):
-        raise ValueError(f"symbols range {int(symbols.min())}..{int(symbols.max())} but the code has "
-                         f"{len(lengths)} symbols: build the lengths from these symbols' counts")
-    return symbols
-
-
 def _words_to_bytes(words: torch.Tensor) -> torch.Tensor:
-    """32-bit words (int64 holding 0..2**32-1) -> uint8, most significant byte first."""
+    """32-bit words (int64 holding 0..2**32-1) -> uint8, most significant byte first (CHUNK words at a time)."""
     shifts = torch.tensor([24, 16, 8, 0])
-    return ((words[:, None] >> shifts) & 255).to(torch.uint8).flatten()
+    out = torch.empty(4 * len(words), dtype=torch.uint8)
+    for i in range(0, len(words), CHUNK):
+        out[4 * i:4 * (i + CHUNK)] = ((words[i:i + CHUNK, None] >> shifts) & 255).to(torch.uint8).flatten()
+    return out
+
+
+def _add_codes(words: torch.Tensor, codes: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor) -> None:
+    """Write each code (lengths[i] bits, <= 32) at bit `starts[i]` of `words`, most significant bit first. A code
+    lands in one or two 32-bit words and never overlaps another, so adding the shifted codes into the words
+    (index_add_) writes them all at once: shifted into a 64-bit pair of words, the high half goes to the code's
+    first word and the low half to the next."""
+    pair = codes << (64 - (starts & 31) - lengths)  # may reach the sign bit: only the bit pattern is used
+    word = starts >> 5
+    words.index_add_(0, word, (pair >> 32) & 0xFFFFFFFF)
+    words.index_add_(0, word + 1, pair & 0xFFFFFFFF)
 
 
 def _write(codes: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 bytes, int64 end bit of every code): each code (lengths[i] bits, <= 32) written after the one
-    before, most significant bit first. A code lands in one or two 32-bit words and never overlaps another,
-    so adding the shifted codes into the words (index_add_) writes them all at once: shifted into a 64-bit
-    pair of words, the high half goes to the code's first word and the low half to the next."""
+    before, most significant bit first (see `_add_codes`)."""
     ends = torch.cumsum(lengths, 0)
-    starts = ends - lengths
     total = int(ends[-1]) if len(ends) else 0
-    pair = codes << (64 - (starts & 31) - lengths)  # may reach the sign bit: only the bit pattern is used
-    word = starts >> 5
     words = torch.zeros(total // 32 + 2, dtype=torch.int64)
-    words.index_add_(0, word, (pair >> 32) & 0xFFFFFFFF)
-    words.index_add_(0, word + 1, pair & 0xFFFFFFFF)
+    _add_codes(words, codes, lengths, ends - lengths)
     return _words_to_bytes(words)[: (total + 7) // 8].clone(), ends
 
 
@@ -194,24 +195,43 @@ def encode(symbols: torch.Tensor, lengths: torch.Tensor, block: int = BLOCK) -> 
     if len(lengths) and int(lengths.max()) > MAX_CODE_BITS:
         raise ValueError(f"code lengths up to {int(lengths.max())} bits: at most {MAX_CODE_BITS} are supported; "
                          "build them with code_lengths")
-    symbols = _check_symbols(symbols, lengths)
-    length = lengths[symbols]
-    if len(length) and int(length.min()) == 0:
-        raise ValueError("a symbol with code length 0 (count 0 when the code was built) occurs in the stream: "
-                         "build the lengths from these symbols' counts")
-    data, ends = _write(canonical_codes(lengths)[symbols], length)
-    total = int(ends[-1]) if len(ends) else 0
-    block_ends = torch.cat([ends[block - 1::block], ends[-1:]])[: -(-len(ends) // block)]
+    symbols = torch.as_tensor(symbols).flatten()
+    n = len(symbols)
+    if n and (int(symbols.min()) < 0 or int(symbols.max()) >= len(lengths)):
+        raise ValueError(f"symbols range {int(symbols.min())}..{int(symbols.max())} but the code has "
+                         f"{len(lengths)} symbols: build the lengths from these symbols' counts")
+    # CHUNK symbols at a time (a whole number of blocks): a 66M-symbol stream coded at once took 5 GB of int64
+    # temporaries; first the bits of every chunk, then each chunk's codes written at its place in one stream
+    step = block * max(1, CHUNK // block)
+    starts = range(0, n, step)
+    total = 0
+    for i in starts:
+        length = lengths[symbols[i:i + step].to(torch.int64)]
+        if int(length.min()) == 0:
+            raise ValueError("a symbol with code length 0 (count 0 when the code was built) occurs in the stream: "
+                             "build the lengths from these symbols' counts")
+        total += int(length.sum())
+    words = torch.zeros(total // 32 + 2, dtype=torch.int64)
+    codes = canonical_codes(lengths)
+    offset, block_ends = 0, []
+    for i in starts:
+        chunk = symbols[i:i + step].to(torch.int64)
+        length = lengths[chunk]
+        ends = torch.cumsum(length, 0) + offset
+        _add_codes(words, codes[chunk], length, ends - length)
+        block_ends.append(torch.cat([ends[block - 1::block], ends[-1:]])[: -(-len(ends) // block)])
+        offset = int(ends[-1])
+    block_ends = torch.cat(block_ends) if block_ends else torch.zeros(0, dtype=torch.int64)
     blocks = torch.diff(block_ends, prepend=torch.zeros(1, dtype=torch.int64))
-    return {"data": data, "block_bits": blocks.to(torch.int32), "block": block, "count": len(symbols),
-            "bits": total}
+    data = _words_to_bytes(words)[: (total + 7) // 8].clone()
+    return {"data": data, "block_bits": blocks.to(torch.int32), "block": block, "count": n, "bits": total}
 
 
 def decode(stream: dict, lengths: torch.Tensor) -> torch.Tensor:
     """The int64 symbols of a stream written by `encode` with the code of `lengths`.
 
-    All blocks are decoded side by side, one symbol of each per step (`block` steps, whatever the stream's
-    length): at each block's bit position the next `width` bits (the longest code) are looked up in a table
+    The blocks are decoded side by side, CHUNK symbols' worth at a time, one symbol of each block per step
+    (`block` steps a group): at each block's bit position the next `width` bits (the longest code) are looked up in a table
     of 2**width entries (a binary search among the canonical codes above 20 bits), which gives the symbol and
     its length, so the position of the next one.
     """
@@ -227,17 +247,26 @@ def decode(stream: dict, lengths: torch.Tensor) -> torch.Tensor:
     left = canonical_codes(lengths)[order] << (width - lengths[order])  # ascending
     table = torch.searchsorted(left, torch.arange(1 << width), right=True) - 1 if width <= 20 else None
     size = lengths[order]
-    words = _bytes_to_words(stream["data"])
-    at = torch.cumsum(blocks, 0) - blocks
-    steps = min(block, n)
-    found = torch.empty((steps, len(at)), dtype=torch.int64)
-    with one_thread():
-        for j in range(steps):  # the j-th symbol of every block at once
-            window = _read(words, at, width)
-            index = table[window] if table is not None else torch.searchsorted(left, window, right=True) - 1
-            found[j] = index
-            at = (at + size[index]).clamp_(max=total)  # the last block may be shorter: it stays at the end
-    return order[found.T.flatten()[:n]]
+    starts = torch.cumsum(blocks, 0) - blocks
+    out = torch.empty(n, dtype=torch.int64)
+    group = max(1, CHUNK // block)  # blocks decoded together: their bytes alone are widened to int64 words
+    for g in range(0, len(blocks), group):
+        at = starts[g:g + group]
+        first = int(at[0]) >> 3
+        end = int(at[-1] + blocks[g:g + group][-1])  # the group's last bit
+        words = _bytes_to_words(stream["data"][first:(end + 7) // 8])
+        at = at - 8 * first
+        count = min(n - g * block, len(at) * block)
+        steps = min(block, count)
+        found = torch.empty((steps, len(at)), dtype=torch.int64)
+        with one_thread():
+            for j in range(steps):  # the j-th symbol of every block at once
+                window = _read(words, at, width)
+                index = table[window] if table is not None else torch.searchsorted(left, window, right=True) - 1
+                found[j] = index
+                at = (at + size[index]).clamp_(max=end - 8 * first)  # a short last block stays at its end
+        out[g * block:g * block + count] = order[found.T.flatten()[:count]]
+    return out
 
 
 # ---------------------------------------------------------------- one self-contained coded stream

@@ -89,6 +89,7 @@ def search(c: StudyConfig, seeds: Sequence[StudyConfig] = ()) -> dict:
         controls = [stack.enter_context(study.Run(control_config(s), data, quiet=True)) for s in configs]
         for ctl in controls:
             ctl.advance_to(0)
+            ctl.release()  # read back when the next step needs it: seeds' controls are not held at once
         r = recovery(c)
         reporter.say(f"the knee over {len(configs)} seed(s) ({', '.join(str(s.seed) for s in configs)}), in "
                      f"lockstep: each probe pruned from its start in one step, then trained at "
@@ -109,6 +110,7 @@ def search(c: StudyConfig, seeds: Sequence[StudyConfig] = ()) -> dict:
             for (run, row), ctl in zip(probes, controls):
                 extra = row["epochs_total"] - ctl.rows[0]["epochs_total"]
                 ctl.advance_to(extra)
+                ctl.release()
                 matched.append(ctl.rows[extra])
             val, ctl_val = mean(p[1]["val_accuracy"] for p in probes), mean(m["val_accuracy"] for m in matched)
             within = bool(distributed.from_lead(study.within_tolerance(ctl_val, val, c.tolerance)))
@@ -118,6 +120,7 @@ def search(c: StudyConfig, seeds: Sequence[StudyConfig] = ()) -> dict:
                         run.folder.keep_smallest(run.head, row)  # before the row: a kill between resumes
                     run.commit()
                 run.__exit__(None, None, None)
+                run.head = None  # committed: the next step's probes need the memory
                 tag = {"seed": s.seed, "cycle": step, "step_phase": phase, "scale": scale}
                 rows.append({**row, **tag})
                 control.append({**m, **tag, "control_cycle": m["cycle"]})

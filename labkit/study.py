@@ -250,6 +250,7 @@ class Run:
         self._start_epochs: int | None = None
         self._known: list[dict] = []  # recorded rows being computed again (see _replay)
         self._replay_first = False
+        self._reload = False  # the head was let go (release) and is read back from the newest checkpoint
 
     def __enter__(self):
         self.folder.__enter__()  # the lock
@@ -278,6 +279,13 @@ class Run:
     def __exit__(self, *exc):
         self.folder.__exit__(*exc)
 
+    def release(self) -> None:
+        """Let go of the head and Adam's moments until the next cycle needs them, which reads them back from this
+        run's newest checkpoint (the same numbers): a knee search's controls wait between its steps without
+        holding a full head each (641 MB with its moments). Runs that keep no checkpoint hold on."""
+        if self.head is not None and self.c.checkpoints != "off" and self.folder.write and not self.done:
+            self.head, self.adam, self._reload = None, train.AdamState(), True
+
     @property
     def done(self) -> bool:
         return len(self.rows) >= self.c.cycles or self.exhausted
@@ -299,6 +307,9 @@ class Run:
         left to prune. A knee search keeps its smallest head between the two, so a kill never strands it."""
         if self._replay_first:
             self._replay()
+        if self._reload:
+            self._reload = False
+            self._go_on_from(self.rows)
         c, cycle, began = self.c, len(self.rows), time.perf_counter()
         if cycle == 0:
             self.folder.begin(backbone=self.data.train.weights)

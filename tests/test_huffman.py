@@ -131,3 +131,16 @@ def test_relative_indices_refuse_unsorted_positions():
         huffman.relative_indices(torch.tensor([5, 3]), 5)
     with pytest.raises(ValueError, match="index_bits=0"):
         huffman.relative_indices(torch.tensor([1]), 0)
+
+
+@pytest.mark.parametrize("chunk", [1 << 10, 3 << 10, 1 << 12])
+def test_a_stream_coded_in_chunks_is_the_stream_coded_at_once(monkeypatch, chunk):
+    """Long streams are coded and decoded CHUNK symbols at a time (memory); the bytes may not depend on it."""
+    g = torch.Generator().manual_seed(3)
+    symbols = torch.multinomial(torch.tensor([0.5, 0.2, 0.1, 0.1, 0.05, 0.05]), 20_000, True, generator=g)
+    whole = huffman.compress_symbols(symbols, 6)
+    monkeypatch.setattr(huffman, "CHUNK", chunk)
+    coded = huffman.compress_symbols(symbols.to(torch.uint8), 6)
+    assert torch.equal(coded["data"], whole["data"]) and torch.equal(coded["block_bits"], whole["block_bits"])
+    assert coded["bits"] == whole["bits"]
+    assert torch.equal(huffman.decompress_symbols(coded), symbols)

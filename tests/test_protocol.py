@@ -230,3 +230,25 @@ def test_pruning_drops_the_removed_neurons_from_the_optimizer(small_config):
     assert torch.equal(state.exp_avg[2], before[2][kept]) and torch.equal(state.exp_avg[4], before[4][:, kept])
     assert torch.equal(state.exp_avg[0], before[0])  # the folded first layer (64 x 512) is untouched
     train.fit(head, splits.train, 1, 64, 1e-3, seed=1, device="cpu", state=state)  # and goes on
+
+
+def test_a_released_control_goes_on_as_if_it_had_been_held(small_config, tmp_path):
+    """A knee search's controls let go of their heads between steps (memory) and read them back from their newest
+    checkpoint: the rows must be those of a control that held its head throughout."""
+    from labkit import knee
+
+    start = _start(small_config, tmp_path)
+    held_config = dataclasses.replace(knee.control_config(start), name="held", checkpoints="last")
+    released_config = dataclasses.replace(knee.control_config(start), name="released", checkpoints="last")
+    data = study.features_when_needed(start)
+    with study.Run(held_config, data, quiet=True) as held:
+        held.advance_to(3)
+    with study.Run(released_config, data, quiet=True) as released:
+        for cycle in range(4):
+            released.advance_to(cycle)
+            released.release()
+            assert released.head is None or released.done
+    def plain(rows):  # the time aside; NaN (cycle 0's loss of a start read from file) as None: NaN != NaN
+        return [{k: None if v != v else v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    assert len(released.rows) == 4 and plain(released.rows) == plain(held.rows)
