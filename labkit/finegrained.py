@@ -366,18 +366,21 @@ def mec_sparse_table(head: VGGHead, rule: str = "previous", effective: bool = Fa
     elif effective:
         raise ValueError(f"effective=True counts distinct inputs at 1 x 1 maps; this head reads "
                          f"{head.map_size} x {head.map_size} maps: use capacity.mec_effective_of")
+    def blocks(m, *rows):  # 256 rows at a time: a 100M-weight mask's selections stay 6 MB, not 100 MB each
+        return zip(m.split(256), *(r.split(256) for r in rows))
+
     forward = [masks[0].any(0)]  # inputs that feed a kept weight
     for m in masks:
-        forward.append(m[:, forward[-1]].any(1))
+        forward.append(torch.cat([b[:, forward[-1]].any(1) for (b,) in blocks(m)]))
     backward = [torch.ones(masks[-1].shape[0], dtype=torch.bool)]
     for m in reversed(masks):
-        backward.insert(0, m[backward[0]].any(0))
+        backward.insert(0, torch.stack([b[r].any(0) for b, r in blocks(m, backward[0])]).any(0))
     connected = [f & b for f, b in zip(forward, backward)]
     connected[-1] = torch.ones_like(connected[-1])  # every class is an output
     widths = [int(v.sum()) for v in connected]
     rows = []
     for i, m in enumerate(masks):
-        weights = int(m[connected[i + 1]][:, connected[i]].sum())
+        weights = sum(int(b[r][:, connected[i]].sum()) for b, r in blocks(m, connected[i + 1]))
         parameters = weights + widths[i + 1]
         rows.append({"layer": i, "inputs": widths[i], "connected_neurons": widths[i + 1], "weights": weights,
                      "parameters": parameters, "capacity_bits": capacity.rule4(parameters, widths[:i + 1], rule)})

@@ -282,8 +282,8 @@ class Run:
     def release(self) -> None:
         """Let go of the head and Adam's moments until the next cycle needs them, which reads them back from this
         run's newest checkpoint (the same numbers): a knee search's controls wait between its steps without
-        holding a full head each (641 MB with its moments). Runs that keep no checkpoint hold on."""
-        if self.head is not None and self.c.checkpoints != "off" and self.folder.write and not self.done:
+        holding a full head each (641 MB with its moments), finished or not. Runs that keep no checkpoint hold on."""
+        if self.head is not None and self.c.checkpoints != "off" and self.folder.write:
             self.head, self.adam, self._reload = None, train.AdamState(), True
 
     @property
