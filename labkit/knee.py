@@ -210,7 +210,8 @@ def knee_table(rows: Sequence[dict], control: Sequence[dict], tolerance: float,
 
     Columns: the probe's row (with seed, step_phase, scale, cycle_epochs, epochs_run), then control_epochs_total,
     control_val_accuracy, control_test_accuracy, control_val_right, control_test_right (correctness records for
-    paired tests), tolerance, within_tolerance (the step's mean over seeds against the control: the decision,
+    paired tests), tolerance, within_tolerance (this row's own verdict: its validation accuracy against its own
+    seed's control), step_within_tolerance (the step's decision over seeds: the mean against the controls' mean,
     `decided` as the search took it where given) and smallest (the knee); then one row per seed for the from-scratch heads (method "scratch", the step they
     match, the probe's control beside them).
     """
@@ -227,7 +228,9 @@ def knee_table(rows: Sequence[dict], control: Sequence[dict], tolerance: float,
         return {**r, "control_epochs_total": k["epochs_total"], "control_val_accuracy": k["val_accuracy"],
                 "control_test_accuracy": k["test_accuracy"], "control_val_right": k.get("val_right", ""),
                 "control_test_right": k.get("test_right", ""), "tolerance": tolerance,
-                "within_tolerance": r["cycle"] in ok, "smallest": r["method"] != "scratch" and r["cycle"] == best}
+                "within_tolerance": study.within_tolerance(k["val_accuracy"], r["val_accuracy"], tolerance),
+                "step_within_tolerance": r["cycle"] in ok,
+                "smallest": r["method"] != "scratch" and r["cycle"] == best}
 
     return [beside_control(r) for r in rows] + [beside_control(r) for r in scratch]
 

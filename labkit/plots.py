@@ -261,7 +261,7 @@ def knee(table: list[dict], tolerance: float = 1.0):
     for i, (c, xi, (m, _)) in enumerate(zip(cycles, x, val)):
         ax.annotate(hidden_text(at[c][0]["widths"]), (xi, m), textcoords="offset points",
                     xytext=(0, 8 if i % 2 == 0 else -14), ha="center", fontsize=7)
-    out = [(xi, m) for c, xi, (m, _) in zip(cycles, x, val) if not at[c][0]["within_tolerance"]]
+    out = [(xi, m) for c, xi, (m, _) in zip(cycles, x, val) if not at[c][0]["step_within_tolerance"]]
     if out:
         ax.plot([p[0] for p in out], [p[1] for p in out], "x", color="C3", ms=11, mew=2,
                 label="more than the tolerance below")

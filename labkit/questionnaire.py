@@ -195,7 +195,7 @@ def q7(curve: Sequence[dict], knee: Sequence[dict], tolerance: float, head_size:
     pick = knee_choice(knee)
     pruned = [r for r in knee if r["method"] not in tables.CONTROLS]
     scale = float(pick.get("scale", 1.0) or 1.0)
-    beyond = sorted((r for r in pruned if not capacity_text.yes(r["within_tolerance"])
+    beyond = sorted((r for r in pruned if not capacity_text.yes(r["step_within_tolerance"])
                      and float(r.get("scale", 0)) < scale and r.get("seed", 0) == pick.get("seed", 0)),
                     key=lambda r: -float(r.get("scale", 0)))
     seeds = best["seeds"]

@@ -62,6 +62,7 @@ class Row(TypedDict, total=False):
     control_test_right: str
     tolerance: float
     within_tolerance: bool
+    step_within_tolerance: bool
     smallest: bool
     ran_on: str
 

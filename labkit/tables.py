@@ -304,7 +304,8 @@ def best_against_control(rows: Sequence[dict], best: dict) -> str:
 
 KNEE_COLUMNS = ("seed", "cycle", "step_phase", "method", "widths", "mec_bits", "mec_effective_bits", "epochs_total",
                 "cycle_epochs", "epochs_run", "control_epochs_total", "val_accuracy", "control_val_accuracy",
-                "test_accuracy", "control_test_accuracy", "within_tolerance", "smallest")
+                "test_accuracy", "control_test_accuracy", "within_tolerance", "step_within_tolerance",
+                "smallest")
 
 
 def knee_summary(result: dict, tolerance: float) -> list[str]:

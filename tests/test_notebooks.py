@@ -127,7 +127,8 @@ def _fake_tables(folder, accuracy):
                          "rho": 3e-6, "parameters": 1, "model_bytes": 1_000_000 * (10 - cycle), "train_loss": 0.5,
                          "seconds": 1.0, "seed": 0})
     knee = [{**r, "method": "l2", "control_val_accuracy": 0.7, "control_test_accuracy": 0.7, "tolerance": 1.0,
-             "within_tolerance": r["cycle"] < 2, "smallest": r["cycle"] == 1} for r in rows if r["method"] == "l2"]
+             "within_tolerance": r["cycle"] < 2,
+             "step_within_tolerance": r["cycle"] < 2, "smallest": r["cycle"] == 1} for r in rows if r["method"] == "l2"]
     compression = [{"storage": "4-bit k-means codebook", "bytes": 1_234_567, "ratio": 390.0, "val_accuracy": 0.7,
                     "test_accuracy": accuracy, "control_test_accuracy": 0.7, "drop_points": 1.0, "path": "x.pt"}]
     need = [{"representation": "raw pixels (d = 784)", "fraction": f, "n": round(60000 * f),

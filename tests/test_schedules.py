@@ -167,7 +167,7 @@ def test_knee_probes_recover_and_their_controls_train_as_long(starts):
     for step in {r["cycle"] for r in rows}:
         a = [r["val_accuracy"] for r in rows if r["cycle"] == step]
         b = [r["val_accuracy"] for r in result["control"] if r["cycle"] == step]
-        decided = next(r["within_tolerance"] for r in table if r["cycle"] == step)
+        decided = next(r["step_within_tolerance"] for r in table if r["cycle"] == step)
         assert decided == (sum(a) / len(a) >= sum(b) / len(b) - 1e-12)
     best = result["smallest"]
     assert [r["seed"] for r in table if r["smallest"]] == [0, 1]
