@@ -22,13 +22,17 @@ class ChangedInput(AssertionError):
     """A student's function changed an input it was given (the message says which, in the student's terms)."""
 
 
+class TooSlow(AssertionError):
+    """A student's function is right but would take more than about a minute at the study's sizes."""
+
+
 def _copy(value):
     if torch.is_tensor(value):
         return value.detach().clone()
     if isinstance(value, nn.Module):
         return {k: v.detach().clone() for k, v in value.state_dict().items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_copy(v) for v in value) if isinstance(value, list) else tuple(_copy(v) for v in value)
+        return [_copy(v) for v in value]  # compared element by element, so a list stands for a tuple too
     if isinstance(value, dict):
         return {k: _copy(v) for k, v in value.items()}
     return value
@@ -139,7 +143,3 @@ def at_study_size(name: str, fn, case, study: float, what: str) -> None:
                       f"calls it on {what} ({study:,.0f} elements): some {estimate / 60:,.0f} minutes. A Python "
                       "loop over elements is the likely cause: use whole-tensor operations (a sum over a dimension, "
                       ".abs(), indexing with a tensor of indices) instead")
-
-
-class TooSlow(AssertionError):
-    """A student's function is right but would take more than about a minute at the study's sizes."""
