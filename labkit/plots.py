@@ -8,6 +8,7 @@ trained from scratch ("scratch", crosses). Means over seeds carry error bars of 
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from statistics import mean, stdev
 from typing import Sequence
@@ -19,6 +20,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 from .config import CLASSES, hidden_text
 
 MARKERS = {"l1": "o", "l2": "s", "reservoir": "^", "magnitude": "D"}
+LINESTYLES = ("-", "-.", ":", (0, (5, 1, 1, 1, 1, 1)))  # the methods, told apart by line as well as colour and marker
 CONTROL_STYLE = dict(color="black", ls="--", marker="o", mfc="white", label="unpruned, trained as long (control)")
 SCRATCH_STYLE = dict(color="C4", marker="X", ms=10, ls="none", label="same widths from scratch, as long")
 
@@ -88,13 +90,16 @@ def training_curves(epochs: list[dict]):
     a.plot(x, [e["loss"] for e in epochs], "o-", label="training batches")
     if "val_loss" in epochs[0]:
         a.plot(x, [e["val_loss"] for e in epochs], "s--", label="validation")
-    a.set_xlabel("epoch"), a.set_ylabel("cross-entropy loss"), a.set_title("Loss"), a.legend()
     b.plot(x, [100 * e["accuracy"] for e in epochs], "o-", label="training batches (dropout on)")
     if "val_accuracy" in epochs[0]:
         b.plot(x, [100 * e["val_accuracy"] for e in epochs], "s--", label="validation")
-    b.set_xlabel("epoch"), b.set_ylabel("accuracy (%)"), b.set_title("Accuracy"), b.legend()
+    kept = next((e["epoch"] for e in epochs if str(e.get("best")) == "True"), None)
     for ax in (a, b):
-        ax.set_xticks(x)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if kept is not None:  # early stopping went back to this epoch: the head every later notebook starts from
+            ax.axvline(kept, color="C2", lw=1.5, ls=":", label=f"kept: epoch {kept} (best validation)")
+    a.set_xlabel("epoch"), a.set_ylabel("cross-entropy loss"), a.set_title("Loss"), a.legend(fontsize=8)
+    b.set_xlabel("epoch"), b.set_ylabel("accuracy (%)"), b.set_title("Accuracy"), b.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -163,26 +168,40 @@ def accuracy_vs_capacity(rows: list[dict], rows_2019: list[dict] | None = None):
     lab's test accuracy at its nominal MEC (the same count, the same unit).
     """
     panels = ("val", "test", "2019") if rows_2019 else ("val", "test")
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.8 * len(panels), 4.4), sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.8 * len(panels), 4.6))  # each panel its own range
     methods = _pruning_methods(rows)
     seeds = len({r.get("seed", 0) for r in rows})
+    arms = [*methods, "none", "scratch"]
+
+    def draw(ax, xs, pts, nudge, **style):
+        """Each arm a little to the side of the others (points within a few hundredths of a point would sit
+        on each other), with bars only where there are seeds to spread."""
+        xs = [x * nudge for x in xs]
+        if seeds > 1:
+            ax.errorbar(xs, [100 * p[1] for p in pts], yerr=[100 * p[2] for p in pts], capsize=3, **style)
+        else:
+            ax.plot(xs, [100 * p[1] for p in pts], **style)
+
     for ax, panel in zip(axes, panels):
         split = "test" if panel == "2019" else panel
         key = "mec_bits" if panel == "2019" else _capacity_key(rows)
         mec_at = {r["cycle"]: r[key] for r in rows if methods and r["method"] == methods[0]}
+        span = math.log(max(mec_at.values()) / min(mec_at.values())) if mec_at and min(mec_at.values()) else 0
+        step = 0.012 * span if span else 0.004
+        nudge = {m: math.exp(step * (i - (len(arms) - 1) / 2)) for i, m in enumerate(arms)}
         y = f"{split}_accuracy"
-        for m in methods:
+        for i, m in enumerate(methods):
             pts = _series(rows, m, key, y)
-            ax.errorbar([p[0] for p in pts], [100 * p[1] for p in pts], yerr=[100 * p[2] for p in pts],
-                        marker=MARKERS.get(m, "o"), capsize=3, label=m)
+            draw(ax, [p[0] for p in pts], pts, nudge[m], marker=MARKERS.get(m, "o"),
+                 ls=LINESTYLES[i % len(LINESTYLES)], label=m)
         ctl = [(mec_at[c], v, s) for c, v, s in _series(rows, "none", "cycle", y) if c in mec_at]
         if ctl:
-            ax.errorbar([p[0] for p in ctl], [100 * p[1] for p in ctl], yerr=[100 * p[2] for p in ctl], capsize=3,
-                        **CONTROL_STYLE)
+            draw(ax, [p[0] for p in ctl], ctl, nudge["none"], **{
+                **CONTROL_STYLE, "label": "unpruned, trained as long (control): drawn at the pruned heads' MEC "
+                                          "of its cycle, its own is the unpruned head's"})
         scratch = _series(rows, "scratch", key, y)
         if scratch:
-            ax.errorbar([p[0] for p in scratch], [100 * p[1] for p in scratch], yerr=[100 * p[2] for p in scratch],
-                        capsize=3, **SCRATCH_STYLE)
+            draw(ax, [p[0] for p in scratch], scratch, nudge["scratch"], **SCRATCH_STYLE)
         if panel == "2019":
             ax.plot([r["mec_bits"] for r in rows_2019], [100 * r["test_accuracy"] for r in rows_2019], "k*:",
                     ms=9, alpha=0.6, label="2019 report (its test set, one run)")
@@ -200,8 +219,9 @@ def accuracy_vs_capacity(rows: list[dict], rows_2019: list[dict] | None = None):
     handles, labels = axes[-1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle("Pruning runs left to right: capacity falls as neurons are removed")
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.suptitle("Pruning runs left to right: capacity falls as neurons are removed\n(the arms of one cycle are "
+                 "drawn a little apart so that none hides another)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 
 
@@ -209,14 +229,18 @@ def rho_per_cycle(rows: list[dict]):
     """rho = correct test points / MEC per cycle, mean +- std over seeds, one line per method and the control:
     on the nominal MEC (left) and on the effective MEC (right), in the tables' unit (correct points per bit)."""
     keys = [k for k in ("rho", "rho_effective") if all(r.get(k) not in (None, "") for r in rows)]
-    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.2), squeeze=False)
+    arms = [*_pruning_methods(rows), "none"]
     for ax, key in zip(axes[0], keys):
-        for m in [*_pruning_methods(rows), "none"]:
+        for i, m in enumerate(arms):
             pts = _series(rows, m, "cycle", key)
             if not pts:
                 continue
-            style = dict(CONTROL_STYLE) if m == "none" else dict(marker=MARKERS.get(m, "o"), label=m)
-            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], capsize=3, **style)
+            style = (dict(CONTROL_STYLE) if m == "none" else
+                     dict(marker=MARKERS.get(m, "o"), ls=LINESTYLES[i % len(LINESTYLES)], label=m))
+            shift = 0.06 * (i - (len(arms) - 1) / 2)  # side by side: the methods' lines lie within a hair
+            ax.errorbar([p[0] + shift for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], capsize=3,
+                        **style)
         ax.set_xlabel("cycle")
         ax.set_ylabel("rho (correct test points per bit)")
         ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
@@ -224,7 +248,13 @@ def rho_per_cycle(rows: list[dict]):
         _whole_cycles(ax)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.suptitle("Generalization ratio rho = correct test points / MEC, per cycle")
+    title = "Generalization ratio rho = correct test points / MEC, per cycle"
+    first, last = (_series(rows, arms[0], "cycle", k) for k in ("mec_bits", "test_accuracy"))
+    if len(first) > 1 and len(last) > 1:  # what moves rho: the count of bits, not the accuracy
+        title += (f"\n{arms[0]}: MEC {100 * (first[-1][1] / first[0][1] - 1):+.1f}% from cycle {first[0][0]} to "
+                  f"{first[-1][0]}, test accuracy {100 * (last[-1][1] - last[0][1]):+.2f} points: rho rises because "
+                  "the head's MEC falls as neurons go, not because it classifies more test images right")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -251,16 +281,28 @@ def knee(table: list[dict], tolerance: float = 1.0):
         return mean(values), (stdev(values) if len(values) > 1 else 0.0)
 
     val, ctl, test = ([spread(c, k) for c in cycles] for k in ("val_accuracy", "control_val_accuracy", "test_accuracy"))
-    fig, ax = plt.subplots(figsize=(8, 5.2))
+    fig, ax = plt.subplots(figsize=(10.5, 5.2))
     ax.fill_between(x, [m - tolerance for m, _ in ctl], [m for m, _ in ctl], color="0.85",
                     label=f"within {tolerance:g} point(s) of the control")
     ax.errorbar(x, [m for m, _ in ctl], yerr=[d for _, d in ctl], capsize=3, **{**CONTROL_STYLE, "marker": None})
     ax.errorbar(x, [m for m, _ in val], yerr=[d for _, d in val], fmt="o-", color="C0", capsize=3,
                 label="pruned head, validation")
     ax.plot(x, [m for m, _ in test], "o:", color="C0", alpha=0.35, label="pruned head, test")
-    for i, (c, xi, (m, _)) in enumerate(zip(cycles, x, val)):
-        ax.annotate(hidden_text(at[c][0]["widths"]), (xi, m), textcoords="offset points",
-                    xytext=(0, 8 if i % 2 == 0 else -14), ha="center", fontsize=7)
+    knee_at = next(i for i, c in enumerate(cycles) if at[c][0]["smallest"])
+    outside_next = next((i for i in range(knee_at + 1, len(cycles)) if not at[cycles[i]][0]["step_within_tolerance"]),
+                        None)
+    # the knee and the probe just outside it are always named; another probe only where it has room (at least
+    # a tenth of a decade from every named one), so that no two labels sit on each other
+    named: list[float] = []
+    for i in sorted(range(len(cycles)), key=lambda i: (i not in (knee_at, outside_next), i)):
+        here = math.log10(x[i])
+        if i not in (knee_at, outside_next) and any(abs(here - n) < 0.1 for n in named):
+            continue
+        named.append(here)
+        up = i == knee_at or (i != outside_next and i % 2 == 0)
+        ax.annotate(hidden_text(at[cycles[i]][0]["widths"]), (x[i], val[i][0]), textcoords="offset points",
+                    xytext=(0, 14 if up else -20), ha="center", fontsize=7,
+                    fontweight="bold" if i == knee_at else "normal")
     out = [(xi, m) for c, xi, (m, _) in zip(cycles, x, val) if not at[c][0]["step_within_tolerance"]]
     if out:
         ax.plot([p[0] for p in out], [p[1] for p in out], "x", color="C3", ms=11, mew=2,
@@ -278,8 +320,9 @@ def knee(table: list[dict], tolerance: float = 1.0):
     ax.set_xlabel(CAPACITY_LABEL[key] + ", log scale; pruning runs left to right")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("The knee: each probe pruned in one step and recovered, beside the start trained as long"
-                 + (f"\n(mean ± std over {seeds} seeds)" if seeds > 1 else "\n(one seed)"))
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
+                 + (f"\n(mean ± std over {seeds} seeds; probes too close to name are left unnamed, knee.csv lists "
+                    "them)" if seeds > 1 else "\n(one seed)"), fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -359,15 +402,19 @@ def memorization(rows: list[dict]):
     head fitted every image there was, so it could store more. Lines: stored = MEC, and MacKay's 2 bits per
     parameter (these heads' parameters are within 2% of their nominal MEC).
     """
-    fig, ax = plt.subplots(figsize=(8, 5.4))
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(10.5, 5.4))
     for i, r in enumerate(rows):
-        color, marker = f"C{i % 10}", "^" if str(r["all_images"]) == "True" else "o"
+        every = str(r["all_images"]) == "True"
+        color, marker = f"C{i % 10}", "^" if every else "o"
         twin = int(r.get("copies", 1) or 1) > 1  # a twin lands on its one-copy head: a ring around it, not over it
         y = max(r["bits_stored"], 1)
-        ax.plot([r["mec_bits"]], [y], "D" if twin else marker, color=color, mfc="white", ms=9)
-        ax.plot([r["mec_effective_bits"]], [y], "D" if twin else marker, color=color, ms=16 if twin else 9,
+        ax.plot([r["mec_bits"]], [y], marker, color=color, mfc="white", ms=9)
+        ax.plot([r["mec_effective_bits"]], [y], marker, color=color, ms=18 if twin else 9,
                 mfc="none" if twin else color, mew=2 if twin else 1,
-                label=f"{r['head']}: {r['images_memorized']:,} images" + (" (ring)" if twin else ""))
+                label=f"{r['head']}: {r['images_memorized']:,} images" + (" (the ring)" if twin else "")
+                + (" (▲: all there were)" if every else ""))
         if r["mec_bits"] != r["mec_effective_bits"]:
             ax.annotate("", (r["mec_effective_bits"], y), (r["mec_bits"], y),
                         arrowprops=dict(arrowstyle="->", color=color, ls="--"))
@@ -385,7 +432,13 @@ def memorization(rows: list[dict]):
                   "(distinct inputs)")
     ax.set_ylabel(f"bits stored at ≥ {criterion:.0%} training accuracy\n(random labels, log scale)")
     ax.set_title("How much each head memorized of random labels, against its MEC")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], ls="none", marker="^", color="0.4", label="▲ fitted every training image there was: "
+                       "it could store more"),
+                Line2D([], [], ls="none", marker="o", color="0.4", mfc="white",
+                       label="open: at its nominal MEC; filled: at its effective MEC")]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+              markerscale=0.7, labelspacing=1.1, borderaxespad=0)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return fig
@@ -425,12 +478,14 @@ def sensitivity(rows: list[dict], chosen: Sequence[float] | None = None, toleran
                 label=f"{name} ({mine[0]['weights']:,} weights)")
         if chosen is not None and chosen[i] > 0:
             at = min(mine, key=lambda r: abs(r["sparsity"] - chosen[i]))
-            ax.plot([1 - chosen[i]], [100 * at["val_accuracy"]], "o", ms=12, mfc="none", mec=f"C{i}", mew=2)
+            # one ring size per layer: where two layers were pruned to the same share, the rings nest
+            ax.plot([1 - chosen[i]], [100 * at["val_accuracy"]], "o", ms=10 + 6 * i, mfc="none", mec=f"C{i}", mew=2)
     _kept_axis(ax)
     ax.set_xlabel("weights of the layer kept (log scale; the others pruned by magnitude, no retraining)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("Sensitivity of each layer to fine-grained pruning" +
-                 ("\n(rings: the sparsity each layer was pruned to)" if chosen is not None else ""))
+                 ("\n(rings, larger for each later layer: the share each layer was pruned to)"
+                  if chosen is not None else ""))
     ax.legend(fontsize=8, loc="lower left")
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
@@ -457,6 +512,7 @@ def weight_histograms(histograms: list[dict]):
             ax.set_yscale("log")
             ax.yaxis.set_minor_formatter(NullFormatter())
             ax.set_xlim(float(edges[0]), float(edges[-1]))
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # fc1's many small ticks ran into each other
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
         row[0].set_ylabel("weights (log)", fontsize=8)
