@@ -259,7 +259,7 @@ PROFILES = {
                test_limit=500),
     # a few seconds a cycle on a 2-core CPU; the unpruned head reaches about 89% (random-init backbone)
     "quick": dict(cycles=3, epochs=2, lr_epochs=5, start_epochs=20, patience=3, batch_size=256, train_limit=2000,
-                  val_limit=2000, test_limit=5000),
+                  val_limit=5000, test_limit=5000),
     # the report's run: its 6 cycles of 3 epochs, 100 neurons a cycle, on all of MNIST: the report's validation
     # split of the official training images (data.DATASETS), every other training image, every test image
     "paper": dict(cycles=6, epochs=3, lr_epochs=3, start_epochs=12, patience=2, batch_size=256, train_limit=None,

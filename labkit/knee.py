@@ -25,7 +25,7 @@ from statistics import mean
 from typing import Sequence
 
 from . import config as cfg
-from . import distributed, model
+from . import device, distributed, model
 from . import progress as reporter
 from . import study
 from .config import CONTROLS, StudyConfig, Widths, parse_widths
@@ -52,10 +52,13 @@ def probe_config(c: StudyConfig, target: Sequence[int]) -> StudyConfig:
 
 def control_config(c: StudyConfig) -> StudyConfig:
     """The probes' equal-budget control: c's start trained at the recovery rate one epoch a cycle, nothing
-    removed, for as many cycles as a probe may keep epochs (cycle E: the start trained E epochs more)."""
+    removed, for as many cycles as a probe may keep epochs (cycle E: the start trained E epochs more). It keeps
+    its newest checkpoint even where c keeps none (the notebooks' checkpoints="off"): between the search's steps
+    each seed's control waits on disk (study.Run.release), not in memory, a full head with its moments each."""
     r = recovery(c)
     return dataclasses.replace(cfg.control_of(c), epochs=1, cycles=r["epochs"] + 1, recover_patience=None,
-                               cycle_lr=c.lr * r["lr_factor"])
+                               cycle_lr=c.lr * r["lr_factor"],
+                               checkpoints="last" if c.checkpoints == "off" else c.checkpoints)
 
 
 def _check(configs: Sequence[StudyConfig]) -> None:
@@ -113,20 +116,17 @@ def search(c: StudyConfig, seeds: Sequence[StudyConfig] = ()) -> dict:
                 ctl.release()
                 matched.append(ctl.rows[extra])
             val, ctl_val = mean(p[1]["val_accuracy"] for p in probes), mean(m["val_accuracy"] for m in matched)
+            pooled = paired_on_validation([p[1] for p in probes], matched)
             within = bool(distributed.from_lead(study.within_tolerance(ctl_val, val, c.tolerance)))
             for (run, row), m, s in zip(probes, matched, configs):
-                if run.head is not None:  # trained now (a probe read back holds no head and needs no commit)
-                    if within:
-                        run.folder.keep_smallest(run.head, row)  # before the row: a kill between resumes
-                    run.commit()
-                run.__exit__(None, None, None)
-                run.head = None  # committed: the next step's probes need the memory
+                if not within and run.folder.write:  # kept by _probe in case it was within: it is not
+                    run.folder.smallest_path.unlink(missing_ok=True)
                 tag = {"seed": s.seed, "cycle": step, "step_phase": phase, "scale": scale}
                 rows.append({**row, **tag})
                 control.append({**m, **tag, "control_cycle": m["cycle"]})
             steps.append({"step": step, "phase": phase, "scale": scale, "widths": Widths(rows[-1]["widths"]),
                           "val_accuracy": val, "control_val_accuracy": ctl_val, "within_tolerance": within,
-                          "epochs": [p[1]["cycle_epochs"] for p in probes]})
+                          "epochs": [p[1]["cycle_epochs"] for p in probes], "paired": pooled})
             kept = ", ".join(str(e) for e in steps[-1]["epochs"])
             reporter.say(f"step {step} ({phase}) {Widths(target)}: validation {val:.2%} (mean over {len(configs)} "
                          f"seed(s), {kept} epoch(s) kept) against the control's {ctl_val:.2%} trained as long: "
@@ -147,6 +147,18 @@ def search(c: StudyConfig, seeds: Sequence[StudyConfig] = ()) -> dict:
     return {"rows": rows, "control": control, "steps": steps, "smallest": smallest,
             "agree": per_seed_knees(rows, control, c.tolerance), "decided": decided,
             "knee": knee_table(rows, control, c.tolerance, decided=decided)}
+
+
+def paired_on_validation(probes: Sequence[dict], controls: Sequence[dict]) -> dict | None:
+    """Each seed's probe against its own control on that seed's validation images, the seeds pooled
+    (stats.pooled): diff (points, probe - control: the mean of the seeds' differences) and its 95% margin over
+    n images. None where a row carries no correctness record (rows written before records were kept)."""
+    from . import records, stats
+
+    if not all(r.get("val_right") for r in [*probes, *controls]):
+        return None
+    return stats.pooled([records.unpack_right(r["val_right"], int(r["val_total"])) for r in probes],
+                        [records.unpack_right(r["val_right"], int(r["val_total"])) for r in controls])
 
 
 def _smallest(rows: Sequence[dict], decided: dict[int, bool]) -> dict:
@@ -186,20 +198,20 @@ def scales(hidden: Sequence[int], layer, fraction: float, resolution: float = cf
 
 
 def _probe(configs: Sequence[StudyConfig], target: Sequence[int], data) -> list[tuple[study.Run, dict]]:
-    """Each seed's probe at `target`, open (locked) and finished up to its pruned cycle, not yet committed:
-    [(run, the pruned cycle's row)]. A probe finished earlier is read back."""
+    """Each seed's probe at `target`, finished up to its pruned cycle and recorded, one seed at a time (a seed's
+    head is let go before the next seed's loads): [(run, the pruned cycle's row)]. A probe finished earlier is
+    read back. Each pruned head is also kept as the run's smallest head, before its row is recorded (a kill in
+    between resumes); `search` deletes that file once the step is decided outside tolerance."""
     out = []
     for s in configs:
-        run = study.Run(probe_config(s, target), data, quiet=s is not configs[0])
-        run.__enter__()
-        try:
+        with study.Run(probe_config(s, target), data, quiet=s is not configs[0]) as run:
             while len(run.rows) < 2:
                 run.compute()
-                if len(run.rows) == 1:
-                    run.commit()  # the start, measured
-        except BaseException:
-            run.__exit__(None, None, None)
-            raise
+                if len(run.rows) == 2:
+                    run.folder.keep_smallest(run.head, run.rows[1])
+                run.commit()  # the start, measured; then the pruned cycle
+            run.head, run.adam = None, None  # recorded: the next seed's probe needs the memory
+        device.give_back_memory()
         out.append((run, run.rows[1]))
     return out
 
@@ -289,6 +301,8 @@ def compress_knee(c: StudyConfig, bits: Sequence[int] = (8, 4), scratch: bool = 
         r["control_test_accuracy"] = reference["test_accuracy"]
         r["control_test_right"] = reference.get("test_right", "")
         r["drop_points"] = 100 * (reference["test_accuracy"] - r["test_accuracy"])
+    del head
+    device.give_back_memory()  # the knee head and the files read back: the notebook's next cells need the memory
     return {**result, "scratch": from_scratch,
             "knee": knee_table(result["rows"], result["control"], c.tolerance, from_scratch, result["decided"]),
             "table": table}

@@ -47,6 +47,18 @@ def mcnemar(right_a: torch.Tensor, right_b: torch.Tensor) -> dict:
             "margin": 100 * Z95 * math.sqrt(max(b + c - (b - c) ** 2 / n, 0)) / n}
 
 
+def pooled(rights_a: Sequence[torch.Tensor], rights_b: Sequence[torch.Tensor]) -> dict:
+    """`mcnemar` on the images of several seeds pooled: seed i's head a against seed i's head b on seed i's
+    images (the same images in the same order within each pair). The difference is the mean of the seeds'
+    differences where each seed has as many images; its margin counts the images' sampling, for these heads:
+    how much the heads vary from seed to seed is told by the seeds' own differences, not by this margin."""
+    if len(rights_a) != len(rights_b) or not rights_a:
+        raise ValueError(f"{len(rights_a)} and {len(rights_b)} correctness records: pooling pairs each seed's head "
+                         "with the same seed's other head, so give one of each per seed")
+    return {**mcnemar(torch.cat([r.bool() for r in rights_a]), torch.cat([r.bool() for r in rights_b])),
+            "seeds": len(rights_a)}
+
+
 def binomial_two_sided(k: int, n: int) -> float:
     """Exact two-sided p-value of k successes in n trials with p = 1/2: min(1, 2 P(X <= min(k, n - k)))."""
     if n == 0:

@@ -18,7 +18,7 @@ COLUMNS_SHOWN = ("cycle", "method", "widths", "mec_bits", "epochs_total", "val_a
                  "parameters", "model_bytes", "seconds")
 _WIDTH = {"cycle": 5, "method": 9, "widths": 24, "mec_bits": 13, "val_accuracy": 12, "test_accuracy": 13,
           "rho": 10, "parameters": 13, "model_bytes": 13, "seconds": 8}
-from .config import CONTROLS, hidden_text  # noqa: E402  (one definition: the equal-budget and from-scratch controls)
+from .config import CONTROLS, hidden_text, parse_widths  # noqa: E402  (one definition: the equal-budget and from-scratch controls)
 
 
 # ---------------------------------------------------------------- tables
@@ -122,8 +122,13 @@ def compare(a: Sequence[float], b: Sequence[float], n: int, right: tuple | None 
     return {**out, "diff": diff, "margin": margin, "basis": basis, "outcome": outcome}
 
 
-def plural_epochs(n: int) -> str:
-    """'1 epoch', '8 epochs'."""
+def plural_epochs(n) -> str:
+    """'1 epoch', '8 epochs'; of several seeds' counts (a list), '18-21 epochs (by seed)' where they differ."""
+    if isinstance(n, (list, tuple, set)):
+        low, high = min(n), max(n)
+        if low != high:
+            return f"{low}-{high} epochs (by seed)"
+        n = low
     return f"{n} epoch" + ("" if n == 1 else "s")
 
 
@@ -142,8 +147,8 @@ def _numbers(c: dict) -> str:
 ONE_SEED = ("beyond the test images' sampling error, but on one seed, whose margin leaves out how much training "
             "itself varies, so it is not yet a measured effect (notebook 04 repeats the comparison over seeds).")
 ENDINGS = {
-    "control": {"higher": "pruning helped at equal budget.",
-                "lower": "pruning cost accuracy at equal budget.",
+    "control": {"higher": "the pruned head scored higher than the unpruned head trained as long, beyond the margin.",
+                "lower": "the pruned head scored lower than the unpruned head trained as long, beyond the margin.",
                 "same": "the difference lies within the margin, so no difference was measured between pruning and "
                         "training as long without pruning.",
                 "higher, one seed": "the pruned head scored higher " + ONE_SEED,
@@ -217,17 +222,37 @@ def controls_summary(rows: Sequence[dict], split: str = "test") -> list[str]:
         last = max(r["cycle"] for r in rows if r["method"] == method)
         mine = _arm(rows, method, last)
         first = next(iter(mine.values()))
-        widths, epochs = first["widths"], first["epochs_total"]
+        widths, epochs = first["widths"], [r["epochs_total"] for r in mine.values()]
         line = f"{method} (cycle {last}, {widths}): "
-        a, b, right = paired(mine, _arm(rows, "none", last), split)
+        control = _arm(rows, "none", last)
+        a, b, right = paired(mine, control, split)
         if a:
-            line += pruning_vs_control(a, b, total, epochs, split, right)
-        a, b, right = paired(mine, _arm(rows, "scratch", last, widths), split)
+            line += pruning_vs_control(a, b, total, epochs, split, right) + _other_split(mine, control, split)
+        scratch = _arm(rows, "scratch", last, widths)
+        a, b, right = paired(mine, scratch, split)
         if a:
             hidden = hidden_text(widths)
-            line += " " + pruned_vs_scratch(a, b, total, hidden, epochs, split, right)
+            line += (" " + pruned_vs_scratch(a, b, total, hidden, epochs, split, right)
+                     + _other_split(mine, scratch, split))
         lines.append(line)
     return lines
+
+
+def _other_split(a: dict[int, dict], b: dict[int, dict], split: str) -> str:
+    """Where a difference was measured on `split`, what the other split (validation or test) says of it: one
+    split alone is not called an effect when the other disagrees."""
+    other = "val" if split == "test" else "test"
+    x, y, right = paired(a, b, split)
+    one = compare(x, y, next(iter(a.values()))[f"{split}_total"], right)
+    if one["outcome"] == "same":
+        return ""
+    x, y, right = paired(a, b, other)
+    two = compare(x, y, next(iter(a.values()))[f"{other}_total"], right)
+    name = {"val": "validation", "test": "test"}[other]
+    if two["outcome"] == one["outcome"]:
+        return f" Validation agrees ({_numbers(two)})." if other == "val" else f" Test agrees ({_numbers(two)})."
+    return (f" On {name}, though, {two['mean_a']:.2%} against {two['mean_b']:.2%} ({_numbers(two)}): the two "
+            f"splits disagree, so this is not called an effect of pruning.")
 
 
 def criteria_summary(rows: Sequence[dict], split: str = "test", baseline: str = "reservoir") -> list[str]:
@@ -266,7 +291,7 @@ def curve_summary(rows: Sequence[dict]) -> list[dict]:
     for (method, cycle), group in groups.items():
         entry = {"method": method, "cycle": cycle, "mec_bits": group[0]["mec_bits"],
                  "mec_effective_bits": group[0].get("mec_effective_bits", group[0]["mec_bits"]),
-                 "epochs_total": group[0]["epochs_total"]}
+                 "epochs_total": group[0]["epochs_total"], "epochs_each": [r["epochs_total"] for r in group]}
         for split in ("val", "test"):
             values = [r[f"{split}_accuracy"] for r in group]
             entry[f"{split}_accuracy"] = mean(values)
@@ -296,7 +321,7 @@ def best_against_control(rows: Sequence[dict], best: dict) -> str:
     if not a:
         return f"No equal-budget control was run at cycle {best['cycle']}, so this point has nothing to be judged against."
     total = next(r["val_total"] for r in rows)
-    return (pruning_vs_control(a, b, total, best["epochs_total"], "validation", right)
+    return (pruning_vs_control(a, b, total, best.get("epochs_each", best["epochs_total"]), "validation", right)
             + " (It is the highest of several means, which flatters it a little.)")
 
 
@@ -326,6 +351,7 @@ def knee_summary(result: dict, tolerance: float) -> list[str]:
     mecs = f"MEC {best['mec_bits']:,} bits, {best.get('mec_effective_bits', best['mec_bits']):,} effective"
     epochs = sorted({r["cycle_epochs"] for r in mine.values()}) if step else []
     kept = (f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}") if epochs else ""
+    pooled = {split: _pooled(mine, ctl, split) for split in ("val", "test")}
     if step == 0:
         lines = [f"No probe stayed within {tolerance:g} {pts} of its equal-budget control on validation ({over}): "
                  f"the smallest head within tolerance is the unpruned one, {best['widths']} ({mecs})."]
@@ -334,31 +360,53 @@ def knee_summary(result: dict, tolerance: float) -> list[str]:
                  f"{base['parameters'] / best['parameters']:.{1 if base['parameters'] < 10 * best['parameters'] else 0}f}x "
                  f"fewer parameters than the unpruned head), pruned "
                  f"from the trained start in one step and recovered for {kept} epoch(s) (early stopping); validation "
-                 f"{val['mean_a']:.2%} against the control's {val['mean_b']:.2%} trained as many epochs "
-                 f"({_numbers(val)}), test {test['mean_a']:.2%} against {test['mean_b']:.2%} ({_numbers(test)}): "
-                 + ending("control", test)]
+                 f"{val['mean_a']:.2%} against the control's {val['mean_b']:.2%} trained as many epochs"
+                 + (", test {:.2%} against {:.2%}.".format(test["mean_a"], test["mean_b"]) if pooled["val"] else
+                    f" ({_numbers(val)}), test {test['mean_a']:.2%} against {test['mean_b']:.2%} "
+                    f"({_numbers(test)}): " + ending("control", test))]
+        if pooled["val"]:
+            v, t = pooled["val"], pooled["test"]
+            lines.append(
+                f"The decision: on validation, {v['diff']:+.2f} points against the control, 95% margin "
+                f"±{v['margin']:.2f} (each seed's probe paired with its own control on the same images, the "
+                f"{v['seeds']} seeds' {v['n']:,} images pooled), beside a tolerance of {tolerance:g} {pts}: "
+                + ("the whole margin lies within the tolerance." if v['diff'] - v['margin'] >= -tolerance else
+                   "within the tolerance, but the margin reaches past it.")
+                + (f" On test, paired the same way, {t['diff']:+.2f} points ±{t['margin']:.2f}." if t else "")
+                + (f" The seeds' own differences on validation, {', '.join(f'{d:+.2f}' for d in v['each'])} "
+                   f"points, show how much the heads themselves vary (Student's t over the seeds: "
+                   f"±{val['margin']:.2f}); the pooled margin counts the images only." if v["seeds"] > 1 else
+                   " One seed: the margin leaves out how much training itself varies."))
     outside = [s for s in result.get("steps", []) if not s["within_tolerance"]
                and (step == 0 or s["scale"] < next(r["scale"] for r in mine.values()))]
     if outside:
         out = max(outside, key=lambda s: s["scale"])
         scale_in = next(r["scale"] for r in mine.values()) if step else 1.0
+        beyond = out.get("paired")
         lines.append(f"The next smaller head probed, {hidden_text(out['widths'])}, reached {out['val_accuracy']:.2%} "
                      f"on validation against its control's {out['control_val_accuracy']:.2%}, more than "
-                     f"{tolerance:g} {pts} below: the knee lies between the two, whose widths differ "
-                     f"{scale_in / out['scale']:.2f}x.")
+                     f"{tolerance:g} {pts} below"
+                     + (f" ({beyond['diff']:+.2f} points, 95% margin ±{beyond['margin']:.2f}, paired and pooled as "
+                        "above)" if beyond else "")
+                     + f": the knee lies between the two, whose widths differ {scale_in / out['scale']:.2f}x.")
     elif step:
         lines.append(f"Every probe stayed within tolerance, down to {hidden_text(best['widths'])}: the knee lies "
                      "beyond the widths searched.")
     agree = result.get("agree") or {}
     if len(agree) > 1:
         same = sum(w == best["widths"] for w in agree.values())
+        own = sorted(set(agree.values()), key=lambda w: parse_widths(w).hidden)
+        spread = (f"every seed alone puts it there too" if len(own) == 1 else
+                  f"the seeds' own knees range from {hidden_text(own[0])} to {hidden_text(own[-1])}")
         lines.append(f"{same} of {len(agree)} seeds put the knee at {hidden_text(best['widths'])} when judged on "
-                     f"their own, among the widths probed ({', '.join(f'seed {s}: {hidden_text(w)}' for s, w in agree.items())}).")
+                     f"their own, among the widths probed ({', '.join(f'seed {s}: {hidden_text(w)}' for s, w in agree.items())}): "
+                     f"{spread}, each judged on one seed's validation images (the pooled decision above counts "
+                     f"{len(agree)} times as many).")
     scratch = {r.get("seed", 0): r for r in result.get("scratch") or []}
     if step and scratch:
         a, b, right = paired(mine, scratch, "test")
         lines.append(pruned_vs_scratch(a, b, n, hidden_text(best["widths"]),
-                                       next(iter(scratch.values()))["epochs_total"], "test", right)
+                                       [r["epochs_total"] for r in scratch.values()], "test", right)
                      + (" (Each seed's fresh head trained as many epochs as that seed's probe had in all.)"
                         if len(scratch) > 1 else ""))
     stored = [r for r in result["table"] if r["storage"] != "float32"]
@@ -372,6 +420,21 @@ def knee_summary(result: dict, tolerance: float) -> list[str]:
                      f"{small['test_accuracy']:.2%} on the test set, seed {seeds[0]}'s control "
                      f"{small['control_test_accuracy']:.2%} ({_numbers(c)}): " + ending("stored", c))
     return lines
+
+
+def _pooled(probes: dict[int, dict], controls: dict[int, dict], split: str) -> dict | None:
+    """stats.pooled of two arms ({seed: row}) on their common seeds' `split` images, with `each`: every seed's
+    own difference in points. None where a row has no correctness record."""
+    from . import records, stats
+
+    seeds = [s for s in probes if s in controls]
+    record, total = f"{split}_right", f"{split}_total"
+    if not seeds or not all(arm[s].get(record) for s in seeds for arm in (probes, controls)):
+        return None
+    a = [records.unpack_right(probes[s][record], probes[s][total]) for s in seeds]
+    b = [records.unpack_right(controls[s][record], controls[s][total]) for s in seeds]
+    return {**stats.pooled(a, b), "each": [100 * (float(x.float().mean()) - float(y.float().mean()))
+                                           for x, y in zip(a, b)]}
 
 
 def smallest_stored(table: Sequence[dict]) -> dict:
