@@ -97,15 +97,20 @@ def kmeans_codebook(weight: torch.Tensor, bits: int, iterations: int = 25, sampl
 
 
 @torch.no_grad()
-def kmeans_centroids(values: torch.Tensor, clusters: int, iterations: int = 25,
-                     sample: int = 1 << 20) -> tuple[torch.Tensor, torch.Tensor]:
-    """(centroids float32 ascending, `clusters` of them; index int64 like values.flatten()): `kmeans_codebook`
-    for any number of clusters (Deep Compression's pruned layers keep one codebook entry for zero)."""
+def kmeans_centroids(values: torch.Tensor, clusters: int, iterations: int = 25, sample: int = 1 << 20,
+                     index_dtype: torch.dtype = torch.int64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(centroids float32 ascending, `clusters` of them; index like values.flatten(), of `index_dtype`):
+    `kmeans_codebook` for any number of clusters (Deep Compression's pruned layers keep one codebook entry for
+    zero). The index is found 4M values at a time, so a uint8 index of a 66M-weight layer never passes through
+    an int64 one (533 MB)."""
     everything = values.detach().float().flatten()
     if len(everything) == 0 or clusters < 1:
         raise ValueError(f"k-means needs values (got {len(everything)}) and clusters >= 1 (got {clusters})")
     codebook, _ = kmeans_share(_sampled(everything, sample), 0, iterations, clusters=clusters)
-    return codebook, _nearest(everything, codebook)
+    index = torch.empty(len(everything), dtype=index_dtype)
+    for i in range(0, len(everything), 1 << 22):
+        index[i:i + (1 << 22)] = _nearest(everything[i:i + (1 << 22)], codebook)
+    return codebook, index
 
 
 def _nearest(w: torch.Tensor, sorted_codebook: torch.Tensor) -> torch.Tensor:

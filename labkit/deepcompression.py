@@ -21,7 +21,7 @@ from torch import nn
 from . import checks, files
 from . import config as cfg
 from . import progress as reporter
-from .device import pick_device
+from .device import give_back_memory, pick_device
 from .finegrained import (SCAN_SPARSITIES, linear_inputs, check_sparsities, choose_sparsities, kept_weights,
                           mec_sparse, prune_and_retrain, sensitivity_scan)
 from .model import VGGHead
@@ -42,9 +42,10 @@ HAN_VGG16 = {"float32": {"han_vgg16_bytes": 552_000_000, "han_vgg16_ratio": 1.0}
 # ---------------------------------------------------------------- histograms
 
 @torch.no_grad()
-def weight_histograms(before: VGGHead, pruned: VGGHead, shared: Sequence[SharedWeights] | None = None,
+def weight_histograms(before, pruned: VGGHead, shared: Sequence[SharedWeights] | None = None,
                       bins: int = 80, sample: int = 1 << 21) -> list[dict]:
-    """Per layer: histograms of the weights before pruning and of the kept weights after pruning, on the same
+    """Per layer: histograms of the weights before pruning (`before`: the head, or its `sampled_weights`) and of
+    the kept weights after pruning, on the same
     edges (symmetric, to the largest magnitude of either), and the shared values with their counts
     (`add_shared`, here when `shared` is given).
 
@@ -53,24 +54,35 @@ def weight_histograms(before: VGGHead, pruned: VGGHead, shared: Sequence[SharedW
     codebook_counts (the padding zero left out).
     """
     out = []
-    for i, (a, b) in enumerate(zip(before.linears(), pruned.linears())):
-        w0, w1 = a.weight.detach().float().flatten(), b.weight.detach().float().flatten()
-        step = max(1, len(w0) // sample)
-        top = max(float(w0[::step].abs().max()), float(w1[::step].abs().max())) or 1.0  # retraining may grow them
+    taken = before if isinstance(before, list) else sampled_weights(before, sample)
+    for i, ((w0, step, n), b) in enumerate(zip(taken, pruned.linears())):
+        w1 = b.weight.detach().float().flatten()
+        top = max(float(w0.abs().max()), float(w1[::step].abs().max())) or 1.0  # retraining may grow them
         edges = torch.linspace(-top, top, bins + 1)
         kept = w1[::step]
         kept = kept[kept != 0]
         out.append({"layer": i, "name": f"fc{i + 1}", "edges": edges.tolist(),
-                    "before": (torch.histc(w0[::step].cpu(), bins, -top, top) * step).tolist(),
+                    "before": (torch.histc(w0.cpu(), bins, -top, top) * step).tolist(),
                     "pruned": (torch.histc(kept.cpu(), bins, -top, top) * step).tolist(),
-                    "weights": len(w0), "kept": int(len(kept) * step)})
+                    "weights": n, "kept": int(len(kept) * step)})
     return add_shared(out, shared) if shared is not None else out
+
+
+def sampled_weights(head: VGGHead, sample: int = 1 << 21) -> list[tuple[torch.Tensor, int, int]]:
+    """Each layer's evenly spaced weights, at most about `sample` of them: [(weights, step, layer's count)], what
+    `weight_histograms` draws the weights before pruning from (taken early, the unpruned head need not be held)."""
+    out = []
+    for lin in head.linears():
+        w = lin.weight.detach().float().flatten()
+        step = max(1, len(w) // sample)
+        out.append((w[::step].clone(), step, len(w)))
+    return out
 
 
 def add_shared(histograms: list[dict], shared: Sequence[SharedWeights]) -> list[dict]:
     """Give each layer's histogram its shared values (codebook) and the weights that share each one."""
     for h, s in zip(histograms, shared):
-        counts = torch.bincount(s.index, minlength=len(s.codebook))
+        counts = torch.bincount(s.index.long(), minlength=len(s.codebook))
         h.update(codebook=s.codebook[1:].tolist(), codebook_counts=counts[1:].tolist(), kept=len(s.index))
     return histograms
 
@@ -107,13 +119,15 @@ def _stage_file(head: VGGHead, stage: str, path: Path, shared, index_bits: int, 
             "_head": back}
 
 
-def deep_compression(head: VGGHead, splits, *, sparsity="han", scan_tolerance: float = 1.0,
+def deep_compression(head: VGGHead | str | os.PathLike, splits, *, sparsity="han", scan_tolerance: float = 1.0,
                      scan_sparsities: Sequence[float] = SCAN_SPARSITIES, scan_limit: int | None = 500,
                      bits=5, index_bits: int = 5, steps: int = 2, epochs: int = 1, finetune_epochs: int = 1,
                      lr: float = 1e-3, finetune_lr: float = 1e-4, batch_size: int = 128, seed: int = 0,
                      optimizer: dict | None = None, folder: str | os.PathLike, name: str = "head", device="auto",
                      unpruned: dict | None = None) -> dict:
-    """Han et al.'s three stages on a copy of `head`; every stage written as a file and read back.
+    """Han et al.'s three stages on a copy of `head` (a head, or the path of its file: read here and let go once
+    copied, so that the unpruned head and its working copy are not both held); every stage written as a file
+    and read back.
 
     splits: (train, val, test) FeatureSets (study.Splits). sparsity: "han" (fc1/fc2 kept 4%, the others 23%),
     "scan" (each layer's largest scanned sparsity within `scan_tolerance` points of the unpruned head on
@@ -134,6 +148,8 @@ def deep_compression(head: VGGHead, splits, *, sparsity="han", scan_tolerance: f
 
     from . import model
 
+    if isinstance(head, (str, os.PathLike)):  # read here, so that this function holds the only reference
+        head, _ = model.load_head(head)
     if sparsity != "scan":
         check_sparsities(sparsity, head)
     check_bits(bits, len(head.linears()))
@@ -149,18 +165,20 @@ def deep_compression(head: VGGHead, splits, *, sparsity="han", scan_tolerance: f
     clock.lap("scan")
 
     work = copy.deepcopy(head).to(device)
-    masks, step_rows = prune_and_retrain(work, splits.train, chosen, steps=steps, epochs=epochs, lr=lr, seed=seed,
-                                         batch_size=batch_size, device=device, optimizer=optimizer)
-    kept = sum(int(m.sum()) for m in masks)
-    clock.lap("prune_retrain")
+    before = sampled_weights(head)
     rows = [{"stage": "float32", "bytes": model.head_bytes(head), "weights_kept": sum(l.weight.numel()
                                                                                      for l in head.linears()),
              "val_accuracy": unpruned["val_accuracy"], "test_accuracy": unpruned["test_accuracy"],
              "read_back": "the head itself", "path": None}]
+    del head  # the work copy is all that is needed from here (on_session hands over its only reference)
+    masks, step_rows = prune_and_retrain(work, splits.train, chosen, steps=steps, epochs=epochs, lr=lr, seed=seed,
+                                         batch_size=batch_size, device=device, optimizer=optimizer)
+    kept = sum(int(m.sum()) for m in masks)
+    clock.lap("prune_retrain")
     rows.append(_stage_file(work, "sparse", folder / f"{name}-pruned-sparse.pt", None, index_bits,
                             _evaluate(work, splits, device), kept, splits, device))
     rows[-1].pop("_head")  # only the last stage's head read back is kept: each is a full dense head
-    histograms = weight_histograms(head, work)
+    histograms = weight_histograms(before, work)
     clock.lap("sparse_file")
 
     shared = share_weights(work, bits)  # the pruned head, quantized in place: it is on disk and in the histograms
@@ -321,6 +339,7 @@ def structured_vs_finegrained(heads: dict, sets: dict, *, stored_bytes: dict | N
 
     rows, fastest = [], []
     for label, head in heads.items():
+        head = head() if callable(head) else head  # a loader: one full head held at a time (on_session)
         row = {"pruning": label, "widths": cfg.Widths(head.widths()), "weights_kept": kept_weights(head)}
         row["parameters"] = row["weights_kept"] + sum(l.bias.numel() for l in head.linears())
         row["density"] = row["weights_kept"] / sum(l.weight.numel() for l in head.linears())
@@ -338,6 +357,7 @@ def structured_vs_finegrained(heads: dict, sets: dict, *, stored_bytes: dict | N
                    sparse_layers=",".join(times["sparse_layers"]) or "none")
         fastest.append(times["fastest"])
         rows.append(row)
+        del head
     maps = next(iter(sets.values())).maps[:batch].cpu()
     for row, t in zip(rows, alternated_times(fastest, maps, rounds)):  # the timing the sentences read
         row["ms_q1"], row["ms"], row["ms_q3"] = (1e3 * v for v in quartiles(t))
@@ -359,12 +379,13 @@ def on_session(session, knee: dict | None = None, seed: int = 0, sparsity="han",
     profile (ci: 1, a test of the path). Then the shared values are fine-tuned at the retraining rate x
     c.lr_drop for the epochs that round the total up to whole cycles of the control (at least `epochs`).
 
-    Returns {"stages": the stage table, "result": deep_compression's dict, "control": the control's row,
+    Returns {"stages": the stage table, "result": deep_compression's dict (its "head" let go: None, the file is
+    in its "paths"), "control": the control's row,
     "versus": structured_vs_finegrained's rows}.
     """
     from . import model, study
 
-    head, record = session.trained_start(seed, progress)
+    record = session.trained_start(seed, progress)[1]  # made if missing; its head is read again where needed
     splits = study.prepare_features(session.config, progress=progress)
     c = session.config
     checks.integer("steps", steps, minimum=1, hint="Han et al. prune and retrain in a few steps")
@@ -375,26 +396,33 @@ def on_session(session, knee: dict | None = None, seed: int = 0, sparsity="han",
                                          cycles=cycles + 1, name=None)
     # the control first, so that its head is let go before Deep Compression's copies are made
     control = study.run_study(control_config, progress=progress, log=None)[cycles]
+    give_back_memory()  # the control's head and moments, freed: before Deep Compression's copies are made
     result = deep_compression(
-        head, splits, sparsity=sparsity, bits=bits, steps=steps, epochs=epochs,
+        session.start_path(seed), splits, sparsity=sparsity, bits=bits, steps=steps, epochs=epochs,
         finetune_epochs=cycles * c.epochs - steps * epochs, lr=DC_LR_FACTOR * c.lr,
         finetune_lr=DC_LR_FACTOR * c.lr * c.lr_drop,
         batch_size=c.batch_size, optimizer=record.get("optimizer"), seed=seed,
         folder=session.folder / "deep_compression", name=f"seed{seed}", device=c.device,
         unpruned={"val_accuracy": record["val"]["accuracy"], "test_accuracy": record["test"]["accuracy"]})
     stages = stage_table(result["stages"], control["val_accuracy"], control["test_accuracy"], c.tolerance)
-    heads, stored = {"unpruned": head}, {"unpruned": result["stages"][0]["bytes"]}
+    # the side by side reads each head when its turn comes and lets it go after (loaders, not heads): the
+    # unpruned head is read again from its file, the fine-grained one handed over (result keeps its file's path)
+    heads = {"unpruned": lambda: model.load_head(session.start_path(seed))[0]}
+    stored = {"unpruned": result["stages"][0]["bytes"]}
     if knee is not None:  # seed 0's knee head, as knee.compress_knee stored it
         best = knee["smallest"]
         structured, _ = model.load_head(next(r["path"] for r in knee["table"] if r["storage"] == "float32"))
         label = f"structured (the knee, {best['widths']})"
-        heads[label] = structured
         stored[label] = save_stage(structured, session.folder / "deep_compression" / f"seed{seed}-knee-huffman.pt",
                                    "huffman", bits=bits)
+        heads[label] = [structured].pop
+        del structured
     label = "fine-grained (Deep Compression)"
-    heads[label], stored[label] = result["head"], result["stages"][-1]["bytes"]
+    heads[label], stored[label] = [result.pop("head")].pop, result["stages"][-1]["bytes"]
+    give_back_memory()
     versus = structured_vs_finegrained(heads, {"val": splits.val, "test": splits.test}, stored_bytes=stored,
                                        device=c.device)
+    result["head"] = None  # the Huffman file read back was let go; result["paths"]["huffman"] is its file
     for row in versus:  # what each stored_bytes counts
         row["stored_as"] = "float32 file" if row["pruning"] == "unpruned" else f"{bits}-bit Huffman-coded file"
     return {"stages": stages, "result": result, "control": control, "versus": versus}

@@ -273,8 +273,15 @@ def decode(stream: dict, lengths: torch.Tensor) -> torch.Tensor:
 
 def compress_symbols(symbols: torch.Tensor, alphabet: int) -> dict:
     """{"lengths": uint8 code length per symbol 0..alphabet-1, and encode's fields}: decodable on its own."""
-    symbols = torch.as_tensor(symbols).flatten().to(torch.int64)
-    counts = torch.bincount(symbols, minlength=alphabet) if len(symbols) else torch.zeros(alphabet, dtype=torch.int64)
+    symbols = torch.as_tensor(symbols).flatten()
+    if symbols.is_floating_point() or symbols.dtype == torch.bool:
+        symbols = symbols.to(torch.int64)
+    counts = torch.zeros(alphabet, dtype=torch.int64)
+    for i in range(0, len(symbols), CHUNK):  # uint8 symbols stay uint8: no int64 copy of the whole stream
+        found = torch.bincount(symbols[i:i + CHUNK].to(torch.int64), minlength=alphabet)
+        if len(found) > len(counts):
+            counts = torch.cat([counts, counts.new_zeros(len(found) - len(counts))])
+        counts += found
     if len(counts) > alphabet:
         raise ValueError(f"symbols go up to {len(counts) - 1}, beyond the alphabet of {alphabet}: raise alphabet")
     lengths = code_lengths(counts)

@@ -27,7 +27,8 @@ class SharedWeights:
     """One layer's weights as indices into a shared codebook (Deep Compression's weight sharing).
 
     positions: int64 flat (row-major) positions of the kept weights, or None when every weight is kept;
-    index: int64 codebook entry of each kept weight (1..2**bits - 1); codebook: float32, 2**bits entries,
+    index: uint8 codebook entry of each kept weight (1..2**bits - 1, bits <= 8: an eighth of int64's memory;
+    `.long()` where it indexes); codebook: float32, 2**bits entries,
     entry 0 = 0.0 (the value of the padding entries of the relative indices); shape: (out, in).
     """
 
@@ -47,9 +48,9 @@ class SharedWeights:
     def dense(self) -> torch.Tensor:
         """The layer's weight matrix (float32, shape) these shared values make."""
         if self.positions is None:
-            return self.codebook[self.index].view(self.shape)
+            return self.codebook[self.index.long()].view(self.shape)
         w = torch.zeros(self.shape[0] * self.shape[1], dtype=torch.float32)
-        w[self.positions] = self.codebook[self.index]
+        w[self.positions] = self.codebook[self.index.long()]
         return w.view(self.shape)
 
 
@@ -71,14 +72,15 @@ def share_weights(head: VGGHead, bits=5) -> list[SharedWeights]:
     shared = []
     for lin, b in zip(head.linears(), bits):
         w = lin.weight.detach().float().cpu().flatten()
-        positions = torch.nonzero(w).flatten()
-        dense = len(positions) == len(w)
+        dense = int(torch.count_nonzero(w)) == len(w)  # a dense layer needs no positions (66M int64: 533 MB)
+        positions = None if dense else torch.nonzero(w).flatten()
         values = w if dense else w[positions]
         if len(values) == 0:
-            centroids, index = torch.zeros((1 << b) - 1), torch.zeros(0, dtype=torch.int64)
+            centroids, index = torch.zeros((1 << b) - 1), torch.zeros(0, dtype=torch.uint8)
         else:
-            centroids, index = compress.kmeans_centroids(values, (1 << b) - 1, sample=KMEANS_SAMPLE)
-        shared.append(SharedWeights(None if dense else positions, index + 1,
+            centroids, index = compress.kmeans_centroids(values, (1 << b) - 1, sample=KMEANS_SAMPLE,
+                                                         index_dtype=torch.uint8)
+        shared.append(SharedWeights(positions, index.add_(1),
                                     torch.cat([torch.zeros(1), centroids]), b, tuple(lin.weight.shape)))
     return shared
 
@@ -102,7 +104,7 @@ class _SharedLayer:
             width = FEATURE_CHANNELS
         self.shape, self.fold = (out, width), fold
         self.target = positions.to(device)
-        self.index = s.index.to(device)
+        self.index = s.index.to(device).long()
         self.codebook = nn.Parameter(s.codebook.clone().to(device))
         self.buffer = torch.zeros(out * width, device=device)  # positions never written stay zero
 

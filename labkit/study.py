@@ -20,6 +20,7 @@ import torch
 
 from . import backbone, capacity, data, distributed, features, model, prune, runs, train
 from . import progress as reporter
+from . import device
 from .device import derive_seed
 from .config import (CLASSES, CONTROLS, StudyConfig, Widths, config_dict, fields_for,
                      parse_widths, prune_plan, scratch_of)
@@ -285,6 +286,7 @@ class Run:
         holding a full head each (641 MB with its moments), finished or not. Runs that keep no checkpoint hold on."""
         if self.head is not None and self.c.checkpoints != "off" and self.folder.write:
             self.head, self.adam, self._reload = None, train.AdamState(), True
+            device.give_back_memory()
 
     @property
     def done(self) -> bool:
@@ -465,7 +467,9 @@ def run_study(c: StudyConfig) -> list[dict]:
         _announce(run)
         while not run.done:
             _show(run.step())
-        return run.rows
+        rows, run.head, run.adam = run.rows, None, None
+    device.give_back_memory()  # the run's head, freed now rather than whenever Python's collector next runs
+    return rows
 
 
 def _announce(run: Run) -> None:
