@@ -17,12 +17,15 @@ def _one_malloc_arena() -> None:
     """On Linux (glibc), every thread that allocates gets a malloc arena of its own, and memory freed in the
     arenas of torch's worker threads stays with the process: measured at ci, notebook 03's comparison cell left
     1.40 GiB resident with no tensor alive (0.73 GiB with one arena), and every later peak sat that much higher.
-    One arena for the threads that start after this import (torch's start at its first parallel operation).
-    Set MALLOC_ARENA_MAX to choose otherwise; elsewhere (macOS, Windows, musl) nothing is done."""
+    One arena: for the processes started from this one (the lab's kernels, which read MALLOC_ARENA_MAX when
+    they start), and in this one for the threads that start after this import (torch's start at its first
+    parallel operation; a Jupyter kernel's own threads already have theirs). Set MALLOC_ARENA_MAX to choose
+    otherwise; elsewhere (macOS, Windows, musl) nothing is done."""
     import sys
 
     if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in _os.environ:
         return
+    _os.environ["MALLOC_ARENA_MAX"] = "1"
     import ctypes
 
     try:

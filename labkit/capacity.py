@@ -105,7 +105,7 @@ def _live_rows(w: torch.Tensor) -> int:
     for i in range(0, len(unsure), 256):
         rows = unsure[i:i + 256]
         live[rows] = (w[rows] != 0).any(dim=1)
-    return int(live.sum())
+    return int(torch.count_nonzero(live))
 
 
 def widths_table(widths: Sequence[int], rule: str = "previous") -> list[dict]:

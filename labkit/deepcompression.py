@@ -173,7 +173,7 @@ def deep_compression(head: VGGHead | str | os.PathLike, splits, *, sparsity="han
     del head  # the work copy is all that is needed from here (on_session hands over its only reference)
     masks, step_rows = prune_and_retrain(work, splits.train, chosen, steps=steps, epochs=epochs, lr=lr, seed=seed,
                                          batch_size=batch_size, device=device, optimizer=optimizer)
-    kept = sum(int(m.sum()) for m in masks)
+    kept = sum(int(torch.count_nonzero(m)) for m in masks)
     clock.lap("prune_retrain")
     rows.append(_stage_file(work, "sparse", folder / f"{name}-pruned-sparse.pt", None, index_bits,
                             _evaluate(work, splits, device), kept, splits, device))
@@ -286,7 +286,7 @@ def inference_times(head: VGGHead, maps: torch.Tensor, repeats: int = 5) -> dict
     mods, sparse_layers, dens = list(net), [], []
     for k, (pos, x) in enumerate(zip(at, inputs)):
         lin = net[pos]
-        dens.append(float((lin.weight != 0).float().mean()))
+        dens.append(int(torch.count_nonzero(lin.weight)) / lin.weight.numel())
         if dens[-1] > SPARSE_KERNEL_DENSITY:  # CSR kernels lose to dense ones long before this: not timed
             continue
         candidate = _sparse_linear(lin)
@@ -339,7 +339,7 @@ def structured_vs_finegrained(heads: dict, sets: dict, *, stored_bytes: dict | N
 
     rows, fastest = [], []
     for label, head in heads.items():
-        head = head() if callable(head) else head  # a loader: one full head held at a time (on_session)
+        head = head if isinstance(head, nn.Module) else head()  # a loader: one full head held at a time
         row = {"pruning": label, "widths": cfg.Widths(head.widths()), "weights_kept": kept_weights(head)}
         row["parameters"] = row["weights_kept"] + sum(l.bias.numel() for l in head.linears())
         row["density"] = row["weights_kept"] / sum(l.weight.numel() for l in head.linears())
