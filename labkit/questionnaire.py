@@ -142,9 +142,9 @@ def q5(head_mec: int, n_train: int, requirement: Sequence[dict], knee_row: dict 
                      + (f"Every head of head_size.csv scores {min(map(abs, gaps)):.2f} to {max(map(abs, gaps)):.2f} "
                         f"points {side} on test than on validation: the gap has one sign for every head, so it "
                         "belongs to the two image sets (validation is drawn from MNIST's training images, test from "
-                        "its test images), not to any head; validation ranks the heads, but it "
-                        + ("underestimates" if side == "higher" else "overestimates") + " their test accuracy by "
-                        "about that much. Why the sets differ, this lab does not test."
+                        "its test images), not to any head: read here, validation "
+                        + ("underestimates" if side == "higher" else "overestimates") + " test accuracy by about "
+                        "that much. Why the sets differ, this lab does not test."
                         if side else "The gap between the two splits changes sign from head to head."))
     elif knee_row is not None:
         lines.append(f"Expected generalization: the knee of notebook 03 ({knee_row['widths']}, MEC "
