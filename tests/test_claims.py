@@ -213,7 +213,7 @@ def test_a_knee_control_waits_on_disk_even_where_the_notebooks_keep_no_checkpoin
 def test_shared_weights_index_is_one_byte_and_still_indexes_its_codebook():
     from labkit import quantize
 
-    w = torch.randn(64, 32)
+    w = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
     lin = torch.nn.Linear(32, 64)
     with torch.no_grad():
         lin.weight.copy_(w)
@@ -225,4 +225,7 @@ def test_shared_weights_index_is_one_byte_and_still_indexes_its_codebook():
     shared = quantize.share_weights(One(), bits=4)[0]
     assert shared.index.dtype == torch.uint8 and int(shared.index.min()) >= 1
     assert torch.allclose(shared.dense(), shared.codebook[shared.index.long()].view(64, 32))
-    assert (shared.dense() - w).abs().max() < (w.max() - w.min()) / 2 ** 4  # every weight near its shared value
+    # every weight takes its nearest centroid (k-means' assignment); a bound in the range's terms fails on
+    # outliers, which k-means may leave in a wide end cluster
+    nearest = (w.flatten()[:, None] - shared.codebook[1:][None, :]).abs().min(1).values
+    assert torch.allclose((shared.dense() - w).abs().flatten(), nearest, atol=1e-6)
