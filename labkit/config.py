@@ -16,6 +16,7 @@ from . import checks
 # The plain facts the settings are checked against, here so that this module imports no torch (model, prune
 # and data take them from here).
 METHODS = ("l1", "l2", "reservoir", "magnitude")  # pruning criteria (labkit.prune)
+ADDED_CRITERIA: dict[str, str] = {}  # criteria a notebook defined (prune.criterion): name -> its code's fingerprint
 WEIGHT_CHOICES = ("auto", "imagenet", "random")  # backbone weights (labkit.backbone.build_backbone)
 CLASSES = 10  # MNIST's ten digits: the head's output width, defined here once
 # the settings that choose a run's images (`StudyConfig.subsets`, one data.Subsets); image_size and weights choose
@@ -151,7 +152,8 @@ class StudyConfig:
                     f"{_differences(self, ('hidden', 'epochs'))}")
         sched = {"fixed": f"k{self.k}", "geometric": f"geo{self.fraction:g}-tol{self.tolerance:g}",
                  "oneshot": f"to{Widths(self.target or ())}"}[self.schedule]
-        return f"{self.profile}-{self.method}-layer{self.layer}-{sched}-seed{self.seed}{start}{_differences(self)}"
+        method = f"{self.method}-{ADDED_CRITERIA[self.method]}" if self.method in ADDED_CRITERIA else self.method
+        return f"{self.profile}-{method}-layer{self.layer}-{sched}-seed{self.seed}{start}{_differences(self)}"
 
     @property
     def run_dir(self) -> Path:
@@ -270,7 +272,7 @@ PROFILES = {
 def validate(c: StudyConfig) -> None:
     """Raise ValueError naming the first field out of range, what it may be and how to fix it."""
     checks.choice("profile", c.profile, tuple(PROFILES))
-    checks.choice("method", c.method, (*METHODS, *CONTROLS))
+    checks.choice("method", c.method, (*METHODS, *ADDED_CRITERIA, *CONTROLS))
     if c.method == "scratch" and c.start:
         raise ValueError(f"method='scratch' trains a fresh head, but start={c.start!r} names a trained one; "
                          "drop start, or use method='none' to go on training that head without pruning")

@@ -15,12 +15,13 @@ import sys
 import warnings
 from typing import Callable
 
-from . import capacity, compress, guard, memorization, metrics, prune, train
+from . import capacity, compress, guard, knee, memorization, metrics, prune, stats, train
 from .exercise_checks import (Wrong, check_perceptron_bits, check_mec, check_mec_bottleneck, check_fold,
                               check_effective_mec, check_confusion_matrix, check_cohen_kappa, check_train_one_epoch,
                               check_early_stop, check_l1_scores, check_l2_scores, check_reservoir_sample,
                               check_remove_neurons, check_kmeans_share, check_fine_grained_mask, check_bits_stored,
                               check_images_memorized, check_count_thresholds, check_requirement_bits)
+from .design_checks import check_mcnemar_p, check_next_scale, check_paired_t, check_step_within
 
 
 # ---------------------------------------------------------------- the exercises, their references and checks
@@ -42,7 +43,11 @@ EXERCISES: dict[str, tuple[Callable, Callable, str]] = {  # name: (check, refere
     "reservoir_sample": (check_reservoir_sample, prune.reservoir_sample, "labkit.prune.reservoir_sample"),
     "remove_neurons": (check_remove_neurons, prune.remove_neurons, "labkit.prune.remove_neurons"),
     "kmeans_share": (check_kmeans_share, compress.kmeans_share, "labkit.compress.kmeans_share"),
+    "mcnemar_p": (check_mcnemar_p, stats.mcnemar_p, "labkit.stats.mcnemar_p"),
+    "step_within": (check_step_within, knee.step_within, "labkit.knee.step_within"),
+    "next_scale": (check_next_scale, knee.next_scale, "labkit.knee.next_scale"),
     "fine_grained_mask": (check_fine_grained_mask, None, "labkit.finegrained.fine_grained_mask"),
+    "paired_t": (check_paired_t, stats.paired_t_margin, "labkit.stats.paired_t_margin"),
     "bits_stored": (check_bits_stored, memorization.bits_stored, "labkit.memorization.bits_stored"),
     "images_memorized": (check_images_memorized, memorization.images_memorized,
                          "labkit.memorization.images_memorized"),

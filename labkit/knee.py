@@ -31,6 +31,9 @@ from . import study
 from .config import CONTROLS, StudyConfig, Widths, parse_widths
 from .runs import RunFolder
 
+RESOLUTION = cfg.KNEE_RESOLUTION  # the search stops once lo / hi <= RESOLUTION (the knee known to within 15%)
+MAX_STEPS = cfg.GEOMETRIC_CYCLES  # and after this many steps at most
+
 def recovery(c: StudyConfig) -> dict:
     """The recovery of the profile: {"epochs" (at most), "patience", "lr_factor" (times c.lr)}."""
     return cfg.KNEE_RECOVERY[c.profile]
@@ -71,34 +74,132 @@ def _check(configs: Sequence[StudyConfig]) -> None:
                              f"({', '.join(cfg.METHODS)})")
 
 
+class Search:
+    """One knee search, a step at a time, over seeds in lockstep: notebook 03 drives it with the student's
+    next_scale and step_within; `search` drives it with labkit's. Use it as a context manager (each seed's control
+    run is held open, its lock too, until the search ends).
+
+        probe(target, scale, phase)  each seed's probe pruned to `target` and recovered, each seed's control read
+                                     at as many epochs: (probe rows, control rows), one per seed, in seed order
+        decide(within)               records that step with its decision (True: within tolerance) and returns
+                                     it as taken (the lead process's, in a multi-process run)
+        result()                     {"rows", "control", "steps", "smallest", "agree", "decided", "knee"}
+    """
+
+    def __init__(self, c: StudyConfig, seeds: Sequence[StudyConfig] = ()):
+        self.c, self.configs = c, [c, *[s for s in seeds if s.seed != c.seed]]
+        _check(self.configs)
+        self.data = study.features_when_needed(c)
+        self.rows, self.control, self.steps, self._first, self._step = [], [], [], None, None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> "Search":
+        self.controls = [self._stack.enter_context(study.Run(control_config(s), self.data, quiet=True))
+                         for s in self.configs]
+        for ctl in self.controls:
+            ctl.advance_to(0)
+            ctl.release()  # read back when the next step needs it: seeds' controls are not held at once
+        r = recovery(self.c)
+        reporter.say(f"the knee over {len(self.configs)} seed(s) ({', '.join(str(s.seed) for s in self.configs)}), "
+                     f"in lockstep: each probe pruned from its start in one step, then trained at "
+                     f"{self.c.lr * r['lr_factor']:g} until validation accuracy has not risen for {r['patience']} "
+                     f"epoch(s) (at most {r['epochs']}); its control trained as many epochs, nothing removed")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def probe(self, target: Sequence[int], scale: float, phase: str) -> tuple[list[dict], list[dict]]:
+        probes = _probe(self.configs, target, self.data)
+        if self._first is None:
+            self._first = [run.rows[0] for run, _ in probes]
+        matched = []
+        for (run, row), ctl in zip(probes, self.controls):
+            extra = row["epochs_total"] - ctl.rows[0]["epochs_total"]
+            ctl.advance_to(extra)
+            ctl.release()
+            matched.append(ctl.rows[extra])
+        self._step = (tuple(target), scale, phase, probes, matched)
+        return [dict(row) for _, row in probes], [dict(m) for m in matched]  # copies: the decision reads, never edits
+
+    def decide(self, within: bool) -> bool:
+        """Record the step last probed with its decision; returns the decision as taken (in a multi-process
+        run, the lead process's: every rank must probe the same widths next)."""
+        if self._step is None:
+            raise RuntimeError("decide() follows probe(): probe a step first")
+        target, scale, phase, probes, matched = self._step
+        self._step, step = None, len(self.steps) + 1
+        within = bool(distributed.from_lead(bool(within)))  # every rank takes the lead's decision
+        val, ctl_val = mean(p[1]["val_accuracy"] for p in probes), mean(m["val_accuracy"] for m in matched)
+        for (run, row), m, s in zip(probes, matched, self.configs):
+            if not within and run.folder.write:  # kept by _probe in case it was within: it is not
+                run.folder.smallest_path.unlink(missing_ok=True)
+            tag = {"seed": s.seed, "cycle": step, "step_phase": phase, "scale": scale}
+            self.rows.append({**row, **tag})
+            self.control.append({**m, **tag, "control_cycle": m["cycle"]})
+        self.steps.append({"step": step, "phase": phase, "scale": scale, "widths": Widths(self.rows[-1]["widths"]),
+                           "val_accuracy": val, "control_val_accuracy": ctl_val, "within_tolerance": within,
+                           "epochs": [p[1]["cycle_epochs"] for p in probes],
+                           "paired": paired_on_validation([p[1] for p in probes], matched)})
+        kept = ", ".join(str(e) for e in self.steps[-1]["epochs"])
+        reporter.say(f"step {step} ({phase}) {Widths(target)}: validation {val:.2%} (mean over {len(self.configs)} "
+                     f"seed(s), {kept} epoch(s) kept) against the control's {ctl_val:.2%} trained as long: "
+                     + ("within" if within else "more than") + f" {self.c.tolerance:g} point(s) below")
+        return within
+
+    def result(self) -> dict:
+        c, configs, steps = self.c, self.configs, self.steps
+        starts = [{**first, "seed": s.seed, "cycle": 0, "step_phase": "start", "scale": 1.0, "cycle_epochs": 0,
+                   "epochs_run": 0} for first, s in zip(self._first or [], configs)]
+        start_controls = [{**ctl.rows[0], "seed": s.seed, "cycle": 0, "step_phase": "start", "scale": 1.0,
+                           "control_cycle": 0} for ctl, s in zip(self.controls, configs)]
+        rows, control = starts + self.rows, start_controls + self.control
+        decided = {0: True, **{s["step"]: s["within_tolerance"] for s in steps}}  # rank 0's decisions, as taken
+        smallest = _smallest(rows, decided)
+        inside = [s["scale"] for s in steps if s["within_tolerance"]]
+        outside = [s for s in steps if not s["within_tolerance"]]
+        if inside and outside:  # the bracket: the smallest scale within, the largest outside
+            out = max(outside, key=lambda s: s["scale"])
+            reporter.say(f"the knee: {smallest['widths']}, within tolerance, and {out['widths']} not (scales "
+                         f"{min(inside):.3g} and {out['scale']:.3g}, {min(inside) / out['scale']:.2f}x apart)")
+        return {"rows": rows, "control": control, "steps": steps, "smallest": smallest,
+                "agree": per_seed_knees(rows, control, c.tolerance), "decided": decided,
+                "knee": knee_table(rows, control, c.tolerance, decided=decided)}
+
+
+def next_scale(lo: float, hi: float | None, fraction: float, resolution: float = cfg.KNEE_RESOLUTION) -> float | None:
+    """The knee's next scale (the reference of notebook 03's exercise). lo: the smallest scale found within
+    tolerance (1.0, the unpruned head, at first); hi: the largest found outside (None until a probe falls out).
+    Until one falls out, shrink: lo x (1 - fraction). Then bisect on a log scale, the geometric mean sqrt(lo x hi),
+    until lo / hi <= resolution: None, stop."""
+    if hi is None:
+        return lo * (1 - fraction)
+    if lo / hi <= resolution:
+        return None
+    return math.sqrt(lo * hi)
+
+
+def step_within(probes: Sequence[dict], controls: Sequence[dict], tolerance: float) -> bool:
+    """A knee step's decision (the reference of notebook 03's exercise): probes and controls hold one row per seed
+    in the same order (seed i's probe; seed i's start trained as many epochs, nothing removed). True when the
+    probes' mean validation accuracy over the seeds is at most `tolerance` points below the controls' mean."""
+    return study.within_tolerance(mean(r["val_accuracy"] for r in controls),
+                                  mean(r["val_accuracy"] for r in probes), tolerance)
+
+
 @reporter.entry
 def search(c: StudyConfig, seeds: Sequence[StudyConfig] = ()) -> dict:
     """Search the knee from c's trained start (and those of `seeds`, configs differing in seed and start, in
-    lockstep). Returns:
+    lockstep), deciding with labkit's next_scale and step_within (notebook 03 runs the same steps with the
+    student's). Returns Search.result():
       rows: every seed's probe rows, `cycle` the search step (0: the start itself), with `seed`, `step_phase`,
         `scale`, `cycle_epochs` (epochs early stopping kept) and `epochs_run`;
       control: each probe's control row (the start trained as many epochs), `cycle` the same step;
       steps: one dict per step (step, phase, scale, widths, val_accuracy and control_val_accuracy as means over
-        seeds, within_tolerance);  smallest: the first seed's row at the knee;  agree: `per_seed_knees`;
+        seeds, within_tolerance, paired);  smallest: the first seed's row at the knee;  agree: `per_seed_knees`;
       knee: `knee_table` (without from-scratch rows; compress_knee adds them).
     """
-    configs = [c, *[s for s in seeds if s.seed != c.seed]]
-    _check(configs)
-    data = study.features_when_needed(c)
-    rows: list[dict] = []
-    control: list[dict] = []
-    steps: list[dict] = []
-    with contextlib.ExitStack() as stack:
-        controls = [stack.enter_context(study.Run(control_config(s), data, quiet=True)) for s in configs]
-        for ctl in controls:
-            ctl.advance_to(0)
-            ctl.release()  # read back when the next step needs it: seeds' controls are not held at once
-        r = recovery(c)
-        reporter.say(f"the knee over {len(configs)} seed(s) ({', '.join(str(s.seed) for s in configs)}), in "
-                     f"lockstep: each probe pruned from its start in one step, then trained at "
-                     f"{c.lr * r['lr_factor']:g} until validation accuracy has not risen for {r['patience']} "
-                     f"epoch(s) (at most {r['epochs']}); its control trained as many epochs, nothing removed")
-        first_rows = None
+    with Search(c, seeds) as s:
         plan = scales(c.hidden, c.layer, c.fraction)
         within = None
         while True:
@@ -106,47 +207,9 @@ def search(c: StudyConfig, seeds: Sequence[StudyConfig] = ()) -> dict:
                 step, phase, scale, target = plan.send(within)
             except StopIteration:
                 break
-            probes = _probe(configs, target, data)
-            if first_rows is None:
-                first_rows = [run.rows[0] for run, _ in probes]
-            matched = []
-            for (run, row), ctl in zip(probes, controls):
-                extra = row["epochs_total"] - ctl.rows[0]["epochs_total"]
-                ctl.advance_to(extra)
-                ctl.release()
-                matched.append(ctl.rows[extra])
-            val, ctl_val = mean(p[1]["val_accuracy"] for p in probes), mean(m["val_accuracy"] for m in matched)
-            pooled = paired_on_validation([p[1] for p in probes], matched)
-            within = bool(distributed.from_lead(study.within_tolerance(ctl_val, val, c.tolerance)))
-            for (run, row), m, s in zip(probes, matched, configs):
-                if not within and run.folder.write:  # kept by _probe in case it was within: it is not
-                    run.folder.smallest_path.unlink(missing_ok=True)
-                tag = {"seed": s.seed, "cycle": step, "step_phase": phase, "scale": scale}
-                rows.append({**row, **tag})
-                control.append({**m, **tag, "control_cycle": m["cycle"]})
-            steps.append({"step": step, "phase": phase, "scale": scale, "widths": Widths(rows[-1]["widths"]),
-                          "val_accuracy": val, "control_val_accuracy": ctl_val, "within_tolerance": within,
-                          "epochs": [p[1]["cycle_epochs"] for p in probes], "paired": pooled})
-            kept = ", ".join(str(e) for e in steps[-1]["epochs"])
-            reporter.say(f"step {step} ({phase}) {Widths(target)}: validation {val:.2%} (mean over {len(configs)} "
-                         f"seed(s), {kept} epoch(s) kept) against the control's {ctl_val:.2%} trained as long: "
-                         + ("within" if within else "more than") + f" {c.tolerance:g} point(s) below")
-    starts = [{**first, "seed": s.seed, "cycle": 0, "step_phase": "start", "scale": 1.0, "cycle_epochs": 0,
-               "epochs_run": 0} for first, s in zip(first_rows or [], configs)]
-    start_controls = [{**ctl.rows[0], "seed": s.seed, "cycle": 0, "step_phase": "start", "scale": 1.0,
-                       "control_cycle": 0} for ctl, s in zip(controls, configs)]
-    rows, control = starts + rows, start_controls + control
-    decided = {0: True, **{s["step"]: s["within_tolerance"] for s in steps}}  # rank 0's decisions, as taken
-    smallest = _smallest(rows, decided)
-    inside = [s["scale"] for s in steps if s["within_tolerance"]]
-    outside = [s for s in steps if not s["within_tolerance"]]
-    if inside and outside:  # the bracket: the smallest scale within, the largest outside
-        out = max(outside, key=lambda s: s["scale"])
-        reporter.say(f"the knee: {smallest['widths']}, within tolerance, and {out['widths']} not (scales "
-                     f"{min(inside):.3g} and {out['scale']:.3g}, {min(inside) / out['scale']:.2f}x apart)")
-    return {"rows": rows, "control": control, "steps": steps, "smallest": smallest,
-            "agree": per_seed_knees(rows, control, c.tolerance), "decided": decided,
-            "knee": knee_table(rows, control, c.tolerance, decided=decided)}
+            probes, controls = s.probe(target, scale, phase)
+            within = s.decide(step_within(probes, controls, c.tolerance))
+    return s.result()
 
 
 def paired_on_validation(probes: Sequence[dict], controls: Sequence[dict]) -> dict | None:
@@ -178,12 +241,9 @@ def scales(hidden: Sequence[int], layer, fraction: float, resolution: float = cf
     lo, hi, step = 1.0, None, 0
     pruned = range(len(hidden)) if layer == "all" else [int(layer)]
     while step < steps:
-        if hi is None:
-            scale = lo * (1 - fraction)
-        elif lo / hi <= resolution:
+        scale = next_scale(lo, hi, fraction, resolution)
+        if scale is None:
             return
-        else:
-            scale = math.sqrt(lo * hi)
         target = probe_widths(hidden, layer, scale)
         if target == probe_widths(hidden, layer, lo) or (hi is not None and target == probe_widths(hidden, layer, hi)):
             return  # whole neurons: the widths cannot be resolved further
@@ -257,8 +317,8 @@ def per_seed_knees(rows: Sequence[dict], control: Sequence[dict], tolerance: flo
 
 @reporter.entry
 def compress_knee(c: StudyConfig, bits: Sequence[int] = (8, 4), scratch: bool = True,
-                  seeds: Sequence[StudyConfig] = (), share=None) -> dict:
-    """`search`, then the knee's widths trained from scratch for each seed (as many epochs as its probe in all),
+                  seeds: Sequence[StudyConfig] = (), share=None, result: dict | None = None) -> dict:
+    """`search` (or `result`, a search already run: Search.result(), notebook 03), then the knee's widths trained from scratch for each seed (as many epochs as its probe in all),
     and the first seed's knee head stored at `bits`, every file loaded back and scored on validation and test.
 
     Returns search's dict with: scratch (one row per seed), knee (now with the scratch rows), table (one row per
@@ -270,7 +330,7 @@ def compress_knee(c: StudyConfig, bits: Sequence[int] = (8, 4), scratch: bool = 
     from . import compress
 
     compress.check_bit_widths(bits)
-    result = search(c, seeds)
+    result = search(c, seeds) if result is None else result
     best = result["smallest"]
     configs = [c, *[s for s in seeds if s.seed != c.seed]]
     hidden = parse_widths(best["widths"]).hidden

@@ -103,28 +103,28 @@ class Session:
                 rows += study.compare_methods(base, methods, seed, progress=progress)
         return rows
 
-    def knee(self, layer="all", fraction: float = 0.5, tolerance: float = 1.0, method: str = "l2",
-             bits: Sequence[int] = (8, 4), seeds: Sequence[int] | int = 0, progress: bool = True,
-             share=None) -> dict:
-        """From the trained starts of `seeds` (an int n: seeds 0..n-1; 0: the profile's, as notebook 04's curve):
-        probe ever smaller heads, each pruned in one step and recovered, beside the start trained as many epochs,
-        all seeds in lockstep, halving then bisecting until the knee's widths are known to within 15% (see
-        labkit.knee); train the knee's widths from scratch for each seed; store seed 0's knee head.
-
-        Returns knee.compress_knee's dict (rows, control, steps, smallest, scratch, agree, knee, table).
-        `share`: a kmeans_share function (the student's) fits the stored codebooks instead of labkit's.
-        """
-        from . import knee
-
-        seeds = profile_seeds(self.profile, seeds)
+    def knee_configs(self, layer="all", fraction: float = 0.5, tolerance: float = 1.0, method: str = "l2",
+                     seeds: Sequence[int] | int = 0, progress: bool = True) -> list[cfg.StudyConfig]:
+        """One config per seed of the knee search (an int n: seeds 0..n-1; 0: the profile's, as notebook 04's
+        curve), each from its trained start (02's, or trained now)."""
         configs = []
-        for seed in seeds:
+        for seed in profile_seeds(self.profile, seeds):
             self.trained_start(seed, progress)
             configs.append(dataclasses.replace(self.config, start=str(self.start_path(seed)), layer=layer,
                                                fraction=fraction, tolerance=tolerance, method=method, seed=seed,
                                                name=None))
-        print(f"--- the knee of {method}, layer {layer}, from the trained start"
-              + (f"s of seeds {', '.join(str(s) for s in seeds)}" if seeds[1:] else f" of seed {seeds[0]}"))
+        return configs
+
+    def knee(self, layer="all", fraction: float = 0.5, tolerance: float = 1.0, method: str = "l2",
+             bits: Sequence[int] = (8, 4), seeds: Sequence[int] | int = 0, progress: bool = True,
+             share=None) -> dict:
+        """From the trained starts of `seeds`: the knee search with labkit's steps (knee.compress_knee; notebook 03
+        runs the same search a step at a time, knee.Search), the knee's widths trained from scratch for each
+        seed, seed 0's knee head stored. Returns knee.compress_knee's dict (rows, control, steps, smallest,
+        scratch, agree, knee, table). `share`: a kmeans_share function fits the stored codebooks."""
+        from . import knee
+
+        configs = self.knee_configs(layer, fraction, tolerance, method, seeds, progress)
         return knee.compress_knee(configs[0], bits, seeds=configs[1:], progress=progress, share=share)
 
     def deep_compression(self, knee: dict | None = None, seed: int = 0, sparsity="han", bits: int = 5,

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from . import checks
-from .config import METHODS  # noqa: F401  (prune.METHODS, as before)
+from . import config as cfg
+from .config import CONTROLS, METHODS  # noqa: F401  (prune.METHODS, as before)
 
 _ROWS = 256  # rows scored at a time
 
@@ -119,11 +120,39 @@ def using(**functions):
 
 
 _SCORED_BY = {"l1": "l1_scores", "l2": "l2_scores", "reservoir": "reservoir_sample"}
+_ADDED: dict = {}  # criteria defined outside labkit (notebook 03): name -> scoring function
+
+
+def criterion(name: str, score) -> str:
+    """Add a pruning criterion defined outside labkit (a notebook's cell): `score(weight)` takes a layer's n x inputs
+    weight (a copy) and gives one number per neuron (row); the lowest are removed first. From then on `name` is a
+    method like "l1": the comparison runs it beside the other criteria and both controls. Runs are kept apart by a
+    fingerprint of the function's code, so an edited function is run anew, not read back. Returns `name`."""
+    import hashlib
+
+    if not (isinstance(name, str) and name.isidentifier()):
+        raise ValueError(f"criterion name {name!r}: use a short name of letters, digits and _ (it names the runs)")
+    if name in (*METHODS, *CONTROLS):
+        raise ValueError(f"{name!r} is labkit's own {'control' if name in CONTROLS else 'criterion'}: give yours "
+                         "another name")
+    if not callable(score):
+        raise ValueError(f"criterion {name!r}: give the scoring function itself (def {name}_scores(weight): ...)")
+    trial = torch.as_tensor(score(torch.randn(5, 7, generator=torch.Generator().manual_seed(0))))
+    if trial.shape != (5,):
+        raise ValueError(f"criterion {name!r} gives shape {tuple(trial.shape)} for 5 neurons of 7 inputs; it needs "
+                         "one score per neuron (row): shape (5,)")
+    code = getattr(score, "__code__", None)
+    text = repr((code.co_code, code.co_consts, code.co_names)) if code else repr(score)
+    cfg.ADDED_CRITERIA[name] = hashlib.sha1(text.encode()).hexdigest()[:6]
+    _ADDED[name] = score
+    return name
 
 
 def ran_on(method: str) -> str:
     """Whose functions a prune step by `method` runs on now: "labkit", or "yours: l2_scores, remove_neurons"."""
     names = [n for n in (_SCORED_BY.get(method), "remove_neurons") if n and n in _IN_USE]
+    if method in _ADDED:
+        names.insert(0, method)
     return "yours: " + ", ".join(names) if names else "labkit"
 
 
@@ -135,7 +164,14 @@ def choose_neurons(weight: torch.Tensor, k: int, method: str, seed: int | None =
     if method == "reservoir":
         return sorted(int(i) for i in _IN_USE.get("reservoir_sample", reservoir_sample)(rows, k, random.Random(seed)))
     name = _SCORED_BY.get(method, "")
-    scores = neuron_scores(weight, method) if name not in _IN_USE else _scores_by(_IN_USE[name], name, weight)
+    if method in _ADDED:  # a criterion defined in a notebook: handed a copy, so it cannot change the head
+        scores = torch.as_tensor(_ADDED[method](weight.detach().clone())).detach().double().flatten().cpu()
+        if len(scores) != rows:
+            raise ValueError(f"criterion {method!r} returned {len(scores)} scores for a layer of {rows} neurons")
+    elif name in _IN_USE:
+        scores = _scores_by(_IN_USE[name], name, weight)
+    else:
+        scores = neuron_scores(weight, method)
     # stable sort: ties go to the lower index, so the choice is reproducible
     order = torch.sort(scores, stable=True).indices
     return sorted(order[:k].tolist())
@@ -155,7 +191,7 @@ def _check(model: nn.Module, layer, k, method) -> tuple[nn.Sequential, list[int]
                         "(see labkit.model)")
     positions = _linear_positions(seq)
     hidden = len(positions) - 1
-    checks.choice("method", method, METHODS)
+    checks.choice("method", method, (*METHODS, *_ADDED))
     layer = checks.integer("layer", layer, 0, hidden - 1,
                            hint=f"the head has {hidden} hidden layers, so layer must be 0..{hidden - 1}")
     width = seq[positions[layer]].out_features

@@ -225,3 +225,9 @@ def unpack_right(text: str, n: int):
     if len(bits) < n:
         raise ValueError(f"the correctness record holds {len(bits)} images, {n} expected")
     return torch.from_numpy(bits[:n].astype(bool))
+
+
+def right(row: dict, split: str):
+    """Which images of `split` ("val" or "test") the head of `row` got right: a bool tensor, one entry per image, in
+    the order every head of the study is scored on them (so two rows' records pair image by image)."""
+    return unpack_right(row[f"{split}_right"], int(row[f"{split}_total"]))

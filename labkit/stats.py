@@ -76,3 +76,18 @@ def paired_t(a: Sequence[float], b: Sequence[float], n: int) -> dict:
         raise ValueError("a t margin needs at least two seeds in each arm")
     se = stdev(diffs) / math.sqrt(len(diffs))
     return {"diff": 100 * mean(diffs), "margin": 100 * max(t95(len(diffs) - 1) * se, 1 / n), "seeds": len(diffs)}
+
+
+def mcnemar_p(right_a: torch.Tensor, right_b: torch.Tensor) -> float:
+    """McNemar's exact two-sided p of two heads scored on the same images (the reference of notebook 03's
+    exercise): `mcnemar`'s p."""
+    return mcnemar(right_a, right_b)["p"]
+
+
+def paired_t_margin(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """(mean difference a - b over seeds, its 95% Student-t margin), both in points, from accuracies (fractions)
+    paired by seed: the reference of notebook 04's exercise (`paired_t` without the one-image floor)."""
+    diffs = [x - y for x, y in zip(a, b)]
+    if len(a) != len(b) or len(diffs) < 2:
+        raise ValueError(f"{len(a)} and {len(b)} seeds: a paired t needs the same seeds in each arm, at least two")
+    return 100 * mean(diffs), 100 * t95(len(diffs) - 1) * stdev(diffs) / math.sqrt(len(diffs))

@@ -205,3 +205,36 @@ if __name__ == "__main__":
         sys.exit("usage: python tests/test_notebooks.py --sync-setup  (writes notebooks/setup_cell.py into every "
                  "notebook's setup cell)")
     print("\n".join(sync_setup_cells()) or "every setup cell already matches notebooks/setup_cell.py")
+
+
+def test_a_criterion_defined_in_notebook_03_alone_runs_beside_its_controls(tmp_path, monkeypatch):
+    """Issue 33: a new criterion is one scoring function in notebook 03 and its name in `extra_criteria`; it runs
+    through the comparison with both controls and the paired tests, with no labkit change. Notebook 03's own cells
+    are run (up to its paired tests), the one line a student edits edited."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "notebooks" / "03_prune_compare.ipynb", as_version=4)
+    last = next(i for i, c in enumerate(nb.cells) if c.source.startswith("# Your mcnemar_p on the comparison"))
+    nb.cells = nb.cells[:last + 1]
+    edited = [c for c in nb.cells if "extra_criteria = {}" in c.source]
+    assert len(edited) == 1
+    edited[0].source = edited[0].source.replace("extra_criteria = {}", 'extra_criteria = {"spread": spread_scores}')
+    monkeypatch.setenv("LABKIT_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("LABKIT_PROFILE", "ci")
+    monkeypatch.setenv("LABKIT_PROGRESS", "0")
+    NotebookClient(nb, timeout=900, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "criteria compared: l1, l2, reservoir, magnitude, spread" in printed
+    assert "spread (cycle" in printed  # the controls' sentences: against "none" and "scratch"
+    rows = notebook.read_table(tmp_path / "results" / "ci" / "prune_compare.csv")
+    spread = [r for r in rows if r["method"] == "spread" and r["cycle"] > 0]
+    assert spread and all(r["ran_on"] == "yours: spread, remove_neurons" for r in spread)
+    l2 = [r for r in rows if r["method"] == "l2" and r["cycle"] > 0]
+    assert [r["widths"] for r in spread] == [r["widths"] for r in l2]
+    assert {"none", "scratch"} <= {r["method"] for r in rows}
+    assert any(r["method"] == "scratch" and r["widths"] == spread[-1]["widths"] for r in rows)
+    tests = notebook.read_table(tmp_path / "results" / "ci" / "paired_tests.csv")
+    assert {(r["method"], r["split"]) for r in tests if r["method"] == "spread"} == {("spread", "val"),
+                                                                                      ("spread", "test")}

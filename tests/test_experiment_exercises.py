@@ -1,0 +1,177 @@
+"""The experiment's exercises (notebooks 03 and 04): labkit's references pass, and the plausible wrong answers of
+issue 33 fail by name: a test on the test set, unpaired statistics, a decision on one seed, a bisection that never
+refines or never stops."""
+import math
+from statistics import mean, pstdev, stdev
+
+import torch
+
+from labkit import exercises, knee, stats
+
+
+def _fails(name, fn, *words):
+    said = exercises.verdict(name, fn)
+    assert said is not None, f"the check of {name} passed a wrong answer"
+    for w in words:
+        assert w in said, said
+    return said
+
+
+def _counts(a, b):
+    return int((a & ~b).sum()), int((~a & b).sum())
+
+
+def _tail(k, n):
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+
+
+def test_mcnemar_wrong_answers_fail():
+    def one_tail(a, b):
+        x, y = _counts(a, b)
+        return _tail(min(x, y), x + y)
+
+    def uncapped(a, b):
+        x, y = _counts(a, b)
+        return 2 * _tail(min(x, y), x + y)
+
+    def unpaired(a, b):  # the two totals as if from independent samples: a two-proportion z test
+        n = len(a)
+        pa, pb = float(a.float().mean()), float(b.float().mean())
+        p = (pa + pb) / 2
+        se = math.sqrt(max(p * (1 - p) * 2 / n, 1e-12))
+        return math.erfc(abs(pa - pb) / se / math.sqrt(2))
+
+    def chi_square(a, b):
+        x, y = _counts(a, b)
+        return 1.0 if x + y == 0 else math.erfc(math.sqrt(max(abs(x - y) - 1, 0) ** 2 / (x + y) / 2))
+
+    def all_images(a, b):  # a binomial over every image, not the discordant ones
+        x, y = _counts(a, b)
+        return min(1.0, 2 * _tail(min(x, y), len(a)))
+
+    def in_place(a, b):
+        a &= b  # noqa: the planted mistake
+        return stats.mcnemar_p(a, b)
+
+    _fails("mcnemar_p", one_tail, "two-sided")
+    _fails("mcnemar_p", uncapped, "at most 1")
+    _fails("mcnemar_p", unpaired, "unpaired")
+    _fails("mcnemar_p", chi_square, "chi-square")
+    _fails("mcnemar_p", all_images, "discordant")
+    _fails("mcnemar_p", in_place, "changed")
+
+
+def test_step_within_wrong_answers_fail():
+    def points(rows):
+        return 100 * mean(r["val_accuracy"] for r in rows)
+
+    _fails("step_within", lambda p, c, t: mean(r["test_accuracy"] for r in p) >= mean(r["test_accuracy"] for r in c)
+           - t / 100, "test")
+    _fails("step_within", lambda p, c, t: p[0]["val_accuracy"] >= c[0]["val_accuracy"] - t / 100, "one seed")
+    _fails("step_within", lambda p, c, t: all(x["val_accuracy"] >= y["val_accuracy"] - t / 100 for x, y in zip(p, c)),
+           "each seed alone")
+    _fails("step_within", lambda p, c, t: mean(r["val_accuracy"] for r in p) >= mean(r["val_accuracy"] for r in c) - t,
+           "points")
+    _fails("step_within", lambda p, c, t: abs(points(p) - points(c)) <= t, "either way")
+    _fails("step_within", lambda p, c, t: points(p) - points(c) >= t, "within")
+
+
+def test_next_scale_wrong_answers_fail():
+    _fails("next_scale", lambda lo, hi, f, r: lo * (1 - f), "halving")
+    _fails("next_scale", lambda lo, hi, f, r: lo * (1 - f) if hi is None else (None if lo / hi <= r else (lo + hi) / 2),
+           "geometric")
+    _fails("next_scale", lambda lo, hi, f, r: lo * (1 - f) if hi is None else math.sqrt(lo * hi), "None")
+    _fails("next_scale", lambda lo, hi, f, r: lo * (1 - f) if hi is None else (None if hi / lo <= r else
+                                                                               math.sqrt(lo * hi)), "bisect")
+    _fails("next_scale", lambda lo, hi, f, r: 0.5 if hi is None else (None if lo / hi <= r else math.sqrt(lo * hi)),
+           "shrink from lo")
+
+
+def test_paired_t_wrong_answers_fail():
+    def unpaired(a, b):
+        n = len(a)
+        return (100 * (mean(a) - mean(b)),
+                stats.t95(n - 1) * math.sqrt((100 * stdev(a)) ** 2 / n + (100 * stdev(b)) ** 2 / n))
+
+    def with_z(a, b):
+        d = [100 * (x - y) for x, y in zip(a, b)]
+        return mean(d), 1.959964 * stdev(d) / math.sqrt(len(d))
+
+    def population(a, b):
+        d = [100 * (x - y) for x, y in zip(a, b)]
+        return mean(d), stats.t95(len(d) - 1) * pstdev(d) / math.sqrt(len(d))
+
+    def one_seed_too(a, b):  # a margin of 0 where one seed leaves no spread: a decision on one seed
+        d = [100 * (x - y) for x, y in zip(a, b)]
+        return mean(d), (stats.t95(len(d) - 1) * stdev(d) / math.sqrt(len(d)) if len(d) > 1 else 0.0)
+
+    def fractions(a, b):
+        d, m = stats.paired_t_margin(a, b)
+        return d / 100, m / 100
+
+    _fails("paired_t", unpaired, "unpaired")
+    _fails("paired_t", with_z, "1.96")
+    _fails("paired_t", population, "population")
+    _fails("paired_t", one_seed_too, "one seed")
+    _fails("paired_t", fractions, "points")
+
+
+def test_knee_step_references_drive_the_same_plan_as_scales():
+    """labkit's own search (knee.scales) takes its steps from next_scale: the plan it yields is the one the
+    notebook's loop builds from next_scale and the widths (a knee at scale 0.3)."""
+    hidden = (4096, 4096, 256)
+    plan, within, got = knee.scales(hidden, "all", 0.5), None, []
+    while True:
+        try:
+            step, phase, scale, target = plan.send(within)
+        except StopIteration:
+            break
+        got.append(scale)
+        within = scale >= 0.3
+    lo, hi, want = 1.0, None, []
+    while (scale := knee.next_scale(lo, hi, 0.5)) is not None:
+        want.append(scale)
+        lo, hi = (scale, hi) if scale >= 0.3 else (lo, scale)
+    assert got == want and len(want) > 3 and lo / hi <= 1.15
+
+
+def test_a_criterion_defined_outside_labkit_runs_beside_both_controls(small_config, tmp_path):
+    """A scoring function and its name are all a new criterion takes: it prunes in the comparison, beside the
+    equal-budget control and the from-scratch head, and its rows say whose function ran; an edited function is
+    another run (not read back)."""
+    import dataclasses
+
+    import pytest
+
+    from labkit import config, prune, study, tables
+
+    def spread_scores(weight):  # defined here, as in a notebook's cell: neurons whose weights vary least go first
+        return weight.double().std(1)
+
+    try:
+        assert prune.criterion("spread", spread_scores) == "spread"
+        start = tmp_path / "start.pt"
+        study.train_start(small_config, start, progress=False, log=None)
+        base = dataclasses.replace(small_config, start=str(start))
+        rows = study.compare_methods(base, ("l2", "spread"), progress=False, log=None)
+        methods = {r["method"] for r in rows}
+        assert {"l2", "spread", "none", "scratch"} <= methods
+        mine = [r for r in rows if r["method"] == "spread" and r["cycle"] > 0]
+        assert mine and all(r["ran_on"] == "yours: spread" for r in mine)
+        l2 = [r for r in rows if r["method"] == "l2" and r["cycle"] > 0]
+        assert [r["widths"] for r in mine] == [r["widths"] for r in l2]  # the same k a cycle
+        assert any(line.startswith("spread (cycle 2") for line in tables.controls_summary(rows, split="val"))
+        first = dataclasses.replace(base, method="spread").run_dir
+
+        def spread_scores(weight):  # noqa: F811 (edited: another function, so another run)
+            return -weight.double().std(1)
+
+        prune.criterion("spread", spread_scores)
+        assert dataclasses.replace(base, method="spread").run_dir != first
+        with pytest.raises(ValueError, match="labkit's own criterion"):
+            prune.criterion("l1", spread_scores)
+        with pytest.raises(ValueError, match=r"shape \(5, 7\)"):
+            prune.criterion("copy", lambda w: w)
+    finally:
+        prune._ADDED.pop("spread", None)
+        config.ADDED_CRITERIA.pop("spread", None)
