@@ -306,8 +306,8 @@ def check_reservoir_sample(fn) -> None:
     off = max(range(10), key=lambda i: abs(share[i] - 0.3))
     if abs(share[off] - 0.3) > 0.03:  # 20,000 draws: the share's spread is 0.003, so 0.03 is ten of it
         raise Wrong(f"over {trials:,} samples of 3 from 10, index {off} was drawn {share[off]:.1%} of the time, not "
-                    f"30%: Algorithm R keeps item i (i >= k) with probability k / (i + 1): j = rng.randint(0, i), "
-                    "replace slot j if j < k")
+                    f"30%: every index must be equally likely to end in the sample; in Algorithm R each later item i "
+                    "(i >= k) enters with probability k / (i + 1)")
 
 
 def check_remove_neurons(fn) -> None:
