@@ -218,10 +218,8 @@ def paired_on_validation(probes: Sequence[dict], controls: Sequence[dict]) -> di
     n images. None where a row carries no correctness record (rows written before records were kept)."""
     from . import records, stats
 
-    if not all(r.get("val_right") for r in [*probes, *controls]):
-        return None
-    return stats.pooled([records.unpack_right(r["val_right"], int(r["val_total"])) for r in probes],
-                        [records.unpack_right(r["val_right"], int(r["val_total"])) for r in controls])
+    pairs = records.paired_rights(probes, controls, "val")
+    return None if pairs is None else stats.pooled(*pairs)
 
 
 def _smallest(rows: Sequence[dict], decided: dict[int, bool]) -> dict:

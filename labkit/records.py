@@ -231,3 +231,12 @@ def right(row: dict, split: str):
     """Which images of `split` ("val" or "test") the head of `row` got right: a bool tensor, one entry per image, in
     the order every head of the study is scored on them (so two rows' records pair image by image)."""
     return unpack_right(row[f"{split}_right"], int(row[f"{split}_total"]))
+
+
+def paired_rights(rows_a: Sequence[dict], rows_b: Sequence[dict], split: str):
+    """The correctness records on `split` of rows paired one to one (row i of a with row i of b: the same seed's
+    two heads, scored on the same images), as two lists of bool tensors; None where a row has no record (rows
+    written before records were kept) or there are no pairs."""
+    if not rows_a or len(rows_a) != len(rows_b) or not all(r.get(f"{split}_right") for r in [*rows_a, *rows_b]):
+        return None
+    return [right(r, split) for r in rows_a], [right(r, split) for r in rows_b]

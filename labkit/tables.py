@@ -428,11 +428,10 @@ def _pooled(probes: dict[int, dict], controls: dict[int, dict], split: str) -> d
     from . import records, stats
 
     seeds = [s for s in probes if s in controls]
-    record, total = f"{split}_right", f"{split}_total"
-    if not seeds or not all(arm[s].get(record) for s in seeds for arm in (probes, controls)):
+    pairs = records.paired_rights([probes[s] for s in seeds], [controls[s] for s in seeds], split)
+    if pairs is None:
         return None
-    a = [records.unpack_right(probes[s][record], probes[s][total]) for s in seeds]
-    b = [records.unpack_right(controls[s][record], controls[s][total]) for s in seeds]
+    a, b = pairs
     return {**stats.pooled(a, b), "each": [100 * (float(x.float().mean()) - float(y.float().mean()))
                                            for x, y in zip(a, b)]}
 
