@@ -42,6 +42,13 @@ def _exact(fn, a: torch.Tensor, b: torch.Tensor, what: str) -> None:
         raise Wrong(f"mcnemar_p gives {got:.6g} on {what}, not {want:.6g}")
 
 
+def _two_heads(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two heads' records on n x n images, 90% right, disagreeing on 5% of them (as the study's heads do)."""
+    gen = torch.Generator().manual_seed(n)
+    a = torch.rand(n * n, generator=gen) < 0.9
+    return a, torch.where(torch.rand(n * n, generator=gen) < 0.05, ~a, a)
+
+
 def check_mcnemar_p(fn) -> None:
     # 100 images: a right on 60, b on 50, and every disagreement one way (b alone right on none)
     a, b = torch.zeros(100, dtype=torch.bool), torch.zeros(100, dtype=torch.bool)
@@ -70,12 +77,13 @@ def check_mcnemar_p(fn) -> None:
     for n, share in ((200, 0.9), (15_000, 0.9), (500, 0.5)):
         a = torch.rand(n, generator=gen) < share
         _exact(fn, a, torch.where(torch.rand(n, generator=gen) < 0.05, ~a, a), f"{n:,} random images")
-    guard.at_study_size("mcnemar_p", fn, lambda n: (torch.rand(n * n) < 0.9, torch.rand(n * n) < 0.9), 15_000,
-                        "the 15,000 validation images of the knee's three seeds, pooled")
+    guard.at_study_size("mcnemar_p", fn, _two_heads, 10_000, "the 10,000 test images of the paper profile")
 
 
 def _row(seed: int, val: float, test: float) -> dict:
-    return {"seed": seed, "val_accuracy": val, "test_accuracy": test}
+    """A row as the search hands it over, on 2,000 validation and 2,000 test images."""
+    return {"seed": seed, "val_accuracy": val, "val_correct": round(2000 * val), "val_total": 2000,
+            "test_accuracy": test, "test_correct": round(2000 * test), "test_total": 2000}
 
 
 def check_step_within(fn) -> None:
@@ -114,6 +122,10 @@ def check_step_within(fn) -> None:
                     "points above the controls' mean: the step is within (the mean decides, not each seed alone)")
     if not decide([0.90, 0.90, 0.90], [0.90, 0.91, 0.9197]):
         raise Wrong("the probes' mean is 0.99 points below the controls' mean: within a 1-point tolerance")
+    if not decide([0.90], [0.91]):
+        raise Wrong("a probe exactly 1 point below its control (0.90 against 0.91) is within a 1-point tolerance; "
+                    "in floating point 100 x (0.90 - 0.91) is -1.0000000000000009, so allow for rounding (compare "
+                    "with -tolerance - 1e-9): accuracies are counts of images, and exact ties happen")
     if decide([0.90, 0.90, 0.90], [0.90, 0.91, 0.925]):
         raise Wrong("the probes' mean is 1.17 points below the controls' mean: out of a 1-point tolerance")
 
@@ -124,10 +136,10 @@ def check_next_scale(fn) -> None:
         return None if got is None else _scalar(got, "next_scale")
 
     got = ask(1.0, None)
-    if got is None or not math.isclose(got, 0.5, rel_tol=1e-9):
+    if got is None or not math.isclose(got, 0.5, rel_tol=1e-6):
         raise Wrong(f"next_scale(1.0, None, fraction=0.5) gives {got!r}: until a probe falls out (hi is None) "
                     "the scale shrinks by (1 - fraction) a step: 0.5")
-    if not math.isclose(ask(0.25, None, fraction=0.2) or 0, 0.2, rel_tol=1e-9):
+    if not math.isclose(ask(0.25, None, fraction=0.2) or 0, 0.2, rel_tol=1e-6):
         raise Wrong("next_scale(0.25, None, fraction=0.2) must be 0.25 x (1 - 0.2) = 0.2: shrink from lo, the "
                     "smallest scale found within")
     got = ask(0.5, 0.25)
@@ -137,10 +149,10 @@ def check_next_scale(fn) -> None:
     if got is None:
         raise Wrong("next_scale(0.5, 0.25) stops, but 0.5 and 0.25 are 2x apart, more than the resolution 1.15: "
                     "bisect between them")
-    if math.isclose(got, 0.375, rel_tol=1e-9):
+    if math.isclose(got, 0.375, rel_tol=1e-6):
         raise Wrong("next_scale(0.5, 0.25) gives 0.375, the arithmetic mean: the widths shrink by factors, so "
                     "bisect on a log scale, the geometric mean sqrt(lo x hi)")
-    if not math.isclose(got, math.sqrt(0.125), rel_tol=1e-9):
+    if not math.isclose(got, math.sqrt(0.125), rel_tol=1e-6):
         raise Wrong(f"next_scale(0.5, 0.25) gives {got:.4g}, not sqrt(0.5 x 0.25) = {math.sqrt(0.125):.4g}")
     if ask(0.3, 0.28) is not None:
         raise Wrong("next_scale(0.3, 0.28, resolution=1.15) must stop (None): lo / hi = 1.07 is within the "
@@ -175,9 +187,9 @@ def check_paired_t(fn) -> None:
     diff, margin = (_scalar(v, "paired_t") for v in got)
     d = [100 * (x - y) for x, y in zip(a, b)]
     want = stats.t95(2) * stdev(d) / math.sqrt(3)
-    if math.isclose(diff, mean(d) / 100, rel_tol=1e-6):
+    if math.isclose(diff, mean(d) / 100, rel_tol=1e-5):
         raise Wrong("paired_t gives the difference as a fraction; give it in points (x 100)")
-    if not math.isclose(diff, mean(d), rel_tol=1e-6):
+    if not math.isclose(diff, mean(d), rel_tol=1e-5):
         raise Wrong(f"paired_t's difference is {diff:.4g}; the mean of the seeds' differences a - b is "
                     f"{mean(d):.4g} points")
     unpaired = stats.t95(2) * math.sqrt(stdev([100 * x for x in a]) ** 2 / 3 + stdev([100 * x for x in b]) ** 2 / 3)
@@ -191,14 +203,14 @@ def check_paired_t(fn) -> None:
              "the spread of the differences without dividing by sqrt(n): the margin is of their mean":
                  stats.t95(2) * stdev(d)}
     for what, value in wrong.items():
-        if math.isclose(margin, value, rel_tol=1e-4) and not math.isclose(value, want, rel_tol=1e-4):
+        if math.isclose(margin, value, rel_tol=1e-3) and not math.isclose(value, want, rel_tol=1e-3):
             raise Wrong(f"paired_t's margin is {margin:.4g} points: that is {what}")
-    if not math.isclose(margin, want, rel_tol=1e-4):
+    if not math.isclose(margin, want, rel_tol=1e-3):  # t95's table has 4 digits
         raise Wrong(f"paired_t's margin is {margin:.4g}; t95(2) x stdev(differences) / sqrt(3) = {want:.4g} points")
     for a, b in (([0.8, 0.85, 0.9, 0.95], [0.81, 0.83, 0.88, 0.96]), ([0.5, 0.7], [0.45, 0.72])):
         d, m = (_scalar(v, "paired_t") for v in fn(list(a), list(b)))
         wd, wm = stats.paired_t_margin(a, b)
-        if not (math.isclose(d, wd, rel_tol=1e-6) and math.isclose(m, wm, rel_tol=1e-4)):
+        if not (math.isclose(d, wd, rel_tol=1e-5) and math.isclose(m, wm, rel_tol=1e-3)):
             raise Wrong(f"paired_t({a}, {b}) gives ({d:.4g}, {m:.4g}), not ({wd:.4g}, {wm:.4g})")
     try:
         one = fn([0.9], [0.91])

@@ -6,6 +6,7 @@ labkit's reference on random inputs of distinct magnitudes), never with one that
 from __future__ import annotations
 
 import math
+import numbers
 import random
 
 import torch
@@ -20,7 +21,7 @@ class Wrong(AssertionError):
 
 def _scalar(value, what: str) -> float:
     """A Python number or 0-d tensor as a float; Wrong for anything else (a 1-element vector breaks f-strings)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):  # int, float, numpy scalars
         return float(value)
     if torch.is_tensor(value) and value.dim() == 0:
         return float(value)

@@ -94,11 +94,15 @@ class Search:
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> "Search":
-        self.controls = [self._stack.enter_context(study.Run(control_config(s), self.data, quiet=True))
-                         for s in self.configs]
-        for ctl in self.controls:
-            ctl.advance_to(0)
-            ctl.release()  # read back when the next step needs it: seeds' controls are not held at once
+        try:
+            self.controls = [self._stack.enter_context(study.Run(control_config(s), self.data, quiet=True))
+                             for s in self.configs]
+            for ctl in self.controls:
+                ctl.advance_to(0)
+                ctl.release()  # read back when the next step needs it: seeds' controls are not held at once
+        except BaseException:  # a kill or an error here must not leave the controls' folders locked
+            self._stack.close()
+            raise
         r = recovery(self.c)
         reporter.say(f"the knee over {len(self.configs)} seed(s) ({', '.join(str(s.seed) for s in self.configs)}), "
                      f"in lockstep: each probe pruned from its start in one step, then trained at "

@@ -127,7 +127,8 @@ def criterion(name: str, score) -> str:
     """Add a pruning criterion defined outside labkit (a notebook's cell): `score(weight)` takes a layer's n x inputs
     weight (a copy) and gives one number per neuron (row); the lowest are removed first. From then on `name` is a
     method like "l1": the comparison runs it beside the other criteria and both controls. Runs are kept apart by a
-    fingerprint of the function's code, so an edited function is run anew, not read back. Returns `name`."""
+    fingerprint of the function's source (and default arguments), so an edited function is run anew, not read back;
+    a helper it calls or a global it reads is not part of that fingerprint. Returns `name`."""
     import hashlib
 
     if not (isinstance(name, str) and name.isidentifier()):
@@ -141,11 +142,26 @@ def criterion(name: str, score) -> str:
     if trial.shape != (5,):
         raise ValueError(f"criterion {name!r} gives shape {tuple(trial.shape)} for 5 neurons of 7 inputs; it needs "
                          "one score per neuron (row): shape (5,)")
-    code = getattr(score, "__code__", None)
-    text = repr((code.co_code, code.co_consts, code.co_names)) if code else repr(score)
-    cfg.ADDED_CRITERIA[name] = hashlib.sha1(text.encode()).hexdigest()[:6]
+    cfg.ADDED_CRITERIA[name] = hashlib.sha1(_code_text(score).encode()).hexdigest()[:6]
     _ADDED[name] = score
     return name
+
+
+def _code_text(fn) -> str:
+    """What names a criterion's run: the function's own source and its default arguments (a notebook cell's source is
+    known to inspect); else its compiled code, nested code objects by their own bytes, never by an address."""
+    import inspect
+
+    try:
+        return inspect.getsource(fn) + repr(getattr(fn, "__defaults__", None))
+    except (OSError, TypeError):
+        pass
+
+    def code(c) -> str:
+        return repr((c.co_code, [code(k) if inspect.iscode(k) else repr(k) for k in c.co_consts], c.co_names))
+
+    inner = getattr(fn, "__code__", None)
+    return code(inner) + repr(getattr(fn, "__defaults__", None)) if inner else type(fn).__qualname__
 
 
 def ran_on(method: str) -> str:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from labkit import capacity, compress, exercises, finegrained, memorization, metrics, prune, train
+from labkit import capacity, compress, exercises, finegrained, memorization, metrics, prune, stats, train
 
 
 @pytest.mark.parametrize("name", list(exercises.EXERCISES))
@@ -327,7 +327,7 @@ def _solutions(name):
     from pathlib import Path
 
     cells = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / f"{name}.ipynb").read_text())["cells"]
-    namespace = {"torch": torch, "math": math}
+    namespace = {"torch": torch, "math": math, "stats": stats}  # what the notebooks import before their exercises
     for c in cells:
         if c["metadata"].get("nbgrader", {}).get("solution") and c["cell_type"] == "code":
             exec("".join(c["source"]), namespace)  # noqa: S102 (the repository's own notebooks)

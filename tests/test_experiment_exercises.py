@@ -175,3 +175,27 @@ def test_a_criterion_defined_outside_labkit_runs_beside_both_controls(small_conf
     finally:
         prune._ADDED.pop("spread", None)
         config.ADDED_CRITERIA.pop("spread", None)
+
+
+def test_checks_take_rounding_and_number_types_as_a_student_would():
+    """An exact tie at the tolerance is within (validation accuracies are counts of images: ties happen), so an
+    answer without room for rounding fails by name; right answers in float32 tensors or numpy numbers pass."""
+    import numpy as np
+
+    def points(rows):
+        return 100 * mean(r["val_accuracy"] for r in rows)
+
+    def val(rows):
+        return mean(r["val_accuracy"] for r in rows)
+
+    _fails("step_within", lambda p, c, t: 100 * (val(p) - val(c)) >= -t, "rounding")
+    _fails("step_within", lambda p, c, t: points(p) - points(c) > -t, "rounding")  # a tie is within, not out
+    assert exercises.verdict("step_within", lambda p, c, t: torch.tensor(points(p) - points(c) >= -t - 1e-9)) is None
+
+    def in_float32(lo, hi, f, r):
+        got = knee.next_scale(lo, hi, f, r)
+        return None if got is None else torch.tensor(got, dtype=torch.float32)
+
+    assert exercises.verdict("next_scale", in_float32) is None
+    assert exercises.verdict("paired_t", lambda a, b: tuple(np.float64(v) for v in stats.paired_t_margin(a, b))) is None
+    assert exercises.verdict("mcnemar_p", lambda a, b: np.float64(stats.mcnemar_p(a, b))) is None

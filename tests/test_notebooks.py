@@ -200,12 +200,6 @@ def test_notebook_alone_with_a_wheel_installs_labkit(tmp_path):
     assert "102,772,992" in out
 
 
-if __name__ == "__main__":
-    if sys.argv[1:] != ["--sync-setup"]:
-        sys.exit("usage: python tests/test_notebooks.py --sync-setup  (writes notebooks/setup_cell.py into every "
-                 "notebook's setup cell)")
-    print("\n".join(sync_setup_cells()) or "every setup cell already matches notebooks/setup_cell.py")
-
 
 def test_a_criterion_defined_in_notebook_03_alone_runs_beside_its_controls(tmp_path, monkeypatch):
     """Issue 33: a new criterion is one scoring function in notebook 03 and its name in `extra_criteria`; it runs
@@ -238,3 +232,11 @@ def test_a_criterion_defined_in_notebook_03_alone_runs_beside_its_controls(tmp_p
     tests = notebook.read_table(tmp_path / "results" / "ci" / "paired_tests.csv")
     assert {(r["method"], r["split"]) for r in tests if r["method"] == "spread"} == {("spread", "val"),
                                                                                       ("spread", "test")}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--sync-setup"]:
+        sys.exit("usage: python tests/test_notebooks.py --sync-setup  (writes notebooks/setup_cell.py into every "
+                 "notebook's setup cell)")
+    print("\n".join(sync_setup_cells()) or "every setup cell already matches notebooks/setup_cell.py")
+
