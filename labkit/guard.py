@@ -96,13 +96,13 @@ def watched(name: str, fn, may_change: tuple[str, ...] = ()):
 
 
 @torch.no_grad()
-def fingerprint(layer: nn.Module) -> list:
+def fingerprint(layer: nn.Module | torch.Tensor) -> list:
     """What changes when a weight of `layer` changes, without a copy of it: each parameter's identity, shape,
     storage, version counter (every in-place operation on it or on a .detach() of it raises the counter) and
     two fixed random projections of it (rows and columns; 30 ms for a 100M-weight layer, where float64 sums
     cost a second and an 800 MB copy), which catch edits made through .data too."""
     prints = []
-    for name, p in layer.named_parameters():
+    for name, p in ([("weight", layer)] if torch.is_tensor(layer) else layer.named_parameters()):
         t = p.detach().reshape(len(p), -1) if p.dim() else p.detach().reshape(1, 1)
         g = torch.Generator(device=t.device).manual_seed(0)
         u = torch.randn(t.shape[1], generator=g, device=t.device, dtype=t.dtype)

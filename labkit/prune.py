@@ -125,7 +125,7 @@ _ADDED: dict = {}  # criteria defined outside labkit (notebook 03): name -> scor
 
 def criterion(name: str, score) -> str:
     """Add a pruning criterion defined outside labkit (a notebook's cell): `score(weight)` takes a layer's n x inputs
-    weight (a copy) and gives one number per neuron (row); the lowest are removed first. From then on `name` is a
+    weight (the layer's own, checked unchanged after the call) and gives one number per neuron (row); the lowest are removed first. From then on `name` is a
     method like "l1": the comparison runs it beside the other criteria and both controls. Runs are kept apart by a
     fingerprint of the function's source (and default arguments), so an edited function is run anew, not read back;
     a helper it calls or a global it reads is not part of that fingerprint. Returns `name`."""
@@ -180,8 +180,14 @@ def choose_neurons(weight: torch.Tensor, k: int, method: str, seed: int | None =
     if method == "reservoir":
         return sorted(int(i) for i in _IN_USE.get("reservoir_sample", reservoir_sample)(rows, k, random.Random(seed)))
     name = _SCORED_BY.get(method, "")
-    if method in _ADDED:  # a criterion defined in a notebook: handed a copy, so it cannot change the head
-        scores = torch.as_tensor(_ADDED[method](weight.detach().clone())).detach().double().flatten().cpu()
+    if method in _ADDED:  # a criterion defined in a notebook: the weight itself (no 400 MB copy), checked after
+        from . import guard
+
+        before = guard.fingerprint(weight)
+        scores = torch.as_tensor(_ADDED[method](weight.detach())).detach().double().flatten().cpu()
+        if not guard.same_fingerprint(before, guard.fingerprint(weight)):
+            raise guard.ChangedInput(guard.changed_message(method, "weight") + "; the study stopped, since the head "
+                                     "it reports on would not be the head it pruned")
         if len(scores) != rows:
             raise ValueError(f"criterion {method!r} returned {len(scores)} scores for a layer of {rows} neurons")
     elif name in _IN_USE:

@@ -6,15 +6,14 @@ from statistics import mean, pstdev, stdev
 
 import torch
 
+from test_exercises import _fails
+
 from labkit import exercises, knee, stats
 
 
-def _fails(name, fn, *words):
-    said = exercises.verdict(name, fn)
-    assert said is not None, f"the check of {name} passed a wrong answer"
-    for w in words:
-        assert w in said, said
-    return said
+def _points(rows):
+    """The mean validation accuracy of rows, in points."""
+    return 100 * mean(r["val_accuracy"] for r in rows)
 
 
 def _counts(a, b):
@@ -62,9 +61,7 @@ def test_mcnemar_wrong_answers_fail():
 
 
 def test_step_within_wrong_answers_fail():
-    def points(rows):
-        return 100 * mean(r["val_accuracy"] for r in rows)
-
+    points = _points
     _fails("step_within", lambda p, c, t: mean(r["test_accuracy"] for r in p) >= mean(r["test_accuracy"] for r in c)
            - t / 100, "test")
     _fails("step_within", lambda p, c, t: p[0]["val_accuracy"] >= c[0]["val_accuracy"] - t / 100, "one seed")
@@ -182,9 +179,7 @@ def test_checks_take_rounding_and_number_types_as_a_student_would():
     answer without room for rounding fails by name; right answers in float32 tensors or numpy numbers pass."""
     import numpy as np
 
-    def points(rows):
-        return 100 * mean(r["val_accuracy"] for r in rows)
-
+    points = _points
     def val(rows):
         return mean(r["val_accuracy"] for r in rows)
 
@@ -199,3 +194,25 @@ def test_checks_take_rounding_and_number_types_as_a_student_would():
     assert exercises.verdict("next_scale", in_float32) is None
     assert exercises.verdict("paired_t", lambda a, b: tuple(np.float64(v) for v in stats.paired_t_margin(a, b))) is None
     assert exercises.verdict("mcnemar_p", lambda a, b: np.float64(stats.mcnemar_p(a, b))) is None
+
+
+def test_a_criterion_that_edits_the_weight_stops_the_study():
+    """A notebook's criterion is handed the layer's own weight (no copy of a 400 MB matrix); one that edits it
+    stops the study with the sentence, before any neuron is chosen on a changed head."""
+    import pytest
+
+    from labkit import config, guard, prune
+
+    def centred_scores(weight):
+        weight -= weight.mean(0)  # the planted mistake: in place on the study's weight
+        return weight.double().abs().sum(1)
+
+    try:
+        prune.criterion("centred", lambda w: w.double().abs().sum(1))  # registered with a harmless body first
+        prune._ADDED["centred"] = centred_scores
+        w = torch.nn.Parameter(torch.randn(6, 4))
+        with pytest.raises(guard.ChangedInput, match="your centred changed the weight"):
+            prune.choose_neurons(w, 2, "centred")
+    finally:
+        prune._ADDED.pop("centred", None)
+        config.ADDED_CRITERIA.pop("centred", None)
