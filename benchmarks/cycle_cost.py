@@ -26,6 +26,7 @@ import time
 import torch
 
 from labkit import config, metrics, study, train
+from labkit.device import derive_seed
 
 
 def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
@@ -60,7 +61,8 @@ def timed_cycle(c, head, state, data, cycle) -> dict:
     t0 = time.perf_counter()
     study.prune_step(c, head, state, cycle)
     t1 = time.perf_counter()
-    study.train_step(c, head, state, data, cycle)
+    train.fit(head, data.train, c.epochs, c.batch_size, study.cycle_rate(c), seed=derive_seed(c.seed, cycle),
+              device=c.device, desc=f"cycle {cycle}", state=state)  # what Run.step trains in a cycle
     t2 = time.perf_counter()
     study.measure(c, head, data, cycle, 0.0, c.epochs * (cycle + 1))
     t3 = time.perf_counter()

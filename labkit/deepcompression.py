@@ -22,8 +22,10 @@ from . import checks, files
 from . import config as cfg
 from . import progress as reporter
 from .device import give_back_memory, pick_device
+from .device import derive_seed
 from .finegrained import (SCAN_SPARSITIES, linear_inputs, check_sparsities, choose_sparsities, kept_weights,
-                          mec_sparse, prune_and_retrain, sensitivity_scan)
+                          masked_fit, mec_sparse, prune_weights, schedule, sensitivity_scan)
+from .train import AdamState
 from .model import VGGHead
 from .quantize import SharedWeights, check_bits, finetune_centroids, share_weights, write_shared
 from .stagefiles import load_stage, save_stage, stage_payload
@@ -171,8 +173,17 @@ def deep_compression(head: VGGHead | str | os.PathLike, splits, *, sparsity="han
              "val_accuracy": unpruned["val_accuracy"], "test_accuracy": unpruned["test_accuracy"],
              "read_back": "the head itself", "path": None}]
     del head  # the work copy is all that is needed from here (on_session hands over its only reference)
-    masks, step_rows = prune_and_retrain(work, splits.train, chosen, steps=steps, epochs=epochs, lr=lr, seed=seed,
-                                         batch_size=batch_size, device=device, optimizer=optimizer)
+    # Han's iterative pruning: `steps` times, prune to the next sparsity of the schedule, retrain `epochs` epochs
+    # with the masks held, one Adam throughout (going on from the start's moments; the payload is left as it was)
+    masks, step_rows, state = None, [], AdamState.from_payload(optimizer).copy()
+    for step, target in enumerate(schedule(chosen, steps), 1):
+        masks = prune_weights(work, target, masks)
+        history = masked_fit(work, masks, splits.train, epochs, batch_size, lr, seed=derive_seed(seed, step),
+                             device=device, state=state)
+        step_rows.append({"step": step, "sparsities": target, "loss": history[-1]["loss"],
+                          "seconds": sum(h["seconds"] for h in history)})
+        say(f"prune step {step}/{steps}: kept {', '.join(f'{1 - s:.1%}' for s in target)}; "
+            f"retrained {epochs} epoch(s), loss {history[-1]['loss']:.3f}")
     kept = sum(int(torch.count_nonzero(m)) for m in masks)
     clock.lap("prune_retrain")
     rows.append(_stage_file(work, "sparse", folder / f"{name}-pruned-sparse.pt", None, index_bits,
@@ -365,55 +376,41 @@ def structured_vs_finegrained(heads: dict, sets: dict, *, stored_bytes: dict | N
     return rows
 
 
-def on_session(session, knee: dict | None = None, seed: int = 0, sparsity="han", bits: int = 5, steps: int = 3,
-               epochs: int | None = None, progress: bool = True) -> dict:
-    """Han et al.'s three stages (`deep_compression`) on a notebook session's trained start of `seed`, each
-    stage's file read back and scored, beside the equal-budget control trained as many epochs (the unpruned
-    head, nothing removed) and Han's VGG16 figures; then structured (the knee head of `knee`, stored the same
-    way) against fine-grained pruning: bytes, MEC, CPU time.
-
-    `steps` prune-and-retrain steps of `epochs` epochs each at DC_LR_FACTOR x c.lr (removing 96% of a
-    layer's weights is a new start, not fine-tuning). Measured at quick (seed 0, control 91.75%): 2 steps of
-    1 epoch left the three-stage file 1.5-3 points below its control at every rate from 2e-5 to 1e-3; 3 steps
-    of 3 epochs at 2e-4, 4e-4 and 1e-3 left it 1.00, 0.20 and 0.45 points below. None: DC_EPOCHS of the
-    profile (ci: 1, a test of the path). Then the shared values are fine-tuned at the retraining rate x
-    c.lr_drop for the epochs that round the total up to whole cycles of the control (at least `epochs`).
-
-    Returns {"stages": the stage table, "result": deep_compression's dict (its "head" let go: None, the file is
-    in its "paths"), "control": the control's row,
-    "versus": structured_vs_finegrained's rows}.
-    """
-    from . import model, study
-
-    record = session.trained_start(seed, progress)[1]  # made if missing; its head is read again where needed
-    splits = study.prepare_features(session.config, progress=progress)
-    c = session.config
+def plan(c, steps: int = 3, epochs: int | None = None) -> dict:
+    """Deep Compression's budget on a notebook session's config `c`: `steps` prune-and-retrain steps of `epochs`
+    epochs each at DC_LR_FACTOR x c.lr (removing 96% of a layer's weights is a new start, not fine-tuning).
+    Measured at quick (seed 0, control 91.75%): 2 steps of 1 epoch left the three-stage file 1.5-3 points below
+    its control at every rate from 2e-5 to 1e-3; 3 steps of 3 epochs at 2e-4, 4e-4 and 1e-3 left it 1.00, 0.20
+    and 0.45 points below. None: DC_EPOCHS of the profile (ci: 1, a test of the path). Then the shared values
+    are fine-tuned at the retraining rate x c.lr_drop for the epochs that round the total up to whole cycles of
+    the control (at least `epochs`). Returns {"steps", "epochs", "finetune_epochs", "lr", "finetune_lr",
+    "cycles": the control's cycles after its start, trained as many epochs in all}."""
     checks.integer("steps", steps, minimum=1, hint="Han et al. prune and retrain in a few steps")
     epochs = DC_EPOCHS.get(c.profile, 3) if epochs is None else epochs
     checks.integer("epochs", epochs, minimum=1, hint="retraining epochs after each prune step")
     cycles = math.ceil((steps + 1) * epochs / c.epochs)  # every epoch trained, in whole cycles of the control
-    control_config = dataclasses.replace(c, start=str(session.start_path(seed)), method="none", seed=seed,
-                                         cycles=cycles + 1, name=None)
-    # the control first, so that its head is let go before Deep Compression's copies are made
-    control = study.run_study(control_config, progress=progress, log=None)[cycles]
-    give_back_memory()  # the control's head and moments, freed: before Deep Compression's copies are made
-    result = deep_compression(
-        session.start_path(seed), splits, sparsity=sparsity, bits=bits, steps=steps, epochs=epochs,
-        finetune_epochs=cycles * c.epochs - steps * epochs, lr=DC_LR_FACTOR * c.lr,
-        finetune_lr=DC_LR_FACTOR * c.lr * c.lr_drop,
-        batch_size=c.batch_size, optimizer=record.get("optimizer"), seed=seed,
-        folder=session.folder / "deep_compression", name=f"seed{seed}", device=c.device,
-        unpruned={"val_accuracy": record["val"]["accuracy"], "test_accuracy": record["test"]["accuracy"]})
+    return {"steps": steps, "epochs": epochs, "finetune_epochs": cycles * c.epochs - steps * epochs,
+            "lr": DC_LR_FACTOR * c.lr, "finetune_lr": DC_LR_FACTOR * c.lr * c.lr_drop, "cycles": cycles}
+
+
+def finish(result: dict, control: dict, c, splits, start: str | os.PathLike, folder: Path, knee: dict | None = None,
+           seed: int = 0, bits: int = 5) -> dict:
+    """After `deep_compression` (`result`) and its equal-budget control (`control`, its row at as many epochs):
+    the stage table beside the control and Han's VGG16 figures, then structured (the knee head of `knee`, stored
+    the same way) against fine-grained pruning: bytes, MEC, CPU time. Returns {"stages", "result" (its "head"
+    let go: None, the file is in its "paths"), "control", "versus"}."""
+    from . import model
+
     stages = stage_table(result["stages"], control["val_accuracy"], control["test_accuracy"], c.tolerance)
     # the side by side reads each head when its turn comes and lets it go after (loaders, not heads): the
     # unpruned head is read again from its file, the fine-grained one handed over (result keeps its file's path)
-    heads = {"unpruned": lambda: model.load_head(session.start_path(seed))[0]}
+    heads = {"unpruned": lambda: model.load_head(start)[0]}
     stored = {"unpruned": result["stages"][0]["bytes"]}
     if knee is not None:  # seed 0's knee head, as knee.compress_knee stored it
         best = knee["smallest"]
         structured, _ = model.load_head(next(r["path"] for r in knee["table"] if r["storage"] == "float32"))
         label = f"structured (the knee, {best['widths']})"
-        stored[label] = save_stage(structured, session.folder / "deep_compression" / f"seed{seed}-knee-huffman.pt",
+        stored[label] = save_stage(structured, folder / f"seed{seed}-knee-huffman.pt",
                                    "huffman", bits=bits)
         heads[label] = [structured].pop
         del structured
@@ -426,3 +423,29 @@ def on_session(session, knee: dict | None = None, seed: int = 0, sparsity="han",
     for row in versus:  # what each stored_bytes counts
         row["stored_as"] = "float32 file" if row["pruning"] == "unpruned" else f"{bits}-bit Huffman-coded file"
     return {"stages": stages, "result": result, "control": control, "versus": versus}
+
+
+def on_session(session, knee: dict | None = None, seed: int = 0, sparsity="han", bits: int = 5, steps: int = 3,
+               epochs: int | None = None, progress: bool = True) -> dict:
+    """Han et al.'s three stages (`deep_compression`) on a notebook session's trained start of `seed`, each
+    stage's file read back and scored, beside the equal-budget control trained as many epochs (the unpruned
+    head, nothing removed) and Han's VGG16 figures; then structured against fine-grained (`finish`). The budget:
+    `plan`. Notebook 03 runs the same steps in its cells; the command line's `compress` runs this."""
+    from . import study
+
+    record = session.trained_start(seed, progress)[1]  # made if missing; its Adam moments go on, its accuracies
+    splits = study.prepare_features(session.config, progress=progress)
+    c = session.config
+    budget = plan(c, steps, epochs)
+    control_config = dataclasses.replace(c, start=str(session.start_path(seed)), method="none", seed=seed,
+                                         cycles=budget["cycles"] + 1, name=None)
+    # the control first, so that its head is let go before Deep Compression's copies are made
+    control = study.run_study(control_config, progress=progress, log=None)[budget["cycles"]]
+    folder = session.folder / "deep_compression"
+    result = deep_compression(
+        session.start_path(seed), splits, sparsity=sparsity, bits=bits, steps=budget["steps"],
+        epochs=budget["epochs"], finetune_epochs=budget["finetune_epochs"], lr=budget["lr"],
+        finetune_lr=budget["finetune_lr"], batch_size=c.batch_size, optimizer=record.get("optimizer"), seed=seed,
+        folder=folder, name=f"seed{seed}", device=c.device,
+        unpruned={"val_accuracy": record["val"]["accuracy"], "test_accuracy": record["test"]["accuracy"]})
+    return finish(result, control, c, splits, session.start_path(seed), folder, knee, seed, bits)

@@ -11,8 +11,9 @@ import random
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
-from . import capacity, guard, memorization, metrics, prune, train
+from . import capacity, guard, memorization, metrics, prune
 
 
 class Wrong(AssertionError):
@@ -185,17 +186,16 @@ def check_train_one_epoch(fn) -> None:
         if order != torch.randperm(n, generator=torch.Generator().manual_seed(1)).tolist():
             raise Wrong("the images did not come in the order torch.randperm(len(labels), generator=generator) "
                         "draws: draw it once per epoch with the generator you are given and take it in slices")
-        # replay: labkit's loop on the same order, one SGD step per batch on its mean cross-entropy
+        # replay on the same order: one SGD step per batch on its mean cross-entropy (each loss before its step)
         replay, losses = start, []
-
-        def recorded(logits, y, share):
-            loss, summed, right = train.cross_entropy(logits, y, share)
-            losses.append((float(summed) / len(y), len(y)))
-            return loss, summed, right
-
         replay.train()
-        train.train_epochs(replay, torch.optim.SGD(replay.parameters(), lr=0.1), features, labels, 1, batch,
-                           torch.Generator().manual_seed(1), objective=recorded)
+        sgd = torch.optim.SGD(replay.parameters(), lr=0.1)
+        for rows_of_batch in torch.randperm(n, generator=torch.Generator().manual_seed(1)).split(batch):
+            loss_of_batch = F.cross_entropy(replay(features[rows_of_batch]), labels[rows_of_batch])
+            losses.append((float(loss_of_batch), len(rows_of_batch)))
+            sgd.zero_grad()
+            loss_of_batch.backward()
+            sgd.step()
         for got, want in zip(head.parameters(), replay.parameters()):
             if not torch.allclose(got, want, atol=1e-5):
                 raise Wrong("the weights after your epoch are not those of one optimizer step per batch on its mean "

@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 from . import capacity, checks, train
-from . import progress as reporter
-from .device import derive_seed, pick_device, set_seed
+from .device import pick_device, set_seed
 from .model import FEATURE_CHANNELS, POOLED, FoldedFirstLayer, VGGHead
 from .train import AdamState
 
@@ -321,28 +320,6 @@ def _scaled_dropout(head: VGGHead, masks: Sequence[torch.Tensor]) -> dict:
             density = float(masks[layer].float().mean())
             m.p = m.p * math.sqrt(density)
     return was
-
-
-def prune_and_retrain(head: VGGHead, train_set, sparsities, *, steps: int = 2, epochs: int = 1,
-                      batch_size: int = 128, lr: float = 2e-4, seed: int = 0, device="auto",
-                      fold: bool = True, optimizer: dict | None = None
-                      ) -> tuple[list[torch.Tensor], list[dict]]:
-    """Han et al.'s iterative pruning: `steps` times, prune to the next sparsity of `schedule`, retrain
-    `epochs` epochs with the masks held, one Adam throughout (continuing `optimizer`, a start's
-    train.AdamState payload, when given; the payload itself is left as it was). Returns (masks, one row per
-    step)."""
-    sparsities = check_sparsities(sparsities, head)
-    masks, rows = None, []
-    state = AdamState.from_payload(optimizer).copy()
-    for step, target in enumerate(schedule(sparsities, steps), 1):
-        masks = prune_weights(head, target, masks)
-        history = masked_fit(head, masks, train_set, epochs, batch_size, lr, seed=derive_seed(seed, step),
-                             device=device, fold=fold, state=state)
-        rows.append({"step": step, "sparsities": target, "loss": history[-1]["loss"],
-                     "seconds": sum(h["seconds"] for h in history)})
-        reporter.say(f"prune step {step}/{steps}: kept {', '.join(f'{1 - s:.1%}' for s in target)}; "
-                     f"retrained {epochs} epoch(s), loss {history[-1]['loss']:.3f}")
-    return masks, rows
 
 
 # ---------------------------------------------------------------- MEC of a sparse head

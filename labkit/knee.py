@@ -86,10 +86,10 @@ class Search:
         result()                     {"rows", "control", "steps", "smallest", "agree", "decided", "knee"}
     """
 
-    def __init__(self, c: StudyConfig, seeds: Sequence[StudyConfig] = ()):
+    def __init__(self, c: StudyConfig, seeds: Sequence[StudyConfig] = (), data=None):
         self.c, self.configs = c, [c, *[s for s in seeds if s.seed != c.seed]]
         _check(self.configs)
-        self.data = study.features_when_needed(c)
+        self.data = data or study.features_when_needed(c)  # data: the features loader the probes share
         self.rows, self.control, self.steps, self._first, self._step = [], [], [], None, None
         self._stack = contextlib.ExitStack()
 
@@ -114,17 +114,25 @@ class Search:
         self._stack.close()
 
     def probe(self, target: Sequence[int], scale: float, phase: str) -> tuple[list[dict], list[dict]]:
-        probes = _probe(self.configs, target, self.data)
-        if self._first is None:
-            self._first = [run.rows[0] for run, _ in probes]
+        runs = _probe(self.configs, target, self.data)
         matched = []
-        for (run, row), ctl in zip(probes, self.controls):
-            extra = row["epochs_total"] - ctl.rows[0]["epochs_total"]
+        for run, ctl in zip(runs, self.controls):
+            extra = run.rows[1]["epochs_total"] - ctl.rows[0]["epochs_total"]
             ctl.advance_to(extra)
             ctl.release()
             matched.append(ctl.rows[extra])
-        self._step = (tuple(target), scale, phase, probes, matched)
-        return [dict(row) for _, row in probes], [dict(m) for m in matched]  # copies: the decision reads, never edits
+        return self.record(target, scale, phase, runs, matched)
+
+    def record(self, target: Sequence[int], scale: float, phase: str, runs: Sequence[study.Run],
+               controls: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+        """Hold a step until `decide`: `runs`, each seed's finished probe (its start, then its pruned cycle), and
+        `controls`, each seed's control row at as many epochs. Returns copies of (the probes' pruned rows, the
+        control rows), one per seed: the decision reads them, never edits them."""
+        if self._first is None:
+            self._first = [run.rows[0] for run in runs]
+        probes = [(run, run.rows[1]) for run in runs]
+        self._step = (tuple(target), scale, phase, probes, list(controls))
+        return [dict(row) for _, row in probes], [dict(m) for m in controls]
 
     def decide(self, within: bool) -> bool:
         """Record the step last probed with its decision; returns the decision as taken (in a multi-process
@@ -259,22 +267,17 @@ def scales(hidden: Sequence[int], layer, fraction: float, resolution: float = cf
             hi = scale
 
 
-def _probe(configs: Sequence[StudyConfig], target: Sequence[int], data) -> list[tuple[study.Run, dict]]:
+def _probe(configs: Sequence[StudyConfig], target: Sequence[int], data) -> list[study.Run]:
     """Each seed's probe at `target`, finished up to its pruned cycle and recorded, one seed at a time (a seed's
-    head is let go before the next seed's loads): [(run, the pruned cycle's row)]. A probe finished earlier is
+    head is let go before the next seed's loads): the runs, closed. A probe finished earlier is
     read back. Each pruned head is also kept as the run's smallest head, before its row is recorded (a kill in
     between resumes); `search` deletes that file once the step is decided outside tolerance."""
     out = []
-    for s in configs:
-        with study.Run(probe_config(s, target), data, quiet=s is not configs[0]) as run:
-            while len(run.rows) < 2:
-                run.compute()
-                if len(run.rows) == 2:
-                    run.folder.keep_smallest(run.head, run.rows[1])
-                run.commit()  # the start, measured; then the pruned cycle
-            run.head, run.adam = None, None  # recorded: the next seed's probe needs the memory
-        device.give_back_memory()
-        out.append((run, run.rows[1]))
+    for s in configs:  # leaving each run lets go of its head: the next seed's probe needs the memory
+        with study.Run(probe_config(s, target), data, quiet=s is not configs[0], keep_last=True) as run:
+            while not run.done:
+                run.step()  # the start, measured; then the pruned cycle
+        out.append(run)
     return out
 
 
@@ -319,8 +322,10 @@ def per_seed_knees(rows: Sequence[dict], control: Sequence[dict], tolerance: flo
 
 @reporter.entry
 def compress_knee(c: StudyConfig, bits: Sequence[int] = (8, 4), scratch: bool = True,
-                  seeds: Sequence[StudyConfig] = (), share=None, result: dict | None = None) -> dict:
-    """`search` (or `result`, a search already run: Search.result(), notebook 03), then the knee's widths trained from scratch for each seed (as many epochs as its probe in all),
+                  seeds: Sequence[StudyConfig] = (), share=None, result: dict | None = None,
+                  from_scratch: Sequence[dict] | None = None) -> dict:
+    """`search` (or `result`, a search already run: Search.result(), notebook 03), then the knee's widths trained
+    from scratch for each seed (as many epochs as its probe in all; `from_scratch`: those rows, trained already),
     and the first seed's knee head stored at `bits`, every file loaded back and scored on validation and test.
 
     Returns search's dict with: scratch (one row per seed), knee (now with the scratch rows), table (one row per
@@ -348,12 +353,16 @@ def compress_knee(c: StudyConfig, bits: Sequence[int] = (8, 4), scratch: bool = 
             raise ValueError(f"{folder.smallest_path} holds widths {head.widths()}, not the knee's {best['widths']}; "
                              f"{fix}")
         where, float32_file = folder.path / "compressed", folder.smallest_path
-    from_scratch = []
-    if scratch and best["cycle"] > 0:
+    if from_scratch is not None:  # trained already (notebook 03 runs them in its own cell)
+        from_scratch = list(from_scratch)
+    elif scratch and best["cycle"] > 0:
+        from_scratch = []
         for s in configs:
             mine = next(r for r in result["rows"] if r["seed"] == s.seed and r["cycle"] == best["cycle"])
             from_scratch.append({**study.scratch_control(s, mine), "seed": s.seed, "step_phase": mine["step_phase"],
                                  "scale": mine["scale"]})
+    else:
+        from_scratch = []
     sets = {s: study.split_features(c, s) for s in ("val", "test")}  # the training set is not needed
     table = compress.compression_table(head, sets, where, result["rows"][0]["model_bytes"], bits,
                                        name=f"knee-{Widths(best['widths'])}", device=c.device,

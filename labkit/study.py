@@ -108,63 +108,67 @@ def new_head(c: StudyConfig, train_set) -> model.VGGHead:
 START_FIELDS = fields_for("start")
 
 
-def train_first(c: StudyConfig, data: Splits, state: train.AdamState,
-                desc: str = "train") -> tuple[model.VGGHead, list[dict]]:
-    """Cycle 0 of a run without a start: a fresh head trained to its validation plateau.
-
-    The schedule every head follows: c.lr_epochs epochs at c.lr, then c.lr x c.lr_drop (fine-tuning, as every
-    cycle after this one trains). Cycle 0 fine-tunes until validation accuracy has not risen for c.patience
-    epochs (c.start_epochs in all at most) and goes back to its best epoch, weights and Adam moments (left
-    in `state` for the cycles after it). A from-scratch control ("scratch") follows the same schedule for
-    exactly c.epochs: it is matched to an epoch count, not to a plateau. Returns two values: (head, the
-    per-epoch history, in which the kept epoch is marked "best").
-    """
-    head = new_head(c, data.train)
+def start_phases(c: StudyConfig) -> list[dict]:
+    """Cycle 0's schedule for a fresh head, as `train.fit`'s keyword arguments, one dict per phase: c.lr_epochs
+    epochs at c.lr, then c.lr x c.lr_drop (fine-tuning, as every cycle after this one trains) until validation
+    accuracy has not risen for c.patience epochs (c.start_epochs in all at most), back to the best epoch. A
+    from-scratch control ("scratch") follows the same schedule for exactly c.epochs: it is matched to an epoch
+    count, not to a plateau. Each phase is one `fit` (its own shuffle seed); the Adam moments go on across them."""
     scratch = c.method == "scratch"
     total = c.epochs if scratch else c.start_epochs
     warm = min(c.lr_epochs, total)
-    watch = None if scratch else data.val
-    history = train.fit(head, data.train, warm, c.batch_size, c.lr, seed=derive_seed(c.seed), device=c.device,
-                        desc=desc, val_set=watch, state=state)
+    phases = [{"epochs": warm, "lr": c.lr, "seed": derive_seed(c.seed)}]
     if total > warm:
-        more = train.fit(head, data.train, total - warm, c.batch_size, c.lr * c.lr_drop, seed=derive_seed(c.seed, 500),
-                         device=c.device, desc=desc, val_set=watch, state=state,
-                         patience=None if scratch else c.patience)
-        history = history + [{**e, "epoch": e["epoch"] + warm} for e in more]
-        if not scratch:  # the kept epoch, counted from the first: fine-tuning may never beat its starting point
-            kept = warm + train.best_epoch(more)
-            for e in history:
-                e["best"] = e["epoch"] == kept
-    return head, history
+        phases.append({"epochs": total - warm, "lr": c.lr * c.lr_drop, "seed": derive_seed(c.seed, 500),
+                       "patience": None if scratch else c.patience})
+    return phases
 
 
-@reporter.entry
-def train_start(c: StudyConfig, path: str | os.PathLike):
-    """Train the unpruned head as cycle 0 of the study does (`train_first`) and save it to `path`; (head, record).
+def joined(c: StudyConfig, phases: list[list[dict]]) -> list[dict]:
+    """The per-epoch histories of `start_phases`' fits as one, numbered from the first epoch; the kept epoch,
+    counted from the first (fine-tuning may never beat its starting point), marked "best"."""
+    history, done = [], 0
+    for more in phases:
+        history += [{**e, "epoch": e["epoch"] + done} for e in more]
+        done += len(more)
+    if len(phases) > 1 and c.method != "scratch":
+        kept = len(phases[0]) + train.best_epoch(phases[1])
+        for e in history:
+            e["best"] = e["epoch"] == kept
+    return history
+
+
+def train_start(c: StudyConfig, path: str | os.PathLike, progress=reporter.KEEP, log=reporter.KEEP):
+    """Train the unpruned head as cycle 0 of the study does (`start_phases`) and save it to `path`; (head, record).
 
     record: {"epochs": per-epoch loss / accuracy / validation accuracy (the kept one marked "best"),
     "best_epoch", "val" and "test": evaluate() on those splits, "config": the fields that made it,
     "optimizer": Adam's moments at the kept epoch, so the runs that start here go on training}.
-    A file at `path` made with the same fields is reused.
+    A file at `path` made with the same fields is reused. progress=, log=: bars and messages (labkit.progress).
     """
     path = Path(path)
     wanted = {k: v for k, v in config_dict(c).items() if k in START_FIELDS}
-    if path.exists():
-        head, record = model.load_head(path, fix="delete that file to train the head again")
-        if isinstance(record.get("config"), dict) and record["config"] == wanted:
-            reporter.say(f"reusing the trained head in {path} (validation accuracy {record['val']['accuracy']:.2%})")
-            return head, record
-        reporter.say(f"{path} was trained with other settings; training a new one")
-    data = prepare_features(c)
-    state = train.AdamState()
-    head, epochs = train_first(c, data, state)
-    results = train.evaluate_sets(head, {"val": data.val, "test": data.test}, device=c.device)
-    record = {"epochs": epochs, "best_epoch": train.best_epoch(epochs), "val": results["val"],
-              "test": results["test"], "config": wanted, "backbone": data.train.weights,
-              "optimizer": state.payload()}
-    model.save_head(head, path, extra=record)
-    reporter.say(f"trained head saved to {path} ({record['best_epoch']} epochs, the best of {len(epochs)} run; "
-                 f"validation accuracy {record['val']['accuracy']:.2%})")
+    with reporter.reporting(progress, log):
+        if path.exists():
+            head, record = model.load_head(path, fix="delete that file to train the head again")
+            if isinstance(record.get("config"), dict) and record["config"] == wanted:
+                reporter.say(f"reusing the trained head in {path} (validation accuracy {record['val']['accuracy']:.2%})")
+                return head, record
+            reporter.say(f"{path} was trained with other settings; training a new one")
+        data = prepare_features(c)
+        head, state, phases = new_head(c, data.train), train.AdamState(), []
+        watch = None if c.method == "scratch" else data.val
+        for phase in start_phases(c):  # warm at c.lr, then fine-tuned until validation stops rising
+            phases.append(train.fit(head, data.train, batch_size=c.batch_size, device=c.device, desc="train",
+                                    val_set=watch, state=state, **phase))
+        epochs = joined(c, phases)
+        results = train.evaluate_sets(head, {"val": data.val, "test": data.test}, device=c.device)
+        record = {"epochs": epochs, "best_epoch": train.best_epoch(epochs), "val": results["val"],
+                  "test": results["test"], "config": wanted, "backbone": data.train.weights,
+                  "optimizer": state.payload()}
+        model.save_head(head, path, extra=record)
+        reporter.say(f"trained head saved to {path} ({record['best_epoch']} epochs, the best of {len(epochs)} run; "
+                     f"validation accuracy {record['val']['accuracy']:.2%})")
     return head, record
 
 
@@ -232,16 +236,22 @@ def stop_cycle(rows: Sequence[dict], control: Sequence[dict], tolerance: float) 
 class Run:
     """One run of the study held in memory: its folder (locked), its finished rows, its head.
 
-    `step()` runs the next cycle: prune (after cycle 0), train, validate, test, measure, record.
-    Use as a context manager: the run folder stays locked while it is open.
+    `step()` runs the next cycle: prune (after cycle 0), train, validate, test, measure, record. A notebook
+    writes the loop:
 
-    A run that kept no checkpoint (checkpoints='off') still reads its finished rows back; only when
-    it must go beyond them does it compute them again from cycle 0 (`_replay`), keeping the recorded
-    rows in history.csv until each is recomputed.
+        with study.Run(c, data) as run:     # finished cycles are read back (the run folder knows its settings)
+            while not run.done:
+                run.step()
+
+    The run folder stays locked while the block is open; leaving it lets go of the head.
+    A run that kept no checkpoint (checkpoints='off') still reads its finished rows back; only when it must go
+    beyond them does it compute them again from cycle 0 (a step at a time, keeping the recorded rows in
+    history.csv until each is recomputed). keep_last: the last cycle's head is also kept as the run's
+    smallest_within_tolerance.pt, before its row is recorded (a knee probe's, so a kill never strands it).
     """
 
-    def __init__(self, c: StudyConfig, data: Callable[[], Splits], quiet: bool = False):
-        self.c, self._data = c, data
+    def __init__(self, c: StudyConfig, data: Callable[[], Splits], quiet: bool = False, keep_last: bool = False):
+        self.c, self._data, self.keep_last = c, data, keep_last
         self.log = (lambda s: None) if quiet else reporter.say  # quiet: a knee search's other seeds, controls
         self.folder = RunFolder(c, self.log, write=distributed.is_lead())
         self.rows: list[dict] = []
@@ -249,7 +259,7 @@ class Run:
         self.adam = train.AdamState()  # the optimizer's moments, carried from cycle to cycle
         self.exhausted = False  # every pruned layer is down to one neuron
         self._start_epochs: int | None = None
-        self._known: list[dict] = []  # recorded rows being computed again (see _replay)
+        self._known: list[dict] = []  # recorded rows being computed again (see step)
         self._replay_first = False
         self._reload = False  # the head was let go (release) and is read back from the newest checkpoint
 
@@ -265,7 +275,7 @@ class Run:
 
     def _go_on_from(self, rows: list[dict]) -> None:
         """Take up the finished `rows`: all the cycles asked for (read back), or the head and Adam's moments of
-        the newest checkpoint to go on from, or (none kept) the rows alone until more are needed (`_replay`)."""
+        the newest checkpoint to go on from, or (none kept) the rows alone until more are needed (see step)."""
         if len(rows) >= self.c.cycles:
             self.rows = rows[:self.c.cycles]
         elif rows:
@@ -279,6 +289,8 @@ class Run:
 
     def __exit__(self, *exc):
         self.folder.__exit__(*exc)
+        self.head, self.adam = None, train.AdamState()  # the rows stay; the head (480 MB at full width) goes
+        device.give_back_memory()
 
     def release(self) -> None:
         """Let go of the head and Adam's moments until the next cycle needs them, which reads them back from this
@@ -297,58 +309,67 @@ class Run:
         """The features, loaded the first time a cycle needs them (a finished run reads none)."""
         return self._data()
 
-    def step(self) -> dict | None:
-        """Run the next cycle and record it; None when nothing is left to prune."""
-        row = self.compute()
-        if row is not None:
-            self.commit()
-        return row
-
-    def compute(self) -> dict | None:
-        """Run the next cycle and hold its row without recording it (`commit` records it); None when nothing is
-        left to prune. A knee search keeps its smallest head between the two, so a kill never strands it."""
-        if self._replay_first:
-            self._replay()
+    def step(self, record: bool = True) -> dict | None:
+        """Run the next cycle and record it (record=False: hold its row, `commit` records it); None when nothing
+        is left to prune. Cycle 0 trains a fresh head (`start_phases`) or measures the trained start c.start as
+        it is; every later cycle prunes by the plan (`prune_step`), then trains c.epochs epochs at
+        `cycle_rate(c)`, going on from the optimizer's moments (a restart would jolt every weight), or with
+        c.recover_patience until validation accuracy has not risen for that many epochs, back to the best."""
+        if self._replay_first:  # no checkpoint to go on from: the recorded cycles are computed again from cycle 0
+            self._replay_first, self._known, self.rows = False, self.rows, []
+            self.log(f"{self.folder.path}: this run keeps no checkpoints (checkpoints='off'), so going beyond its "
+                     f"{len(self._known)} finished cycles means computing them again from cycle 0 (on a CPU the "
+                     "same rows come out)")
         if self._reload:
             self._reload = False
             self._go_on_from(self.rows)
         c, cycle, began = self.c, len(self.rows), time.perf_counter()
         if cycle == 0:
             self.folder.begin(backbone=self.data.train.weights)
-            self.head, self.adam, train_loss, self._start_epochs = first_cycle(c, self.data)
+            if c.start:
+                self.head, self.adam, train_loss, self._start_epochs = load_start(c)
+            else:
+                self.head, self.adam, phases = new_head(c, self.data.train), train.AdamState(), []
+                watch = None if c.method == "scratch" else self.data.val
+                for phase in start_phases(c):
+                    phases.append(train.fit(self.head, self.data.train, batch_size=c.batch_size, device=c.device,
+                                            desc="cycle 0", val_set=watch, state=self.adam, **phase))
+                history = joined(c, phases)
+                self._start_epochs = train.best_epoch(history)
+                train_loss = history[self._start_epochs - 1]["loss"]
         elif not prune_step(c, self.head, self.adam, cycle):
             self.exhausted = True
             self.log(f"every pruned layer is down to one neuron: stopping after cycle {cycle - 1}")
             return None
         else:
-            train_loss, trained, ran = train_step(c, self.head, self.adam, self.data, cycle)
+            watch = self.data.val if c.recover_patience is not None else None
+            epochs = train.fit(self.head, self.data.train, c.epochs, c.batch_size, cycle_rate(c),
+                               seed=derive_seed(c.seed, cycle), device=c.device, desc=f"cycle {cycle}",
+                               state=self.adam, val_set=watch, patience=c.recover_patience)
+            trained = train.best_epoch(epochs)  # NaN loss: early stopping kept the head as it came in
+            train_loss = epochs[trained - 1]["loss"] if trained else float("nan")
         total = self._start_epochs if cycle == 0 else self.epochs_total(cycle - 1) + trained
         row = measure(c, self.head, self.data, cycle, train_loss, total)
         if c.recover_patience is not None:  # how many epochs early stopping kept, of how many it ran
-            row["cycle_epochs"], row["epochs_run"] = (0, 0) if cycle == 0 else (trained, ran)
+            row["cycle_epochs"], row["epochs_run"] = (0, 0) if cycle == 0 else (trained, len(epochs))
         if cycle > 0 and c.method not in CONTROLS and prune.ran_on(c.method) != "labkit":  # a student's functions pruned it (prune.using)
             row[runs.RAN_ON] = prune.ran_on(c.method)
         row["seconds"] = time.perf_counter() - began
         self.rows.append(row)
+        if record:
+            self.commit()
         return row
 
     def commit(self) -> None:
-        """Record the row `compute` made (history.csv, and the checkpoint the policy keeps)."""
+        """Record the row `step(record=False)` made (history.csv, and the checkpoint the policy keeps; with
+        keep_last, the last cycle's head as the smallest head first)."""
         cycle, row = len(self.rows) - 1, self.rows[-1]
+        if self.keep_last and len(self.rows) == self.c.cycles:
+            self.folder.keep_smallest(self.head, row)
         known = self._known[cycle] if cycle < len(self._known) else None
         if known is not None and any(known[k] != row[k] for k in ("widths", "val_correct", "test_correct")):
             self._known = []  # this machine computes other numbers (a GPU's last digits): the new rows stand
         self.folder.record(self.rows + self._known[len(self.rows):], self.head, cycle, optimizer=self.adam.payload())
-
-    def _replay(self) -> None:
-        """Compute the recorded cycles again from cycle 0, to hold the head after the last of them."""
-        self._replay_first, self._known, self.rows = False, self.rows, []
-        self.log(f"{self.folder.path}: this run keeps no checkpoints (checkpoints='off'), so going beyond its "
-                 f"{len(self._known)} finished cycles means computing them again from cycle 0 (on a CPU the same "
-                 "rows come out)")
-        while len(self.rows) < len(self._known) and not self.exhausted:
-            self.step()
-        self._known = []
 
     def epochs_total(self, cycle: int) -> int:
         """Epochs the head has been trained in all after finished `cycle`: cycle 0's (the epochs early stopping
@@ -363,14 +384,9 @@ class Run:
             self.step()
 
 
-def first_cycle(c: StudyConfig, data: Splits):
-    """Cycle 0: the trained start c.start, measured as it is (its Adam moments kept for the cycles after), or a
-    fresh head trained by `train_first`. Returns (head, AdamState, training loss or NaN, epochs trained)."""
-    if not c.start:
-        state = train.AdamState()
-        head, history = train_first(c, data, state, desc="cycle 0")
-        best = train.best_epoch(history)
-        return head, state, history[best - 1]["loss"], best
+def load_start(c: StudyConfig):
+    """Cycle 0 of a run from a trained start: c.start as it is, its Adam moments kept for the cycles after.
+    Returns (head, AdamState, NaN for the training loss, the epochs it was trained)."""
     head, extra = model.load_head(c.start, fix="train it again (notebook 02, or study.train_start)")
     if head.widths()[1:-1] != list(c.hidden):
         raise ValueError(f"start={c.start} has hidden widths {head.widths()[1:-1]}, not hidden={list(c.hidden)}")
@@ -393,20 +409,6 @@ def prune_step(c: StudyConfig, head: model.VGGHead, state: train.AdamState, cycl
 def cycle_rate(c: StudyConfig) -> float:
     """The learning rate of every cycle after cycle 0: c.cycle_lr, else the fine-tuning rate c.lr x c.lr_drop."""
     return c.cycle_lr if c.cycle_lr is not None else c.lr * c.lr_drop
-
-
-def train_step(c: StudyConfig, head: model.VGGHead, state: train.AdamState, data: Splits,
-               cycle: int) -> tuple[float, int, int]:
-    """The training of `cycle` at `cycle_rate(c)`, going on from the optimizer's moments (a restart would jolt
-    every weight): c.epochs epochs, or with c.recover_patience until validation accuracy has not risen for that
-    many epochs (c.epochs at most), back to the best epoch. Returns (the kept epoch's mean loss, or NaN when
-    early stopping kept the head as it came in; the epochs kept; the epochs run)."""
-    watch = data.val if c.recover_patience is not None else None
-    epochs = train.fit(head, data.train, c.epochs, c.batch_size, cycle_rate(c), seed=derive_seed(c.seed, cycle),
-                       device=c.device, desc=f"cycle {cycle}", state=state, val_set=watch,
-                       patience=c.recover_patience)
-    kept = train.best_epoch(epochs)
-    return (epochs[kept - 1]["loss"] if kept else float("nan")), kept, len(epochs)
 
 
 def measure(c: StudyConfig, head: model.VGGHead, data: Splits, cycle: int, train_loss: float,
@@ -463,13 +465,11 @@ def run_study(c: StudyConfig) -> list[dict]:
     The knee (the smallest head within tolerance of its control) is labkit.knee's search, which runs
     oneshot runs from a trained start.
     """
-    with Run(c, features_when_needed(c)) as run:
+    with Run(c, features_when_needed(c)) as run:  # leaving it lets go of the head
         _announce(run)
         while not run.done:
             _show(run.step())
-        rows, run.head, run.adam = run.rows, None, None
-    device.give_back_memory()  # the run's head, freed now rather than whenever Python's collector next runs
-    return rows
+    return run.rows
 
 
 def _announce(run: Run) -> None:

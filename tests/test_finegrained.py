@@ -91,11 +91,12 @@ def test_folded_masked_training_equals_full_width(trained, splits):
 
 
 def test_iterative_pruning_reaches_the_target(trained, splits):
-    head = _clone(trained)
-    masks, rows = fg.prune_and_retrain(head, splits.train, [0.96, 0.9, 0.5, 0.0], steps=3, epochs=1,
-                                       batch_size=50, lr=1e-3, device="cpu")
-    assert [r["step"] for r in rows] == [1, 2, 3]
-    assert rows[0]["sparsities"][0] < rows[1]["sparsities"][0] < rows[2]["sparsities"][0] == pytest.approx(0.96)
+    head = _clone(trained)  # deep_compression's loop: prune to the next sparsity, retrain with the masks held
+    plan, masks, state = fg.schedule([0.96, 0.9, 0.5, 0.0], 3), None, train.AdamState()
+    assert plan[0][0] < plan[1][0] < plan[2][0] == pytest.approx(0.96)
+    for target in plan:
+        masks = fg.prune_weights(head, target, masks)
+        fg.masked_fit(head, masks, splits.train, epochs=1, batch_size=50, lr=1e-3, device="cpu", state=state)
     assert fg.densities(head)[:3] == pytest.approx([0.04, 0.1, 0.5], abs=1e-4)
     assert all(torch.equal(m, lin.weight != 0) for m, lin in zip(masks, head.linears()))
 
