@@ -81,6 +81,9 @@ class Search:
 
         probe(target, scale, phase)  each seed's probe pruned to `target` and recovered, each seed's control read
                                      at as many epochs: (probe rows, control rows), one per seed, in seed order
+                                     (notebook 03 writes the same step in its own `probe`, then calls record)
+        record(target, scale, phase, runs, controls)
+                                     holds a step run outside (each seed's finished probe run, its control row)
         decide(within)               records that step with its decision (True: within tolerance) and returns
                                      it as taken (the lead process's, in a multi-process run)
         result()                     {"rows", "control", "steps", "smallest", "agree", "decided", "knee"}
@@ -138,13 +141,13 @@ class Search:
         """Record the step last probed with its decision; returns the decision as taken (in a multi-process
         run, the lead process's: every rank must probe the same widths next)."""
         if self._step is None:
-            raise RuntimeError("decide() follows probe(): probe a step first")
+            raise RuntimeError("decide() follows probe() or record(): probe a step first")
         target, scale, phase, probes, matched = self._step
         self._step, step = None, len(self.steps) + 1
         within = bool(distributed.from_lead(bool(within)))  # every rank takes the lead's decision
         val, ctl_val = mean(p[1]["val_accuracy"] for p in probes), mean(m["val_accuracy"] for m in matched)
         for (run, row), m, s in zip(probes, matched, self.configs):
-            if not within and run.folder.write:  # kept by _probe in case it was within: it is not
+            if not within and run.folder.write:  # kept by the probe (Run keep_last) in case it was within: it is not
                 run.folder.smallest_path.unlink(missing_ok=True)
             tag = {"seed": s.seed, "cycle": step, "step_phase": phase, "scale": scale}
             self.rows.append({**row, **tag})
@@ -355,6 +358,12 @@ def compress_knee(c: StudyConfig, bits: Sequence[int] = (8, 4), scratch: bool = 
         where, float32_file = folder.path / "compressed", folder.smallest_path
     if from_scratch is not None:  # trained already (notebook 03 runs them in its own cell)
         from_scratch = list(from_scratch)
+        wanted = len(configs) if best["cycle"] > 0 else 0  # none when the knee is the start itself
+        if len(from_scratch) != wanted or any(parse_widths(r["widths"]) != parse_widths(best["widths"])
+                                              for r in from_scratch):
+            raise ValueError(f"from_scratch must hold {wanted} row(s), one per seed, of the knee's widths "
+                             f"{best['widths']} trained from scratch; it holds {len(from_scratch)} of widths "
+                             f"{sorted({str(r['widths']) for r in from_scratch})}")
     elif scratch and best["cycle"] > 0:
         from_scratch = []
         for s in configs:

@@ -309,9 +309,8 @@ class Run:
         """The features, loaded the first time a cycle needs them (a finished run reads none)."""
         return self._data()
 
-    def step(self, record: bool = True) -> dict | None:
-        """Run the next cycle and record it (record=False: hold its row, `commit` records it); None when nothing
-        is left to prune. Cycle 0 trains a fresh head (`start_phases`) or measures the trained start c.start as
+    def step(self) -> dict | None:
+        """Run the next cycle and record it (`commit`); None when nothing is left to prune. Cycle 0 trains a fresh head (`start_phases`) or measures the trained start c.start as
         it is; every later cycle prunes by the plan (`prune_step`), then trains c.epochs epochs at
         `cycle_rate(c)`, going on from the optimizer's moments (a restart would jolt every weight), or with
         c.recover_patience until validation accuracy has not risen for that many epochs, back to the best."""
@@ -356,13 +355,12 @@ class Run:
             row[runs.RAN_ON] = prune.ran_on(c.method)
         row["seconds"] = time.perf_counter() - began
         self.rows.append(row)
-        if record:
-            self.commit()
+        self.commit()
         return row
 
     def commit(self) -> None:
-        """Record the row `step(record=False)` made (history.csv, and the checkpoint the policy keeps; with
-        keep_last, the last cycle's head as the smallest head first)."""
+        """Record the row `step` made (history.csv, and the checkpoint the policy keeps; with keep_last, the last
+        cycle's head as the smallest head first)."""
         cycle, row = len(self.rows) - 1, self.rows[-1]
         if self.keep_last and len(self.rows) == self.c.cycles:
             self.folder.keep_smallest(self.head, row)
@@ -370,6 +368,8 @@ class Run:
         if known is not None and any(known[k] != row[k] for k in ("widths", "val_correct", "test_correct")):
             self._known = []  # this machine computes other numbers (a GPU's last digits): the new rows stand
         self.folder.record(self.rows + self._known[len(self.rows):], self.head, cycle, optimizer=self.adam.payload())
+        if len(self.rows) >= len(self._known):
+            self._known = []  # the replay has caught up
 
     def epochs_total(self, cycle: int) -> int:
         """Epochs the head has been trained in all after finished `cycle`: cycle 0's (the epochs early stopping

@@ -297,6 +297,8 @@ def test_deep_compression_end_to_end(narrow, splits, tmp_path):
                                  finetune_epochs=1, lr=1e-3, batch_size=50, folder=tmp_path, device="cpu",
                                  scan_sparsities=(0.5, 0.9))
     stages = result["stages"]
+    assert [r["step"] for r in result["steps"]] == [1, 2]  # prune to the schedule's sparsity, retrain, again
+    assert result["steps"][0]["sparsities"][0] < result["steps"][1]["sparsities"][0] == pytest.approx(0.95)
     assert [r["stage"] for r in stages] == ["float32", "sparse", "quantized", "huffman"]
     assert [r["bytes"] for r in stages] == sorted((r["bytes"] for r in stages), reverse=True)
     assert stages[0]["ratio"] == 1 and stages[-1]["ratio"] > stages[1]["ratio"] > 1

@@ -4,8 +4,10 @@ calls them, and a global optimizer pre-step hook counts the labkit frames betwee
 benchmarks/frames.py measures the same on the executed notebooks (4 minutes at ci)."""
 import contextlib
 import dataclasses
+import json
 import os
 import traceback
+from pathlib import Path
 
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -96,3 +98,21 @@ def test_the_train_one_epoch_check_steps_through_three_labkit_frames(capsys):
     exercises.check("train_one_epoch", {})  # labkit's again for the tests after this one
     assert _longest(chains) == ["exercises.py:check", "exercises.py:verdict",
                                 "exercise_checks.py:check_train_one_epoch"]
+
+
+# what a cell must not call: each trains behind more than one labkit frame of its own (the notebooks write these
+# loops in their cells over Run.step, train_start, deep_compression and the ladders)
+WRAPPERS = ("session.compare(", "session.knee(", "session.knee_configs(", "session.deep_compression(",
+            "session.ladder(", "session.trained_start(", "run_study(", "run_grid(", "compare_methods(",
+            "scratch_control(", "knee.search(", ".probe(", ".advance_to(", "memorize_random_labels(", "on_session(")
+
+
+def test_notebooks_02_to_04_call_the_building_blocks_not_the_wrappers():
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    for name in ("02_train_vgg16", "03_prune_compare", "04_capacity_curve"):
+        cells = json.loads((notebooks / f"{name}.ipynb").read_text())["cells"]
+        code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+        for source in code:
+            assert not [w for w in WRAPPERS if w in source], (name, source[:200])
+            if "knee.compress_knee(" in source:  # the knee's from-scratch heads are trained in the cell before
+                assert "from_scratch=" in source, (name, source[:200])

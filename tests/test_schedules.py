@@ -197,6 +197,9 @@ def test_compress_knee_writes_loads_and_evaluates(starts):
         assert tuple(stored.widths()) == best["widths"]
     again = knee.search(c, progress=False, log=None)  # finished: every probe read back, nothing trained
     assert [r["test_correct"] for r in again["rows"]] == [r["test_correct"] for r in result["rows"]]
+    other = {**result["rows"][0], "widths": result["rows"][0]["widths"]}  # the start's widths, not the knee's
+    with pytest.raises(ValueError, match="one per seed, of the knee's widths"):  # notebook 03's rows, checked
+        knee.compress_knee(c, bits=(8,), progress=False, log=None, result=again, from_scratch=[other])
     with pytest.raises(ValueError, match="start=None"):
         knee.search(dataclasses.replace(c, start=None), progress=False, log=None)
 
