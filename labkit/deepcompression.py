@@ -21,8 +21,7 @@ from torch import nn
 from . import checks, files
 from . import config as cfg
 from . import progress as reporter
-from .device import give_back_memory, pick_device
-from .device import derive_seed
+from .device import derive_seed, give_back_memory, pick_device
 from .finegrained import (SCAN_SPARSITIES, linear_inputs, check_sparsities, choose_sparsities, kept_weights,
                           masked_fit, mec_sparse, prune_weights, schedule, sensitivity_scan)
 from .train import AdamState

@@ -356,7 +356,13 @@ def compress_knee(c: StudyConfig, bits: Sequence[int] = (8, 4), scratch: bool = 
             raise ValueError(f"{folder.smallest_path} holds widths {head.widths()}, not the knee's {best['widths']}; "
                              f"{fix}")
         where, float32_file = folder.path / "compressed", folder.smallest_path
-    if from_scratch is not None:  # trained already (notebook 03 runs them in its own cell)
+    if from_scratch is None:  # trained here (the command line); notebook 03 trains them in a cell of its own
+        from_scratch = []
+        for s in configs if scratch and best["cycle"] > 0 else []:  # none when the knee is the start itself
+            mine = next(r for r in result["rows"] if r["seed"] == s.seed and r["cycle"] == best["cycle"])
+            from_scratch.append({**study.scratch_control(s, mine), "seed": s.seed, "step_phase": mine["step_phase"],
+                                 "scale": mine["scale"]})
+    else:
         from_scratch = list(from_scratch)
         wanted = len(configs) if best["cycle"] > 0 else 0  # none when the knee is the start itself
         if len(from_scratch) != wanted or any(parse_widths(r["widths"]) != parse_widths(best["widths"])
@@ -364,14 +370,6 @@ def compress_knee(c: StudyConfig, bits: Sequence[int] = (8, 4), scratch: bool = 
             raise ValueError(f"from_scratch must hold {wanted} row(s), one per seed, of the knee's widths "
                              f"{best['widths']} trained from scratch; it holds {len(from_scratch)} of widths "
                              f"{sorted({str(r['widths']) for r in from_scratch})}")
-    elif scratch and best["cycle"] > 0:
-        from_scratch = []
-        for s in configs:
-            mine = next(r for r in result["rows"] if r["seed"] == s.seed and r["cycle"] == best["cycle"])
-            from_scratch.append({**study.scratch_control(s, mine), "seed": s.seed, "step_phase": mine["step_phase"],
-                                 "scale": mine["scale"]})
-    else:
-        from_scratch = []
     sets = {s: study.split_features(c, s) for s in ("val", "test")}  # the training set is not needed
     table = compress.compression_table(head, sets, where, result["rows"][0]["model_bytes"], bits,
                                        name=f"knee-{Widths(best['widths'])}", device=c.device,

@@ -310,8 +310,9 @@ class Run:
         return self._data()
 
     def step(self) -> dict | None:
-        """Run the next cycle and record it (`commit`); None when nothing is left to prune. Cycle 0 trains a fresh head (`start_phases`) or measures the trained start c.start as
-        it is; every later cycle prunes by the plan (`prune_step`), then trains c.epochs epochs at
+        """Run the next cycle and record it (`commit`); None when nothing is left to prune. Cycle 0 trains a fresh
+        head (`start_phases`) or measures the trained start c.start as it is; every later cycle prunes by the plan
+        (`prune_step`), then trains c.epochs epochs at
         `cycle_rate(c)`, going on from the optimizer's moments (a restart would jolt every weight), or with
         c.recover_patience until validation accuracy has not risen for that many epochs, back to the best."""
         if self._replay_first:  # no checkpoint to go on from: the recorded cycles are computed again from cycle 0
