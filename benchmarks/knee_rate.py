@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=12)
     args = parser.parse_args(argv)
     session = notebook.open_session(args.profile)
-    session.trained_start(args.seed, progress=False)
+    study.train_start(dataclasses.replace(session.config, seed=args.seed), session.start_path(args.seed),
+                      progress=False)
     rate_before = matmul_rate()
     with tempfile.TemporaryDirectory() as tmp:
         base = dataclasses.replace(session.config, start=str(session.start_path(args.seed)), seed=args.seed,

@@ -125,7 +125,7 @@ def main() -> int:
 
     import torch
 
-    from labkit import data, features, metrics, prune, records, tables, study, train
+    from labkit import config as cfg, data, features, metrics, prune, records, tables, study, train
     from labkit.config import config_dict, make_config
     from labkit.device import pick_device
 
@@ -192,7 +192,9 @@ def main() -> int:
               flush=True)
     before = (clock.fit_s, clock.eval_s)
     t = time.perf_counter()
-    scratch = study.scratch_control(config, last[prune.METHODS[0]], progress=False, log=None)
+    like = last[prune.METHODS[0]]  # notebook 03's from_scratch: a fresh head of its widths, trained as long
+    scratch = {**study.run_study(cfg.scratch_of(config, cfg.parse_widths(like["widths"]).hidden, like["epochs_total"]),
+                                 progress=False, log=None)[0], "cycle": like["cycle"]}
     per_method["scratch"] = {"total_s": time.perf_counter() - t, "train_s": clock.fit_s - before[0],
                              "evaluate_s": clock.eval_s - before[1]}
     all_rows.append(scratch)

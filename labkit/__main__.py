@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import sys
-from pathlib import Path
 
 try:
     from . import config as cfg
@@ -72,7 +70,7 @@ def _layer(text: str):
 
 
 # options that are not study settings (StudyConfig fields)
-NOT_SETTINGS = ("command", "profile", "no_progress", "bits", "stages", "dc_sparsity", "dc_bits")
+NOT_SETTINGS = ("command", "profile", "no_progress")
 
 
 def _config(parser: argparse.ArgumentParser, args, **defaults) -> cfg.StudyConfig:
@@ -94,20 +92,21 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     subs = {"study": sub.add_parser("study", help="train, test, measure and prune, cycle after cycle")}
     _study_args(subs["study"])
     subs["compress"] = comp = sub.add_parser(
-        "compress", help="search the knee (ever smaller heads, each pruned in one step from the trained head and "
-                         "recovered, beside it trained as long), then store the knee head in 8 and 4 bits")
-    _study_args(comp)
-    comp.add_argument("--bits", type=int, nargs="+", default=[8, 4], choices=range(1, 9), metavar="BITS",
-                      help="storage widths to try: 8 (int8, scale per channel), 1-7 (k-means codebook)")
-    comp.add_argument("--stages", action="store_true",
-                      help="then Deep Compression's three stages on the unpruned trained head (fine-grained pruning "
-                           "with masks, trained quantization, Huffman coding), beside the knee's head stored the "
-                           "same way; the trained head is $LABKIT_RESULTS/<profile>/trained_head_seed<seed>.pt, "
-                           "the notebooks' (trained there when missing), and the knee starts from it")
-    comp.add_argument("--dc-sparsity", dest="dc_sparsity", choices=("han", "scan"), default="han",
-                      help="with --stages: han (fc1 and fc2 keep 4%%, the rest 23%%) or scan (the sensitivity scan)")
-    comp.add_argument("--dc-bits", dest="dc_bits", type=int, default=5, choices=range(1, 9), metavar="BITS",
-                      help="with --stages: bits per shared weight (default 5, Han et al.'s for fully connected layers)")
+        "compress", help="notebook 03's knee search and Deep Compression, run as notebooks 02 and 03 (papermill) "
+                         "into results/<profile>/, with these parameters")
+    comp.add_argument("--profile", default="quick", choices=tuple(cfg.PROFILES), help="size of the run (default quick)")
+    comp.add_argument("--layer", type=_layer, default="all",
+                      help="hidden layer(s) the knee prunes: 0, 1, 2, or 'all' in proportion (default all)")
+    comp.add_argument("--fraction", type=float, help="share of the widths removed per halving step (default 0.5)")
+    comp.add_argument("--tolerance", type=float,
+                      help="validation accuracy loss in points, against the control, still counted as none (default 1)")
+    comp.add_argument("--seeds", type=int, help="trained heads searched together (default: the profile's)")
+    comp.add_argument("--bits", type=int, choices=range(1, 8), metavar="BITS",
+                      help="k-means bits of the knee head's shared weights, beside 8-bit (default 4)")
+    comp.add_argument("--dc-sparsity", dest="dc_sparsity", choices=("han", "scan"),
+                      help="Deep Compression: han (fc1 and fc2 keep 4%%, the rest 23%%; default) or scan")
+    comp.add_argument("--dc-bits", dest="dc_bits", type=int, choices=range(1, 9), metavar="BITS",
+                      help="Deep Compression: bits per shared weight (default 5, Han et al.'s)")
     subs["lab"] = lab = sub.add_parser("lab", help="run the five notebooks with papermill into results/<profile>/")
     lab.add_argument("--profile", choices=tuple(cfg.PROFILES),
                      help="size of the run (default: the parameters file's profile, else quick)")
@@ -141,7 +140,7 @@ def main(argv=None) -> int:
             return _compress(command, args)
         return _study(command, args)
     except KeyboardInterrupt:
-        if args.command == "lab":
+        if args.command in ("lab", "compress"):
             where = getattr(args, "results", None) or "the results folder"
             said = (f"notebooks finished so far are in {where}; run the same command again to run them all "
                     "(their study runs resume after their last finished cycle)")
@@ -185,39 +184,39 @@ def _study(parser, args) -> int:
     return 0
 
 
+COMPRESS_PARAMETERS = {"layer": "knee_layer", "fraction": "fraction", "tolerance": "tolerance", "seeds": "seeds",
+                       "bits": "share_bits", "dc_sparsity": "dc_sparsity", "dc_bits": "dc_bits"}
+
+
+def compress_parameters(args) -> dict:
+    """Notebook 03's parameters from `compress`'s options (those given)."""
+    given = {COMPRESS_PARAMETERS[k]: v for k, v in vars(args).items() if k in COMPRESS_PARAMETERS and v is not None}
+    if "knee_layer" in given:
+        given["knee_layer"] = str(given["knee_layer"])
+    return given
+
+
 def _compress(parser, args) -> int:
-    from . import distributed, tables
+    """The knee and Deep Compression are notebook 03's cells: one implementation, run here with papermill."""
+    from . import checks, runner
 
-    if distributed.launched_by_torchrun():
-        parser.error("compress runs in one process; start it with python -m labkit, not torchrun")
-    config = _config(parser, args, layer="all", schedule="geometric")  # the knee sets each probe's own
-    from . import knee, notebook
-
-    folder = Path(config.results_dir) if config.results_dir else cfg.results_root() / config.profile
-    session = notebook.Session(config.profile, config, folder)
-    if not args.start:  # the knee probes from a trained head: the notebooks' (trained there when missing)
-        session.trained_start(config.seed, progress=not args.no_progress)
-        config = dataclasses.replace(config, start=str(session.start_path(config.seed)), name=args.name)
-        session.config = config
-    elif args.stages:
-        parser.error("--stages runs Deep Compression on the notebooks' trained head and starts the knee from it; "
-                     "leave out --start")
-    print(f"labkit compress: the knee of {config.method}, layer {config.layer}, from {config.start}", flush=True)
-    with _policy(args):
-        result = knee.compress_knee(config, args.bits, progress=not args.no_progress,
-                                    log=lambda s: print(s, flush=True))
-    if not args.stages:
-        session = None
-    print(tables.compress_summary(config, result))
-    if session is not None:
-        dc = session.deep_compression(result, seed=config.seed, sparsity=args.dc_sparsity, bits=args.dc_bits,
-                                      progress=not args.no_progress)
-        print("\nDeep Compression's stages, each file read back (the unpruned head trained as long is the control):")
-        print(tables.format_table(dc["stages"], ("description", "bytes", "ratio", "han_vgg16_ratio", "val_accuracy",
-                                                 "control_val_accuracy", "test_accuracy", "within_tolerance")))
-        print("\n".join(["", *tables.stages_summary(dc["stages"], config.tolerance), "",
-                         *tables.pruning_kinds(dc["versus"])]))
-    print(tables.peak_memory())
+    parameters = compress_parameters(args)
+    try:  # checked here as notebook 03 checks them, before notebook 02 runs
+        for name, value in parameters.items():
+            if name in ("fraction", "tolerance"):
+                checks.number(name, value, minimum=0, **({"above": 0, "below": 1} if name == "fraction" else {}))
+            elif name == "seeds":
+                checks.integer(name, value, minimum=0)
+    except ValueError as err:
+        parser.error(str(err))
+    args.results = cfg.results_root() / args.profile
+    try:
+        paths = runner.run_notebooks(args.profile, ("02_train_vgg16", "03_prune_compare"), parameters)
+    except ValueError as err:
+        parser.error(str(err))
+    folder = paths[0].parent
+    print(f"the knee: {folder / 'knee.csv'}, its stored files: {folder / 'compression.csv'}, Deep Compression: "
+          f"{folder / 'deep_compression.csv'}; read them in the executed {paths[-1]}")
     return 0
 
 

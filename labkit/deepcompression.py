@@ -1,13 +1,12 @@
 """Deep Compression's three stages together (Han, Mao, Dally, ICLR 2016), and fine-grained against structured.
 
 `deep_compression` prunes (labkit.finegrained), quantizes (labkit.quantize) and writes and reads back each
-stage's file (labkit.stagefiles) on a copy of a head; `on_session` runs it on a notebook session's
-trained start beside its equal-budget control; `stage_table`, `weight_histograms` and
+stage's file (labkit.stagefiles) on a copy of a head; notebook 03 runs it on its trained start beside its
+equal-budget control (`plan` gives both budgets, `finish` sets them side by side); `stage_table`, `weight_histograms` and
 `structured_vs_finegrained` (bytes, MEC, CPU time) are what notebook 03 shows.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -171,7 +170,7 @@ def deep_compression(head: VGGHead | str | os.PathLike, splits, *, sparsity="han
                                                                                      for l in head.linears()),
              "val_accuracy": unpruned["val_accuracy"], "test_accuracy": unpruned["test_accuracy"],
              "read_back": "the head itself", "path": None}]
-    del head  # the work copy is all that is needed from here (on_session hands over its only reference)
+    del head  # the work copy is all that is needed from here (a caller may hand over its only reference)
     # Han's iterative pruning: `steps` times, prune to the next sparsity of the schedule, retrain `epochs` epochs
     # with the masks held, one Adam throughout (going on from the start's moments; the payload is left as it was)
     masks, step_rows, state = None, [], AdamState.from_payload(optimizer).copy()
@@ -422,29 +421,3 @@ def finish(result: dict, control: dict, c, splits, start: str | os.PathLike, fol
     for row in versus:  # what each stored_bytes counts
         row["stored_as"] = "float32 file" if row["pruning"] == "unpruned" else f"{bits}-bit Huffman-coded file"
     return {"stages": stages, "result": result, "control": control, "versus": versus}
-
-
-def on_session(session, knee: dict | None = None, seed: int = 0, sparsity="han", bits: int = 5, steps: int = 3,
-               epochs: int | None = None, progress: bool = True) -> dict:
-    """Han et al.'s three stages (`deep_compression`) on a notebook session's trained start of `seed`, each
-    stage's file read back and scored, beside the equal-budget control trained as many epochs (the unpruned
-    head, nothing removed) and Han's VGG16 figures; then structured against fine-grained (`finish`). The budget:
-    `plan`. Notebook 03 runs the same steps in its cells; the command line's `compress` runs this."""
-    from . import study
-
-    record = session.trained_start(seed, progress)[1]  # made if missing; its Adam moments go on, its accuracies
-    splits = study.prepare_features(session.config, progress=progress)
-    c = session.config
-    budget = plan(c, steps, epochs)
-    control_config = dataclasses.replace(c, start=str(session.start_path(seed)), method="none", seed=seed,
-                                         cycles=budget["cycles"] + 1, name=None)
-    # the control first, so that its head is let go before Deep Compression's copies are made
-    control = study.run_study(control_config, progress=progress, log=None)[budget["cycles"]]
-    folder = session.folder / "deep_compression"
-    result = deep_compression(
-        session.start_path(seed), splits, sparsity=sparsity, bits=bits, steps=budget["steps"],
-        epochs=budget["epochs"], finetune_epochs=budget["finetune_epochs"], lr=budget["lr"],
-        finetune_lr=budget["finetune_lr"], batch_size=c.batch_size, optimizer=record.get("optimizer"), seed=seed,
-        folder=folder, name=f"seed{seed}", device=c.device,
-        unpruned={"val_accuracy": record["val"]["accuracy"], "test_accuracy": record["test"]["accuracy"]})
-    return finish(result, control, c, splits, session.start_path(seed), folder, knee, seed, bits)

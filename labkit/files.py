@@ -353,14 +353,6 @@ def json_object(path: str | os.PathLike) -> dict:
     return value
 
 
-def read_json_object(path: str | os.PathLike, what: str, fix: str) -> dict:
-    """A JSON file that must hold an object (a dict); FileProblem naming `what` and `fix` else."""
-    try:
-        return json_object(path)
-    except ValueError as err:
-        raise FileProblem(f"{what} {path} is unreadable ({err}); {fix}") from None
-
-
 def _exists_and_not_empty(path: Path, what: str, fix: str, error: type[FileProblem] = FileProblem) -> None:
     if not path.is_file():
         raise error(f"{what} {path} does not exist; {fix}")

@@ -293,11 +293,6 @@ def decompress_symbols(coded: dict) -> torch.Tensor:
     return decode(coded, coded["lengths"].to(torch.int64))
 
 
-def coded_bytes(coded: dict) -> int:
-    """Bytes the coded stream's tensors hold (data, block lengths, code lengths), without file overhead."""
-    return len(coded["data"]) + 4 * len(coded["block_bits"]) + len(coded["lengths"])
-
-
 # ---------------------------------------------------------------- relative indices
 
 def relative_indices(positions: torch.Tensor, index_bits: int) -> tuple[torch.Tensor, torch.Tensor]:

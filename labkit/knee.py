@@ -13,8 +13,8 @@ most config.KNEE_RESOLUTION apart. Every seed probes the same widths, in lockste
 over seeds, on validation images. Each probe is a run folder (finished probes are read back, not trained again);
 a probe within tolerance keeps its head as smallest_within_tolerance.pt, written before its row.
 
-    search(c, seeds)         the search: {"rows", "control", "steps", "smallest", "agree", "knee"}
-    compress_knee(c, ...)    the search, the knee's widths trained from scratch per seed, the knee head stored
+    Search(c, seeds, data)   one search's bookkeeping (notebook 03's cells run its probes and its loop)
+    compress_knee(c, ...)    the knee head stored and read back, beside the from-scratch heads
 """
 from __future__ import annotations
 
@@ -75,15 +75,13 @@ def _check(configs: Sequence[StudyConfig]) -> None:
 
 
 class Search:
-    """One knee search, a step at a time, over seeds in lockstep: notebook 03 drives it with the student's
-    next_scale and step_within; `search` drives it with labkit's. Use it as a context manager (each seed's control
-    run is held open, its lock too, until the search ends).
+    """One knee search's bookkeeping, a step at a time, over seeds in lockstep: notebook 03's cells run the probes
+    and the halve-then-bisect loop and hand each step here. Use it as a context manager (each seed's control run
+    is held open, its lock too, until the search ends).
 
-        probe(target, scale, phase)  each seed's probe pruned to `target` and recovered, each seed's control read
-                                     at as many epochs: (probe rows, control rows), one per seed, in seed order
-                                     (notebook 03 writes the same step in its own `probe`, then calls record)
+        controls                     each seed's control run (notebook 03's `probe` steps it to a probe's epochs)
         record(target, scale, phase, runs, controls)
-                                     holds a step run outside (each seed's finished probe run, its control row)
+                                     holds a step: each seed's finished probe run, its control row
         decide(within)               records that step with its decision (True: within tolerance) and returns
                                      it as taken (the lead process's, in a multi-process run)
         result()                     {"rows", "control", "steps", "smallest", "agree", "decided", "knee"}
@@ -115,16 +113,6 @@ class Search:
 
     def __exit__(self, *exc) -> None:
         self._stack.close()
-
-    def probe(self, target: Sequence[int], scale: float, phase: str) -> tuple[list[dict], list[dict]]:
-        runs = _probe(self.configs, target, self.data)
-        matched = []
-        for run, ctl in zip(runs, self.controls):
-            extra = run.rows[1]["epochs_total"] - ctl.rows[0]["epochs_total"]
-            ctl.advance_to(extra)
-            ctl.release()
-            matched.append(ctl.rows[extra])
-        return self.record(target, scale, phase, runs, matched)
 
     def record(self, target: Sequence[int], scale: float, phase: str, runs: Sequence[study.Run],
                controls: Sequence[dict]) -> tuple[list[dict], list[dict]]:
@@ -202,31 +190,6 @@ def step_within(probes: Sequence[dict], controls: Sequence[dict], tolerance: flo
                                   mean(r["val_accuracy"] for r in probes), tolerance)
 
 
-@reporter.entry
-def search(c: StudyConfig, seeds: Sequence[StudyConfig] = ()) -> dict:
-    """Search the knee from c's trained start (and those of `seeds`, configs differing in seed and start, in
-    lockstep), deciding with labkit's next_scale and step_within (notebook 03 runs the same steps with the
-    student's). Returns Search.result():
-      rows: every seed's probe rows, `cycle` the search step (0: the start itself), with `seed`, `step_phase`,
-        `scale`, `cycle_epochs` (epochs early stopping kept) and `epochs_run`;
-      control: each probe's control row (the start trained as many epochs), `cycle` the same step;
-      steps: one dict per step (step, phase, scale, widths, val_accuracy and control_val_accuracy as means over
-        seeds, within_tolerance, paired);  smallest: the first seed's row at the knee;  agree: `per_seed_knees`;
-      knee: `knee_table` (without from-scratch rows; compress_knee adds them).
-    """
-    with Search(c, seeds) as s:
-        plan = scales(c.hidden, c.layer, c.fraction)
-        within = None
-        while True:
-            try:
-                step, phase, scale, target = plan.send(within)
-            except StopIteration:
-                break
-            probes, controls = s.probe(target, scale, phase)
-            within = s.decide(step_within(probes, controls, c.tolerance))
-    return s.result()
-
-
 def paired_on_validation(probes: Sequence[dict], controls: Sequence[dict]) -> dict | None:
     """Each seed's probe against its own control on that seed's validation images, the seeds pooled
     (stats.pooled): diff (points, probe - control: the mean of the seeds' differences) and its 95% margin over
@@ -242,46 +205,6 @@ def _smallest(rows: Sequence[dict], decided: dict[int, bool]) -> dict:
     first = rows[0].get("seed", 0)
     return min((r for r in rows if r.get("seed", 0) == first and decided.get(r["cycle"])),
                key=lambda r: (r["parameters"], -r["val_accuracy"]))
-
-
-def scales(hidden: Sequence[int], layer, fraction: float, resolution: float = cfg.KNEE_RESOLUTION,
-           steps: int = cfg.GEOMETRIC_CYCLES):
-    """The search's plan, as a generator: yields (step, phase, scale, hidden widths to probe) and is sent whether
-    that probe was within tolerance. The scale shrinks by (1 - fraction) a step while every probe is within
-    ("halving"); after the first probe outside, it bisects (the geometric mean) between the smallest scale within
-    and the largest outside ("refine") until they are at most `resolution` apart, or whole neurons cannot tell
-    them apart. It also ends once every pruned layer is down to one neuron within tolerance, or after `steps`."""
-    lo, hi, step = 1.0, None, 0
-    pruned = range(len(hidden)) if layer == "all" else [int(layer)]
-    while step < steps:
-        scale = next_scale(lo, hi, fraction, resolution)
-        if scale is None:
-            return
-        target = probe_widths(hidden, layer, scale)
-        if target == probe_widths(hidden, layer, lo) or (hi is not None and target == probe_widths(hidden, layer, hi)):
-            return  # whole neurons: the widths cannot be resolved further
-        step += 1
-        within = yield step, ("halving" if hi is None else "refine"), scale, target
-        if within:
-            lo = scale
-            if hi is None and all(target[i] == 1 for i in pruned):
-                return  # one neuron a pruned layer, still within tolerance
-        else:
-            hi = scale
-
-
-def _probe(configs: Sequence[StudyConfig], target: Sequence[int], data) -> list[study.Run]:
-    """Each seed's probe at `target`, finished up to its pruned cycle and recorded, one seed at a time (a seed's
-    head is let go before the next seed's loads): the runs, closed. A probe finished earlier is
-    read back. Each pruned head is also kept as the run's smallest head, before its row is recorded (a kill in
-    between resumes); `search` deletes that file once the step is decided outside tolerance."""
-    out = []
-    for s in configs:  # leaving each run lets go of its head: the next seed's probe needs the memory
-        with study.Run(probe_config(s, target), data, quiet=s is not configs[0], keep_last=True) as run:
-            while not run.done:
-                run.step()  # the start, measured; then the pruned cycle
-        out.append(run)
-    return out
 
 
 def knee_table(rows: Sequence[dict], control: Sequence[dict], tolerance: float,
@@ -323,24 +246,21 @@ def per_seed_knees(rows: Sequence[dict], control: Sequence[dict], tolerance: flo
             for s in seeds}
 
 
-@reporter.entry
-def compress_knee(c: StudyConfig, bits: Sequence[int] = (8, 4), scratch: bool = True,
-                  seeds: Sequence[StudyConfig] = (), share=None, result: dict | None = None,
-                  from_scratch: Sequence[dict] | None = None) -> dict:
-    """`search` (or `result`, a search already run: Search.result(), notebook 03), then the knee's widths trained
-    from scratch for each seed (as many epochs as its probe in all; `from_scratch`: those rows, trained already),
-    and the first seed's knee head stored at `bits`, every file loaded back and scored on validation and test.
+def compress_knee(c: StudyConfig, bits: Sequence[int], result: dict, from_scratch: Sequence[dict],
+                  seeds: Sequence[StudyConfig] = (), share=None) -> dict:
+    """A finished search (`result`: Search.result(), notebook 03), the knee's widths trained from scratch for each
+    seed (`from_scratch`: one row per seed, as many epochs as its probe in all, checked here), and the first
+    seed's knee head stored at `bits`, every file loaded back and scored on validation and test.
 
-    Returns search's dict with: scratch (one row per seed), knee (now with the scratch rows), table (one row per
-    stored file: storage, bytes, ratio to the unpruned float32 head's file, val/test accuracy and correctness
-    records, control_test_accuracy and control_test_right of the probe's control, drop_points = the control's
-    test accuracy minus this one's, in points, path). `share`: the codebooks are fitted by this function (a
-    student's kmeans_share, notebook 03) instead of labkit's.
+    Returns the search's dict with: scratch (the from-scratch rows), knee (`knee_table`, with them), table (one
+    row per stored file: storage, bytes, ratio to the unpruned float32 head's file, val/test accuracy and
+    correctness records, control_test_accuracy and control_test_right of the probe's control, drop_points = the
+    control's test accuracy minus this one's, in points, path). `share`: the codebooks are fitted by this function
+    (a student's kmeans_share, notebook 03) instead of labkit's.
     """
     from . import compress
 
     compress.check_bit_widths(bits)
-    result = search(c, seeds) if result is None else result
     best = result["smallest"]
     configs = [c, *[s for s in seeds if s.seed != c.seed]]
     hidden = parse_widths(best["widths"]).hidden
@@ -356,20 +276,13 @@ def compress_knee(c: StudyConfig, bits: Sequence[int] = (8, 4), scratch: bool = 
             raise ValueError(f"{folder.smallest_path} holds widths {head.widths()}, not the knee's {best['widths']}; "
                              f"{fix}")
         where, float32_file = folder.path / "compressed", folder.smallest_path
-    if from_scratch is None:  # trained here (the command line); notebook 03 trains them in a cell of its own
-        from_scratch = []
-        for s in configs if scratch and best["cycle"] > 0 else []:  # none when the knee is the start itself
-            mine = next(r for r in result["rows"] if r["seed"] == s.seed and r["cycle"] == best["cycle"])
-            from_scratch.append({**study.scratch_control(s, mine), "seed": s.seed, "step_phase": mine["step_phase"],
-                                 "scale": mine["scale"]})
-    else:
-        from_scratch = list(from_scratch)
-        wanted = len(configs) if best["cycle"] > 0 else 0  # none when the knee is the start itself
-        if len(from_scratch) != wanted or any(parse_widths(r["widths"]) != parse_widths(best["widths"])
-                                              for r in from_scratch):
-            raise ValueError(f"from_scratch must hold {wanted} row(s), one per seed, of the knee's widths "
-                             f"{best['widths']} trained from scratch; it holds {len(from_scratch)} of widths "
-                             f"{sorted({str(r['widths']) for r in from_scratch})}")
+    from_scratch = list(from_scratch)
+    wanted = len(configs) if best["cycle"] > 0 else 0  # none when the knee is the start itself
+    if len(from_scratch) != wanted or any(parse_widths(r["widths"]) != parse_widths(best["widths"])
+                                          for r in from_scratch):
+        raise ValueError(f"from_scratch must hold {wanted} row(s), one per seed, of the knee's widths "
+                         f"{best['widths']} trained from scratch; it holds {len(from_scratch)} of widths "
+                         f"{sorted({str(r['widths']) for r in from_scratch})}")
     sets = {s: study.split_features(c, s) for s in ("val", "test")}  # the training set is not needed
     table = compress.compression_table(head, sets, where, result["rows"][0]["model_bytes"], bits,
                                        name=f"knee-{Widths(best['widths'])}", device=c.device,

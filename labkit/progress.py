@@ -3,7 +3,7 @@
 The inner layers (train, features, prune, capacity, finegrained) take no `progress` or `log` parameter: they
 ask this module for a bar (`bar`) and say what a person should read (`say`). The driver (the command line, a
 notebook's Session, a benchmark, a test) chooses once, with `reporting(bars=..., log=...)`; study's entry
-points (run_study, knee.search, knee.compress_knee, train_start, ...) accept `progress=` and `log=` for the
+points (run_study, train_start, prepare_features, ...) accept `progress=` and `log=` for the
 same choice and open that block themselves. Outside any block bars are on and messages are printed.
 
 Bars and messages come only from the lead process of a multi-process run (distributed.is_lead), and no bar

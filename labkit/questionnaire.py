@@ -324,7 +324,7 @@ def _head_size_line(head_size: Sequence[dict] | None) -> str:
 
 def numbers(question: str, a: dict) -> list[dict]:
     """The measured numbers a student answers `question` ("q1" .. "q10") from, as rows (measured, value), read
-    from `a`, the dict notebook.Session.questionnaire_inputs returns."""
+    from `a`, the dict `inputs` returns."""
     from statistics import stdev
 
     from . import capacity
@@ -369,52 +369,48 @@ def numbers(question: str, a: dict) -> list[dict]:
     return [{"measured": k, "value": v} for k, v in facts[question].items()]
 
 
-def inputs(session, seed: int = 0, progress: bool = True) -> dict:
-    """What notebook 05's answers read: the trained heads of `seed` and `seed + 1` (02 / 04), the comparison
-    (03), the capacity curve (04), the knee and the stored heads (03), the data requirement (04). Each is
-    read from results/<profile>/ when an earlier notebook wrote it, and computed now (saying so) when not."""
+NEEDS = {"03_prune_compare": ("prune_compare", "knee", "compression", "head_size"),
+         "04_capacity_curve": ("capacity_curve", "data_requirement", "memorization", "requirement_ladder")}
+
+
+def inputs(session, seed: int = 0) -> dict:
+    """What notebook 05's answers read: the tables notebooks 03 and 04 wrote in results/<profile>/ (an error naming
+    those missing and how to make them), and the trained heads of `seed` and `seed + 1` (notebooks 02 and 04's,
+    trained now where missing)."""
+    import dataclasses
+
     import torch
 
-    from . import capacity, capacity_text, data, memorization, prune, study, train
+    from . import capacity, data, study, train
     from . import config as cfg
 
-    head, record = session.trained_start(seed, progress)
-    other, _ = session.trained_start(seed + 1, progress)  # a second rater for Q3
-    splits = study.prepare_features(session.config, progress=progress)
+    tables = {name: session.saved_table(name) for names in NEEDS.values() for name in names}
+    missing = {nb: [n for n in names if tables[n] is None] for nb, names in NEEDS.items()}
+    missing = {nb: names for nb, names in missing.items() if names}
+    if missing:
+        raise RuntimeError(f"notebook 05 answers from what notebooks 03 and 04 measured, and {session.folder} lacks "
+                           + "; ".join(f"{', '.join(n + '.csv' for n in names)} ({nb})" for nb, names in missing.items())
+                           + f": run them first (python -m labkit lab --profile {session.profile} --only "
+                           + " ".join(missing) + ", or make lab)")
+    heads = []
+    for s in (seed, seed + 1):  # seed + 1: a second rater for Q3
+        if not session.start_path(s).exists():
+            print(f"No trained head at {session.start_path(s)}; training one now ({session.profile!r} profile).")
+        heads.append(study.train_start(dataclasses.replace(session.config, seed=s), session.start_path(s)))
+    (head, record), (other, _) = heads
+    splits = study.prepare_features(session.config)
     test = train.evaluate(head, splits.test, return_predictions=True)
     second = train.evaluate(other, splits.test, return_predictions=True)
-    compare = session.saved_table("prune_compare")
-    if compare is None:
-        print("No table from notebook 03; running its comparison now.")
-        compare = session.compare(prune.METHODS, seeds=(seed,), progress=progress)
-    knee, stored = session.saved_table("knee"), session.saved_table("compression")
-    if knee is None or stored is None:
-        print("No knee search from notebook 03; running it now.")
-        result = session.knee(progress=progress)
-        knee, stored = result["knee"], result["table"]
-    requirement = session.saved_table("data_requirement")
-    if requirement is None:
-        print("No data requirement from notebook 04; estimating it now.")
-        requirement = capacity_text.requirement_rows(study.requirement_progressions(session.config))
-    curve = session.saved_table("capacity_curve") or compare
-    starts = [r["test_accuracy"] for r in curve if r["method"] == "none" and r["cycle"] == 0]
-    memorized = session.saved_table("memorization")
-    if memorized is None:
-        print("No memorization table from notebook 04; measuring it now.")
-        memorized = memorization.memorize_random_labels(splits.train)
-    ladder = session.saved_table("requirement_ladder")
-    if ladder is None:
-        print("No requirement ladder from notebook 04; measuring it now.")
-        ladder = session.ladder(progress)["rows"]
-    head_size = session.saved_table("head_size") or session.head_size(ladder=ladder, progress=progress)
-    return {"memorization": memorized, "requirement_ladder": ladder, "mec_effective_bits":
-            capacity.mec_effective_of(head), "map_size": head.map_size,
+    curve, knee = tables["capacity_curve"], tables["knee"]
+    return {"memorization": tables["memorization"], "requirement_ladder": tables["requirement_ladder"],
+            "mec_effective_bits": capacity.mec_effective_of(head), "map_size": head.map_size,
             "record": record, "test": test, "weights": splits.train.weights, "n_train": len(splits.train),
             "confusion": metrics.confusion_matrix(splits.test.labels, test["predictions"]),
             "between_heads": metrics.confusion_matrix(test["predictions"], second["predictions"]),
             "counts": study.class_counts(session.config),
             "full_train_counts": torch.bincount(data.Subsets(dataset=session.config.dataset).load("train")[1],
                                                 minlength=cfg.CLASSES).tolist(),
-            "mec_bits": capacity.mec_of(head), "compare": compare, "curve": curve, "knee": knee,
-            "stored": stored, "requirement": requirement, "start_accuracies": starts, "head_size": head_size,
-            "tolerance": float(knee[0]["tolerance"])}
+            "mec_bits": capacity.mec_of(head), "compare": tables["prune_compare"], "curve": curve, "knee": knee,
+            "stored": tables["compression"], "requirement": tables["data_requirement"],
+            "start_accuracies": [r["test_accuracy"] for r in curve if r["method"] == "none" and r["cycle"] == 0],
+            "head_size": tables["head_size"], "tolerance": float(knee[0]["tolerance"])}

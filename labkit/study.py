@@ -9,7 +9,6 @@ Files are the run folder's business (labkit.runs), settings the config's (labkit
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from pathlib import Path
@@ -22,8 +21,7 @@ from . import backbone, capacity, data, distributed, features, model, prune, run
 from . import progress as reporter
 from . import device
 from .device import derive_seed
-from .config import (CLASSES, CONTROLS, StudyConfig, Widths, config_dict, fields_for,
-                     parse_widths, prune_plan, scratch_of)
+from .config import CLASSES, CONTROLS, StudyConfig, Widths, config_dict, fields_for, prune_plan
 from .runs import RunFolder
 
 # ---------------------------------------------------------------- data and heads
@@ -177,10 +175,6 @@ def train_start(c: StudyConfig, path: str | os.PathLike, progress=reporter.KEEP,
 def within_tolerance(baseline: float, accuracy: float, tolerance: float) -> bool:
     """True when `accuracy` is at most `tolerance` percentage points below `baseline` (both fractions)."""
     return accuracy >= baseline - tolerance / 100 - 1e-12
-
-
-def by_cycle(rows: Sequence[dict]) -> dict[int, dict]:
-    return {r["cycle"]: r for r in rows}
 
 
 def against_control(rows: Sequence[dict], control: Sequence[dict]) -> dict[int, dict]:
@@ -454,7 +448,7 @@ def _start_key(c: StudyConfig, data: Splits) -> tuple:
     return (str(Path(c.start).resolve()), st.st_mtime_ns, st.st_size, sets, c.subsets, str(c.device))
 
 
-# ---------------------------------------------------------------- runs, grids, controls
+# ---------------------------------------------------------------- the command line's run
 
 @reporter.entry
 def run_study(c: StudyConfig) -> list[dict]:
@@ -463,8 +457,8 @@ def run_study(c: StudyConfig) -> list[dict]:
     Cycle 0 trains the fresh head (or measures `c.start` as it is); every later cycle removes
     neurons of the pruned layer(s) by c.method (see `config.prune_plan`), then trains c.epochs epochs,
     and ends with validation and test accuracy, MEC (bits, live neurons) and rho = correct test points / MEC.
-    The knee (the smallest head within tolerance of its control) is labkit.knee's search, which runs
-    oneshot runs from a trained start.
+    Notebooks 03 and 04 write the same loop in a cell (`run`); the comparison, the controls and the knee search
+    are theirs.
     """
     with Run(c, features_when_needed(c)) as run:  # leaving it lets go of the head
         _announce(run)
@@ -487,45 +481,3 @@ def _show(row: dict | None) -> None:
 
     if row is not None:
         reporter.say(tables.format_table([row], tables.COLUMNS_SHOWN, rows_only=True))
-
-
-@reporter.entry
-def run_grid(base: StudyConfig, methods: Sequence[str] = prune.METHODS, seeds: Sequence[int] = (0,)) -> list[dict]:
-    """run_study for every (method, seed); rows of all runs, each with a `seed` column added."""
-    rows = []
-    for seed in seeds:
-        for method in methods:
-            c = dataclasses.replace(base, method=method, seed=seed, name=None)
-            reporter.say(f"--- {c.run_name}")
-            rows += [{**r, "seed": seed} for r in run_study(c)]
-    return rows
-
-
-@reporter.entry
-def scratch_control(c: StudyConfig, like: dict) -> dict:
-    """A fresh head of the widths of row `like`, trained as many epochs in all (the from-scratch control).
-
-    Returns its row, marked method="scratch", with `cycle` set to the cycle of `like` it matches.
-    """
-    hidden = list(parse_widths(like["widths"])[1:-1])
-    s = scratch_of(c, hidden, like["epochs_total"])
-    reporter.say(f"--- {s.run_name} (from scratch, {like['epochs_total']} epochs, as cycle {like['cycle']} had)")
-    row = run_study(s)[0]
-    return {**row, "cycle": like["cycle"], "layer": c.layer, "removed": like["removed"]}
-
-
-@reporter.entry
-def compare_methods(base: StudyConfig, methods: Sequence[str] = prune.METHODS, seed: int = 0) -> list[dict]:
-    """Every method from the same start, its equal-budget control ("none"), and the last cycle's widths
-    trained from scratch ("scratch", once per distinct widths); rows with a `seed` column."""
-    rows = run_grid(base, (*methods, "none"), (seed,))
-    last = {}
-    for r in rows:
-        if r["method"] not in CONTROLS:
-            last[r["method"]] = r
-    done = set()
-    for r in last.values():
-        if r["widths"] not in done and r["cycle"] > 0:
-            done.add(r["widths"])
-            rows.append({**scratch_control(dataclasses.replace(base, seed=seed), r), "seed": seed})
-    return rows

@@ -212,7 +212,7 @@ def paired(a: dict[int, dict], b: dict[int, dict], split: str) -> tuple[list[flo
 def controls_summary(rows: Sequence[dict], split: str = "test") -> list[str]:
     """For each pruning method, at its last cycle: against the equal-budget control and against scratch.
 
-    rows: a comparison grid (study.compare_methods, several seeds allowed) holding methods, "none"
+    rows: a comparison grid (notebook 03's, or 04's over several seeds) holding methods, "none"
     and "scratch" rows (scratch rows carry the cycle they match). Sentences use `split` accuracy,
     paired by seed where every arm has the seed.
     """
@@ -327,12 +327,6 @@ def best_against_control(rows: Sequence[dict], best: dict) -> str:
 
 # ---------------------------------------------------------------- the knee and compression
 
-KNEE_COLUMNS = ("seed", "cycle", "step_phase", "method", "widths", "mec_bits", "mec_effective_bits", "epochs_total",
-                "cycle_epochs", "epochs_run", "control_epochs_total", "val_accuracy", "control_val_accuracy",
-                "test_accuracy", "control_test_accuracy", "within_tolerance", "step_within_tolerance",
-                "smallest")
-
-
 def knee_summary(result: dict, tolerance: float) -> list[str]:
     """What the knee search showed (knee.compress_knee's result, one seed or several): the knee (the smallest
     probe whose mean validation accuracy over seeds stayed within tolerance of its equal-budget control), the
@@ -396,7 +390,7 @@ def knee_summary(result: dict, tolerance: float) -> list[str]:
     if len(agree) > 1:
         same = sum(w == best["widths"] for w in agree.values())
         own = sorted(set(agree.values()), key=lambda w: parse_widths(w).hidden)
-        spread = (f"every seed alone puts it there too" if len(own) == 1 else
+        spread = ("every seed alone puts it there too" if len(own) == 1 else
                   f"the seeds' own knees range from {hidden_text(own[0])} to {hidden_text(own[-1])}")
         lines.append(f"{same} of {len(agree)} seeds put the knee at {hidden_text(best['widths'])} when judged on "
                      f"their own, among the widths probed ({', '.join(f'seed {s}: {hidden_text(w)}' for s, w in agree.items())}): "
@@ -450,16 +444,6 @@ def study_summary(config, rows: Sequence[dict]) -> str:
     folder = RunFolder(config)
     lines = [f"\n{len(rows)} cycles in {folder.history_path}", format_table(rows, COLUMNS_SHOWN)]
     return "\n".join(lines)
-
-
-def compress_summary(config, result: dict) -> str:
-    """What `python -m labkit compress` prints at the end: the knee beside its control, the stored files."""
-    return "\n".join([
-        "\nthe knee search, each probe beside the unpruned head trained as long (decisions on validation):",
-        format_table(result["knee"], KNEE_COLUMNS), "", *knee_summary(result, config.tolerance), "",
-        "each file below was written, loaded back from disk and evaluated:",
-        format_table(result["table"], ("storage", "bytes", "ratio", "val_accuracy", "test_accuracy",
-                                       "control_test_accuracy", "drop_points"))])
 
 
 def peak_memory() -> str:

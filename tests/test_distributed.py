@@ -63,35 +63,38 @@ def _rank_main(folder, results, start):
     os.environ["LABKIT_OFFLINE"] = "1"
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))  # ranks that disagree fail, not hang
     rank = dist.get_rank()
-    from labkit import backbone, features, knee, study
+    from labkit import backbone, features, study
 
     if rank == 1:  # left alone, rank 1 would find every probe out of tolerance and take ImageNet weights
         study.within_tolerance = lambda baseline, accuracy, tolerance: False
         real = backbone.resolve_weights
         backbone.resolve_weights = features.resolve_weights = (
             lambda weights="auto", seed=0: "imagenet" if weights == "auto" else real(weights, seed))
-    c = _knee_config(results, start)
-    rows = knee.search(c, progress=False, log=None)["rows"]
-    tag = study.prepare_features(c, progress=False).train.weights
+    import notebook_cells  # this script's folder, tests/, is on sys.path
+
+    ns = notebook_cells.knee(_knee_config(results), start, compress=False, tolerance=100.0, fraction=0.9)
+    rows = ns["result"]["rows"]
+    tag = study.prepare_features(ns["configs"][0], progress=False).train.weights
     with open(os.path.join(folder, f"rank{rank}.txt"), "w") as fh:
         fh.write(f"{len(rows)} {tag}")
     dist.barrier()  # both ranks are done communicating before either leaves
     dist.destroy_process_group()
 
 
-def _knee_config(results, start=None):
+def _knee_config(results):
     from labkit import config
 
     return config.make_config("ci", hidden=(64, 48, 16), k=8, epochs=1, batch_size=32, train_limit=300,
                               val_limit=200, test_limit=200, lr=1e-3, dropout=0.0, device="cpu", layer="all",
-                              fraction=0.9, tolerance=100.0, checkpoints="off", results_dir=results, start=start)
+                              fraction=0.9, tolerance=100.0, checkpoints="off", results_dir=results)
 
 
 def test_rank_zero_takes_the_decisions(tmp_path):
-    from labkit import study
+    """Notebook 03's knee cells, run by two ranks."""
+    import notebook_cells
 
-    start = tmp_path / "start.pt"  # one trained start, made in one process, read by both ranks
-    study.train_start(_knee_config(str(tmp_path / "results")), start, progress=False, log=None)
+    start = tmp_path / "session"  # seed 0's trained start, made in one process, read back by both ranks
+    notebook_cells.namespace(_knee_config(str(tmp_path / "results")), start)["start_of"](0)
     # run by torchrun as a real job is (its agent, not rank 0, holds the rendezvous store); this file is the script
     try:
         _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,

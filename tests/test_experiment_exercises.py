@@ -113,18 +113,13 @@ def test_paired_t_wrong_answers_fail():
     _fails("paired_t", fractions, "points")
 
 
-def test_knee_step_references_drive_the_same_plan_as_scales():
-    """labkit's own search (knee.scales) takes its steps from next_scale: the plan it yields is the one the
-    notebook's loop builds from next_scale and the widths (a knee at scale 0.3)."""
-    hidden = (4096, 4096, 256)
-    plan, within, got = knee.scales(hidden, "all", 0.5), None, []
-    while True:
-        try:
-            step, phase, scale, target = plan.send(within)
-        except StopIteration:
-            break
-        got.append(scale)
-        within = scale >= 0.3
+def test_knee_step_references_drive_notebook_03s_loop():
+    """Notebook 03's loop cell, with labkit's next_scale (no student function has passed here) and an oracle for a
+    knee at scale 0.3, takes the steps next_scale gives by hand, and brackets the knee to 15%."""
+    import notebook_cells
+
+    steps, _, _ = notebook_cells.walk(0.3, (4096, 4096, 256), 0.5)
+    got = [scale for _, _, scale, _ in steps]
     lo, hi, want = 1.0, None, []
     while (scale := knee.next_scale(lo, hi, 0.5)) is not None:
         want.append(scale)
@@ -147,10 +142,10 @@ def test_a_criterion_defined_outside_labkit_runs_beside_both_controls(small_conf
 
     try:
         assert prune.criterion("spread", spread_scores) == "spread"
-        start = tmp_path / "start.pt"
-        study.train_start(small_config, start, progress=False, log=None)
-        base = dataclasses.replace(small_config, start=str(start))
-        rows = study.compare_methods(base, ("l2", "spread"), progress=False, log=None)
+        import notebook_cells
+
+        ns = notebook_cells.namespace(small_config, tmp_path / "r", methods=("l2", "spread"))
+        rows, base = notebook_cells.run("03_prune_compare", "# The comparison: every criterion", ns)["rows"], ns["base"]
         methods = {r["method"] for r in rows}
         assert {"l2", "spread", "none", "scratch"} <= methods
         mine = [r for r in rows if r["method"] == "spread" and r["cycle"] > 0]

@@ -309,19 +309,18 @@ def test_a_control_ignores_what_it_does_not_depend_on(small_config):
         assert config.control_of(dataclasses.replace(small_config, **change)).run_dir == base.run_dir
 
 
-def test_two_compress_runs_with_other_heads_share_a_results_folder(tmp_path):
+def test_two_knee_searches_with_other_heads_share_a_runs_folder(small_config, tmp_path):
+    """Notebook 03's knee cells for two heads, their runs in one folder: each control has a folder of its own."""
+    import notebook_cells
+
     results = tmp_path / "r"
-    heads = [("64", "48", "16"), ("32", "24", "8")]
-    for head in heads:
-        args = ["compress", "--profile", "ci", "--hidden", *head, "--batch-size", "32", "--train-limit", "300",
-                "--val-limit", "200", "--test-limit", "200", "--lr", "1e-3", "--epochs", "1", "--cycles", "2",
-                "--bits", "8", "--no-progress", "--results", str(results)]
-        done = cli(*args)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    heads = [(64, 48, 16), (32, 24, 8)]
+    for i, head in enumerate(heads):
+        c = dataclasses.replace(small_config, hidden=head, results_dir=str(results))
+        notebook_cells.knee(c, tmp_path / f"session{i}", compress=False, tolerance=100.0, fraction=0.9)
     controls = sorted(p.name for p in results.iterdir() if "-none-" in p.name)
     assert len(controls) == 2, controls
-    assert {tuple(json.loads((results / n / "config.json").read_text())["hidden"]) for n in controls} == {
-        tuple(map(int, h)) for h in heads}
+    assert {tuple(json.loads((results / n / "config.json").read_text())["hidden"]) for n in controls} == set(heads)
 
 
 # ---------------------------------------------------------------- 5. a full disk is one line naming the folder

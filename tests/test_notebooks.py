@@ -148,8 +148,21 @@ def _fake_tables(folder, accuracy):
                                       ("linear classifier (the ladder)", "512-10"))]
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in (("prune_compare", rows), ("capacity_curve", rows), ("data_requirement", need),
-                        ("knee", knee), ("compression", compression), ("head_size", head_size)):
+                        ("knee", knee), ("compression", compression), ("head_size", head_size),
+                        *_measured_tables().items()):
         _write(folder, name, table)
+
+
+def _measured_tables(held={}):
+    """Notebook 04's memorization and requirement ladder, measured once on the ci profile's features."""
+    if not held:
+        from labkit import config, memorization, study
+
+        splits = study.prepare_features(config.make_config("ci"), progress=False)
+        held["memorization"] = memorization.memorize_random_labels(splits.train, steps=60, start=20)
+        held["requirement_ladder"] = memorization.measure_requirement(splits.train, splits.val,
+                                                                      test_set=splits.test)["rows"]
+    return held
 
 
 def test_questionnaire_answers_follow_the_results(tmp_path):

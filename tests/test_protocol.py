@@ -5,6 +5,7 @@ import hashlib
 import pytest
 import torch
 
+import notebook_cells
 from labkit import config, data, features, files, model, prune, runs, study, train
 
 
@@ -56,13 +57,10 @@ def _start(c, tmp_path):
 
 
 def test_test_labels_decide_nothing(small_config, tmp_path, monkeypatch):
-    from labkit import knee
-
-    geo = dataclasses.replace(_start(small_config, tmp_path), tolerance=0.5)
-    result = knee.search(geo, progress=False, log=None)
+    result = notebook_cells.knee(small_config, tmp_path / "r", compress=False, tolerance=0.5)["result"]
     _permuted_test_labels(monkeypatch)
-    other = dataclasses.replace(geo, results_dir=str(tmp_path / "permuted"))
-    permuted = knee.search(other, progress=False, log=None)
+    other = dataclasses.replace(small_config, results_dir=str(tmp_path / "permuted"))
+    permuted = notebook_cells.knee(other, tmp_path / "permuted", compress=False, tolerance=0.5)["result"]
     decided = lambda r: ([(s["widths"], s["within_tolerance"]) for s in r["steps"]],  # noqa: E731
                          r["smallest"]["widths"], [x["val_correct"] for x in r["rows"]])
     assert decided(result) == decided(permuted)
@@ -72,8 +70,8 @@ def test_test_labels_decide_nothing(small_config, tmp_path, monkeypatch):
 def test_each_probe_is_judged_against_its_control_at_equal_training(small_config, tmp_path):
     from labkit import knee
 
-    geo = dataclasses.replace(_start(small_config, tmp_path), tolerance=0.5)
-    result = knee.compress_knee(geo, bits=(8,), progress=False, log=None)
+    ns = notebook_cells.knee(small_config, tmp_path / "r", tolerance=0.5)
+    geo, result = ns["configs"][0], ns["result"]
     table, rows, control = result["knee"], result["rows"], result["control"]
     assert [(r["seed"], r["cycle"]) for r in control] == [(r["seed"], r["cycle"]) for r in rows]
     assert all(c["epochs_total"] == r["epochs_total"] for r, c in zip(rows, control))  # equal training
@@ -107,13 +105,9 @@ def test_each_probe_is_judged_against_its_control_at_equal_training(small_config
 
 
 def test_comparison_holds_both_controls_for_every_seed(small_config, tmp_path):
-    rows = []
-    for seed in (0, 1):
-        c = dataclasses.replace(small_config, seed=seed)
-        start = tmp_path / f"start{seed}.pt"
-        study.train_start(c, start, progress=False, log=None)
-        rows += study.compare_methods(dataclasses.replace(c, start=str(start)), ("l2", "reservoir"), seed,
-                                      progress=False, log=None)
+    """Notebook 04's curve cell (notebook 03's comparison, once per seed), run on the small head."""
+    ns = notebook_cells.namespace(small_config, tmp_path / "r", seeds=2, methods=("l2", "reservoir"))
+    rows = notebook_cells.run("04_capacity_curve", "# The curve over seeds", ns)["rows"]
     for seed in (0, 1):
         mine = [r for r in rows if r["seed"] == seed]
         assert {r["method"] for r in mine} == {"l2", "reservoir", "none", "scratch"}
@@ -124,9 +118,9 @@ def test_comparison_holds_both_controls_for_every_seed(small_config, tmp_path):
         assert (scratch["widths"], scratch["cycle"], scratch["epochs_total"]) == (last["widths"], 2, last["epochs_total"])
 
 
-def test_scratch_is_a_fresh_head_trained_as_long(small_config):
+def test_scratch_is_a_fresh_head_trained_as_long(small_config, tmp_path):
     like = {"widths": "25088-40-48-16-10", "epochs_total": 3, "cycle": 2, "removed": 24}
-    row = study.scratch_control(small_config, like, progress=False, log=None)
+    row = notebook_cells.namespace(small_config, tmp_path / "r")["from_scratch"](small_config, like)  # 03's
     c = config.scratch_of(small_config, [40, 48, 16], 3)
     assert c.method == "scratch" and c.epochs == 3 and c.cycles == 1 and c.start is None
     assert (row["method"], str(row["widths"]), row["epochs_total"], row["cycle"]) == ("scratch", like["widths"], 3, 2)

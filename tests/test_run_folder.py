@@ -297,7 +297,7 @@ def test_unwritable_folder_names_the_reason(tmp_path, monkeypatch):
 
 def test_bad_bits_and_device_are_refused_before_any_work(tmp_path):
     began = time.time()
-    run = refused(cli("compress", *SMALL, "--results", str(tmp_path), "--bits", "9"), "--bits", "9")
+    run = refused(cli("compress", "--profile", "ci", "--bits", "9"), "--bits", "9")
     assert "usage: python -m labkit compress" in run.stderr
     if not torch.cuda.is_available():
         run = refused(study(tmp_path, "--device", "cuda"), "--device", "'cpu'")

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import notebook_cells
 from labkit import compress, config, knee, model, runs, study, train
 
 
@@ -95,20 +96,10 @@ def test_probe_widths_by_hand():
 
 
 def _walk(threshold, hidden=(4096, 4096, 256), fraction=0.5):
-    """The search's plan run against an oracle: a probe is within tolerance when its scale is at least
+    """Notebook 03's search loop run against an oracle: a probe is within tolerance when its scale is at least
     `threshold` (known in advance, as no trained head is). Returns (steps, smallest scale within, largest
     outside)."""
-    plan, within, steps = knee.scales(hidden, "all", fraction), None, []
-    while True:
-        try:
-            step, phase, scale, target = plan.send(within)
-        except StopIteration:
-            break
-        steps.append((step, phase, scale, target))
-        within = scale >= threshold
-    inside = [s for _, _, s, _ in steps if s >= threshold]
-    outside = [s for _, _, s, _ in steps if s < threshold]
-    return steps, min(inside, default=1.0), max(outside, default=None)
+    return notebook_cells.walk(threshold, hidden, fraction)
 
 
 @pytest.mark.parametrize("threshold", [0.9, 0.3, 0.11, 0.013])
@@ -133,22 +124,22 @@ def test_the_search_stops_at_one_neuron_or_whole_widths():
 
 
 @pytest.fixture
-def starts(small_config, tmp_path):
-    """Two trained starts (seeds 0 and 1) of the small config, and configs that start from them."""
-    configs = []
-    for seed in (0, 1):
-        c = dataclasses.replace(small_config, seed=seed, layer="all", checkpoints="off")
-        study.train_start(c, tmp_path / f"start{seed}.pt", progress=False, log=None)
-        configs.append(dataclasses.replace(c, start=str(tmp_path / f"start{seed}.pt")))
-    return configs
+def setup(small_config, tmp_path):
+    """The small config in layer "all" and a results folder: notebook 03's knee cells train seed 0's and seed 1's
+    starts there (its start_of) and search from them."""
+    return dataclasses.replace(small_config, layer="all"), tmp_path / "results03"
 
 
-def test_knee_probes_recover_and_their_controls_train_as_long(starts):
+def _knee(setup, compress=True, **parameters):
+    """Notebook 03's knee cells (notebook_cells.knee) on the small head: its namespace."""
+    return notebook_cells.knee(*setup, compress=compress, **parameters)
+
+
+def test_knee_probes_recover_and_their_controls_train_as_long(setup):
     """Tolerance 0 cannot hold for long: the search leaves tolerance, then refines; every probe trained until
     validation stopped rising (at most the recovery's epochs) and its control exactly as many epochs."""
-    c = dataclasses.replace(starts[0], tolerance=0.0)
-    result = knee.compress_knee(c, bits=(8,), seeds=[dataclasses.replace(starts[1], tolerance=0.0)], progress=False,
-                                log=None)
+    ns = _knee(setup, tolerance=0.0, seeds=2)
+    c, result = ns["configs"][0], ns["result"]
     rows, table, most = result["rows"], result["knee"], config.KNEE_RECOVERY["ci"]["epochs"]
     for seed in (0, 1):
         mine = [r for r in table if r["seed"] == seed and r["method"] != "scratch"]
@@ -181,9 +172,9 @@ def test_knee_probes_recover_and_their_controls_train_as_long(starts):
             assert s["epochs_total"] == probe["epochs_total"] and s["widths"] == best["widths"]
 
 
-def test_compress_knee_writes_loads_and_evaluates(starts):
-    c = dataclasses.replace(starts[0], tolerance=100.0)
-    result = knee.compress_knee(c, bits=(8, 4), progress=False, log=None, scratch=False)
+def test_compress_knee_writes_loads_and_evaluates(setup, monkeypatch):
+    ns = _knee(setup, tolerance=100.0)
+    c, result = ns["configs"][0], ns["result"]
     best, table = result["smallest"], result["table"]
     assert parse_hidden(best) == (1, 1, 1)  # a tolerance of 100 points keeps every probe: one neuron a layer
     assert [r["storage"] for r in table] == ["float32", "int8, scale per channel", "4-bit k-means codebook"]
@@ -195,25 +186,28 @@ def test_compress_knee_writes_loads_and_evaluates(starts):
         accuracy = train.evaluate(stored, test_set, device="cpu")["accuracy"]
         assert r["drop_points"] == pytest.approx(100 * (reference["test_accuracy"] - accuracy))
         assert tuple(stored.widths()) == best["widths"]
-    again = knee.search(c, progress=False, log=None)  # finished: every probe read back, nothing trained
-    assert [r["test_correct"] for r in again["rows"]] == [r["test_correct"] for r in result["rows"]]
+    trained, real_fit = [], train.fit
+    monkeypatch.setattr(train, "fit", lambda *a, **k: trained.append(a) or real_fit(*a, **k))
+    again = _knee(setup, compress=False, tolerance=100.0)["result"]  # finished: every probe read back
+    monkeypatch.undo()
+    assert not trained and [r["test_correct"] for r in again["rows"]] == [r["test_correct"] for r in result["rows"]]
     other = {**result["rows"][0], "widths": result["rows"][0]["widths"]}  # the start's widths, not the knee's
     with pytest.raises(ValueError, match="one per seed, of the knee's widths"):  # notebook 03's rows, checked
-        knee.compress_knee(c, bits=(8,), progress=False, log=None, result=again, from_scratch=[other])
+        knee.compress_knee(c, bits=(8,), result=again, from_scratch=[other])
     with pytest.raises(ValueError, match="start=None"):
-        knee.search(dataclasses.replace(c, start=None), progress=False, log=None)
+        knee.Search(dataclasses.replace(c, start=None))
 
 
 def parse_hidden(row):
     return config.parse_widths(row["widths"]).hidden
 
 
-def test_a_kill_between_keeping_the_head_and_its_row_resumes(starts, monkeypatch):
-    """A probe within tolerance keeps its head before its row is recorded: killed in between, the same call
-    resumes and ends as a straight search does."""
-    c = dataclasses.replace(starts[0], tolerance=100.0, fraction=0.9)
-    straight = knee.compress_knee(dataclasses.replace(c, results_dir=c.results_dir + "-straight"), bits=(8,),
-                                  progress=False, log=None, scratch=False)
+def test_a_kill_between_keeping_the_head_and_its_row_resumes(setup, monkeypatch):
+    """A probe within tolerance keeps its head before its row is recorded: killed in between, notebook 03's
+    cells run again resume and end as a straight search does."""
+    c, folder = setup
+    straight = notebook_cells.knee(dataclasses.replace(c, results_dir=str(folder) + "-straight"),
+                                   str(folder) + "-straight", tolerance=100.0, fraction=0.9)["result"]
     real = runs.RunFolder.keep_smallest
     calls = []
 
@@ -225,9 +219,9 @@ def test_a_kill_between_keeping_the_head_and_its_row_resumes(starts, monkeypatch
 
     monkeypatch.setattr(runs.RunFolder, "keep_smallest", keep_then_die)
     with pytest.raises(KeyboardInterrupt):
-        knee.compress_knee(c, bits=(8,), progress=False, log=None, scratch=False)
+        _knee(setup, tolerance=100.0, fraction=0.9)
     monkeypatch.setattr(runs.RunFolder, "keep_smallest", real)
-    resumed = knee.compress_knee(c, bits=(8,), progress=False, log=None, scratch=False)
+    resumed = _knee(setup, tolerance=100.0, fraction=0.9)["result"]
     assert [r["test_correct"] for r in resumed["rows"]] == [r["test_correct"] for r in straight["rows"]]
     assert resumed["smallest"]["widths"] == straight["smallest"]["widths"]
     # the files hold the same head (the float32 file also records its run's folder, which differs here)
@@ -235,31 +229,40 @@ def test_a_kill_between_keeping_the_head_and_its_row_resumes(starts, monkeypatch
     assert [r["test_correct"] for r in resumed["table"]] == [r["test_correct"] for r in straight["table"]]
 
 
-def test_a_smallest_head_of_another_run_is_refused(starts):
+def test_a_smallest_head_of_another_run_is_refused(setup):
     """smallest_within_tolerance.pt records the run that wrote it: one copied in from a run with other settings
     never reaches the compression table."""
     import shutil
 
-    c = dataclasses.replace(starts[0], tolerance=100.0, fraction=0.9)
-    other = dataclasses.replace(c, lr=2e-3)
-    first = knee.search(c, progress=False, log=None)
-    knee.search(other, progress=False, log=None)
-    target = first["smallest"]["widths"].hidden
-    mine, theirs = (knee.probe_config(x, target).run_dir for x in (c, other))
+    c, folder = setup
+    first = _knee(setup, compress=False, tolerance=100.0, fraction=0.9)
+    other = notebook_cells.knee(dataclasses.replace(c, lr=2e-3, results_dir=str(folder) + "-other"),
+                                str(folder) + "-other", compress=False, tolerance=100.0, fraction=0.9)
+    target = first["result"]["smallest"]["widths"].hidden
+    mine, theirs = (knee.probe_config(ns["configs"][0], target).run_dir for ns in (first, other))
     shutil.copyfile(theirs / runs.SMALLEST, mine / runs.SMALLEST)
     with pytest.raises(Exception, match="lr=0.002.*not this run's smallest head"):
-        knee.compress_knee(c, bits=(8,), progress=False, log=None, scratch=False)
+        notebook_cells.run("03_prune_compare", "# The knee's second control", first)
     assert not (mine / "compressed").exists()
 
 
-def test_cli_compress_prints_the_table(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "labkit", "compress", "--profile", "ci", "--hidden", "64", "48", "16",
-                          "--train-limit", "300", "--val-limit", "200", "--test-limit", "200", "--batch-size", "32",
-                          "--lr", "1e-3", "--fraction", "0.9", "--bits", "8", "2", "--results", str(tmp_path / "runs"),
-                          "--no-progress"], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "int8, scale per channel" in out.stdout and "2-bit k-means codebook" in out.stdout
-    assert "the knee of l2, layer all" in out.stdout and "peak memory" in out.stdout
-    assert "control_epochs_total" in out.stdout and "unpruned head trained as long" in out.stdout
+def test_cli_compress_runs_notebooks_02_and_03_with_its_options(monkeypatch, capsys, tmp_path):
+    """`python -m labkit compress` is notebook 03's knee and Deep Compression (one implementation): its options
+    become 03's parameters, checked before anything runs."""
+    from labkit import __main__ as cli, runner
+
+    ran = []
+    monkeypatch.setenv("LABKIT_RESULTS", str(tmp_path))
+    monkeypatch.setattr(runner, "run_notebooks", lambda profile, names, parameters: ran.append(
+        (profile, tuple(names), parameters)) or [tmp_path / "ci" / f"{n}.ipynb" for n in names])
+    assert cli.main(["compress", "--profile", "ci", "--layer", "1", "--fraction", "0.9", "--bits", "2",
+                     "--tolerance", "0.5", "--seeds", "2", "--dc-bits", "4"]) == 0
+    assert ran == [("ci", ("02_train_vgg16", "03_prune_compare"), {"knee_layer": "1", "fraction": 0.9,
+                                                                   "share_bits": 2, "tolerance": 0.5, "seeds": 2,
+                                                                   "dc_bits": 4})]
+    assert "knee.csv" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["compress", "--fraction", "1.5"])
+    assert "fraction" in capsys.readouterr().err and len(ran) == 1
     bad = subprocess.run([sys.executable, "-m", "labkit", "compress", "--layer", "top"], capture_output=True, text=True)
     assert bad.returncode == 2 and "layer 'top' must be a hidden layer's number" in bad.stderr
