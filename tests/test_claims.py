@@ -7,7 +7,10 @@ import torch
 
 matplotlib.use("Agg")
 
-from labkit import headsize, knee, plots, questionnaire, records, stats, tables  # noqa: E402
+import notebook_cells  # noqa: E402
+from labkit import headsize, knee, plots, records, stats, tables  # noqa: E402
+
+ANSWERS = notebook_cells.definitions("05_questionnaire")  # Q1-Q10 as notebook 05 writes them
 
 from test_headsize import _curve, _dc, _ladder  # noqa: E402
 from test_tables import _grid, _knee_result  # noqa: E402
@@ -111,16 +114,16 @@ def test_questionnaire_claims_no_more_than_was_measured(tmp_path):
     rows = headsize.rows(result, _dc(), _ladder(), map_size=1)
     (tmp_path / "head_size.csv").write_text(notebook.table_csv(rows))
     saved = notebook.read_table(tmp_path / "head_size.csv")
-    q5 = questionnaire.q5(10**8, 2000, [], None, head_size=saved)
+    q5 = ANSWERS.q5(10**8, 2000, [], None, head_size=saved)
     assert "predicts" not in q5 and "validation accuracy is the estimate, and test checks it" in q5
-    q6 = questionnaire.q6({"epochs": [{"epoch": 1, "accuracy": 0.9}], "best_epoch": 1, "val": {"accuracy": 0.9}},
+    q6 = ANSWERS.q6({"epochs": [{"epoch": 1, "accuracy": 0.9}], "best_epoch": 1, "val": {"accuracy": 0.9}},
                           {"accuracy": 0.9}, 10**8, 2000, "random")
     assert "was not tested here" in q6 and "What limits accuracy on real labels here is" not in q6
     curve = _curve()
     curve += [{**r, "val_accuracy": 0.99} for r in curve if r["method"] == "scratch"]  # a control above the best
-    q7 = questionnaire.q7(curve, result["knee"], 1.0, saved)
+    q7 = ANSWERS.q7(curve, result["knee"], 1.0, saved)
     assert "Among the pruned heads and the unpruned head trained as long" in q7 and "higher still" in q7
-    q10 = questionnaire.q10({"accuracy": 0.9, "correct": 900, "total": 1000}, 10**8, 0.88, result["knee"],
+    q10 = ANSWERS.q10({"accuracy": 0.9, "correct": 900, "total": 1000}, 10**8, 0.88, result["knee"],
                             result["table"], "quick", head_size=saved)
     assert "no GPU run of the lab has been measured" in q10 and "changes the last digits" not in q10
 

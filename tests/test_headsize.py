@@ -1,7 +1,10 @@
 """head_size.csv: the lab's answers to how big the head must be, side by side, in one bookkeeping."""
 import pytest
 
-from labkit import capacity, headsize, notebook, questionnaire
+import notebook_cells
+from labkit import capacity, headsize, notebook
+
+ANSWERS = notebook_cells.definitions("05_questionnaire")  # Q1-Q10 as notebook 05 writes them
 from labkit.config import Widths
 
 from test_tables import _knee_result
@@ -53,9 +56,9 @@ def test_six_heads_one_bookkeeping(tmp_path):
     # read back as notebook 05 reads it, Q5, Q7 and Q10 cite the knee's widths and the ladder's head from it
     (tmp_path / "head_size.csv").write_text(notebook.table_csv(rows))
     saved = notebook.read_table(tmp_path / "head_size.csv")
-    q5 = questionnaire.q5(10**8, 2000, [], None, head_size=saved)
-    q7 = questionnaire.q7(_curve(), result["knee"], 1.0, saved)
-    q10 = questionnaire.q10({"accuracy": 0.9, "correct": 900, "total": 1000}, 10**8, 0.88, result["knee"],
+    q5 = ANSWERS.q5(10**8, 2000, [], None, head_size=saved)
+    q7 = ANSWERS.q7(_curve(), result["knee"], 1.0, saved)
+    q10 = ANSWERS.q10({"accuracy": 0.9, "correct": 900, "total": 1000}, 10**8, 0.88, result["knee"],
                             result["table"], "quick", head_size=saved)
     for text in (q5, q7, q10):
         assert "1024-1024-64" in text and "512-32-10" in text

@@ -2,7 +2,10 @@
 branch, made-up rows and figures worked out by hand."""
 import torch
 
-from labkit import capacity, capacity_text, questionnaire
+import notebook_cells
+from labkit import capacity, capacity_text
+
+ANSWERS = notebook_cells.definitions("05_questionnaire")  # Q1-Q10 as notebook 05 writes them
 
 NOMINAL, EFFECTIVE = capacity.mec([25088, 4096, 4096, 256, 10]), capacity.mec([512, 4096, 4096, 256, 10])
 
@@ -107,29 +110,29 @@ def _record():
 def test_q5_gives_thresholds_and_the_measured_ladder():
     requirement = [{"representation": "features", "fraction": f, "n": round(2000 * f), "thresholds": round(1800 * f),
                     "max_bits": round(9e5 * f), "expected_bits": round(1e4 * f)} for f in (0.05, 0.1, 0.2, 0.4, 1.0)]
-    text = questionnaire.q5(NOMINAL, 2000, requirement, None, _ladder(64), EFFECTIVE, 1, 1.0)
+    text = ANSWERS.q5(NOMINAL, 2000, requirement, None, _ladder(64), EFFECTIVE, 1, 1.0)
     assert "inputs repeat" in text and "2,109,696" in text and "thresholds estimate" in text
     assert "512-64-10 (32,896 bits" in text
-    plain = questionnaire.q5(NOMINAL, 2000, requirement, None)
+    plain = ANSWERS.q5(NOMINAL, 2000, requirement, None)
     assert "Measured on the real labels" not in plain
 
 
 def test_q6_states_the_images_each_head_memorized():
     rows = [_mem_row(w, n) for w, n in ((1, 3), (8, 1100))] + [_mem_row(32, 2000, all_images=True),
                                                               _mem_row(8, 1050, copies=49)]
-    text = questionnaire.q6(_record(), {"accuracy": 0.9}, NOMINAL, 2000, "random-seed0", rows, EFFECTIVE)
+    text = ANSWERS.q6(_record(), {"accuracy": 0.9}, NOMINAL, 2000, "random-seed0", rows, EFFECTIVE)
     assert "512-1-10: 3 images" in text and "512-8-10: 1,100 images" in text
     assert "memorized 1,050 images against 1,100" in text
     assert "512-32-10 (16,448 bits of effective MEC) already fitted all 2,000" in text
     assert "2,109,696 effective bits" in text
-    none_all = questionnaire.q6(_record(), {"accuracy": 0.9}, NOMINAL, 2000, "imagenet", rows[:2], EFFECTIVE)
+    none_all = ANSWERS.q6(_record(), {"accuracy": 0.9}, NOMINAL, 2000, "imagenet", rows[:2], EFFECTIVE)
     assert "No small head fitted every random label" in none_all
-    old = questionnaire.q6(_record(), {"accuracy": 0.9}, NOMINAL, 2000, "imagenet")
+    old = ANSWERS.q6(_record(), {"accuracy": 0.9}, NOMINAL, 2000, "imagenet")
     assert "more epochs would memorize" in old
 
 
 def test_q8_gives_rho_both_ways():
-    text = questionnaire.q8({"total": 2000, "accuracy": 0.9, "correct": 1800}, NOMINAL, [0.9, 0.91], EFFECTIVE)
+    text = ANSWERS.q8({"total": 2000, "accuracy": 0.9, "correct": 1800}, NOMINAL, [0.9, 0.91], EFFECTIVE)
     assert "the inputs repeat" in text and "Across 2 independently" in text
     assert text.count("rho") == 1
 
@@ -138,26 +141,26 @@ def test_q8_gives_rho_both_ways():
 
 def test_q1_meets_or_misses_the_cheque_bar_and_names_the_weakest_class():
     confusion = torch.tensor([[9, 1, 0], [0, 10, 0], [3, 0, 7]])  # class 2: 7 of 10 right, the least
-    low = questionnaire.q1({"accuracy": 0.8667, "total": 30}, confusion)
+    low = ANSWERS.q1({"accuracy": 0.8667, "total": 30}, confusion)
     assert "does not meet that bar" in low and "86.67% on 30 test images" in low and "chance is 33%" in low
     assert "the least margin here is 2 (70.0% of its test images correct)" in low
-    high = questionnaire.q1({"accuracy": 0.995, "total": 30}, confusion)
+    high = ANSWERS.q1({"accuracy": 0.995, "total": 30}, confusion)
     assert "this head meets that bar" in high
 
 
 def test_q2_counts_the_subsets_and_the_imbalance():
-    text = questionnaire.q2({"training": [100, 100], "validation": [20, 20]}, [5000, 6742], 10_000)
+    text = ANSWERS.q2({"training": [100, 100], "validation": [20, 20]}, [5000, 6742], 10_000)
     assert "11,742 training and 10,000 test images" in text and "200 training, 40 validation" in text
     assert "5,000 to 6,742 (largest / smallest = 1.35)" in text  # 6,742 / 5,000 by hand
 
 
 def test_q4_the_information_reduced():
-    text = questionnaire.q4(28 * 28 * 8, 10)
+    text = ANSWERS.q4(28 * 28 * 8, 10)
     # 6,272 bits in, log2(10) = 3.32 bits out: a factor of 6,272 / 3.3219 = 1,888
     assert "up to 6,272 bits" in text and "log2(10) = 3.32 bits" in text and "about 1,888" in text
-    assert "log2(8) = 3.00 bits" in questionnaire.q4(28 * 28 * 8, 8) and "about 2,091" in questionnaire.q4(6272, 8)
+    assert "log2(8) = 3.00 bits" in ANSWERS.q4(28 * 28 * 8, 8) and "about 2,091" in ANSWERS.q4(6272, 8)
 
 
 def test_q9_counts_the_pruned_variants_not_the_controls():
-    text = questionnaire.q9(["l1", "l2", "none", "scratch"])
+    text = ANSWERS.q9(["l1", "l2", "none", "scratch"])
     assert "The 2 pruned variants (l1, l2)" in text and "one modality" in text

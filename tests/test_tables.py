@@ -2,7 +2,10 @@
 import pytest
 import torch
 
+import notebook_cells
 from labkit import capacity, capacity_text, questionnaire, tables
+
+ANSWERS = notebook_cells.definitions("05_questionnaire")  # Q1-Q10 as notebook 05 writes them
 
 
 # ---------------------------------------------------------------- compare: the margin and the outcome
@@ -206,9 +209,9 @@ def test_q7_and_q10_name_the_same_head_as_the_knee():
     result = _knee_result()
     knee = result["knee"]
     curve = _grid([0.95], [0.90], [0.9])
-    q7 = questionnaire.q7(curve, knee, 1.0)
+    q7 = ANSWERS.q7(curve, knee, 1.0)
     test = {"accuracy": 0.9, "correct": 900, "total": 1000}
-    q10 = questionnaire.q10(test, 10**8, 0.88, knee, result["table"], "quick")
+    q10 = ANSWERS.q10(test, 10**8, 0.88, knee, result["table"], "quick")
     assert "stop at 1024-1024-64" in q7 and "25088-1024-1024-64-10" in q10
     assert "the next smaller head probed, 512-512-32, reached 85.00%" in q7
     assert "far from where accuracy starts to fall: the knee of notebook 03 keeps 1,024" in q7
@@ -260,7 +263,7 @@ def test_knee_over_seeds_decides_on_the_mean_and_counts_agreement():
 
 def test_unpruned_knee_has_no_control_sentence():
     knee = _knee_result()["knee"]
-    assert questionnaire.knee_against_controls(knee, knee[0]) == ""
+    assert ANSWERS.knee_against_controls(knee, knee[0]) == ""
 
 
 def test_knee_choice_reads_a_saved_table(tmp_path):
@@ -275,7 +278,7 @@ def test_knee_choice_reads_a_saved_table(tmp_path):
 
 def test_q3_names_what_each_kappa_measures():
     c = torch.tensor([[2, 1, 0], [0, 2, 1], [1, 0, 3]])
-    text = questionnaire.q3(c, torch.diag(torch.tensor([3, 3, 4])), (0, 1))
+    text = ANSWERS.q3(c, torch.diag(torch.tensor([3, 3, 4])), (0, 1))
     assert "not how well the data is annotated" in text and "two independently trained heads" in text
     assert f"{0.36 / 0.66:.4f}" in text and "kappa = 1.0000" in text
 
