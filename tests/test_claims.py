@@ -11,6 +11,7 @@ import notebook_cells  # noqa: E402
 from labkit import headsize, knee, plots, records, stats, tables  # noqa: E402
 
 ANSWERS = notebook_cells.definitions("05_questionnaire")  # Q1-Q10 as notebook 05 writes them
+NB03 = notebook_cells.definitions("03_prune_compare")  # its sentences, as its cells write them
 
 from test_headsize import _curve, _dc, _ladder  # noqa: E402
 from test_tables import _grid, _knee_result  # noqa: E402
@@ -51,7 +52,7 @@ def _with_records(result, n=1000):
 
 
 def test_the_knee_summary_states_the_pooled_margin_beside_the_tolerance():
-    lines = tables.knee_summary(_with_records(_knee_result()), 1.0)
+    lines = NB03.knee_summary(_with_records(_knee_result()), 1.0)
     decision = next(line for line in lines if line.startswith("The decision"))
     assert "-0.50 points against the control, 95% margin ±" in decision and "tolerance of 1 point" in decision
     margin = float(decision.split("95% margin ±")[1].split(" ")[0])
@@ -65,10 +66,10 @@ def test_the_knee_summary_states_the_pooled_margin_beside_the_tolerance():
 def test_seeds_own_knees_are_reported_as_a_range():
     result = _knee_result()
     result["agree"] = {0: "25088-1024-1024-64-10", 1: "25088-512-512-32-10", 2: "25088-2048-2048-128-10"}
-    text = " ".join(tables.knee_summary(result, 1.0))
+    text = " ".join(NB03.knee_summary(result, 1.0))
     assert "the seeds' own knees range from 512-512-32 to 2048-2048-128" in text
     result["agree"] = {0: "25088-1024-1024-64-10", 1: "25088-1024-1024-64-10"}
-    assert "every seed alone puts it there too" in " ".join(tables.knee_summary(result, 1.0))
+    assert "every seed alone puts it there too" in " ".join(NB03.knee_summary(result, 1.0))
 
 
 def test_a_difference_on_one_split_that_the_other_does_not_show_is_not_called_an_effect():

@@ -6,6 +6,7 @@ import notebook_cells
 from labkit import capacity, capacity_text, questionnaire, tables
 
 ANSWERS = notebook_cells.definitions("05_questionnaire")  # Q1-Q10 as notebook 05 writes them
+NB03 = notebook_cells.definitions("03_prune_compare")  # its sentences, as its cells write them
 
 
 # ---------------------------------------------------------------- compare: the margin and the outcome
@@ -196,7 +197,7 @@ def _knee_result():
 def test_knee_summary_states_the_choice_against_the_control():
     result = _knee_result()
     assert result["smallest"]["cycle"] == 2  # 0.895 is within 1 point of the control's 0.90; 0.85 is not
-    lines = tables.knee_summary(result, 1.0)
+    lines = NB03.knee_summary(result, 1.0)
     assert lines[0].startswith("The knee (one seed): 1024-1024-64 (")
     assert "recovered for 3 epoch(s)" in lines[0] and "validation 89.50% against the control's 90.00%" in lines[0]
     assert "The next smaller head probed, 512-512-32, reached 85.00%" in lines[1]
@@ -253,7 +254,7 @@ def test_knee_over_seeds_decides_on_the_mean_and_counts_agreement():
     assert agree == {0: widths[1], 1: widths[2], 2: widths[2]}
     result = {"rows": rows, "control": control, "smallest": best, "scratch": [], "agree": agree, "table": [],
               "steps": _steps(rows, control), "knee": knee.knee_table(rows, control, 1.0)}
-    lines = tables.knee_summary(result, 1.0)
+    lines = NB03.knee_summary(result, 1.0)
     assert "(means over 3 seeds)" in lines[0] and "validation 89.33%" in lines[0]
     assert lines[2].startswith("2 of 3 seeds put the knee at 1024-1024-64")
     assert "Student's t over 3 seeds" in " ".join(lines)
@@ -294,17 +295,17 @@ def test_criteria_against_random_every_branch():
     rand = [{**r, "method": "reservoir"} for r in rows if r["method"] == "l2"]
     for r, v in zip([r for r in rand if r["cycle"] == 1], (0.90, 0.901, 0.902)):
         r["test_accuracy"] = v
-    (line,) = tables.criteria_summary(rows + rand)
+    (line,) = NB03.criteria_summary(rows + rand)
     assert "l2 chose better neurons than chance" in line and "Student's t over 3 seeds" in line
     worse = [{**r, "test_accuracy": 1.75 - r["test_accuracy"]} if r["method"] == "l2" and r["cycle"] == 1 else r
              for r in rows]
-    assert "chose worse neurons" in tables.criteria_summary(worse + rand)[0]
-    same = tables.criteria_summary([{**r, "method": "reservoir"} if r["method"] == "l2" else r for r in rows]
+    assert "chose worse neurons" in NB03.criteria_summary(worse + rand)[0]
+    same = NB03.criteria_summary([{**r, "method": "reservoir"} if r["method"] == "l2" else r for r in rows]
                                    + [r for r in rows if r["method"] == "l2"])
     assert "no difference was measured between l2 and choosing at random" in same[0]
-    one = tables.criteria_summary([r for r in rows + rand if r["seed"] == 0])
+    one = NB03.criteria_summary([r for r in rows + rand if r["seed"] == 0])
     assert "on one seed (not yet a measured effect)" in one[0]
-    assert tables.criteria_summary(rows) == []  # no random arm, nothing to compare with
+    assert NB03.criteria_summary(rows) == []  # no random arm, nothing to compare with
 
 
 def _stage(stage, size, val, test, han, description):
@@ -317,12 +318,12 @@ def test_stages_summary_every_branch():
     stages = [_stage("float32", 480e6, 0.92, 0.92, 1.0, "unpruned"), _stage("sparse", 35e6, 0.905, 0.91, 13.0, "pruned"),
               _stage("quantized", 9.6e6, 0.904, 0.913, 31.0, "+ quantization"),
               _stage("huffman", 7.2e6, 0.904, 0.913, 49.0, "+ Huffman")]
-    lines = tables.stages_summary(stages)
+    lines = NB03.stages_summary(stages)
     assert "66.7x smaller" in lines[0] and "pruned 13.7x (Han: 13x)" in lines[0] and "+ Huffman 66.7x (Han: 49x)" in lines[0]
     assert "within the 1-point tolerance" in lines[1] and "90.40% on validation" in lines[1]
     assert "took 25% off the quantized file" in lines[2] and "it is lossless" in lines[2]
     worse = stages[:3] + [_stage("huffman", 7.2e6, 0.88, 0.914, 49.0, "+ Huffman")]
-    lines = tables.stages_summary(worse)
+    lines = NB03.stages_summary(worse)
     assert "2.00 points below it, more than the 1-point tolerance" in lines[1]
     assert "which lossless coding must not" in lines[2]
 
@@ -339,7 +340,7 @@ def test_pruning_kinds_every_branch():
             "mec_kept_bits": 4 * 10**6, "sparse_layers": "fc2", "ms_q1": 35.0, "ms": 39.0, "ms_q3": 41.0}
     slow = {**fine, "pruning": "slow", "ms_q1": 45.0, "ms": 60.0, "ms_q3": 61.0}
     same = {**base, "pruning": "structured (the knee, 25088-64-10)", "ms_q1": 60.0, "ms": 70.0, "ms_q3": 80.0}
-    s, f, w, n = tables.pruning_kinds([base, structured, fine, slow, same])
+    s, f, w, n = NB03.pruning_kinds([base, structured, fine, slow, same])
     assert s.startswith("structured: 12 weights kept (12.0%), 6.00 MB stored") and "8.0x faster" in s
     assert "dense kernels" in s and "quartiles 4.8-5.3" in s
     assert "no faster or slower than the unpruned head as measured" in f and "spreads that overlap" in f
