@@ -1,9 +1,9 @@
-"""Deep Compression's three stages together (Han, Mao, Dally, ICLR 2016), and fine-grained against structured.
+"""Deep Compression (Han, Mao, Dally, ICLR 2016) around its stages, and fine-grained against structured.
 
-`deep_compression` prunes (labkit.finegrained), quantizes (labkit.quantize) and writes and reads back each
-stage's file (labkit.stagefiles) on a copy of a head; notebook 03 runs it on its trained start beside its
-equal-budget control (`plan` gives both budgets, `finish` sets them side by side); `stage_table`, `weight_histograms` and
-`structured_vs_finegrained` (bytes, MEC, CPU time) are what notebook 03 shows.
+Notebook 03's cells run the three stages on its trained start: pruning and retraining (labkit.finegrained),
+trained quantization (labkit.quantize), each stage's file written and read back (`stage_file`,
+labkit.stagefiles). Here: their budget beside the equal-budget control (`plan`), the stage table and the side by
+side of structured and fine-grained pruning (`finish`: bytes, MEC, CPU time), the weight histograms.
 """
 from __future__ import annotations
 
@@ -19,17 +19,14 @@ from torch import nn
 
 from . import checks, files
 from . import config as cfg
-from . import progress as reporter
-from .device import derive_seed, give_back_memory, pick_device
-from .finegrained import (SCAN_SPARSITIES, linear_inputs, check_sparsities, choose_sparsities, kept_weights,
-                          masked_fit, mec_sparse, prune_weights, schedule, sensitivity_scan)
-from .train import AdamState
+from .device import give_back_memory
+from .finegrained import linear_inputs, kept_weights, mec_sparse
 from .model import VGGHead
-from .quantize import SharedWeights, check_bits, finetune_centroids, share_weights, write_shared
+from .quantize import SharedWeights
 from .stagefiles import load_stage, save_stage, stage_payload
 
 DC_EPOCHS = {"ci": 1, "quick": 3, "paper": 3}  # Deep Compression's retraining epochs per prune step
-DC_LR_FACTOR = 2  # its retraining rate, times the schedule's lr (see Session.deep_compression)
+DC_LR_FACTOR = 2  # its retraining rate, times the schedule's lr (see `plan`)
 STAGE_NAMES = {"float32": "unpruned, float32", "sparse": "pruned, stored sparse (float32, relative indices)",
                "quantized": "+ trained quantization", "huffman": "+ Huffman coding"}
 # Han et al.'s published VGG16 figures (arXiv 1510.00149 and 1506.02626): file bytes and ratio after each stage
@@ -89,7 +86,7 @@ def add_shared(histograms: list[dict], shared: Sequence[SharedWeights]) -> list[
 
 # ---------------------------------------------------------------- the three stages together
 
-def _evaluate(head: VGGHead, splits, device, which=("val", "test")) -> dict:
+def accuracies(head: VGGHead, splits, device, which=("val", "test")) -> dict:
     """{"val_accuracy", "test_accuracy"} of the head (its inference form built once for both)."""
     from . import train
 
@@ -106,132 +103,26 @@ def same_head(a: VGGHead, b: VGGHead) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
 
 
-def _stage_file(head: VGGHead, stage: str, path: Path, shared, index_bits: int, accuracy: dict, kept: int,
-                splits, device) -> dict:
-    """Write one stage file and read it back: bitwise the head it was written from (so its accuracies are that
-    head's, measured once), or else evaluated itself. The row keeps the head read back under "_head"."""
+def stage_file(head: VGGHead, stage: str, path: str | os.PathLike, shared, accuracy: dict, kept: int, splits,
+               device, index_bits: int = 5) -> dict:
+    """Write one stage's file ("sparse", "quantized" or "huffman", labkit.stagefiles) and read it back: bitwise
+    the head it was written from (so its accuracies are that head's, `accuracy`, measured once), or else
+    evaluated itself. Returns the stage's row: stage, bytes, weights_kept (`kept`), val_accuracy, test_accuracy,
+    read_back, path."""
+    path = Path(path)
+    files.writable_folder(path.parent, "the Deep Compression folder", "set LABKIT_RESULTS to a folder you can "
+                                                                      "write to")
     size = save_stage(head, path, stage, shared, index_bits)
     back = load_stage(path)
     same = same_head(back, head)
     return {"stage": stage, "bytes": size, "weights_kept": kept,
-            **(accuracy if same else _evaluate(back, splits, device)),
-            "read_back": "bitwise the head written" if same else "differs: evaluated as read", "path": str(path),
-            "_head": back}
-
-
-def deep_compression(head: VGGHead | str | os.PathLike, splits, *, sparsity="han", scan_tolerance: float = 1.0,
-                     scan_sparsities: Sequence[float] = SCAN_SPARSITIES, scan_limit: int | None = 500,
-                     bits=5, index_bits: int = 5, steps: int = 2, epochs: int = 1, finetune_epochs: int = 1,
-                     lr: float = 1e-3, finetune_lr: float = 1e-4, batch_size: int = 128, seed: int = 0,
-                     optimizer: dict | None = None, folder: str | os.PathLike, name: str = "head", device="auto",
-                     unpruned: dict | None = None) -> dict:
-    """Han et al.'s three stages on a copy of `head` (a head, or the path of its file: read here and let go once
-    copied, so that the unpruned head and its working copy are not both held); every stage written as a file
-    and read back.
-
-    splits: (train, val, test) FeatureSets (study.Splits). sparsity: "han" (fc1/fc2 kept 4%, the others 23%),
-    "scan" (each layer's largest scanned sparsity within `scan_tolerance` points of the unpruned head on
-    validation; see sensitivity_scan, which runs either way for its figure), or one fraction removed per
-    layer. Pruning is iterated over `steps` steps of `epochs` retraining epochs at `lr` (continuing the
-    start's Adam moments `optimizer`, a train.AdamState payload such as study.train_start's
-    record["optimizer"], when given); the shared values (2**bits - 1 per layer, plus zero) are then fine-tuned
-    `finetune_epochs` epochs at `finetune_lr`. unpruned: {"val_accuracy", "test_accuracy"} of `head` if known.
-
-    Returns a dict: stages (one row per stage: stage, description, bytes, ratio to the unpruned float32
-    head's file, weights_kept, bits_per_weight, val_accuracy, test_accuracy, read_back, path), sensitivity
-    (scan rows), sparsities (per layer, used), histograms (weight_histograms), steps (prune-retrain rows),
-    untrained_quantization_val_accuracy (the shared values before fine-tuning, what fine-tuning buys),
-    epochs_total (epochs trained after `head`: the equal-budget control trains as many), seconds (per
-    phase and "total"), head (the Huffman file read back), shared (its SharedWeights), paths.
-    """
-    import copy
-
-    from . import model
-
-    if isinstance(head, (str, os.PathLike)):  # read here, so that this function holds the only reference
-        head, _ = model.load_head(head)
-    if sparsity != "scan":
-        check_sparsities(sparsity, head)
-    check_bits(bits, len(head.linears()))
-    checks.integer("index_bits", index_bits, 1, 16, hint="Han et al. used 5 for fully connected layers")
-    for key, value in (("steps", steps), ("epochs", epochs), ("finetune_epochs", finetune_epochs)):
-        checks.integer(key, value, minimum=1)
-    say, device, clock = reporter.say, pick_device(device), _Clock()
-    folder = files.writable_folder(folder, "Deep Compression folder", "give another folder")
-    unpruned = unpruned or _evaluate(head, splits, device)
-    scan = sensitivity_scan(head, splits.val, scan_sparsities, scan_limit, device)
-    chosen = choose_sparsities(scan, scan_tolerance) if sparsity == "scan" else check_sparsities(sparsity, head)
-    say(f"sparsity per layer: {', '.join(f'{s:.0%}' for s in chosen)} removed")
-    clock.lap("scan")
-
-    work = copy.deepcopy(head).to(device)
-    before = sampled_weights(head)
-    rows = [{"stage": "float32", "bytes": model.head_bytes(head), "weights_kept": sum(l.weight.numel()
-                                                                                     for l in head.linears()),
-             "val_accuracy": unpruned["val_accuracy"], "test_accuracy": unpruned["test_accuracy"],
-             "read_back": "the head itself", "path": None}]
-    del head  # the work copy is all that is needed from here (a caller may hand over its only reference)
-    # Han's iterative pruning: `steps` times, prune to the next sparsity of the schedule, retrain `epochs` epochs
-    # with the masks held, one Adam throughout (going on from the start's moments; the payload is left as it was)
-    masks, step_rows, state = None, [], AdamState.from_payload(optimizer).copy()
-    for step, target in enumerate(schedule(chosen, steps), 1):
-        masks = prune_weights(work, target, masks)
-        history = masked_fit(work, masks, splits.train, epochs, batch_size, lr, seed=derive_seed(seed, step),
-                             device=device, state=state)
-        step_rows.append({"step": step, "sparsities": target, "loss": history[-1]["loss"],
-                          "seconds": sum(h["seconds"] for h in history)})
-        say(f"prune step {step}/{steps}: kept {', '.join(f'{1 - s:.1%}' for s in target)}; "
-            f"retrained {epochs} epoch(s), loss {history[-1]['loss']:.3f}")
-    kept = sum(int(torch.count_nonzero(m)) for m in masks)
-    clock.lap("prune_retrain")
-    rows.append(_stage_file(work, "sparse", folder / f"{name}-pruned-sparse.pt", None, index_bits,
-                            _evaluate(work, splits, device), kept, splits, device))
-    rows[-1].pop("_head")  # only the last stage's head read back is kept: each is a full dense head
-    histograms = weight_histograms(before, work)
-    clock.lap("sparse_file")
-
-    shared = share_weights(work, bits)  # the pruned head, quantized in place: it is on disk and in the histograms
-    write_shared(work, shared)
-    untrained = _evaluate(work, splits, device, ("val",))["val_accuracy"]
-    finetune_centroids(work, shared, splits.train, finetune_epochs, batch_size, finetune_lr, seed=seed + 1,
-                       device=device)
-    clock.lap("quantize")
-    accuracy = _evaluate(work, splits, device)
-    rows.append(_stage_file(work, "quantized", folder / f"{name}-quantized.pt", shared, index_bits, accuracy, kept,
-                            splits, device))
-    rows[-1].pop("_head")
-    rows.append(_stage_file(work, "huffman", folder / f"{name}-huffman.pt", shared, index_bits, accuracy, kept,
-                            splits, device))
-    clock.lap("quantized_files")
-    final = rows[-1].pop("_head")
-    for r in rows:
-        r.update(ratio=rows[0]["bytes"] / r["bytes"], bits_per_weight=8 * r["bytes"] / max(1, r["weights_kept"]),
-                 description=STAGE_NAMES[r["stage"]])
-    return {"stages": rows, "sensitivity": scan, "sparsities": chosen, "histograms": add_shared(histograms, shared),
-            "steps": step_rows, "untrained_quantization_val_accuracy": untrained,
-            "epochs_total": steps * epochs + finetune_epochs, "seconds": clock.total(), "head": final,
-            "shared": shared, "paths": {r["stage"]: r["path"] for r in rows}}
-
-
-class _Clock:
-    """Seconds per phase: lap(name) records the time since the last lap; total() adds "total"."""
-
-    def __init__(self):
-        self.seconds, self._began = {}, time.perf_counter()
-        self._last = self._began
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.seconds[name] = now - self._last
-        self._last = now
-
-    def total(self) -> dict:
-        return {**self.seconds, "total": time.perf_counter() - self._began}
+            **(accuracy if same else accuracies(back, splits, device)),
+            "read_back": "bitwise the head written" if same else "differs: evaluated as read", "path": str(path)}
 
 
 def stage_table(stages: Sequence[dict], control_val_accuracy: float, control_test_accuracy: float,
                 tolerance: float = 1.0) -> list[dict]:
-    """The stage rows of `deep_compression` beside the equal-budget control and Han et al.'s VGG16.
+    """Deep Compression's stage rows (notebook 03's, `stage_file`) beside the equal-budget control and Han's VGG16.
 
     Adds control_val_accuracy, control_test_accuracy, val_drop_points (the control's validation accuracy
     minus the stage's, in points), within_tolerance (validation, `tolerance` points), han_vgg16_bytes and
@@ -391,19 +282,22 @@ def plan(c, steps: int = 3, epochs: int | None = None) -> dict:
             "lr": DC_LR_FACTOR * c.lr, "finetune_lr": DC_LR_FACTOR * c.lr * c.lr_drop, "cycles": cycles}
 
 
-def finish(result: dict, control: dict, c, splits, start: str | os.PathLike, folder: Path, knee: dict | None = None,
-           seed: int = 0, bits: int = 5) -> dict:
-    """After `deep_compression` (`result`) and its equal-budget control (`control`, its row at as many epochs):
-    the stage table beside the control and Han's VGG16 figures, then structured (the knee head of `knee`, stored
-    the same way) against fine-grained pruning: bytes, MEC, CPU time. Returns {"stages", "result" (its "head"
-    let go: None, the file is in its "paths"), "control", "versus"}."""
+def finish(stages: Sequence[dict], control: dict, c, splits, start: str | os.PathLike, folder: Path,
+           knee: dict | None = None, seed: int = 0, bits: int = 5) -> dict:
+    """After Deep Compression's stages (`stages`: their rows, the unpruned head's first; notebook 03's cells) and
+    its equal-budget control (`control`, its row at as many epochs): the stage table beside the control and
+    Han's VGG16 figures, then structured (the knee head of `knee`, stored the same way) against fine-grained
+    pruning (the Huffman file read back): bytes, MEC, CPU time. Returns {"stages", "control", "versus"}."""
     from . import model
 
-    stages = stage_table(result["stages"], control["val_accuracy"], control["test_accuracy"], c.tolerance)
+    for r in stages:
+        r.update(ratio=stages[0]["bytes"] / r["bytes"], bits_per_weight=8 * r["bytes"] / max(1, r["weights_kept"]),
+                 description=STAGE_NAMES[r["stage"]])
+    table = stage_table(stages, control["val_accuracy"], control["test_accuracy"], c.tolerance)
     # the side by side reads each head when its turn comes and lets it go after (loaders, not heads): the
-    # unpruned head is read again from its file, the fine-grained one handed over (result keeps its file's path)
+    # unpruned head from its file, the fine-grained one from its Huffman-coded file
     heads = {"unpruned": lambda: model.load_head(start)[0]}
-    stored = {"unpruned": result["stages"][0]["bytes"]}
+    stored = {"unpruned": stages[0]["bytes"]}
     if knee is not None:  # seed 0's knee head, as knee.compress_knee stored it
         best = knee["smallest"]
         structured, _ = model.load_head(next(r["path"] for r in knee["table"] if r["storage"] == "float32"))
@@ -413,11 +307,10 @@ def finish(result: dict, control: dict, c, splits, start: str | os.PathLike, fol
         heads[label] = [structured].pop
         del structured
     label = "fine-grained (Deep Compression)"
-    heads[label], stored[label] = [result.pop("head")].pop, result["stages"][-1]["bytes"]
+    heads[label], stored[label] = (lambda: load_stage(stages[-1]["path"])), stages[-1]["bytes"]
     give_back_memory()
     versus = structured_vs_finegrained(heads, {"val": splits.val, "test": splits.test}, stored_bytes=stored,
                                        device=c.device)
-    result["head"] = None  # the Huffman file read back was let go; result["paths"]["huffman"] is its file
     for row in versus:  # what each stored_bytes counts
         row["stored_as"] = "float32 file" if row["pruning"] == "unpruned" else f"{bits}-bit Huffman-coded file"
-    return {"stages": stages, "result": result, "control": control, "versus": versus}
+    return {"stages": table, "control": control, "versus": versus}

@@ -121,4 +121,4 @@ def head_from_payload(payload: dict) -> VGGHead:
 def load_stage(path: str | os.PathLike) -> VGGHead:
     """Read a file written by `save_stage` back into a working float32 head (eval mode)."""
     return files.load_format(path, "Deep Compression head", "write it again with labkit.stagefiles.save_stage "
-                             "(deepcompression.deep_compression does)", FORMAT, head_from_payload, CheckpointError)
+                             "(notebook 03's Deep Compression cells do)", FORMAT, head_from_payload, CheckpointError)

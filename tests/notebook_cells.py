@@ -117,3 +117,30 @@ def definitions(notebook: str):
                 or (isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant))]
         exec(compile(ast.Module(body=keep, type_ignores=[]), f"<{notebook}>", "exec"), ns)
     return SimpleNamespace(**ns)
+
+
+def deep_compression(head, splits, folder, budget: dict, sparsity, bits: int = 5, batch_size: int = 50,
+                     control: dict | None = None, tolerance: float = 1.0) -> dict:
+    """Notebook 03's Deep Compression stages (its two stage cells) on `head` (saved as seed 0's start in `folder`,
+    its accuracies measured as its record) and `splits`: the namespace, with stages, dc (finish's result), scan,
+    shares, histograms. `budget`: as deepcompression.plan gives it; `control`: the control's row (the head's
+    own accuracies when None)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from labkit import deepcompression, model, tables, train
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    measured = {s: train.evaluate(head, getattr(splits, s), device="cpu")["accuracy"] for s in ("val", "test")}
+    model.save_head(head, folder / "start.pt", {s: {"accuracy": a} for s, a in measured.items()})
+    config = SimpleNamespace(device="cpu", batch_size=batch_size, tolerance=tolerance)
+    session = SimpleNamespace(config=config, folder=folder, start_path=lambda seed: folder / "start.pt",
+                              table=lambda rows, name: None)
+    ns = {"torch": torch, "model": model, "train": train, "deepcompression": deepcompression, "tables": tables,
+          "session": session, "data": lambda: splits, "budget": budget, "dc_sparsity": sparsity, "dc_bits": bits,
+          "tolerance": tolerance, "result": None,
+          "control": control or {"val_accuracy": measured["val"], "test_accuracy": measured["test"]}}
+    run("03_prune_compare", "# Stage 1, pruning (Han et al.)", ns)
+    return run("03_prune_compare", "# Stage 2, trained quantization", ns)

@@ -291,30 +291,34 @@ def test_scan_at_larger_maps_prunes_the_first_layer():
     assert first[1]["val_accuracy"] == pytest.approx(train.evaluate(pruned, train_set, device="cpu")["accuracy"])
 
 
-def test_deep_compression_end_to_end(narrow, splits, tmp_path):
+def test_deep_compression_end_to_end(narrow, splits, tmp_path, capsys):
+    """Notebook 03's stage cells on a small head: prune and retrain in two steps, share and fine-tune, Huffman."""
+    import notebook_cells
+
     trained = narrow
-    result = dc.deep_compression(trained, splits, sparsity=[0.95, 0.8, 0.5, 0.0], steps=2, epochs=1,
-                                 finetune_epochs=1, lr=1e-3, batch_size=50, folder=tmp_path, device="cpu",
-                                 scan_sparsities=(0.5, 0.9))
-    stages = result["stages"]
-    assert [r["step"] for r in result["steps"]] == [1, 2]  # prune to the schedule's sparsity, retrain, again
-    assert result["steps"][0]["sparsities"][0] < result["steps"][1]["sparsities"][0] == pytest.approx(0.95)
+    budget = {"steps": 2, "epochs": 1, "finetune_epochs": 1, "lr": 1e-3, "finetune_lr": 1e-4}
+    ns = notebook_cells.deep_compression(trained, splits, tmp_path, budget, [0.95, 0.8, 0.5, 0.0])
+    stages = ns["stages"]
+    said = capsys.readouterr().out
+    assert "prune step 1/2" in said and "prune step 2/2: kept 5.0%" in said  # the schedule's shares, then Han's
     assert [r["stage"] for r in stages] == ["float32", "sparse", "quantized", "huffman"]
     assert [r["bytes"] for r in stages] == sorted((r["bytes"] for r in stages), reverse=True)
     assert stages[0]["ratio"] == 1 and stages[-1]["ratio"] > stages[1]["ratio"] > 1
     for r in stages[1:]:
         assert r["bytes"] == os.path.getsize(r["path"]) and r["read_back"] == "bitwise the head written"
     assert stages[3]["test_accuracy"] == stages[2]["test_accuracy"]  # Huffman coding loses nothing
-    assert result["epochs_total"] == 3 and len(result["histograms"]) == 4
-    assert all(sum(h["pruned"]) < sum(h["before"]) for h in result["histograms"][:3])
-    assert torch.equal(_predictions(result["head"], splits.test), _predictions(stagefiles.load_stage(stages[3]["path"]),
-                                                                                 splits.test))
-    assert trained.linears()[0].weight.count_nonzero() == trained.linears()[0].weight.numel()  # a copy was pruned
-    table = dc.stage_table(stages, control_val_accuracy=0.5, control_test_accuracy=0.5)
+    assert len(ns["histograms"]) == 4 and all("codebook" in h for h in ns["histograms"])
+    assert all(sum(h["pruned"]) < sum(h["before"]) for h in ns["histograms"][:3])
+    huffman = stagefiles.load_stage(stages[3]["path"])
+    assert sum(int(lin.weight.count_nonzero()) for lin in huffman.linears()) == stages[3]["weights_kept"]
+    assert trained.linears()[0].weight.count_nonzero() == trained.linears()[0].weight.numel()  # the file was read
+    table = ns["dc"]["stages"]
     assert table[-1]["han_vgg16_ratio"] == 49 and table[0]["han_vgg16_bytes"] == 552_000_000
-    assert table[1]["val_drop_points"] == pytest.approx(100 * (0.5 - stages[1]["val_accuracy"]))
-
-    rows = dc.structured_vs_finegrained({"structured": trained, "fine-grained": result["head"]},
+    assert table[1]["val_drop_points"] == pytest.approx(100 * (table[0]["val_accuracy"] - stages[1]["val_accuracy"]))
+    versus = ns["dc"]["versus"]
+    assert [r["pruning"] for r in versus] == ["unpruned", "fine-grained (Deep Compression)"]
+    assert versus[1]["stored_bytes"] == stages[-1]["bytes"]
+    rows = dc.structured_vs_finegrained({"structured": trained, "fine-grained": huffman},
                                         {"val": splits.val}, stored_bytes={"fine-grained": stages[-1]["bytes"]},
                                         batch=64, repeats=2, device="cpu")
     assert [r["pruning"] for r in rows] == ["structured", "fine-grained"]

@@ -1,7 +1,7 @@
 """Issue 33: a notebook cell reaches optimizer.step() through at most 3 labkit frames. The building blocks the
-notebooks call (Run.step, train_start, deep_compression, the ladders, an exercise check) are called here as a cell
-calls them, and a global optimizer pre-step hook counts the labkit frames between this file's frame and each step.
-benchmarks/frames.py measures the same on the executed notebooks (4 minutes at ci)."""
+notebooks call (Run.step, train_start, Deep Compression's stage cells, the ladders, an exercise check) are called
+here as a cell calls them, and a global optimizer pre-step hook counts the labkit frames between this file's frame
+and each step. benchmarks/frames.py measures the same on the executed notebooks (4 minutes at ci)."""
 import contextlib
 import dataclasses
 import json
@@ -13,7 +13,8 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import labkit
-from labkit import deepcompression, exercises, memorization, study
+import notebook_cells
+from labkit import exercises, memorization, study
 from labkit.features import FeatureSet
 
 LABKIT = os.path.dirname(os.path.realpath(labkit.__file__)) + os.sep
@@ -66,10 +67,9 @@ def test_deep_compression_and_the_ladders_step_through_three_labkit_frames(tmp_p
     splits = study.Splits(_features(200, 0), _features(100, 1), _features(100, 2))
     head = model.build_head((16, 12, 8), num_classes=4, map_size=1, seed=0)
     head.norm.set_stats(*splits.train.stats())
-    with deepest() as chains:
-        deepcompression.deep_compression(head, splits, sparsity=[0.9, 0.5, 0.5, 0.0], steps=1, epochs=1,
-                                         finetune_epochs=1, batch_size=50, folder=tmp_path, device="cpu",
-                                         scan_sparsities=(0.5,))
+    budget = {"steps": 1, "epochs": 1, "finetune_epochs": 1, "lr": 1e-3, "finetune_lr": 1e-4}
+    with deepest() as chains:  # notebook 03's stage cells
+        notebook_cells.deep_compression(head, splits, tmp_path, budget, [0.9, 0.5, 0.5, 0.0])
     assert max(len(chain) for chain in chains) <= 3, _longest(chains)
     with deepest() as chains:
         memorization.measure_requirement(splits.train, splits.val, hidden=(0, 4), steps=5)
