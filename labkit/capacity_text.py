@@ -13,11 +13,6 @@ from typing import Sequence
 GROWS_WITH_DATA = 0.8  # a log-log slope above this counts as growing in step with the data
 
 
-def requirement_rows(progressions: dict[str, list[dict]]) -> list[dict]:
-    """{representation: progression rows} as one table, a `representation` column first (data_requirement.csv)."""
-    return [{"representation": name, **r} for name, rows in progressions.items() for r in rows]
-
-
 def requirement_sentence(name: str, rows: Sequence[dict], head_mec: int | None = None) -> str:
     """What a thresholds-method progression (capacity.requirement_progression) says, in one sentence."""
     from .capacity import progression_slope

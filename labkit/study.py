@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
-from . import backbone, capacity, data, distributed, features, model, prune, runs, train
+from . import backbone, capacity, distributed, features, model, prune, runs, train
 from . import progress as reporter
 from . import device
 from .device import derive_seed
@@ -75,24 +75,6 @@ def class_counts(c: StudyConfig) -> dict[str, list[int]]:
     """Images per class in the training, validation and test subsets of the config."""
     names = {"training": "train", "validation": "val", "test": "test"}
     return {name: torch.bincount(c.subsets.load(split)[1], minlength=CLASSES).tolist() for name, split in names.items()}
-
-
-def requirement_progressions(c: StudyConfig, fractions=(0.05, 0.1, 0.2, 0.4, 1.0), count=None,
-                             bits=None) -> dict[str, list[dict]]:
-    """The thresholds method (capacity.requirement_progression) on the config's training images, as raw pixels
-    and as backbone features: the same images, on growing nested shares of them (count, bits: a student's
-    count_thresholds and requirement_bits instead of labkit's, notebook 04)."""
-    images, labels = c.subsets.load("train")
-    with reporter.reporting(bars=False):
-        train_set = split_features(c, "train")
-    if not torch.equal(train_set.labels, labels):
-        raise RuntimeError("the cached training features do not follow the training images' order; delete "
-                           f"the feature cache in {data.data_root() / 'features'} to recompute it")
-    return {f"raw pixels (d = {images[0].numel()})": capacity.requirement_progression(images.float(), labels,
-                                                                                      fractions, count=count,
-                                                                                      bits=bits),
-            f"backbone features (d = {train_set.maps[0].numel():,})":
-                capacity.requirement_progression(train_set.maps.float(), labels, fractions, count=count, bits=bits)}
 
 
 def new_head(c: StudyConfig, train_set) -> model.VGGHead:
@@ -214,15 +196,6 @@ def smallest_within(rows: Sequence[dict], control: Sequence[dict], tolerance: fl
     first = rows[0].get("seed", 0)
     candidates = [r for r in rows if r.get("seed", 0) == first and r["cycle"] in ok]
     return min(candidates, key=lambda r: (r["parameters"], -r["val_accuracy"]))
-
-
-def stop_cycle(rows: Sequence[dict], control: Sequence[dict], tolerance: float) -> int | None:
-    """The first cycle whose mean validation accuracy over seeds is more than `tolerance` points below the
-    control's, or None."""
-    for cycle, m in against_control(rows, control).items():
-        if not within_tolerance(m["control_val_accuracy"], m["val_accuracy"], tolerance):
-            return cycle
-    return None
 
 
 # ---------------------------------------------------------------- the cycle
