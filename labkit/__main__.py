@@ -198,8 +198,10 @@ def compress_parameters(args) -> dict:
 
 def _compress(parser, args) -> int:
     """The knee and Deep Compression are notebook 03's cells: one implementation, run here with papermill."""
-    from . import checks, runner
+    from . import checks, distributed, runner
 
+    if distributed.launched_by_torchrun():
+        parser.error("compress runs notebooks 02 and 03 in one process; start it with python -m labkit, not torchrun")
     parameters = compress_parameters(args)
     try:  # checked here as notebook 03 checks them, before notebook 02 runs
         for name, value in parameters.items():
@@ -207,11 +209,14 @@ def _compress(parser, args) -> int:
                 checks.number(name, value, minimum=0, **({"above": 0, "below": 1} if name == "fraction" else {}))
             elif name == "seeds":
                 checks.integer(name, value, minimum=0)
+            elif name == "knee_layer":
+                checks.choice(name, value, ("all", "0", "1", "2"))
     except ValueError as err:
         parser.error(str(err))
     args.results = cfg.results_root() / args.profile
-    try:
-        paths = runner.run_notebooks(args.profile, ("02_train_vgg16", "03_prune_compare"), parameters)
+    try:  # 02 trains the start with its own defaults; the options are 03's parameters
+        paths = runner.run_notebooks(args.profile, ("02_train_vgg16",))
+        paths += runner.run_notebooks(args.profile, ("03_prune_compare",), parameters)
     except ValueError as err:
         parser.error(str(err))
     folder = paths[0].parent

@@ -39,8 +39,8 @@ def _row(head: str, widths, parameters: int, bytes_float32: int, bytes_smallest:
 
 
 def rows(knee: dict, dc: dict | None, ladder: Sequence[dict], map_size: int, seed: int = 0) -> list[dict]:
-    """head_size.csv's rows. knee: knee.compress_knee's result; dc: notebook.Session.deep_compression's result
-    (or None: no row); ladder: memorization.measure_requirement rows (requirement_ladder.csv, with test
+    """head_size.csv's rows. knee: knee.compress_knee's result; dc: deepcompression.finish's result (or None: no
+    row); ladder: memorization.measure_requirement rows (requirement_ladder.csv, with test
     accuracy); map_size: the backbone's map side (1 at 32 px)."""
     mine = [r for r in knee["knee"] if r.get("seed", 0) == seed]
     start = next(r for r in mine if r["cycle"] == 0 and r["method"] != "scratch")

@@ -3,7 +3,8 @@
 One cycle of a run:   prune (after cycle 0) -> train c.epochs -> validate + test -> MEC, rho -> row
 Its controls:         "none": the same start and epochs, nothing removed (the equal-budget control);
                       "scratch": a fresh head of the pruned widths trained as many epochs in all.
-Decisions (stop, smallest within tolerance, best): validation accuracy only; test accuracy is reported.
+Decisions (smallest within tolerance, best): validation accuracy only; test accuracy is reported. Notebooks 03
+and 04 write the loops over runs (the comparison, its controls, the knee's probes) in their cells.
 
 Files are the run folder's business (labkit.runs), settings the config's (labkit.config).
 """

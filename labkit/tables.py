@@ -2,9 +2,10 @@
 
 Named `tables`, not `report`: "the report" in labkit always means the 2019 study it reproduces.
 
-Every sentence a notebook prints about what the numbers show comes from here, so it is written
-once, tested once, and says only what its control supports: a difference within the spread over
-seeds (or, with one seed, within the sampling error of the images) is reported as no difference.
+The sentences two notebooks share come from here (a sentence one notebook alone prints is an f-string in its
+cell: notebook 03's knee, criteria and Deep Compression, notebook 05's answers). Each is written once, tested
+once, and says only what its control supports: a difference within the spread over seeds (or, with one seed,
+within the sampling error of the images) is reported as no difference.
 """
 from __future__ import annotations
 

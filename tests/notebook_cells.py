@@ -21,9 +21,10 @@ def run(notebook: str, needle: str, ns: dict) -> dict:
     return ns
 
 
-def namespace(config, folder, **parameters) -> dict:
-    """Notebook 03's (or 04's) globals after its setup cells, on `config` (the session's) and results `folder`,
-    with the parameters as papermill would set them; then its run helpers (data, start_of, run, from_scratch)."""
+def namespace(config, folder, of: str = "03_prune_compare", **parameters) -> dict:
+    """Notebook `of`'s globals (03's or 04's) after its setup cells, on `config` (the session's) and results
+    `folder`, with the parameters as papermill would set them (seeds: 1 here, the notebooks' 0 meaning the
+    profile's); then its own run helpers cell (data, start_of, run, from_scratch)."""
     import matplotlib
     import torch
 
@@ -42,7 +43,7 @@ def namespace(config, folder, **parameters) -> dict:
           "train": train, "parse_widths": parse_widths, "scratch_of": scratch_of, "session": session,
           "method": "all", "knee_layer": "all", "fraction": 0.5, "tolerance": 1.0, "share_bits": 4, "seeds": 1,
           **parameters}
-    return run("03_prune_compare", "def start_of(seed)", ns)
+    return run(of, "def start_of(seed)", ns)
 
 
 def knee(config, folder, compress: bool = True, **parameters) -> dict:

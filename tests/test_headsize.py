@@ -83,3 +83,17 @@ def test_bookkeeping_refuses_a_count_on_other_widths(tmp_path):
     twin = [{"widths": Widths("25088-8-10"), "mec_bits": 200_720, "mec_effective_bits": 4_112}]  # 49 copies of 512
     (tmp_path / "old.csv").write_text(notebook.table_csv(twin))
     assert len(headsize.bookkeeping(tmp_path, 1)) == 2
+
+
+def test_without_notebook_03_head_size_waits_and_05_names_what_is_missing(tmp_path, capsys):
+    """Notebook 04 run alone searches no knee (head_size.csv waits for 03), and 05 stops at its first cells with
+    the tables it lacks and the command that makes them, training nothing."""
+    from labkit import config, questionnaire
+
+    session = notebook.Session("ci", config.make_config("ci"), tmp_path)
+    assert session.head_size(None, None, _ladder()) is None
+    assert "No knee" in capsys.readouterr().out and not (tmp_path / "head_size.csv").exists()
+    with pytest.raises(RuntimeError, match=r"knee\.csv.*\(03_prune_compare\).*memorization\.csv.*"
+                                           r"\(04_capacity_curve\).*--only 03_prune_compare 04_capacity_curve"):
+        questionnaire.inputs(session)
+    assert not list(tmp_path.glob("*.pt"))

@@ -106,7 +106,8 @@ def test_each_probe_is_judged_against_its_control_at_equal_training(small_config
 
 def test_comparison_holds_both_controls_for_every_seed(small_config, tmp_path):
     """Notebook 04's curve cell (notebook 03's comparison, once per seed), run on the small head."""
-    ns = notebook_cells.namespace(small_config, tmp_path / "r", seeds=2, methods=("l2", "reservoir"))
+    ns = notebook_cells.namespace(small_config, tmp_path / "r", "04_capacity_curve", seeds=2,
+                                  methods=("l2", "reservoir"))
     rows = notebook_cells.run("04_capacity_curve", "# The curve over seeds", ns)["rows"]
     for seed in (0, 1):
         mine = [r for r in rows if r["seed"] == seed]

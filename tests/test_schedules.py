@@ -249,16 +249,17 @@ def test_cli_compress_runs_notebooks_02_and_03_with_its_options(monkeypatch, cap
 
     ran = []
     monkeypatch.setenv("LABKIT_RESULTS", str(tmp_path))
-    monkeypatch.setattr(runner, "run_notebooks", lambda profile, names, parameters: ran.append(
+    monkeypatch.setattr(runner, "run_notebooks", lambda profile, names, parameters=None: ran.append(
         (profile, tuple(names), parameters)) or [tmp_path / "ci" / f"{n}.ipynb" for n in names])
     assert cli.main(["compress", "--profile", "ci", "--layer", "1", "--fraction", "0.9", "--bits", "2",
                      "--tolerance", "0.5", "--seeds", "2", "--dc-bits", "4"]) == 0
-    assert ran == [("ci", ("02_train_vgg16", "03_prune_compare"), {"knee_layer": "1", "fraction": 0.9,
-                                                                   "share_bits": 2, "tolerance": 0.5, "seeds": 2,
-                                                                   "dc_bits": 4})]
+    assert ran == [("ci", ("02_train_vgg16",), None),  # 02 with its own defaults, then 03 with the options
+                   ("ci", ("03_prune_compare",), {"knee_layer": "1", "fraction": 0.9, "share_bits": 2,
+                                                  "tolerance": 0.5, "seeds": 2, "dc_bits": 4})]
     assert "knee.csv" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        cli.main(["compress", "--fraction", "1.5"])
-    assert "fraction" in capsys.readouterr().err and len(ran) == 1
+    for bad, named in ((["--fraction", "1.5"], "fraction"), (["--layer", "3"], "knee_layer")):
+        with pytest.raises(SystemExit):
+            cli.main(["compress", *bad])
+        assert named in capsys.readouterr().err and len(ran) == 2  # refused before notebook 02 runs
     bad = subprocess.run([sys.executable, "-m", "labkit", "compress", "--layer", "top"], capture_output=True, text=True)
     assert bad.returncode == 2 and "layer 'top' must be a hidden layer's number" in bad.stderr
