@@ -129,7 +129,7 @@ class Search:
         """Record the step last probed with its decision; returns the decision as taken (in a multi-process
         run, the lead process's: every rank must probe the same widths next)."""
         if self._step is None:
-            raise RuntimeError("decide() follows probe() or record(): probe a step first")
+            raise RuntimeError("decide() follows record(): record a step's probes and controls first")
         target, scale, phase, probes, matched = self._step
         self._step, step = None, len(self.steps) + 1
         within = bool(distributed.from_lead(bool(within)))  # every rank takes the lead's decision
