@@ -1,11 +1,11 @@
-"""Measuring capacity by training: how many random labels a head memorizes, and the capacity real labels need.
+"""Measuring capacity by training: the building blocks of notebook 04's memorization and ladder.
 
 Friedland's check of a capacity count: train on uniformly random labels (nothing to generalize) and count
-what is memorized. The heads of a ladder train together, as one network on the same standardized features:
-their first layers side by side in one matrix (one matmul reads the features once for all of them), their
-output layers in one matrix under a block mask (a head's outputs read only its own hidden units, so a unit
-of another head contributes nothing), one loss summed over the heads, one full-batch Adam. The heads share
-no parameter, so each receives exactly its own gradient, as if trained alone.
+what is memorized; notebook 04's `memorize` cell runs that experiment with these blocks. The heads of a ladder
+train together, as one network on the same standardized features: their first layers side by side in one
+matrix (one matmul reads the features once for all of them), their output layers in one matrix under a block
+mask (a head's outputs read only its own hidden units), one loss summed over the heads, one full-batch Adam.
+The heads share no parameter, so each receives exactly its own gradient, as if trained alone.
 
 A twin reads each feature `copies` times (49: the 25,088 inputs VGG16's pool makes from a 1 x 1 map). Its
 output depends on the copies of a weight only through their sum, and Adam gives every copy the same step, so
@@ -238,14 +238,18 @@ class _Stopped(Exception):
     """Raised inside a search whose caller stopped waiting for it."""
 
 
-class _Lockstep:
-    """Many searches (a function(fits, limit) each, one per head, in threads) asking fits(n); `rounds` answers
-    every question asked so far in one call, so the heads still searching train together, as one ladder."""
+class Lockstep:
+    """One search per head (search(fits, limit) -> n, each in a thread) asking fits(n), answered in rounds.
+
+    Notebook 04's memorization loop: `questions()` gives what every search still running asks next, the loop
+    trains those heads together (one ladder) and hands the verdicts to `answer`; `results()` checks and returns
+    what each search returned (an int from 0 to limit that it asked fits about, or 0)."""
 
     def __init__(self, search, heads: int, limit: int):
         import threading
 
         self.cond, self.asked, self.answers, self.done = threading.Condition(), {}, {}, {}
+        self.limit, self.tried = limit, [set() for _ in range(heads)]  # every n each head asked about
         self.stopped = False  # the caller gave up (an error, Ctrl-C): every waiting search ends
         self.threads = [threading.Thread(target=self._run, args=(search, h, limit), daemon=True)
                         for h in range(heads)]
@@ -257,6 +261,7 @@ class _Lockstep:
             n = checks.integer("n", n, 1, limit, hint=f"fits(n) can try 1 to {limit} images (all there are)")
             with self.cond:
                 self.asked[h] = n
+                self.tried[h].add(n)
                 self.cond.notify_all()
                 self.cond.wait_for(lambda: h in self.answers or self.stopped)
                 if h not in self.answers:
@@ -290,65 +295,25 @@ class _Lockstep:
             self.stopped = True
             self.cond.notify_all()
 
-    def results(self) -> list:
-        """What each search returned, by head; a search that raised raises here."""
+    def results(self) -> list[int]:
+        """What each search returned, by head; a search that raised raises here, a count it never asked fits
+        about is refused."""
         for h in sorted(self.done):
             if isinstance(self.done[h], BaseException):
                 raise self.done[h]
-        return [self.done[h] for h in range(len(self.threads))]
+        found = [checks.integer("images_memorized", self.done[h], 0, self.limit, hint="the search returns how "
+                                "many images a head fitted") for h in range(len(self.threads))]
+        unasked = [n for h, n in enumerate(found) if n and n not in self.tried[h]]
+        if unasked:
+            raise ValueError(f"the search returned {unasked[0]} images, which it never asked fits about: it must "
+                             "return the last n that fitted (see its check in notebook 04)")
+        return found
 
 
-def memorization(x: torch.Tensor, specs: Sequence[HeadSpec], criterion: float = 0.9, classes: int = CLASSES,
-                 seed: int = 0, start: int = 100, precision: float = 0.125, steps: int = 300, lr: float = 0.01,
-                 restarts: int = 2, search=None, bits=None) -> list[dict]:
-    """How many images with uniformly random labels each head fits to `criterion` training accuracy.
-
-    x: N x features, standardized; the labels are random_labels(N, classes, seed), and a head fitting n images
-    fits the first n of them. Per head, `images_memorized` (start, precision) searches n; `search`: a function
-    (fits, limit) -> n (a student's, notebook 04) searches instead, and `bits` (like `bits_stored`) counts the
-    bits. A head fits n when, within `steps` full-batch Adam steps from its seeded start, one of its `restarts`
-    independent starts reaches `criterion` (a narrow head's ReLUs can die at a bad start). The heads' searches run
-    in lockstep: each round trains every head still searching together, each on its own n, every round from the
-    same starts, so a head's verdict on n depends on n alone. One row per head (see `_memorization_row`).
-    """
-    criterion = checks.number("criterion", criterion, above=1 / classes, maximum=1,
-                              hint="a training accuracy as a fraction, e.g. 0.9")
-    restarts = checks.integer("restarts", restarts, minimum=1)
-    start = checks.integer("start", start, minimum=1, hint="it is the first number of images tried")
-    precision = checks.number("precision", precision, minimum=0, below=1, hint="a fraction of n, e.g. 0.125")
-    specs = _check_specs(specs)
-    n_max = len(x)
-    labels = random_labels(n_max, classes, seed)
-    search = search or (lambda fits, limit: images_memorized(fits, limit, start, precision))
-    seen: list[dict] = [{} for _ in specs]  # per head: n -> best training accuracy over its restarts
-    lockstep = _Lockstep(search, len(specs), n_max)
-    try:
-        while asked := lockstep.questions():
-            new = {h: asked[h] for h in sorted(asked) if asked[h] not in seen[h]}  # heads in order, as one ladder
-            runs = [(h, r) for h in new for r in range(restarts)]  # only the heads asking something new
-            if runs:
-                ladder = Ladder([specs[h] for h, _ in runs], x.shape[1], classes,
-                                seeds=[derive_seed(seed, h * restarts + r) for h, r in runs])
-                accuracy = fit_ladder(ladder, x, labels, [new[h] for h, _ in runs], steps, lr, criterion,
-                                      groups=[h for h, _ in runs])
-                for h, n in new.items():
-                    seen[h][n] = max(a for (g, _), a in zip(runs, accuracy) if g == h)
-            lockstep.answer({h: seen[h][n] >= criterion for h, n in asked.items()})
-    finally:
-        lockstep.stop()
-    found = [checks.integer("images_memorized", n, 0, n_max, hint="the search returns how many images a head "
-                            "fitted") for n in lockstep.results()]
-    unasked = [n for h, n in enumerate(found) if n and n not in seen[h]]
-    if unasked:
-        raise ValueError(f"the search returned {unasked[0]} images, which it never asked fits about: it must return "
-                         "the last n that fitted (see its check in notebook 04)")
-    return [_memorization_row(s, x.shape[1], classes, n, seen[h].get(n, 1.0), criterion, n_max, bits)
-            for h, (s, n) in enumerate(zip(specs, found))]
-
-
-def _memorization_row(spec: HeadSpec, features: int, classes: int, n: int, accuracy: float, criterion: float,
-                      n_max: int, bits=None) -> dict:
-    """A row of memorization.csv: the head, both MECs, the images it fitted, the bits they carry."""
+def memorization_row(spec: HeadSpec, features: int, n: int, accuracy: float, criterion: float, n_max: int,
+                     bits=None, classes: int = CLASSES) -> dict:
+    """A row of memorization.csv: the head, both MECs, the images it fitted (n of n_max) at `accuracy`, the bits
+    they carry (`bits`, like `bits_stored`)."""
     widths = spec.widths(features, classes)
     return {"head": spec.name(features, classes), "widths": widths, "inputs": widths[0], "copies": spec.copies,
             "parameters": capacity.parameter_count(widths), "mec_bits": spec.mec_bits(features, classes),
@@ -386,20 +351,6 @@ def memorization_ladder(map_size: int, widths: Sequence[int] = (1, 2, 4, 8, 16, 
     specs = [HeadSpec(w) for w in widths]
     copies = repeats(map_size)
     return specs + ([HeadSpec(twin, copies)] if copies > 1 and twin else [])
-
-
-def memorize_random_labels(train_set, criterion: float = 0.9, seed: int = 0, map_size: int | None = None,
-                           **search) -> list[dict]:
-    """The random-label search (`memorization`) on a FeatureSet's training features with `memorization_ladder`.
-
-    One row per head: head, widths, inputs, copies, parameters, mec_bits (four rules on the widths as read),
-    mec_effective_bits (on the distinct inputs), images_memorized, all_images (the head fitted every image
-    there was: a lower bound), criterion, accuracy_at, bits_stored (see `bits_stored`).
-    """
-    from .model import map_size_for
-
-    side = map_size or map_size_for(train_set.image_size)
-    return memorization(standardized(train_set), memorization_ladder(side), criterion, seed=seed, **search)
 
 
 def measure_requirement(train_set, val_set, hidden: Sequence[int] = (0, 1, 2, 4, 8, 16, 32, 64, 128),

@@ -397,7 +397,7 @@ def requirement(progressions: dict[str, list[dict]], capacities: dict[str, int] 
 def memorization(rows: list[dict]):
     """Bits memorized of random labels against MEC (log axes), each head at its nominal and its effective MEC.
 
-    rows: memorization.memorize_random_labels rows. Open markers: the four rules on the inputs as read
+    rows: notebook 04's memorization.csv rows. Open markers: the four rules on the inputs as read
     (a twin's 25,088 repeated inputs counted as distinct); filled: on the distinct inputs. A triangle: the
     head fitted every image there was, so it could store more. Lines: stored = MEC, and MacKay's 2 bits per
     parameter (these heads' parameters are within 2% of their nominal MEC).

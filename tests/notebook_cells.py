@@ -145,3 +145,15 @@ def deep_compression(head, splits, folder, budget: dict, sparsity, bits: int = 5
           "control": control or {"val_accuracy": measured["val"], "test_accuracy": measured["test"]}}
     run("03_prune_compare", "# Stage 1, pruning (Han et al.)", ns)
     return run("03_prune_compare", "# Stage 2, trained quantization", ns)
+
+
+def memorize(x, specs, criterion: float = 0.9, seed: int = 0, start: int = 100, precision: float = 0.125,
+             search=None, bits=None, **fit):
+    """Notebook 04's memorization loop (its `memorize`, as the instructor's copy defines it) on features `x`:
+    searched by labkit's images_memorized at (start, precision) unless `search` is given; fit: steps, lr,
+    restarts. The rows of memorization.csv."""
+    from labkit import memorization
+
+    memorize = definitions("04_capacity_curve").memorize
+    search = search or (lambda fits, limit: memorization.images_memorized(fits, limit, start, precision))
+    return memorize(x, specs, search, bits or memorization.bits_stored, criterion, seed, **fit)

@@ -7,6 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+import notebook_cells
+
 from labkit import capacity, compress, exercises, finegrained, memorization, metrics, prune, stats, train
 
 
@@ -286,8 +288,8 @@ def test_a_students_search_runs_the_memorization_in_lockstep_and_gives_the_refer
         calls.append(limit)
         return memorization.images_memorized(fits, limit, 20, 0.125)
 
-    ours = memorization.memorization(x, specs, start=20, steps=60)
-    theirs = memorization.memorization(x, specs, start=20, steps=60, search=mine, bits=memorization.bits_stored)
+    ours = notebook_cells.memorize(x, specs, start=20, steps=60)
+    theirs = notebook_cells.memorize(x, specs, start=20, steps=60, search=mine, bits=memorization.bits_stored)
     assert ours == theirs and calls == [300] * 3
 
 
@@ -297,7 +299,19 @@ def test_a_search_that_raises_is_raised_by_the_memorization():
         raise ZeroDivisionError("mine")
 
     with pytest.raises(ZeroDivisionError, match="mine"):
-        memorization.memorization(torch.randn(50, 4), [memorization.HeadSpec(2)], start=10, steps=5, search=broken)
+        notebook_cells.memorize(torch.randn(50, 4), [memorization.HeadSpec(2)], start=10, steps=5, search=broken)
+
+
+def test_a_search_must_return_a_count_it_asked_about():
+    def guessed(fits, limit):
+        fits(4)
+        return 7  # never asked fits(7)
+
+    with pytest.raises(ValueError, match="7 images, which it never asked fits about"):
+        notebook_cells.memorize(torch.randn(50, 4), [memorization.HeadSpec(2)], steps=5, search=guessed)
+    with pytest.raises(ValueError, match="images_memorized=51"):
+        notebook_cells.memorize(torch.randn(50, 4), [memorization.HeadSpec(2)], steps=5,
+                                search=lambda fits, limit: limit + 1)
 
 
 def test_check_prints_on_stderr_when_wrong_and_chosen_falls_back(capsys):
@@ -364,7 +378,7 @@ def test_the_instructors_solutions_give_the_references_numbers():
     four = _solutions("04_capacity_curve")
     x = torch.randn(200, 8)
     specs = [memorization.HeadSpec(h) for h in (1, 8)]
-    assert memorization.memorization(x, specs, start=20, steps=40) == memorization.memorization(
+    assert notebook_cells.memorize(x, specs, start=20, steps=40) == notebook_cells.memorize(
         x, specs, start=20, steps=40, search=lambda fits, limit: four["images_memorized"](fits, limit, 20),
         bits=four["bits_stored"])
     X, y = torch.randint(0, 5, (300, 6)).float(), torch.randint(0, 3, (300,))  # integer sums: ties, in data order

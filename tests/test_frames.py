@@ -74,7 +74,7 @@ def test_deep_compression_and_the_ladders_step_through_three_labkit_frames(tmp_p
     with deepest() as chains:
         memorization.measure_requirement(splits.train, splits.val, hidden=(0, 4), steps=5)
         x = memorization.standardized(splits.train)
-        memorization.memorization(x, [memorization.HeadSpec(2)], start=50, steps=5, restarts=1)
+        notebook_cells.memorize(x, [memorization.HeadSpec(2)], start=50, steps=5, restarts=1)
     assert max(len(chain) for chain in chains) <= 3, _longest(chains)
 
 

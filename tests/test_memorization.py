@@ -5,6 +5,8 @@ import pytest
 import torch
 from torch import nn
 
+import notebook_cells
+
 from labkit import capacity, features, memorization as mem
 from labkit.device import seeded
 
@@ -121,7 +123,7 @@ def test_search_on_one_hot_points_with_repeats():
     x = torch.cat([torch.eye(d), torch.eye(d)])
     y = mem.random_labels(2 * d, seed=3)
     agree = next((j for j in range(d) if y[d + j] != y[j]), d)
-    rows = mem.memorization(x, [mem.HeadSpec(0)], criterion=1.0, seed=3, start=2, precision=0, steps=400,
+    rows = notebook_cells.memorize(x, [mem.HeadSpec(0)], criterion=1.0, seed=3, start=2, precision=0, steps=400,
                             lr=0.1, restarts=1)
     assert rows[0]["images_memorized"] == d + agree
     assert rows[0]["accuracy_at"] == 1.0
@@ -131,7 +133,7 @@ def test_search_on_one_hot_points_with_repeats():
 
 def test_search_counts_every_image_when_all_fit():
     x = torch.eye(6)
-    row = mem.memorization(x, [mem.HeadSpec(0)], criterion=1.0, start=1, precision=0, steps=300, lr=0.1,
+    row = notebook_cells.memorize(x, [mem.HeadSpec(0)], criterion=1.0, start=1, precision=0, steps=300, lr=0.1,
                            restarts=1)[0]
     assert row["images_memorized"] == 6 and row["all_images"]
 
@@ -167,7 +169,7 @@ def test_memorization_ladder_has_a_twin_only_where_inputs_repeat():
 
 def test_criterion_at_chance_is_refused():
     with pytest.raises(ValueError, match="criterion=0.1"):
-        mem.memorization(torch.eye(3), [mem.HeadSpec(0)], criterion=0.1)
+        notebook_cells.memorize(torch.eye(3), [mem.HeadSpec(0)], criterion=0.1)
 
 
 # ---------------------------------------------------------------- the ladder on real labels
@@ -210,11 +212,11 @@ def test_fit_ladder_runs_on_one_thread_and_restores_the_count():
     assert set(seen) == {1} and torch.get_num_threads() == before
 
 
-def test_memorize_random_labels_on_a_feature_set_gives_every_column():
+def test_memorizing_random_labels_on_a_feature_set_gives_every_column():
     g = torch.Generator().manual_seed(0)
     train = features.FeatureSet(torch.randn(40, 512, 1, 1, generator=g), torch.zeros(40, dtype=torch.long),
                                 "synthetic", 32, "train")
-    rows = mem.memorize_random_labels(train, steps=60, start=20)
+    rows = notebook_cells.memorize(mem.standardized(train), mem.memorization_ladder(1), steps=60, start=20)
     assert [r["head"] for r in rows][-1] == "25088-8-10 (512 x 49 repeated)"
     twin, base = rows[-1], rows[3]
     assert base["head"] == "512-8-10" and twin["mec_effective_bits"] == base["mec_bits"] == base["mec_effective_bits"]

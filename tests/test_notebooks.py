@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import notebook_cells
+
 from labkit import notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,9 +159,12 @@ def _measured_tables(held={}):
     """Notebook 04's memorization and requirement ladder, measured once on the ci profile's features."""
     if not held:
         from labkit import config, memorization, study
+        from labkit.model import map_size_for
 
         splits = study.prepare_features(config.make_config("ci"), progress=False)
-        held["memorization"] = memorization.memorize_random_labels(splits.train, steps=60, start=20)
+        heads = memorization.memorization_ladder(map_size_for(splits.train.image_size))
+        held["memorization"] = notebook_cells.memorize(memorization.standardized(splits.train), heads, steps=60,
+                                                       start=20)
         held["requirement_ladder"] = memorization.measure_requirement(splits.train, splits.val,
                                                                       test_set=splits.test)["rows"]
     return held
