@@ -31,15 +31,15 @@ def namespace(config, folder, of: str = "03_prune_compare", **parameters) -> dic
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from labkit import (deepcompression, exercises, knee, memorization, model, notebook, plots, prune, records, stats,
-                        study, tables, train)
+    from labkit import (deepcompression, exercises, knee, memorization, model, notebook, prune, pruning_plots,
+                        records, stats, study, tables, train)
     from labkit.config import parse_widths, scratch_of
 
     config = dataclasses.replace(config, checkpoints="off")  # as notebook.open_session sets it
     session = notebook.Session(config.profile, config, Path(folder))
     ns = {"dataclasses": dataclasses, "torch": torch, "plt": plt, "deepcompression": deepcompression,
           "exercises": exercises, "knee": knee, "memorization": memorization, "model": model, "notebook": notebook,
-          "plots": plots, "prune": prune, "records": records, "stats": stats, "study": study, "tables": tables,
+          "pruning_plots": pruning_plots, "prune": prune, "records": records, "stats": stats, "study": study, "tables": tables,
           "train": train, "parse_widths": parse_widths, "scratch_of": scratch_of, "session": session,
           "method": "all", "knee_layer": "all", "fraction": 0.5, "tolerance": 1.0, "share_bits": 4, "seeds": 1,
           **parameters}

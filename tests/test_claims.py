@@ -8,7 +8,7 @@ import torch
 matplotlib.use("Agg")
 
 import notebook_cells  # noqa: E402
-from labkit import headsize, knee, plots, records, stats, tables  # noqa: E402
+from labkit import headsize, knee, plots, pruning_plots, records, stats, tables  # noqa: E402
 
 ANSWERS = notebook_cells.definitions("05_questionnaire")  # Q1-Q10 as notebook 05 writes them
 NB03 = notebook_cells.definitions("03_prune_compare")  # its sentences, as its cells write them
@@ -145,7 +145,7 @@ def test_knee_figure_names_no_two_probes_on_top_of_each_other_and_keeps_its_lege
     for r, w in zip(rows, widths):
         r["mec_bits"] = int(10**8 * [1, 0.5, 0.25, 0.125, 0.177, 0.149, 0.136][widths.index(w)])
     control = _controls(rows, [0.9] * len(rows))
-    fig = plots.knee(knee.knee_table(rows, control, 1.0), 1.0)
+    fig = pruning_plots.knee(knee.knee_table(rows, control, 1.0), 1.0)
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     ax = fig.axes[0]
@@ -159,7 +159,7 @@ def test_knee_figure_names_no_two_probes_on_top_of_each_other_and_keeps_its_lege
 
 
 def test_capacity_figure_draws_no_empty_error_bars_and_says_where_the_control_stands():
-    fig = plots.accuracy_vs_capacity(_grid([0.95], [0.90], [0.9]))  # one seed: nothing to spread
+    fig = pruning_plots.accuracy_vs_capacity(_grid([0.95], [0.90], [0.9]))  # one seed: nothing to spread
     for ax in fig.axes[:2]:
         assert not ax.containers  # no error bar containers, so no caps in the legend
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
@@ -193,7 +193,7 @@ def test_memorization_figure_explains_its_triangles_and_draws_the_twin_as_a_ring
 def test_sensitivity_rings_of_layers_pruned_alike_do_not_coincide():
     rows = [{"layer": layer, "sparsity": s, "val_accuracy": 0.9, "weights": 100} for layer in (0, 1)
             for s in (0.0, 0.5, 0.96)]
-    fig = plots.sensitivity(rows, chosen=[0.96, 0.96], tolerance=1.0)
+    fig = pruning_plots.sensitivity(rows, chosen=[0.96, 0.96], tolerance=1.0)
     rings = [line for line in fig.axes[0].lines if line.get_markerfacecolor() == "none"]
     assert len(rings) == 2 and rings[0].get_markersize() != rings[1].get_markersize()
 

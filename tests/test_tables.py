@@ -388,14 +388,14 @@ def test_figure_error_bars_are_the_tables_spreads():
     import matplotlib
 
     matplotlib.use("Agg")
-    from labkit import plots
+    from labkit import pruning_plots
 
     rows = _grid([0.95, 0.90, 0.86], [0.90, 0.92, 0.91], [0.93, 0.88, 0.80], seeds=(0, 1, 2))
     for r in rows:  # spread on validation too, different per arm; each cycle at its own capacity
         r["mec_bits"] = 200 if r["cycle"] == 0 else 100
         r["val_accuracy"] = r["test_accuracy"] - 0.01 * r["seed"] * (1 + ["l2", "none", "scratch"].index(r["method"]))
     table = {(r["method"], r["cycle"]): r for r in tables.curve_summary(rows)}
-    fig = plots.accuracy_vs_capacity(rows)
+    fig = pruning_plots.accuracy_vs_capacity(rows)
     drawn = {}
     for ax, split in zip(fig.axes[:2], ("val", "test")):
         for bars, method in zip(ax.containers, ("l2", "none", "scratch")):
