@@ -18,9 +18,10 @@ from typing import Callable
 from . import capacity, compress, guard, knee, memorization, metrics, prune, stats, train
 from .exercise_checks import (Wrong, check_perceptron_bits, check_mec, check_mec_bottleneck, check_fold,
                               check_effective_mec, check_confusion_matrix, check_cohen_kappa, check_train_one_epoch,
-                              check_early_stop, check_l1_scores, check_l2_scores, check_reservoir_sample,
-                              check_remove_neurons, check_kmeans_share, check_fine_grained_mask, check_bits_stored,
-                              check_images_memorized, check_count_thresholds, check_requirement_bits)
+                              check_early_stop)
+from .method_checks import (check_l1_scores, check_l2_scores, check_reservoir_sample, check_remove_neurons,
+                            check_kmeans_share, check_fine_grained_mask, check_bits_stored, check_images_memorized,
+                            check_count_thresholds, check_requirement_bits)
 from .design_checks import check_mcnemar_p, check_next_scale, check_paired_t, check_step_within
 
 
