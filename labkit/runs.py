@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -185,12 +184,14 @@ class RunFolder:
             self._lock.close()  # closing the file releases the lock
             self._lock = None
 
-    # ------------------------------------------------------------ reading back (see Reopening)
+    # ------------------------------------------------------------ reading back (see labkit.reopen)
 
     def open(self) -> list[dict]:
         """The rows finished so far, after checking this folder holds this run, repairing what can be
         (`Reopening`). Nothing is written before the settings are checked: another run's folder is refused
         untouched."""
+        from .reopen import Reopening  # it reads what this module writes
+
         return Reopening(self).rows()
 
     def head_after(self, rows: Sequence[dict]) -> tuple[model.VGGHead | None, int, dict | None]:
@@ -287,212 +288,3 @@ class RunFolder:
         if changed:
             raise files.FileProblem(f"{path} was written by a run with {changed[0]}={theirs.get(changed[0])!r}, not "
                                     f"{mine[changed[0]]!r}: it is not this run's smallest head; {fix}")
-
-
-class Reopening:
-    """Reading a run folder back: check that every file in it is this run's (config.json, history.csv, each
-    checkpoint) and repair what can be repaired from what the others hold, before anything is written.
-
-    A damaged or short history.csv is rebuilt or completed from the newest checkpoint's rows; an unreadable
-    config.json is written again when a checkpoint's settings (or, with none kept, the rows) agree with this run;
-    anything that disagrees is refused, naming the field. The checkpoint policy the folder was run with is kept
-    unless the user asked for another (`_keep_policy`).
-    """
-
-    def __init__(self, folder: "RunFolder"):
-        self.folder = folder  # its config may change here (the checkpoint policy it keeps)
-        self.path, self.config_path, self.history_path = folder.path, folder.config_path, folder.history_path
-        self.log, self.write = folder.log, folder.write
-        self.saved_policy = None  # the checkpoint policy config.json holds, once read
-
-    @property
-    def config(self) -> cfg.StudyConfig:
-        return self.folder.config
-
-    def rows(self) -> list[dict]:
-        """The rows finished so far, after checking the folder holds this run (repairing what can be).
-
-        Nothing is written before the settings are checked: a folder of another run is refused untouched.
-        """
-        has_config, has_history = self.config_path.exists(), self.history_path.exists()
-        if not has_config and not has_history and not self.folder.checkpoints():
-            return []
-        evidence = self._newest_checkpoint_extra()
-        rows, repair = self._rows(evidence)
-        rewrite = self._check_settings(rows, evidence)
-        self.check_checkpoints()  # before anything is written: a foreign checkpoint leaves the folder untouched
-        self._keep_policy(self.saved_policy)
-        if rewrite:
-            rewrite()
-        if repair:
-            repair()
-        extra = extra_columns(rows)
-        if extra:
-            self.log(f"{self.history_path} has column(s) {', '.join(map(repr, extra))} that labkit does not write: "
-                     "kept as they are (rows computed from now on leave them empty)")
-        return rows
-
-    def check_checkpoints(self) -> None:
-        """Check every checkpoint in the folder is this run's (its settings, its cycle); FileProblem naming the
-        first foreign one and what differs. Unreadable files are left to `head_after`, which names them."""
-        for cycle in self.folder.checkpoints():
-            path = self.folder.checkpoint(cycle)
-            extra = model.read_extra(path)
-            if extra:
-                self.check_checkpoint(path, extra, cycle)
-
-    def check_checkpoint(self, path: Path, extra: dict, cycle: int | None = None) -> None:
-        """FileProblem unless checkpoint `path` (its `extra`) holds the head after `cycle` of this very run."""
-        problem = self._foreign(extra, cycle)
-        if problem:
-            raise files.FileProblem(
-                f"checkpoint {path} {problem}, so it is not this run's: nothing of it is used. Fix: move it aside "
-                f"(mv {path} {path}.foreign) and run again; the run then goes on from its own checkpoints (or "
-                f"computes that cycle again); {self.path} is otherwise left as it is")
-
-    def _foreign(self, extra: dict, cycle: int | None) -> str | None:
-        settings, rows = extra.get("config"), extra.get("rows")
-        if not isinstance(settings, dict) or not isinstance(rows, list):
-            return ("holds no run settings or history rows (a trained head, a compressed head or another file "
-                    "saved under a checkpoint's name?)")
-        if cycle is not None and extra.get("cycle") != cycle:
-            return f"holds the head after cycle {extra.get('cycle')!r}, not after cycle {cycle} (a renamed file?)"
-        mine, theirs = identity(self.config), identity(self.config, settings)
-        if "start_trained_with" not in settings:  # checkpoints name the start by path only
-            mine.pop("start_trained_with", None)
-        for k in mine:
-            if theirs.get(k, MISSING) is MISSING:
-                return f"records no {k} (this run has {k}={mine[k]!r})"
-            if mine[k] != theirs[k]:
-                return f"was written by a run with {k}={theirs[k]!r}, not {mine[k]!r}"
-        got = [r.get("cycle") if isinstance(r, dict) else None for r in rows]
-        want = list(range((extra.get("cycle") if isinstance(extra.get("cycle"), int) else len(rows) - 1) + 1))
-        if got != want:
-            return f"holds history rows of cycles {got}, not {want}"
-        return None
-
-    def _newest_checkpoint_extra(self) -> dict | None:
-        """The extra data (rows, settings) of the newest readable checkpoint, or None."""
-        for cycle in self.folder.checkpoints():
-            extra = model.read_extra(self.folder.checkpoint(cycle))
-            if isinstance(extra.get("rows"), list):
-                return extra
-        return None
-
-    def _rows(self, evidence: dict | None) -> tuple[list[dict], Callable[[], None] | None]:
-        """The finished rows, and what to write to repair history.csv (None when it is whole)."""
-        saved = [records.typed(r) for r in evidence["rows"]] if evidence else []
-        try:
-            rows = parse_history(_text(self.history_path)) if self.history_path.exists() else []
-        except ValueError as err:
-            problem = str(err)
-            if not saved:
-                raise files.FileProblem(
-                    f"history {self.history_path} is damaged ({problem}), and no checkpoint in {self.path} holds its "
-                    f"rows (checkpoints={self.config.checkpoints!r}), so its finished cycles cannot be read back. "
-                    f"Fix: move it aside (mv {self.history_path} {self.history_path}.damaged) and run again to "
-                    "compute those cycles anew") from None
-
-            def rebuild():
-                self._keep_damaged(self.history_path)
-                self.log(f"{self.history_path} was damaged ({problem}); rebuilt its {len(saved)} rows from the "
-                         f"checkpoint of cycle {saved[-1]['cycle']} (the damaged file is kept as history.csv.damaged)")
-                self.folder._write_rows(saved)
-
-            return saved, rebuild
-        if len(saved) > len(rows) and [r["cycle"] for r in rows] == [r["cycle"] for r in saved[:len(rows)]]:
-            missing = f"{len(rows)}-{len(saved) - 1}"
-            rows = rows + saved[len(rows):]
-
-            def restore():
-                self.log(f"{self.history_path} lacked the rows of cycles {missing}, which the checkpoint of cycle "
-                         f"{saved[-1]['cycle']} holds; restored them")
-                self.folder._write_rows(rows)
-
-            return rows, restore
-        return rows, None
-
-    def _check_settings(self, rows: list[dict], evidence: dict | None) -> Callable[[], None] | None:
-        """Check config.json holds this run's settings (ValueError naming the first that differs or is missing);
-        when it is unreadable but a checkpoint or the rows confirm the settings, return what rewrites it."""
-        c = self.config
-        fix = (f"give this run another name (--name) or another results folder, or repeat the settings that made "
-               f"it; {self.path} is left as it is")
-        try:
-            saved = files.json_object(self.config_path)
-        except ValueError as err:
-            witness = evidence.get("config") if evidence else None
-            if isinstance(witness, dict):
-                mine, theirs = identity(c), identity(c, witness)
-                if "start_trained_with" not in witness:  # checkpoints name the start by path only
-                    mine.pop("start_trained_with", None)
-                changed = [k for k in mine if mine[k] != theirs.get(k)]
-                if changed:
-                    k = changed[0]
-                    raise files.FileProblem(
-                        f"settings {self.config_path} are unreadable ({err}), and the newest checkpoint in "
-                        f"{self.path} says the run was made with {k}={theirs.get(k)!r}, not {mine[k]!r}; {fix}"
-                    ) from None
-                how = "the settings kept in its newest checkpoint"
-            elif rows and _rows_agree(c, rows):
-                how = (f"history.csv's {len(rows)} rows, as far as rows can tell (method, layer, widths, image "
-                       "counts; no checkpoint is kept to check the rest)")
-            else:
-                raise files.FileProblem(
-                    f"settings {self.config_path} are unreadable ({err}), and nothing in {self.path} shows "
-                    f"that this run was made with these settings; {fix}") from None
-            problem = err
-
-            def rewrite():
-                if self.config_path.exists():
-                    self._keep_damaged(self.config_path)
-                self.log(f"{self.config_path} was unreadable ({problem}); these settings agree with {how}, "
-                         "so it is written again from them")
-                self.folder.begin()
-
-            return rewrite
-        mine, theirs = identity(c), identity(c, saved)
-        changed = [k for k in mine if mine[k] != theirs.get(k, MISSING)]
-        if changed:
-            k = changed[0]
-            if theirs.get(k, MISSING) is MISSING:
-                raise ValueError(
-                    f"settings {self.config_path} have no field {k!r} (this run asks {k}={mine[k]!r}), so it cannot "
-                    f"be told whether {self.path} holds this run: the file was edited or written by another program. "
-                    f"Fix: add \"{k}\": <the value the run was made with> to it, or {fix}")
-            raise ValueError(f"{self.path} holds a run with {k}={theirs[k]!r}, not {mine[k]!r}; {fix}")
-        self.saved_policy = saved.get("checkpoints")
-        return None
-
-    def _keep_policy(self, saved) -> None:
-        """Never lower the folder's checkpoint policy silently: from 'all' to the default 'last' only when asked
-        (`checkpoint_policy_asked`, the command line's --checkpoints); any change is said."""
-        now = self.config.checkpoints
-        if saved not in POLICY_RANK or saved == now or POLICY_RANK[saved] < POLICY_RANK[now]:
-            return
-        default = cfg.StudyConfig.__dataclass_fields__["checkpoints"].default
-        kept = self.folder.checkpoints()
-        if now == default and not _policy_asked.get():
-            self.folder.config = dataclasses.replace(self.config, checkpoints=saved)
-            self.log(f"{self.path} keeps checkpoints={saved!r}, as its config.json says: every checkpoint it holds "
-                     f"stays (--checkpoints {now} keeps only the newest from now on)")
-        elif now == "off":
-            self.log(f"{self.path}: checkpoints='off' as asked (the run kept {saved!r}): no checkpoint is written "
-                     f"from now on; the {len(kept)} it holds stay")
-        else:
-            self.log(f"{self.path}: checkpoints={now!r} as asked (the run kept {saved!r}): each new cycle's "
-                     f"checkpoint replaces those before it, so the {len(kept)} it holds go as the next cycle finishes")
-
-    def _keep_damaged(self, path: Path) -> None:
-        if self.write:
-            os.replace(path, path.with_name(path.name + ".damaged"))
-
-
-def _rows_agree(c: cfg.StudyConfig, rows: Sequence[dict]) -> bool:
-    """Whether history rows could have come from settings `c` (method, layer, first widths, image counts)."""
-    first = rows[0]
-    widths = list(cfg.parse_widths(first["widths"]))
-    return (all(r["method"] == c.method and str(r["layer"]) == str(c.layer) for r in rows)
-            and widths[1:-1] == list(c.hidden) and first["val_total"] == c.subsets.images("val")
-            and first["test_total"] == c.subsets.images("test"))
-

@@ -234,7 +234,7 @@ class Run:
     def __enter__(self):
         self.folder.__enter__()  # the lock
         try:
-            self._go_on_from(self.folder.open())  # the finished rows, checked (and repaired) by runs.Reopening
+            self._go_on_from(self.folder.open())  # the finished rows, checked (and repaired) by reopen.Reopening
             self.folder.begin()
         except BaseException:
             self.folder.__exit__(None, None, None)
