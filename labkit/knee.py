@@ -34,6 +34,52 @@ from .runs import RunFolder
 RESOLUTION = cfg.KNEE_RESOLUTION  # the search stops once lo / hi <= RESOLUTION (the knee known to within 15%)
 MAX_STEPS = cfg.GEOMETRIC_CYCLES  # and after this many steps at most
 
+# ---------------------------------------------------------------- decisions (validation only)
+
+def within_tolerance(baseline: float, accuracy: float, tolerance: float) -> bool:
+    """True when `accuracy` is at most `tolerance` percentage points below `baseline` (both fractions)."""
+    return accuracy >= baseline - tolerance / 100 - 1e-12
+
+
+def against_control(rows: Sequence[dict], control: Sequence[dict]) -> dict[int, dict]:
+    """Per cycle, the pruned heads against the control on validation, paired by seed (rows without a `seed`
+    column are seed 0): {cycle: {"val_accuracy", "control_val_accuracy" (means over seeds), "seeds",
+    "diffs" (per seed, points)}}, for the cycles every seed of `rows` reached and the control covers."""
+    ctl = {(r.get("seed", 0), r["cycle"]): r for r in control}
+    seeds = list(dict.fromkeys(r.get("seed", 0) for r in rows))
+    out = {}
+    for cycle in sorted({r["cycle"] for r in rows}):
+        mine = {r.get("seed", 0): r for r in rows if r["cycle"] == cycle}
+        if set(mine) != set(seeds) or any((s, cycle) not in ctl for s in seeds):
+            continue
+        a = [mine[s]["val_accuracy"] for s in seeds]
+        b = [ctl[(s, cycle)]["val_accuracy"] for s in seeds]
+        out[cycle] = {"val_accuracy": mean(a), "control_val_accuracy": mean(b), "seeds": len(seeds),
+                      "diffs": [100 * (x - y) for x, y in zip(a, b)]}
+    return out
+
+
+def in_tolerance(rows: Sequence[dict], control: Sequence[dict], tolerance: float) -> list[int]:
+    """The cycles whose mean validation accuracy over seeds is within `tolerance` points of the control's (cycle 0,
+    the unpruned start the control shares, always is)."""
+    return [cycle for cycle, m in against_control(rows, control).items()
+            if cycle == 0 or within_tolerance(m["control_val_accuracy"], m["val_accuracy"], tolerance)]
+
+
+def smallest_within(rows: Sequence[dict], control: Sequence[dict], tolerance: float = 1.0) -> dict:
+    """The row (of the first seed) of the cycle with the fewest parameters whose mean validation accuracy over
+    seeds is within `tolerance` points of the equal-budget control's at the same cycle (cycle 0, the unpruned
+    head itself, always is)."""
+    if not rows:
+        raise ValueError("no rows: run the study first")
+    ok = in_tolerance(rows, control, tolerance)
+    if not ok:
+        raise ValueError("no cycle is within tolerance of the control: the control rows do not cover these cycles")
+    first = rows[0].get("seed", 0)
+    candidates = [r for r in rows if r.get("seed", 0) == first and r["cycle"] in ok]
+    return min(candidates, key=lambda r: (r["parameters"], -r["val_accuracy"]))
+
+
 def recovery(c: StudyConfig) -> dict:
     """The recovery of the profile: {"epochs" (at most), "patience", "lr_factor" (times c.lr)}."""
     return cfg.KNEE_RECOVERY[c.profile]
@@ -186,7 +232,7 @@ def step_within(probes: Sequence[dict], controls: Sequence[dict], tolerance: flo
     """A knee step's decision (the reference of notebook 03's exercise): probes and controls hold one row per seed
     in the same order (seed i's probe; seed i's start trained as many epochs, nothing removed). True when the
     probes' mean validation accuracy over the seeds is at most `tolerance` points below the controls' mean."""
-    return study.within_tolerance(mean(r["val_accuracy"] for r in controls),
+    return within_tolerance(mean(r["val_accuracy"] for r in controls),
                                   mean(r["val_accuracy"] for r in probes), tolerance)
 
 
@@ -220,8 +266,8 @@ def knee_table(rows: Sequence[dict], control: Sequence[dict], tolerance: float,
     """
     ctl = {(r.get("seed", 0), r["cycle"]): r for r in control}
     if decided is None:  # decided here, on the mean over seeds
-        ok = set(study.in_tolerance(rows, control, tolerance))
-        best = study.smallest_within(rows, control, tolerance)["cycle"]
+        ok = set(in_tolerance(rows, control, tolerance))
+        best = smallest_within(rows, control, tolerance)["cycle"]
     else:  # as the search decided them
         ok = {step for step, within in decided.items() if within}
         best = _smallest(rows, decided)["cycle"]
@@ -231,7 +277,7 @@ def knee_table(rows: Sequence[dict], control: Sequence[dict], tolerance: float,
         return {**r, "control_epochs_total": k["epochs_total"], "control_val_accuracy": k["val_accuracy"],
                 "control_test_accuracy": k["test_accuracy"], "control_val_right": k.get("val_right", ""),
                 "control_test_right": k.get("test_right", ""), "tolerance": tolerance,
-                "within_tolerance": study.within_tolerance(k["val_accuracy"], r["val_accuracy"], tolerance),
+                "within_tolerance": within_tolerance(k["val_accuracy"], r["val_accuracy"], tolerance),
                 "step_within_tolerance": r["cycle"] in ok,
                 "smallest": r["method"] != "scratch" and r["cycle"] == best}
 
@@ -241,7 +287,7 @@ def knee_table(rows: Sequence[dict], control: Sequence[dict], tolerance: float,
 def per_seed_knees(rows: Sequence[dict], control: Sequence[dict], tolerance: float) -> dict[int, str]:
     """{seed: widths of the smallest probe within tolerance judged on that seed alone}: do the seeds agree?"""
     seeds = dict.fromkeys(r.get("seed", 0) for r in rows)
-    return {s: study.smallest_within([r for r in rows if r.get("seed", 0) == s],
+    return {s: smallest_within([r for r in rows if r.get("seed", 0) == s],
                                      [r for r in control if r.get("seed", 0) == s], tolerance)["widths"]
             for s in seeds}
 

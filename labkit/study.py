@@ -3,7 +3,7 @@
 One cycle of a run:   prune (after cycle 0) -> train c.epochs -> validate + test -> MEC, rho -> row
 Its controls:         "none": the same start and epochs, nothing removed (the equal-budget control);
                       "scratch": a fresh head of the pruned widths trained as many epochs in all.
-Decisions (smallest within tolerance, best): validation accuracy only; test accuracy is reported. Notebooks 03
+Decisions (labkit.knee: smallest within tolerance): validation accuracy only; test accuracy is reported. Notebooks 03
 and 04 write the loops over runs (the comparison, its controls, the knee's probes) in their cells.
 
 Files are the run folder's business (labkit.runs), settings the config's (labkit.config).
@@ -13,8 +13,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from statistics import mean
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -151,52 +150,6 @@ def train_start(c: StudyConfig, path: str | os.PathLike, progress=reporter.KEEP,
         reporter.say(f"trained head saved to {path} ({record['best_epoch']} epochs, the best of {len(epochs)} run; "
                      f"validation accuracy {record['val']['accuracy']:.2%})")
     return head, record
-
-
-# ---------------------------------------------------------------- decisions (validation only)
-
-def within_tolerance(baseline: float, accuracy: float, tolerance: float) -> bool:
-    """True when `accuracy` is at most `tolerance` percentage points below `baseline` (both fractions)."""
-    return accuracy >= baseline - tolerance / 100 - 1e-12
-
-
-def against_control(rows: Sequence[dict], control: Sequence[dict]) -> dict[int, dict]:
-    """Per cycle, the pruned heads against the control on validation, paired by seed (rows without a `seed`
-    column are seed 0): {cycle: {"val_accuracy", "control_val_accuracy" (means over seeds), "seeds",
-    "diffs" (per seed, points)}}, for the cycles every seed of `rows` reached and the control covers."""
-    ctl = {(r.get("seed", 0), r["cycle"]): r for r in control}
-    seeds = list(dict.fromkeys(r.get("seed", 0) for r in rows))
-    out = {}
-    for cycle in sorted({r["cycle"] for r in rows}):
-        mine = {r.get("seed", 0): r for r in rows if r["cycle"] == cycle}
-        if set(mine) != set(seeds) or any((s, cycle) not in ctl for s in seeds):
-            continue
-        a = [mine[s]["val_accuracy"] for s in seeds]
-        b = [ctl[(s, cycle)]["val_accuracy"] for s in seeds]
-        out[cycle] = {"val_accuracy": mean(a), "control_val_accuracy": mean(b), "seeds": len(seeds),
-                      "diffs": [100 * (x - y) for x, y in zip(a, b)]}
-    return out
-
-
-def in_tolerance(rows: Sequence[dict], control: Sequence[dict], tolerance: float) -> list[int]:
-    """The cycles whose mean validation accuracy over seeds is within `tolerance` points of the control's (cycle 0,
-    the unpruned start the control shares, always is)."""
-    return [cycle for cycle, m in against_control(rows, control).items()
-            if cycle == 0 or within_tolerance(m["control_val_accuracy"], m["val_accuracy"], tolerance)]
-
-
-def smallest_within(rows: Sequence[dict], control: Sequence[dict], tolerance: float = 1.0) -> dict:
-    """The row (of the first seed) of the cycle with the fewest parameters whose mean validation accuracy over
-    seeds is within `tolerance` points of the equal-budget control's at the same cycle (cycle 0, the unpruned
-    head itself, always is)."""
-    if not rows:
-        raise ValueError("no rows: run the study first")
-    ok = in_tolerance(rows, control, tolerance)
-    if not ok:
-        raise ValueError("no cycle is within tolerance of the control: the control rows do not cover these cycles")
-    first = rows[0].get("seed", 0)
-    candidates = [r for r in rows if r.get("seed", 0) == first and r["cycle"] in ok]
-    return min(candidates, key=lambda r: (r["parameters"], -r["val_accuracy"]))
 
 
 # ---------------------------------------------------------------- the cycle

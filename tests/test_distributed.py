@@ -63,10 +63,10 @@ def _rank_main(folder, results, start):
     os.environ["LABKIT_OFFLINE"] = "1"
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))  # ranks that disagree fail, not hang
     rank = dist.get_rank()
-    from labkit import backbone, features, study
+    from labkit import backbone, features, knee, study
 
     if rank == 1:  # left alone, rank 1 would find every probe out of tolerance and take ImageNet weights
-        study.within_tolerance = lambda baseline, accuracy, tolerance: False
+        knee.within_tolerance = lambda baseline, accuracy, tolerance: False  # the step's decision (knee.decide)
         real = backbone.resolve_weights
         backbone.resolve_weights = features.resolve_weights = (
             lambda weights="auto", seed=0: "imagenet" if weights == "auto" else real(weights, seed))

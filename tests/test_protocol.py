@@ -86,7 +86,7 @@ def test_each_probe_is_judged_against_its_control_at_equal_training(small_config
     for r, c in zip(rows[1:], control[1:]):
         assert within[r["cycle"]] == (c["val_correct"] - r["val_correct"] <= 1)
     for t in table:  # each row's own verdict against its own control; the step's decision in a column of its own
-        assert t["within_tolerance"] == study.within_tolerance(t["control_val_accuracy"], t["val_accuracy"], 0.5)
+        assert t["within_tolerance"] == knee.within_tolerance(t["control_val_accuracy"], t["val_accuracy"], 0.5)
         assert t["step_within_tolerance"] == (t["cycle"] == 0 or within[t["cycle"]])
     for t in table:
         if t["method"] != "scratch":

@@ -32,12 +32,12 @@ def test_smallest_within_tolerance_by_hand():
             {"cycle": 3, "val_accuracy": 0.870, "parameters": 12}]
     # the control at the same cycle, not cycle 0, is the baseline: here it improves with training
     control = [{"cycle": c, "val_accuracy": v} for c, v in enumerate([0.900, 0.905, 0.900, 0.915])]
-    assert study.smallest_within(rows, control, 1.0)["cycle"] == 2  # 0.8905 >= 0.900 - 0.01
-    assert study.smallest_within(rows, control, 0.5)["cycle"] == 1
-    assert study.smallest_within(rows, control, 5.0)["cycle"] == 3  # 0.870 >= 0.915 - 0.05
-    assert study.smallest_within(rows, control, 4.0)["cycle"] == 2  # 0.870 < 0.915 - 0.04
+    assert knee.smallest_within(rows, control, 1.0)["cycle"] == 2  # 0.8905 >= 0.900 - 0.01
+    assert knee.smallest_within(rows, control, 0.5)["cycle"] == 1
+    assert knee.smallest_within(rows, control, 5.0)["cycle"] == 3  # 0.870 >= 0.915 - 0.05
+    assert knee.smallest_within(rows, control, 4.0)["cycle"] == 2  # 0.870 < 0.915 - 0.04
     with pytest.raises(ValueError, match="no rows"):
-        study.smallest_within([], control, 1.0)
+        knee.smallest_within([], control, 1.0)
 
 
 def test_smallest_against_a_scan_written_apart():
@@ -62,7 +62,7 @@ def test_smallest_against_a_scan_written_apart():
             if c == 0 or 100 * (held - pruned) <= tolerance + 1e-9:
                 inside.append(c)
         fewest = min(inside, key=lambda c: (params[c], -rows[c]["val_accuracy"]))
-        assert study.smallest_within(rows, control, tolerance)["cycle"] == fewest, trial
+        assert knee.smallest_within(rows, control, tolerance)["cycle"] == fewest, trial
 
 
 @pytest.mark.parametrize("overrides,message", [

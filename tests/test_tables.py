@@ -169,16 +169,16 @@ def _controls(rows, vals):
 
 
 def _steps(rows, control, tolerance=1.0):
-    from labkit import study
+    from labkit import knee
 
-    ok = set(study.in_tolerance(rows, control, tolerance))
+    ok = set(knee.in_tolerance(rows, control, tolerance))
     return [{"step": r["cycle"], "scale": r["scale"], "widths": r["widths"], "within_tolerance": r["cycle"] in ok,
              "val_accuracy": r["val_accuracy"], "control_val_accuracy": c["val_accuracy"]}
             for r, c in zip(rows, control) if r["cycle"] > 0 and r.get("seed", 0) == rows[0].get("seed", 0)]
 
 
 def _knee_result():
-    from labkit import knee, study
+    from labkit import knee
 
     widths = ["25088-4096-4096-256-10", "25088-2048-2048-128-10", "25088-1024-1024-64-10", "25088-512-512-32-10"]
     rows = _probe_rows(0, [(0.90, 0.89), (0.91, 0.90), (0.895, 0.90), (0.85, 0.86)], widths)
@@ -189,7 +189,7 @@ def _knee_result():
               "control_test_accuracy": 0.90, "drop_points": 0.0, "path": "a"},
              {"storage": "4-bit k-means codebook", "bytes": 10**7, "ratio": 40.0, "val_accuracy": 0.89,
               "test_accuracy": 0.895, "control_test_accuracy": 0.90, "drop_points": 0.5, "path": "b"}]
-    best = study.smallest_within(rows, control, 1.0)
+    best = knee.smallest_within(rows, control, 1.0)
     return {"rows": rows, "control": control, "smallest": best, "scratch": scratch, "steps": _steps(rows, control),
             "knee": knee.knee_table(rows, control, 1.0, scratch), "table": table}
 
@@ -239,7 +239,7 @@ def test_best_point_is_judged_against_its_control():
 def test_knee_over_seeds_decides_on_the_mean_and_counts_agreement():
     """Three seeds: at step 2 seed 0 alone falls 2 points, the mean only 0.67: the step stays within 1 point,
     and the sentences say that 2 of 3 seeds, judged alone, put the knee at the same widths."""
-    from labkit import knee, study
+    from labkit import knee
 
     widths = ["25088-4096-4096-256-10", "25088-2048-2048-128-10", "25088-1024-1024-64-10", "25088-512-512-32-10"]
     val = {0: [0.90, 0.90, 0.88, 0.80], 1: [0.90, 0.90, 0.90, 0.80], 2: [0.90, 0.90, 0.90, 0.81]}
@@ -248,7 +248,7 @@ def test_knee_over_seeds_decides_on_the_mean_and_counts_agreement():
         mine = _probe_rows(seed, [(v, v) for v in vs], widths)
         rows += mine
         control += _controls(mine, [0.90] * 4)
-    best = study.smallest_within(rows, control, 1.0)
+    best = knee.smallest_within(rows, control, 1.0)
     assert best["widths"] == widths[2] and best["seed"] == 0
     agree = knee.per_seed_knees(rows, control, 1.0)
     assert agree == {0: widths[1], 1: widths[2], 2: widths[2]}
