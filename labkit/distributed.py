@@ -114,3 +114,41 @@ def session(device_type: str):
     finally:
         sys.stdout = stdout
         leave()
+
+
+# ---------------------------------------------------------------- one global batch over the ranks (labkit.train)
+
+def processes(net) -> tuple[int, int]:
+    """(this process's rank, how many share each batch): the world under DDP, else (0, 1)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return world() if isinstance(net, DistributedDataParallel) else (0, 1)
+
+
+def shard(batch, rank: int, size: int):
+    """This process's part of a global batch: the images a DDP rank trains on (all of them in one process)."""
+    return batch.tensor_split(size)[rank] if size > 1 else batch
+
+
+def summed_over_processes(total, correct, size: int) -> tuple:
+    """An epoch's summed loss and right count over every process (as they are in one process)."""
+    if size == 1:
+        return total, correct
+    import torch
+    import torch.distributed as dist
+
+    sums = torch.stack([total, correct.double()])
+    dist.all_reduce(sums)
+    return sums[0], sums[1]
+
+
+def wrap(net, device):
+    """`net` wrapped in DistributedDataParallel under torchrun, else itself: every rank draws the same shuffled
+    order, takes its own slice of each global batch and weights its loss so that the averaged gradient is the
+    global batch's mean, as in one process."""
+    if world()[1] == 1:
+        return net
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                   broadcast_buffers=False)

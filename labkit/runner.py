@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from . import checks, config as cfg, files
+from . import checks, config as cfg, files, runs
 from .notebook import NOTEBOOK_DIR, NOTEBOOKS
 
 PROGRESS_EVERY_S = 60.0  # off a terminal, a line this often while a notebook runs
@@ -169,7 +169,7 @@ def run_notebooks(profile: str = "quick", names: Sequence[str] = NOTEBOOKS, para
                                 "set LABKIT_RESULTS to a folder you can write to")
     # one lab per results folder, taken before anything is written: a second would rerun 01 and 02 over the
     # first's files, and retrain the head the first one's 03 is reading
-    with contextlib.closing(files.take_lock(out, "a lab is running there", LAB_BUSY_FIX)):
+    with contextlib.closing(runs.take_lock(out, "a lab is running there", LAB_BUSY_FIX)):
         return _run_locked(names, profile, parameters, out)
 
 

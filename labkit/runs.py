@@ -22,6 +22,8 @@ import contextlib
 import contextvars
 import json
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -131,6 +133,64 @@ def identity(c: cfg.StudyConfig, saved: dict | None = None) -> dict:
     return {k: v for k, v in values.items() if k not in ignored}
 
 
+# ---------------------------------------------------------------- the lock: one process a folder
+
+class RunBusy(RuntimeError):
+    """Another process holds the folder's lock."""
+
+
+class Lock:
+    """An exclusive lock on folder/.lock (the `filelock` package: fcntl on Linux and macOS, msvcrt on Windows),
+    held until `close()`. Who holds it (pid, host, start time) is written beside it, in folder/.lock-holder, for
+    the message another process prints; a lock whose holder died (even by kill -9) is simply taken over."""
+
+    def __init__(self, folder: Path, what: str, fix: str):
+        import warnings
+
+        with warnings.catch_warnings():  # without fcntl (not Windows) filelock warns that it falls back
+            warnings.simplefilter("ignore")
+            from filelock import FileLock, Timeout
+        self.holder_path = folder / ".lock-holder"
+        self._lock = FileLock(str(folder / ".lock"))
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            raise RunBusy(f"{folder} is in use by {self.holder()}: {what}. {fix}") from None
+        except OSError as err:
+            raise files.write_failure(folder / ".lock", err) from None
+        text = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+        try:
+            files.write_atomic(self.holder_path, text)
+        except files.WriteFailed:
+            self._lock.release()
+            raise
+
+    def holder(self) -> str:
+        """Who holds the lock, as its holder wrote it ("pid 123 on host since ..."), else "another process"."""
+        try:
+            return self.holder_path.read_text().strip() or "another process"
+        except (OSError, UnicodeDecodeError):
+            return "another process"
+
+    def close(self) -> None:
+        if self._lock.is_locked:
+            try:
+                self.holder_path.unlink()
+            except OSError:
+                pass
+            self._lock.release()
+
+
+def take_lock(folder: Path, what: str = "two processes must not run one study at once",
+              fix: str = "Wait for it to finish (or stop it), or give this run another name (--name) or "
+                         "results folder") -> Lock:
+    """An exclusive lock on `folder` (see Lock), held until the returned Lock is closed; RunBusy, naming the
+    holder, `what` must not happen and `fix`, if another process holds it."""
+    files.writable_folder(folder, "the run folder", "choose a results folder you can write to "
+                                                           "(--results on the command line, or LABKIT_RESULTS)")
+    return Lock(folder, what, fix)
+
+
 class RunFolder:
     """The files of one run (`config.run_dir`); use as a context manager to hold its lock.
 
@@ -172,7 +232,7 @@ class RunFolder:
 
     def __enter__(self):
         if self.write:
-            self._lock = files.take_lock(self.path)
+            self._lock = take_lock(self.path)
             removed = [r for place in (self.path, self.path / "checkpoints", self.path / "compressed")
                        for r in files.remove_dead_temporaries(place)]
             if removed:

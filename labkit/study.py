@@ -379,32 +379,17 @@ def _start_key(c: StudyConfig, data: Splits) -> tuple:
 
 @reporter.entry
 def run_study(c: StudyConfig) -> list[dict]:
-    """Run (or resume, or read back) the study for `c`; returns one row per cycle (see labkit.runs.COLUMNS).
+    """Run (or resume, or read back) the study for `c` (`python -m labkit study`): one row per cycle (runs.COLUMNS),
+    each printed as it is made. Notebooks 03 and 04 write the same loop in a cell (`run`)."""
+    from . import tables
 
-    Cycle 0 trains the fresh head (or measures `c.start` as it is); every later cycle removes
-    neurons of the pruned layer(s) by c.method (see `config.prune_plan`), then trains c.epochs epochs,
-    and ends with validation and test accuracy, MEC (bits, live neurons) and rho = correct test points / MEC.
-    Notebooks 03 and 04 write the same loop in a cell (`run`); the comparison, the controls and the knee search
-    are theirs.
-    """
     with Run(c, features_when_needed(c)) as run:  # leaving it lets go of the head
-        _announce(run)
+        if run.done:
+            reporter.say(f"{run.folder.path}: {len(run.rows)} cycles already finished; reading them back")
+        elif not run.rows:
+            reporter.say(tables.format_table([], tables.COLUMNS_SHOWN, header_only=True))
         while not run.done:
-            _show(run.step())
+            row = run.step()
+            if row is not None:
+                reporter.say(tables.format_table([row], tables.COLUMNS_SHOWN, rows_only=True))
     return run.rows
-
-
-def _announce(run: Run) -> None:
-    from . import tables
-
-    if run.done:
-        reporter.say(f"{run.folder.path}: {len(run.rows)} cycles already finished; reading them back")
-    elif not run.rows:
-        reporter.say(tables.format_table([], tables.COLUMNS_SHOWN, header_only=True))
-
-
-def _show(row: dict | None) -> None:
-    from . import tables
-
-    if row is not None:
-        reporter.say(tables.format_table([row], tables.COLUMNS_SHOWN, rows_only=True))

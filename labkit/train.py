@@ -23,12 +23,10 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
-from . import checks
+from . import checks, distributed
 from . import progress as reporter
 from .device import autocast, derive_seed, pick_device, set_seed
-from .distributed import world
 from .features import FeatureSet
 from .model import FEATURE_CHANNELS, POOLED, FoldedFirstLayer, VGGHead
 
@@ -156,13 +154,13 @@ def train_epochs(net, optimizer: torch.optim.Optimizer, maps: torch.Tensor, labe
     `objective(net(maps), labels, share)` (see `cross_entropy`), zeroes the gradients, back-propagates, calls
     `before_step()`, steps the optimizer, calls `after_step()`. A trainer's own difference is one of these
     parts: a mask held after each step, a gradient summed per centroid, a stacked head's loss.
-    net wrapped in DistributedDataParallel: each process takes its own slice of every global batch (`_shard`).
+    net wrapped in DistributedDataParallel: each process takes its own slice of every global batch (`distributed.shard`).
     watch(epoch, row): called before the first epoch (0, None) and after each (row: this epoch's dict, which it
     may add to); True stops training. desc: a progress bar per epoch with this title (None: no bar).
     Returns one dict per epoch: epoch, loss (mean over the images), accuracy (on the training batches),
     seconds, images_per_s. mixed_precision: bf16 autocast on CUDA (see device.autocast).
     """
-    rank, size = _processes(net)
+    rank, size = distributed.processes(net)
     device, n, history = maps.device, len(labels), []
     precision = (lambda: autocast(device)) if mixed_precision else contextlib.nullcontext
     if watch is not None and watch(0, None):
@@ -176,7 +174,7 @@ def train_epochs(net, optimizer: torch.optim.Optimizer, maps: torch.Tensor, labe
         for i in range(0, n, batch_size):
             batch = order[i:i + batch_size] if order is not None else slice(i, i + batch_size)
             count = min(batch_size, n - i)
-            mine = _shard(batch, rank, size)
+            mine = distributed.shard(batch, rank, size)
             with precision():
                 loss, summed, right = objective(net(maps[mine]), labels[mine], size / count)
             optimizer.zero_grad(set_to_none=True)
@@ -190,7 +188,7 @@ def train_epochs(net, optimizer: torch.optim.Optimizer, maps: torch.Tensor, labe
             correct += right
             bar.update(count)
         bar.close()
-        total, correct = _summed_over_processes(total, correct, size)
+        total, correct = distributed.summed_over_processes(total, correct, size)
         seconds = time.perf_counter() - began
         row = {"epoch": epoch, "loss": float(total) / n, "accuracy": int(correct) / n, "seconds": seconds,
                "images_per_s": n / seconds}
@@ -199,37 +197,6 @@ def train_epochs(net, optimizer: torch.optim.Optimizer, maps: torch.Tensor, labe
         if watch is not None and watch(epoch, row):
             break
     return history
-
-
-def _processes(net) -> tuple[int, int]:
-    """(this process's rank, how many share each batch): the world under DDP, else (0, 1)."""
-    return world() if isinstance(net, DistributedDataParallel) else (0, 1)
-
-
-def _shard(batch, rank: int, size: int):
-    """This process's part of a global batch: the images a DDP rank trains on (all of them in one process)."""
-    return batch.tensor_split(size)[rank] if size > 1 else batch
-
-
-def _summed_over_processes(total: torch.Tensor, correct: torch.Tensor, size: int) -> tuple:
-    """An epoch's summed loss and right count over every process (as they are in one process)."""
-    if size == 1:
-        return total, correct
-    import torch.distributed as dist
-
-    sums = torch.stack([total, correct.double()])
-    dist.all_reduce(sums)
-    return sums[0], sums[1]
-
-
-def _distributed(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """`net` wrapped in DistributedDataParallel under torchrun, else itself: every rank draws the same shuffled
-    order, takes its own slice of each global batch and weights its loss so that the averaged gradient is the
-    global batch's mean, as in one process."""
-    if world()[1] == 1:
-        return net
-    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
-                                   broadcast_buffers=False)
 
 
 class _Watch:
@@ -306,7 +273,7 @@ def fit(head: torch.nn.Module, train_set: FeatureSet, epochs: int = 3, batch_siz
         if val_set is None:
             raise ValueError("patience (early stopping) watches validation accuracy: give val_set too")
     device = pick_device(device)
-    rank, size = world()
+    rank, size = distributed.world()
     if batch_size < size:
         raise ValueError(f"batch_size={batch_size} is smaller than the {size} processes sharing each batch")
     set_seed(derive_seed(0, seed, rank=rank))  # dropout differs between ranks; the shuffle below does not
@@ -322,7 +289,7 @@ def fit(head: torch.nn.Module, train_set: FeatureSet, epochs: int = 3, batch_siz
     watch = _Watch(folded or head, val_set, device, patience, params, optimizer, state, folded is not None)
     maps, labels = train_set.on(device)
     try:
-        history = train_epochs(_distributed(folded or head, device), optimizer, maps, labels, epochs, batch_size,
+        history = train_epochs(distributed.wrap(folded or head, device), optimizer, maps, labels, epochs, batch_size,
                                generator, watch=watch, desc=desc)
         kept = watch.restore(history)
         if state is not None:
