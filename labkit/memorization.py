@@ -136,14 +136,8 @@ class Ladder(nn.Module):
 
 
 def _first_layer(layer: nn.Linear, features: int) -> torch.Tensor:
-    """A head's first-layer weights as units x features: a twin's copies of a weight summed.
-
-    A twin reads each feature `copies` times, so its output depends on the copies of a weight only through
-    their sum. Adam gives every copy the same gradient, hence the same step: training the units x
-    (features x copies) weights at lr / copies moves their sum exactly as Adam at lr moves one weight
-    started at that sum (tested). So the twin trains as that sum; only its start (a sum of `copies`
-    independent draws of a (features x copies)-input layer's start) and its parameter count differ.
-    """
+    """A head's first-layer weights as units x features: a twin's copies of a weight summed (the module's
+    docstring says why that trains exactly as the twin)."""
     w = layer.weight.detach()
     return w.view(len(w), features, -1).sum(-1)
 
