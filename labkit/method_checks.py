@@ -278,6 +278,10 @@ def check_requirement_bits(fn) -> None:
     for t, d, want in ((4, 10, (4 * 11 + 4 + 1, 3 * 10)), (7, 512, (7 * 513 + 8, 3 * 512)), (0, 5, (1, 0))):
         got = tuple(int(v) for v in fn(t, d))
         if got[1] == round(math.log2(t + 1)) * d != want[1]:
-            raise Wrong(f"requirement_bits({t}, {d}): log2({t + 1}) = {math.log2(t + 1):.2f} rounds up: "
-                        "ceil(log2(t + 1)) d")
-        _same(got, want, f"requirement_bits({t}, {d})", "(t (d + 1) + t + 1, ceil(log2(t + 1)) d)")
+            raise Wrong(f"requirement_bits({t}, {d}): log2({t + 1}) = {math.log2(t + 1):.2f} rounds up: a part "
+                        "of a bit is a whole bit")
+        if t and got[0] in (t * (d + 1), t * (d + 1) + t):
+            raise Wrong(f"requirement_bits({t}, {d}): max counts only the hidden neurons; the output neuron reads "
+                        f"the {t} hidden ones, and by rule 2 a neuron of n inputs stores n + 1 bits")
+        _same(got, want, f"requirement_bits({t}, {d})", "max: t neurons of d inputs and one of t inputs, rule 2 each; "
+              "expected: the bits that name one of t + 1 intervals, for each of the d inputs")
