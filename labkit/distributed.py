@@ -1,6 +1,7 @@
 """torchrun helpers: this process's rank, the lead rank that writes files, barriers, and joining the group.
 
-Under torchrun every rank trains; rank 0 (the lead) logs, writes files and takes decisions.
+Under torchrun every rank trains; rank 0 (the lead) logs, writes files and takes decisions. labkit.train splits
+each global batch over the ranks with `processes`, `shard`, `summed_over_processes` and `wrap` (below).
 """
 from __future__ import annotations
 

@@ -232,8 +232,8 @@ def step_within(probes: Sequence[dict], controls: Sequence[dict], tolerance: flo
     """A knee step's decision (the reference of notebook 03's exercise): probes and controls hold one row per seed
     in the same order (seed i's probe; seed i's start trained as many epochs, nothing removed). True when the
     probes' mean validation accuracy over the seeds is at most `tolerance` points below the controls' mean."""
-    return within_tolerance(mean(r["val_accuracy"] for r in controls),
-                                  mean(r["val_accuracy"] for r in probes), tolerance)
+    return within_tolerance(mean(r["val_accuracy"] for r in controls), mean(r["val_accuracy"] for r in probes),
+                            tolerance)
 
 
 def paired_on_validation(probes: Sequence[dict], controls: Sequence[dict]) -> dict | None:
@@ -288,7 +288,7 @@ def per_seed_knees(rows: Sequence[dict], control: Sequence[dict], tolerance: flo
     """{seed: widths of the smallest probe within tolerance judged on that seed alone}: do the seeds agree?"""
     seeds = dict.fromkeys(r.get("seed", 0) for r in rows)
     return {s: smallest_within([r for r in rows if r.get("seed", 0) == s],
-                                     [r for r in control if r.get("seed", 0) == s], tolerance)["widths"]
+                               [r for r in control if r.get("seed", 0) == s], tolerance)["widths"]
             for s in seeds}
 
 

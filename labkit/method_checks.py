@@ -280,8 +280,11 @@ def check_requirement_bits(fn) -> None:
         if got[1] == round(math.log2(t + 1)) * d != want[1]:
             raise Wrong(f"requirement_bits({t}, {d}): log2({t + 1}) = {math.log2(t + 1):.2f} rounds up: a part "
                         "of a bit is a whole bit")
-        if t and got[0] in (t * (d + 1), t * (d + 1) + t):
+        if t and got[0] == t * (d + 1):
             raise Wrong(f"requirement_bits({t}, {d}): max counts only the hidden neurons; the output neuron reads "
-                        f"the {t} hidden ones, and by rule 2 a neuron of n inputs stores n + 1 bits")
+                        f"the {t} hidden ones, and stores bits too")
+        if t and got[0] == t * (d + 1) + t:
+            raise Wrong(f"requirement_bits({t}, {d}): max leaves out the output neuron's bias: by rule 2 a neuron of "
+                        "n inputs stores n + 1 bits")
         _same(got, want, f"requirement_bits({t}, {d})", "max: t neurons of d inputs and one of t inputs, rule 2 each; "
               "expected: the bits that name one of t + 1 intervals, for each of the d inputs")

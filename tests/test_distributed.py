@@ -66,7 +66,7 @@ def _rank_main(folder, results, start):
     from labkit import backbone, features, knee, study
 
     if rank == 1:  # left alone, rank 1 would find every probe out of tolerance and take ImageNet weights
-        knee.within_tolerance = lambda baseline, accuracy, tolerance: False  # the step's decision (knee.decide)
+        knee.within_tolerance = lambda baseline, accuracy, tolerance: False  # read by knee.step_within; Search.decide takes rank 0's
         real = backbone.resolve_weights
         backbone.resolve_weights = features.resolve_weights = (
             lambda weights="auto", seed=0: "imagenet" if weights == "auto" else real(weights, seed))

@@ -222,7 +222,7 @@ def test_capacity_checks_refuse_the_usual_slips():
                                                   - (1 - a) * math.log2(k - 1)), "chance")
     _fails("count_thresholds", lambda s, y: int((y[1:] != y[:-1]).sum()), "sort")
     _fails("requirement_bits", lambda t, d: (t * (d + 1) + t + 1, round(math.log2(t + 1)) * d), "rounds up")
-    _fails("requirement_bits", lambda t, d: (t * (d + 1) + t, math.ceil(math.log2(t + 1)) * d), "output neuron")
+    _fails("requirement_bits", lambda t, d: (t * (d + 1) + t, math.ceil(math.log2(t + 1)) * d), "bias")
     _fails("requirement_bits", lambda t, d: (t * (d + 1), math.ceil(math.log2(t + 1)) * d), "output neuron")
     _fails("requirement_bits", lambda t, d: (t * (d + 1) + t + 1, math.ceil(math.log2(t + 1))), "requirement_bits")
 

@@ -170,6 +170,10 @@ def test_memorization_ladder_has_a_twin_only_where_inputs_repeat():
 def test_criterion_at_chance_is_refused():
     with pytest.raises(ValueError, match="criterion=0.1"):
         notebook_cells.memorize(torch.eye(3), [mem.HeadSpec(0)], criterion=0.1)
+    with pytest.raises(ValueError, match="restarts=0"):
+        notebook_cells.memorize(torch.eye(3), [mem.HeadSpec(0)], restarts=0)
+    with pytest.raises(ValueError, match="at least one head"):
+        notebook_cells.memorize(torch.eye(3), [])
 
 
 # ---------------------------------------------------------------- the ladder on real labels
