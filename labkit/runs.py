@@ -194,8 +194,8 @@ def take_lock(folder: Path, what: str = "two processes must not run one study at
 class RunFolder:
     """The files of one run (`config.run_dir`); use as a context manager to hold its lock.
 
-    open() returns the finished rows after checking the folder holds this run; record() writes a
-    finished cycle; head_after() loads the head to go on from.
+    record() writes a finished cycle; head_after() loads the head to go on from. Reading the folder back (the
+    finished rows, after checking the folder holds this run) is labkit.reopen's `Reopening(folder).rows()`.
     """
 
     def __init__(self, config: cfg.StudyConfig, log: Log | None = None, write: bool = True):
@@ -244,15 +244,7 @@ class RunFolder:
             self._lock.close()  # closing the file releases the lock
             self._lock = None
 
-    # ------------------------------------------------------------ reading back (see labkit.reopen)
-
-    def open(self) -> list[dict]:
-        """The rows finished so far, after checking this folder holds this run, repairing what can be
-        (`Reopening`). Nothing is written before the settings are checked: another run's folder is refused
-        untouched."""
-        from .reopen import Reopening  # it reads what this module writes
-
-        return Reopening(self).rows()
+    # ------------------------------------------------------------ reading back (labkit.reopen checks the rows)
 
     def head_after(self, rows: Sequence[dict]) -> tuple[model.VGGHead | None, int, dict | None]:
         """The head to go on from, the number of rows it follows (the rest are computed again) and the optimizer

@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from . import backbone, capacity, distributed, features, model, prune, runs, train
+from . import backbone, capacity, distributed, features, model, prune, reopen, runs, train
 from . import progress as reporter
 from . import device
 from .device import derive_seed
@@ -187,7 +187,9 @@ class Run:
     def __enter__(self):
         self.folder.__enter__()  # the lock
         try:
-            self._go_on_from(self.folder.open())  # the finished rows, checked (and repaired) by reopen.Reopening
+            # the finished rows, after checking the folder holds this run (nothing is written before that:
+            # another run's folder is refused untouched), repairing what can be repaired
+            self._go_on_from(reopen.Reopening(self.folder).rows())
             self.folder.begin()
         except BaseException:
             self.folder.__exit__(None, None, None)
