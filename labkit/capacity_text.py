@@ -111,7 +111,7 @@ def memorization_bound(rows: Sequence[dict]) -> str:
 
 def ladder_sentence(rows: Sequence[dict], tolerance: float, head_effective: int | None = None,
                     label_bits: float | None = None) -> str:
-    """What the ladder on real labels (memorization.measure_requirement rows) measured: the smallest head within
+    """What the ladder on real labels (notebook 04's requirement_ladder rows) measured: the smallest head within
     tolerance of the best, an upper bound on the capacity the labels need to be generalized (a smaller head
     of another shape might do); `label_bits`: what memorizing the training labels outright would take."""
     best = max(rows, key=lambda r: r["val_accuracy"])

@@ -40,8 +40,8 @@ def _row(head: str, widths, parameters: int, bytes_float32: int, bytes_smallest:
 
 def rows(knee: dict, dc: dict | None, ladder: Sequence[dict], map_size: int, seed: int = 0) -> list[dict]:
     """head_size.csv's rows. knee: knee.compress_knee's result; dc: deepcompression.finish's result (or None: no
-    row); ladder: memorization.measure_requirement rows (requirement_ladder.csv, with test
-    accuracy); map_size: the backbone's map side (1 at 32 px)."""
+    row); ladder: the rows of notebook 04's requirement ladder (requirement_ladder.csv, with test
+    accuracy; empty before 04 has run: no ladder rows); map_size: the backbone's map side (1 at 32 px)."""
     mine = [r for r in knee["knee"] if r.get("seed", 0) == seed]
     start = next(r for r in mine if r["cycle"] == 0 and r["method"] != "scratch")
     best = next(r for r in mine if r["smallest"])
@@ -77,6 +77,8 @@ def rows(knee: dict, dc: dict | None, ladder: Sequence[dict], map_size: int, see
                         last["control_val_accuracy"],
                         last["control_test_accuracy"], "Han et al.'s shares kept per layer, checked against the "
                         "tolerance on validation", kept=sparse["mec_kept_bits"]))
+    if not ladder:  # notebook 04 measures the ladder and writes the table again with its two rows
+        return out
     top = max(ladder, key=lambda r: r["val_accuracy"])
     chosen = next(r for r in ladder if r["chosen"])
     linear = next(r for r in ladder if int(r["hidden"]) == 0)
@@ -97,8 +99,8 @@ def lines(table: Sequence[dict], versus: Sequence[dict] | None = None) -> list[s
     start = table[0]
     knee = next(r for r in table if r["head"].startswith("structured knee"))
     twin = next((r for r in table if r["head"].startswith("the knee's widths")), None)
-    ladder = next(r for r in table if r["head"].startswith("the ladder's smallest"))
-    linear = next(r for r in table if r["head"].startswith("linear"))
+    ladder = next((r for r in table if r["head"].startswith("the ladder's smallest")), None)
+    linear = next((r for r in table if r["head"].startswith("linear")), None)
     fine = next((r for r in table if r["head"].startswith("fine-grained")), None)
     out = [f"How big must the head be? {len(table)} answers, each seed 0's, on the same validation and test images "
            "(head_size.csv):"]
@@ -111,18 +113,22 @@ def lines(table: Sequence[dict], versus: Sequence[dict] | None = None) -> list[s
                    f"{r['parameters']:,} parameters{fewer}, {r['bytes_smallest'] / 1e6:,.2f} MB ({r['smallest_storage']}), MEC "
                    f"{r['mec_bits']:,} bits ({r['mec_effective_bits']:,} effective); validation "
                    f"{r['val_accuracy']:.2%}{test}{below}.")
-    out.append(
-        f"The structured knee and the ladder answer two questions. The knee asks how far the trained "
-        f"{hidden_text(start['widths'])} head can be cut in one step and win its accuracy back within its recovery "
-        f"budget: {hidden_text(knee['widths'])}, {abs(knee['val_points_below_control']):.2f} points "
-        f"{'below' if knee['val_points_below_control'] >= 0 else 'above'} its control. "
-        f"The ladder asks how small a fresh head on the {ladder['widths'][0]:,} distinct features stays within "
-        f"the tolerance of the ladder's best ({ladder['control_val_accuracy']:.2%} on validation): "
-        f"{ladder['widths']}, {abs(ladder['val_points_below_control']):.2f} points below it, "
-        f"{_times(knee['parameters'] / ladder['parameters'])} "
-        f"fewer parameters than the knee, at {ladder['val_accuracy']:.2%} against the knee's "
-        f"{knee['val_accuracy']:.2%} on validation. A linear classifier reaches {linear['val_accuracy']:.2%}: "
-        "most of what the head does, the features already do.")
+    if ladder is None:
+        out.append("The ladder of small heads trained fresh on the features is measured in notebook 04, which "
+                   "writes this table again with its smallest head within tolerance and its linear classifier.")
+    else:
+        out.append(
+            f"The structured knee and the ladder answer two questions. The knee asks how far the trained "
+            f"{hidden_text(start['widths'])} head can be cut in one step and win its accuracy back within its "
+            f"recovery budget: {hidden_text(knee['widths'])}, {abs(knee['val_points_below_control']):.2f} points "
+            f"{'below' if knee['val_points_below_control'] >= 0 else 'above'} its control. "
+            f"The ladder asks how small a fresh head on the {ladder['widths'][0]:,} distinct features stays within "
+            f"the tolerance of the ladder's best ({ladder['control_val_accuracy']:.2%} on validation): "
+            f"{ladder['widths']}, {abs(ladder['val_points_below_control']):.2f} points below it, "
+            f"{_times(knee['parameters'] / ladder['parameters'])} "
+            f"fewer parameters than the knee, at {ladder['val_accuracy']:.2%} against the knee's "
+            f"{knee['val_accuracy']:.2%} on validation. A linear classifier reaches {linear['val_accuracy']:.2%}: "
+            "most of what the head does, the features already do.")
     if twin is not None:
         gap = 100 * (knee["val_accuracy"] - twin["val_accuracy"])
         out.append(f"The knee's widths trained from scratch reached {twin['val_accuracy']:.2%} on validation, "

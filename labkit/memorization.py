@@ -1,10 +1,11 @@
 """Measuring capacity by training: the building blocks of notebook 04's memorization and ladder.
 
 Friedland's check of a capacity count: train on uniformly random labels (nothing to generalize) and count
-what is memorized; notebook 04's `memorize` cell runs that experiment with these blocks. The heads of a ladder
-train together, as one network on the same standardized features: their first layers side by side in one
-matrix (one matmul reads the features once for all of them), their output layers in one matrix under a block
-mask (a head's outputs read only its own hidden units), one loss summed over the heads, one full-batch Adam.
+what is memorized; notebook 04's `memorize` cell runs that experiment with these blocks, and its
+`requirement_ladder` cell the ladder on the real labels. The heads of a ladder train together, as one network
+on the same standardized features: their first layers side by side in one matrix (one matmul reads the
+features once for all of them), their output layers in one matrix under a block mask (a head's outputs read
+only its own hidden units), one loss summed over the heads, one full-batch Adam.
 The heads share no parameter, so each receives exactly its own gradient, as if trained alone.
 
 A twin reads each feature `copies` times (49: the 25,088 inputs VGG16's pool makes from a 1 x 1 map). Its
@@ -23,7 +24,7 @@ from torch import nn
 
 from . import capacity, checks, train
 from .config import CLASSES, Widths
-from .device import derive_seed, one_thread, seeded
+from .device import one_thread, seeded
 
 
 
@@ -345,47 +346,3 @@ def memorization_ladder(map_size: int, widths: Sequence[int] = (1, 2, 4, 8, 16, 
     specs = [HeadSpec(w) for w in widths]
     copies = repeats(map_size)
     return specs + ([HeadSpec(twin, copies)] if copies > 1 and twin else [])
-
-
-def measure_requirement(train_set, val_set, hidden: Sequence[int] = (0, 1, 2, 4, 8, 16, 32, 64, 128),
-                        tolerance: float = 1.0, seed: int = 0, steps: int = 200, lr: float = 0.01,
-                        test_set=None) -> dict:
-    """The capacity the real labels need, measured: heads of growing width trained on the training features,
-    judged on validation.
-
-    Every head (0: a linear classifier) trains together, `steps` full-batch Adam steps on all training images,
-    reading the cached features (512 s s distinct values an image: the study's head's distinct inputs for maps
-    up to 7 x 7). Returns {"rows": one per head (head, hidden, widths, mec_bits: the four rules on the widths as
-    the head reads them, mec_effective_bits: on its distinct inputs (the same here: the features it reads are
-    distinct), parameters, train_accuracy, val_accuracy, with `test_set` test_correct / test_total /
-    test_accuracy, within_tolerance, chosen), "chosen": the row of the smallest effective MEC within
-    `tolerance` points of the best validation accuracy, "images": training images, "tolerance"}.
-    """
-    tolerance = checks.number("tolerance", tolerance, minimum=0, hint="it counts percentage points of accuracy")
-    stats = train_set.stats()
-    x, y = standardized(train_set, stats), train_set.labels
-    specs = [HeadSpec(checks.integer("hidden", h, minimum=0)) for h in hidden]
-    ladder = Ladder(specs, x.shape[1], seeds=[derive_seed(seed, i) for i in range(len(specs))])
-    fit_ladder(ladder, x, y, [len(y)] * len(specs), steps, lr, criterion=None)
-    with torch.no_grad():
-        train_acc = (ladder(x).argmax(-1) == y[:, None]).float().mean(0).tolist()
-        val_x = standardized(val_set, stats)
-        val_acc = (ladder(val_x).argmax(-1) == val_set.labels[:, None]).float().mean(0).tolist()
-        test_right = ((ladder(standardized(test_set, stats)).argmax(-1) == test_set.labels[:, None]).sum(0).tolist()
-                      if test_set is not None else None)
-    rows = []
-    for h, (spec, tr, va) in enumerate(zip(specs, train_acc, val_acc)):
-        widths = spec.widths(x.shape[1])
-        rows.append({"head": spec.name(x.shape[1]), "hidden": spec.hidden, "widths": Widths(widths),
-                     "mec_bits": capacity.mec(widths), "mec_effective_bits": capacity.mec(widths),
-                     "parameters": capacity.parameter_count(widths), "train_accuracy": tr, "val_accuracy": va})
-        if test_right is not None:
-            rows[-1].update(test_correct=int(test_right[h]), test_total=len(test_set),
-                            test_accuracy=test_right[h] / len(test_set))
-    best = max(r["val_accuracy"] for r in rows)
-    for r in rows:
-        r["within_tolerance"] = 100 * (best - r["val_accuracy"]) <= tolerance + 1e-9
-    chosen = min((r for r in rows if r["within_tolerance"]), key=lambda r: r["mec_effective_bits"])
-    for r in rows:
-        r["chosen"] = r is chosen
-    return {"rows": rows, "chosen": chosen, "images": len(y), "tolerance": tolerance}

@@ -126,7 +126,7 @@ def requirement(progressions: dict[str, list[dict]], capacities: dict[str, int] 
     """Bits the labels need (thresholds method) against training images, per representation, on log axes.
 
     progressions: {name: capacity.requirement_progression rows}; capacities: {label: MEC bits}
-    drawn as horizontal lines (the capacity the head has); measured: memorization.measure_requirement's
+    drawn as horizontal lines (the capacity the head has); measured: notebook 04's requirement_ladder's
     result, its chosen head's effective MEC drawn as a star at the images it was trained on.
     """
     fig, ax = plt.subplots(figsize=(8, 4.8))

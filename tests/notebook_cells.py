@@ -157,3 +157,9 @@ def memorize(x, specs, criterion: float = 0.9, seed: int = 0, start: int = 100, 
     memorize = definitions("04_capacity_curve").memorize
     search = search or (lambda fits, limit: memorization.images_memorized(fits, limit, start, precision))
     return memorize(x, specs, search, bits or memorization.bits_stored, criterion, seed, **fit)
+
+
+def requirement_ladder(train, val, test, **settings):
+    """Notebook 04's ladder on the real labels (its `requirement_ladder`, as the instructor's copy defines it):
+    {"rows", "chosen", "images", "tolerance"}; settings: hidden, tolerance, seed, steps, lr."""
+    return definitions("04_capacity_curve").requirement_ladder(train, val, test, **settings)

@@ -72,7 +72,7 @@ def test_deep_compression_and_the_ladders_step_through_three_labkit_frames(tmp_p
         notebook_cells.deep_compression(head, splits, tmp_path, budget, [0.9, 0.5, 0.5, 0.0])
     assert max(len(chain) for chain in chains) <= 3, _longest(chains)
     with deepest() as chains:
-        memorization.measure_requirement(splits.train, splits.val, hidden=(0, 4), steps=5)
+        notebook_cells.requirement_ladder(splits.train, splits.val, splits.test, hidden=(0, 4), steps=5)
         x = memorization.standardized(splits.train)
         notebook_cells.memorize(x, [memorization.HeadSpec(2)], start=50, steps=5, restarts=1)
     assert max(len(chain) for chain in chains) <= 3, _longest(chains)
@@ -103,7 +103,7 @@ def test_the_train_one_epoch_check_steps_through_three_labkit_frames(capsys):
 # what a cell must not call: each trains behind more than one labkit frame of its own (the notebooks write these
 # loops in their cells over Run.step, train_start, deep_compression and the ladders; labkit's own comparison,
 # knee search and session wrappers are gone)
-WRAPPERS = ("run_study(", ".advance_to(", "memorize_random_labels(")
+WRAPPERS = ("run_study(", ".advance_to(", "memorize_random_labels(", "measure_requirement(")
 
 
 def test_notebooks_02_to_04_call_the_building_blocks_not_the_wrappers():

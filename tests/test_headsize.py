@@ -64,6 +64,16 @@ def test_six_heads_one_bookkeeping(tmp_path):
         assert "1024-1024-64" in text and "512-32-10" in text
 
 
+def test_before_notebook_04_the_table_has_no_ladder_rows_and_says_who_adds_them():
+    """Notebook 03 writes head_size.csv before 04 has measured the ladder: four rows, and its lines name 04."""
+    rows = headsize.rows(_knee_result(), _dc(), [], map_size=1)
+    assert [r["head"].split(" (")[0].split(",")[0] for r in rows] == [
+        "unpruned", "structured knee", "the knee's widths", "fine-grained"]
+    text = " ".join(headsize.lines(rows))
+    assert "4 answers" in text and "measured in notebook 04" in text and "two questions" not in text
+    assert headsize.rows(_knee_result(), _dc(), _ladder(), map_size=1)[:4] == rows  # 04 adds two rows, changes none
+
+
 def _curve():
     from test_tables import _grid
 

@@ -194,11 +194,13 @@ def _blobs(n, seed, xor=False):
 
 @pytest.mark.parametrize("xor, chosen", [(False, 0), (True, 32)])
 def test_requirement_ladder_picks_the_smallest_within_tolerance(xor, chosen):
-    train, val = (_feature_set(*_blobs(400, s, xor), split) for s, split in ((0, "train"), (1, "val")))
-    result = mem.measure_requirement(train, val, hidden=(0, 32), tolerance=2.0, steps=300)
+    train, val, test = (_feature_set(*_blobs(400, s, xor), split) for s, split in ((0, "train"), (1, "val"),
+                                                                                     (2, "test")))
+    result = notebook_cells.requirement_ladder(train, val, test, hidden=(0, 32), tolerance=2.0, steps=300)
     rows = {r["hidden"]: r for r in result["rows"]}
     assert result["chosen"]["hidden"] == chosen and rows[chosen]["chosen"]
     assert rows[32]["val_accuracy"] > 0.95
+    assert rows[chosen]["test_total"] == 400 and rows[chosen]["test_accuracy"] == rows[chosen]["test_correct"] / 400
     if xor:
         assert rows[0]["val_accuracy"] < 0.8 and not rows[0]["within_tolerance"]
     # both counts on the widths as the head reads them: 4 features in, each distinct (not the study's 25,088)

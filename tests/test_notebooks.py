@@ -165,8 +165,8 @@ def _measured_tables(held={}):
         heads = memorization.memorization_ladder(map_size_for(splits.train.image_size))
         held["memorization"] = notebook_cells.memorize(memorization.standardized(splits.train), heads, steps=60,
                                                        start=20)
-        held["requirement_ladder"] = memorization.measure_requirement(splits.train, splits.val,
-                                                                      test_set=splits.test)["rows"]
+        held["requirement_ladder"] = notebook_cells.requirement_ladder(splits.train, splits.val,
+                                                                       splits.test)["rows"]
     return held
 
 
