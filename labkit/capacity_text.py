@@ -1,5 +1,6 @@
-"""The sentences about capacity, counted and measured: what the labels need (the thresholds method), what the
-heads memorized (random labels), the requirement ladder, and rho on both MEC counts.
+"""The sentences about capacity, counted and measured, that notebooks 04 and 05 both print: what the labels need
+(the thresholds method), what the heads memorized (random labels), the requirement ladder (Q8 of notebook 05
+states rho on both MEC counts in its own cell).
 
 Like labkit.tables', each sentence says only what its numbers support;
 tests/test_tables.py and test_questionnaire_capacity.py check them.
@@ -135,18 +136,3 @@ def ladder_sentence(rows: Sequence[dict], tolerance: float, head_effective: int 
     if head_effective:
         said += f" The unpruned head's effective MEC is {head_effective / pick['mec_effective_bits']:,.0f}x that."
     return said
-
-
-def rho_both(correct: int, nominal: int, effective: int) -> str:
-    """rho = correct test points / MEC on the nominal and the effective MEC, and what each can prove."""
-    from .capacity import generalization_ratio
-
-    low, high = generalization_ratio(correct, nominal), generalization_ratio(correct, effective)
-    said = f"rho = {correct:,} correct test points / MEC = {low:.3g} on the nominal MEC"
-    if nominal != effective:
-        said += f", {high:.3g} on the effective MEC ({nominal / effective:.0f}x higher: the inputs repeat)"
-    if high >= 1:
-        return said + (". Above 1 on the effective MEC: the head cannot hold that many test points in its "
-                       "capacity, so its accuracy is generalization, which the capacity argument proves here.")
-    return said + (". Below 1 both ways: by the capacity argument alone the head could have memorized the test set; "
-                   "it never saw it, so the accuracy is generalization, but the MEC bound cannot prove it.")

@@ -2,7 +2,8 @@
 
     rows(knee, dc, ladder)   head_size.csv: the unpruned head, the structured knee, its from-scratch twin,
                              Deep Compression's fine-grained head, the ladder's smallest head within tolerance
-                             and the linear classifier; each beside its control
+                             and the linear classifier (these two once notebook 04 has measured the ladder); each
+                             beside its control
     lines(rows)              what the table says, and why its answers differ, from its numbers
     bookkeeping(folder, s)   every table of a results folder checked: mec_bits and mec_effective_bits follow
                              from each row's widths (one meaning a column, in every table)

@@ -15,6 +15,7 @@ a probe within tolerance keeps its head as smallest_within_tolerance.pt, written
 
     Search(c, seeds, data)   one search's bookkeeping (notebook 03's cells run its probes and its loop)
     compress_knee(c, ...)    the knee head stored and read back, beside the from-scratch heads
+    knee_choice(knee.csv)    the kept head's row, its accuracies and rho the means over seeds (notebooks 04, 05)
 """
 from __future__ import annotations
 
@@ -343,3 +344,15 @@ def compress_knee(c: StudyConfig, bits: Sequence[int], result: dict, from_scratc
     return {**result, "scratch": from_scratch,
             "knee": knee_table(result["rows"], result["control"], c.tolerance, from_scratch, result["decided"]),
             "table": table}
+
+
+def knee_choice(knee: Sequence[dict]) -> dict:
+    """The row notebook 03 kept as the smallest head within tolerance (knee.csv's `smallest` column; the first
+    seed's), with val_accuracy, test_accuracy and rho replaced by their means over the seeds of that cycle."""
+    rows = [r for r in knee if r.get("smallest") is True]
+    if not rows:
+        raise ValueError("knee.csv marks no smallest head: run notebook 03 (or knee.compress_knee) again")
+    means = {k: mean(float(r[k]) for r in rows) for k in ("val_accuracy", "test_accuracy", "rho")}
+    if all("rho_effective" in r for r in rows):
+        means["rho_effective"] = mean(float(r["rho_effective"]) for r in rows)
+    return {**rows[0], **means, "seeds": len(rows)}

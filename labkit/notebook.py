@@ -81,7 +81,8 @@ class Session:
     def head_size(self, knee: dict | None, dc: dict | None, ladder: Sequence[dict]) -> list[dict] | None:
         """head_size.csv (labkit.headsize): the lab's answers to how big the head must be, side by side, written
         and returned. knee and dc: notebook 03's results, or None to read its tables (knee, compression,
-        deep_compression, structured_vs_finegrained); ladder: the requirement ladder's rows (with test accuracy).
+        deep_compression, structured_vs_finegrained); ladder: the requirement ladder's rows (with test accuracy;
+        empty before notebook 04 has measured it: the table then has no ladder rows).
         Without notebook 03's knee nothing is written (None): 03 writes the table when it runs."""
         from . import headsize, model
 

@@ -133,14 +133,6 @@ def plural_epochs(n) -> str:
     return f"{n} epoch" + ("" if n == 1 else "s")
 
 
-ARM_NAMES = {"none": "the unpruned head trained as long (none)", "scratch": "the same widths from scratch"}
-
-
-def arm_name(method: str) -> str:
-    """How a sentence names a method or a control."""
-    return ARM_NAMES.get(method, method)
-
-
 def difference_text(c: dict) -> str:
     """A comparison's difference and its margin, in points (see `compare`)."""
     return f"{c['diff']:+.2f} points; 95% margin ±{c['margin']:.2f}, {c['basis']}"
@@ -280,35 +272,6 @@ def curve_summary(rows: Sequence[dict]) -> list[dict]:
         entry["seeds"] = len(group)
         out.append(entry)
     return out
-
-
-def best_point(rows: Sequence[dict]) -> dict:
-    """The (method, cycle) with the highest mean validation accuracy over seeds (ties: the smaller MEC),
-    with its mean test accuracy reported beside it; pruning methods and the control compete."""
-    summary = [r for r in curve_summary(rows) if r["method"] != "scratch"]
-    return max(summary, key=lambda r: (r["val_accuracy"], -r["mec_bits"]))
-
-
-def best_against_control(rows: Sequence[dict], best: dict) -> str:
-    """One sentence: the best point (`best_point`) against the unpruned head trained as long at its cycle,
-    on validation, paired by seed; or, where the control itself is the best point, that no pruned head beat it."""
-    if best["method"] == "none":
-        return ("That best point is the unpruned head trained as long itself (the equal-budget control): no pruned "
-                "head scored higher on validation.")
-    a, b, right = paired(arm(rows, best["method"], best["cycle"]), arm(rows, "none", best["cycle"]), "val")
-    if not a:
-        return f"No equal-budget control was run at cycle {best['cycle']}, so this point has nothing to be judged against."
-    total = next(r["val_total"] for r in rows)
-    return (pruning_vs_control(a, b, total, best.get("epochs_each", best["epochs_total"]), "validation", right)
-            + " (It is the highest of several means, which flatters it a little.)")
-
-
-# ---------------------------------------------------------------- the knee and compression
-
-
-def smallest_stored(table: Sequence[dict]) -> dict:
-    """The smallest file of a compression table (knee.compress_knee)."""
-    return min(table, key=lambda r: r["bytes"])
 
 
 # ---------------------------------------------------------------- what the command line prints

@@ -98,12 +98,12 @@ def test_bookkeeping_refuses_a_count_on_other_widths(tmp_path):
 def test_without_notebook_03_head_size_waits_and_05_names_what_is_missing(tmp_path, capsys):
     """Notebook 04 run alone searches no knee (head_size.csv waits for 03), and 05 stops at its first cells with
     the tables it lacks and the command that makes them, training nothing."""
-    from labkit import config, questionnaire
+    from labkit import config
 
     session = notebook.Session("ci", config.make_config("ci"), tmp_path)
     assert session.head_size(None, None, _ladder()) is None
     assert "No knee" in capsys.readouterr().out and not (tmp_path / "head_size.csv").exists()
     with pytest.raises(RuntimeError, match=r"knee\.csv.*\(03_prune_compare\).*memorization\.csv.*"
                                            r"\(04_capacity_curve\).*--only 03_prune_compare 04_capacity_curve"):
-        questionnaire.inputs(session)
+        ANSWERS.gather(session)  # stops at the missing tables, before any head is trained
     assert not list(tmp_path.glob("*.pt"))

@@ -93,12 +93,17 @@ def test_ladder_sentence_linear_and_hidden_choices():
     assert "a linear classifier reaches 90.00%" in hidden and "64x that" in hidden
 
 
-def test_rho_both_below_and_above_one():
-    low = capacity_text.rho_both(1800, NOMINAL, EFFECTIVE)
+def _q8_rho(correct, nominal, effective):
+    return ANSWERS.q8({"total": 10_000, "accuracy": correct / 10_000, "correct": correct}, nominal, [0.9],
+                      effective).splitlines()[-1]
+
+
+def test_q8_states_rho_below_and_above_one():
+    low = _q8_rho(1800, NOMINAL, EFFECTIVE)
     assert "0.00085" in low and "49x higher: the inputs repeat" in low and "cannot prove it" in low
-    high = capacity_text.rho_both(9000, 100_000, 5_000)
+    high = _q8_rho(9000, 100_000, 5_000)
     assert "1.8 on the effective MEC" in high and "proves here" in high
-    assert "on the effective" not in capacity_text.rho_both(100, 1000, 1000)
+    assert "on the effective" not in _q8_rho(100, 1000, 1000)
 
 
 # ---------------------------------------------------------------- the answers

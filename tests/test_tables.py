@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import notebook_cells
-from labkit import capacity, capacity_text, questionnaire, tables
+from labkit import capacity, capacity_text, tables
+from labkit.knee import knee_choice
 
 ANSWERS = notebook_cells.definitions("05_questionnaire")  # Q1-Q10 as notebook 05 writes them
 NB03 = notebook_cells.definitions("03_prune_compare")  # its sentences, as its cells write them
@@ -124,10 +125,10 @@ def test_curve_summary_and_best_point_use_validation_means():
     assert summary[("l2", 1)]["test_accuracy"] == pytest.approx(0.94)
     assert summary[("l2", 1)]["val_std_points"] == pytest.approx(100 * 0.02 / 2 ** 0.5)
     assert summary[("l2", 1)]["seeds"] == 2
-    best = tables.best_point(rows)
+    best = ANSWERS.best_point(rows)
     assert (best["method"], best["cycle"]) == ("l2", 1)
     rows[1]["test_accuracy"] = 0.99  # a better test figure must not change the choice
-    assert tables.best_point(rows)["val_accuracy"] == best["val_accuracy"]
+    assert ANSWERS.best_point(rows)["val_accuracy"] == best["val_accuracy"]
 
 
 def test_table_renders_html_without_wrapping_and_percent():
@@ -226,14 +227,14 @@ def test_best_point_is_judged_against_its_control():
     three = _grid([0.96, 0.90, 0.86], [0.90, 0.90, 0.90], [0.9] * 3, seeds=(0, 1, 2))
     for r in three:  # validation is what the best point and its comparison read
         r["val_accuracy"] = r["test_accuracy"]
-    best = tables.best_point(three)
+    best = ANSWERS.best_point(three)
     assert (best["method"], best["cycle"]) == ("l2", 1)  # mean 0.9067, above every other point
-    text = tables.best_against_control(three, best)
+    text = ANSWERS.best_against_control(three, best)
     assert "3 seeds" in text and "no difference was measured" in text and "validation set" in text
     control_wins = [r for r in three if r["method"] != "l2" or r["cycle"] == 0]
-    assert "no pruned head scored higher" in tables.best_against_control(control_wins, {"method": "none", "cycle": 1})
+    assert "no pruned head scored higher" in ANSWERS.best_against_control(control_wins, {"method": "none", "cycle": 1})
     alone = [r for r in three if r["method"] != "none"]
-    assert "nothing to be judged against" in tables.best_against_control(alone, best)
+    assert "nothing to be judged against" in ANSWERS.best_against_control(alone, best)
 
 
 def test_knee_over_seeds_decides_on_the_mean_and_counts_agreement():
@@ -272,9 +273,9 @@ def test_knee_choice_reads_a_saved_table(tmp_path):
 
     (tmp_path / "knee.csv").write_text(notebook.table_csv(_knee_result()["knee"]))
     knee = notebook.read_table(tmp_path / "knee.csv")  # as notebook 05 reads it back
-    assert questionnaire.knee_choice(knee)["cycle"] == 2
+    assert knee_choice(knee)["cycle"] == 2
     with pytest.raises(ValueError, match="marks no smallest head"):
-        questionnaire.knee_choice([{**r, "smallest": False} for r in knee])
+        knee_choice([{**r, "smallest": False} for r in knee])
 
 
 def test_q3_names_what_each_kappa_measures():
