@@ -1,5 +1,6 @@
-"""Reading a run folder back (`Reopening(folder).rows()`, which study.Run calls): every file checked to be this run's, what can be repaired
-repaired from what the other files hold, before anything is written. See labkit.runs for the folder's layout.
+"""Reading a run folder back (`Reopening(folder).rows()`, which study.Run calls): every file checked to be this
+run's, what can be repaired repaired from what the other files hold, before anything is written. See labkit.runs
+for the folder's layout.
 """
 from __future__ import annotations
 
