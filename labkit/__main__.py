@@ -172,11 +172,11 @@ def _quietly(line: str) -> None:
 
 
 def _study(parser, args) -> int:
-    from . import distributed, tables, study
+    from . import tables, study
 
     config = _config(parser, args)
     args.run_dir = config.run_dir
-    with distributed.session(pick_device(config.device).type), _policy(args):
+    with _policy(args):
         print(f"labkit study: run {config.run_name} -> {config.run_dir}", flush=True)
         rows = study.run_study(config, progress=not args.no_progress, log=lambda s: print(s, flush=True))
         print(tables.study_summary(config, rows))
@@ -198,10 +198,8 @@ def compress_parameters(args) -> dict:
 
 def _compress(parser, args) -> int:
     """The knee and Deep Compression are notebook 03's cells: one implementation, run here with papermill."""
-    from . import checks, distributed, runner
+    from . import checks, runner
 
-    if distributed.launched_by_torchrun():
-        parser.error("compress runs notebooks 02 and 03 in one process; start it with python -m labkit, not torchrun")
     parameters = compress_parameters(args)
     try:  # checked here as notebook 03 checks them, before notebook 02 runs
         for name, value in parameters.items():

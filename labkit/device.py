@@ -1,7 +1,6 @@
 """Where computation runs and where its randomness starts: device choice, seeding, autocast.
 
-`pick_device` is the one place a device is chosen (features, training, evaluation); under torchrun
-each rank is given its own GPU. `seeded` draws from a fixed seed without disturbing the caller's
+`pick_device` is the one place a device is chosen (features, training, evaluation). `seeded` draws from a fixed seed without disturbing the caller's
 random state; `set_seed` seeds Python's and torch's generators for a training run.
 """
 from __future__ import annotations
@@ -11,21 +10,14 @@ import random
 
 import torch
 
-from . import distributed
-
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 
 
 def pick_device(requested: str | torch.device | None = "auto") -> torch.device:
-    """"auto" -> CUDA when present, else the CPU; "cpu", "cuda" or "cuda:N" as named.
-
-    Under torchrun (LOCAL_RANK set) a CUDA request means this rank's own GPU, cuda:LOCAL_RANK,
-    whatever index was asked for, so ranks never share a GPU.
-    """
+    """"auto" -> CUDA when present, else the CPU; "cpu", "cuda" or "cuda:N" as named."""
     name = "auto" if requested is None else str(requested)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    name = distributed.device_for_rank(name, distributed.local_rank())
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -42,13 +34,11 @@ def pick_device(requested: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
-def derive_seed(seed: int, step: int = 0, *, layer: int = 0, rank: int = 0) -> int:
+def derive_seed(seed: int, step: int = 0, *, layer: int = 0) -> int:
     """The one rule labkit derives every seed by: a run's `seed` x 1,000, plus the `step` within the run (a cycle,
     a prune step, a head of a ladder; 500 for cycle 0's fine-tuning), plus 7,919 (a prime) per pruned `layer`,
-    so each layer draws its own neurons, plus 100,003 per process `rank`, so dropout differs between the
-    processes of one run (train.fit: derive_seed(0, its seed, rank=rank)). Seeds below 1,000 steps apart
-    never meet within a run."""
-    return seed * 1000 + step + 7919 * layer + 100_003 * rank
+    so each layer draws its own neurons. Seeds below 1,000 steps apart never meet within a run."""
+    return seed * 1000 + step + 7919 * layer
 
 
 def set_seed(seed: int) -> None:

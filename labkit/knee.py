@@ -26,7 +26,7 @@ from statistics import mean
 from typing import Sequence
 
 from . import config as cfg
-from . import device, distributed, model
+from . import device, model
 from . import progress as reporter
 from . import study
 from .config import CONTROLS, StudyConfig, Widths, parse_widths
@@ -173,16 +173,15 @@ class Search:
         return [dict(row) for _, row in probes], [dict(m) for m in controls]
 
     def decide(self, within: bool) -> bool:
-        """Record the step last probed with its decision; returns the decision as taken (in a multi-process
-        run, the lead process's: every rank must probe the same widths next)."""
+        """Record the step last probed with its decision; returns the decision as taken."""
         if self._step is None:
             raise RuntimeError("decide() follows record(): record a step's probes and controls first")
         target, scale, phase, probes, matched = self._step
         self._step, step = None, len(self.steps) + 1
-        within = bool(distributed.from_lead(bool(within)))  # every rank takes the lead's decision
+        within = bool(within)
         val, ctl_val = mean(p[1]["val_accuracy"] for p in probes), mean(m["val_accuracy"] for m in matched)
         for (run, row), m, s in zip(probes, matched, self.configs):
-            if not within and run.folder.write:  # kept by the probe (Run keep_last) in case it was within: it is not
+            if not within:  # kept by the probe (Run keep_last) in case it was within: it is not
                 run.folder.smallest_path.unlink(missing_ok=True)
             tag = {"seed": s.seed, "cycle": step, "step_phase": phase, "scale": scale}
             self.rows.append({**row, **tag})
@@ -204,7 +203,7 @@ class Search:
         start_controls = [{**ctl.rows[0], "seed": s.seed, "cycle": 0, "step_phase": "start", "scale": 1.0,
                            "control_cycle": 0} for ctl, s in zip(self.controls, configs)]
         rows, control = starts + self.rows, start_controls + self.control
-        decided = {0: True, **{s["step"]: s["within_tolerance"] for s in steps}}  # rank 0's decisions, as taken
+        decided = {0: True, **{s["step"]: s["within_tolerance"] for s in steps}}  # the decisions as taken
         smallest = _smallest(rows, decided)
         inside = [s["scale"] for s in steps if s["within_tolerance"]]
         outside = [s for s in steps if not s["within_tolerance"]]

@@ -6,8 +6,7 @@ notebook's Session, a benchmark, a test) chooses once, with `reporting(bars=...,
 points (run_study, train_start, prepare_features, ...) accept `progress=` and `log=` for the
 same choice and open that block themselves. Outside any block bars are on and messages are printed.
 
-Bars and messages come only from the lead process of a multi-process run (distributed.is_lead), and no bar
-is drawn where nobody watches it: a bar left in an executed notebook (papermill) or a CI log freezes at its
+No bar is drawn where nobody watches it: a bar left in an executed notebook (papermill) or a CI log freezes at its
 first frame, so `python -m labkit lab` sets LABKIT_PROGRESS=0 for the kernels it runs and shows its own one
 line per notebook instead.
 """
@@ -21,8 +20,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 from tqdm.auto import tqdm
-
-from . import distributed
 
 Log = Callable[[str], None]
 
@@ -71,16 +68,15 @@ def wanted() -> bool:
 
 def bar(total: int, desc: str, unit: str = "it", enabled: bool = True) -> tqdm:
     """A tqdm bar (a widget in Jupyter, text in a terminal) that disappears when done; drawn only where the
-    reporter draws bars, LABKIT_PROGRESS is not 0, this is the lead process and `enabled` (a caller's own
-    condition) holds."""
+    reporter draws bars, LABKIT_PROGRESS is not 0 and `enabled` (a caller's own condition) holds."""
     return tqdm(total=total, desc=desc, unit=unit, leave=False,
-                disable=not (enabled and current().bars and wanted() and distributed.is_lead()))
+                disable=not (enabled and current().bars and wanted()))
 
 
 def say(text: str) -> None:
-    """Send `text` to the reporter's log (from the lead process only)."""
+    """Send `text` to the reporter's log."""
     log = current().log
-    if log is not None and distributed.is_lead():
+    if log is not None:
         log(text)
 
 

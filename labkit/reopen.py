@@ -1,7 +1,5 @@
-"""Reading a run folder back (`Reopening(folder).rows()`, which study.Run calls): every file checked to be this
-run's, what can be repaired repaired from what the other files hold, before anything is written. See labkit.runs
-for the folder's layout.
-"""
+"""Reading a run folder back (`Reopening(folder).rows()`, which study.Run calls). labkit.runs has the folder's
+layout."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,19 +16,16 @@ if TYPE_CHECKING:
 
 
 class Reopening:
-    """Reading a run folder back: check that every file in it is this run's (config.json, history.csv, each
-    checkpoint) and repair what can be repaired from what the others hold, before anything is written.
+    """Checks every file of a run folder is this run's and repairs what the others can, before anything is written.
 
     A damaged or short history.csv is rebuilt or completed from the newest checkpoint's rows; an unreadable
-    config.json is written again when a checkpoint's settings (or, with none kept, the rows) agree with this run;
-    anything that disagrees is refused, naming the field. The checkpoint policy the folder was run with is kept
-    unless the user asked for another (`_keep_policy`).
-    """
+    config.json is rewritten when a checkpoint's settings (or, with none, the rows) agree with this run; anything
+    that disagrees is refused, naming the field."""
 
     def __init__(self, folder: "RunFolder"):
         self.folder = folder  # its config may change here (the checkpoint policy it keeps)
         self.path, self.config_path, self.history_path = folder.path, folder.config_path, folder.history_path
-        self.log, self.write = folder.log, folder.write
+        self.log = folder.log
         self.saved_policy = None  # the checkpoint policy config.json holds, once read
 
     @property
@@ -38,10 +33,7 @@ class Reopening:
         return self.folder.config
 
     def rows(self) -> list[dict]:
-        """The rows finished so far, after checking the folder holds this run (repairing what can be).
-
-        Nothing is written before the settings are checked: a folder of another run is refused untouched.
-        """
+        """The rows finished so far; a folder of another run is refused untouched."""
         has_config, has_history = self.config_path.exists(), self.history_path.exists()
         if not has_config and not has_history and not self.folder.checkpoints():
             return []
@@ -141,8 +133,8 @@ class Reopening:
         return rows, None
 
     def _check_settings(self, rows: list[dict], evidence: dict | None) -> Callable[[], None] | None:
-        """Check config.json holds this run's settings (ValueError naming the first that differs or is missing);
-        when it is unreadable but a checkpoint or the rows confirm the settings, return what rewrites it."""
+        """ValueError naming the first setting config.json lacks or differs in; if it is unreadable, what rewrites
+        it when a checkpoint or the rows confirm this run (FileProblem else)."""
         c = self.config
         fix = (f"give this run another name (--name) or another results folder, or repeat the settings that made "
                f"it; {self.path} is left as it is")
@@ -193,8 +185,7 @@ class Reopening:
         return None
 
     def _keep_policy(self, saved) -> None:
-        """Never lower the folder's checkpoint policy silently: from 'all' to the default 'last' only when asked
-        (`checkpoint_policy_asked`, the command line's --checkpoints); any change is said."""
+        """Never lower the folder's checkpoint policy silently: only when asked (--checkpoints), and said."""
         now = self.config.checkpoints
         if saved not in POLICY_RANK or saved == now or POLICY_RANK[saved] < POLICY_RANK[now]:
             return
@@ -212,8 +203,7 @@ class Reopening:
                      f"checkpoint replaces those before it, so the {len(kept)} it holds go as the next cycle finishes")
 
     def _keep_damaged(self, path: Path) -> None:
-        if self.write:
-            os.replace(path, path.with_name(path.name + ".damaged"))
+        os.replace(path, path.with_name(path.name + ".damaged"))
 
 
 def _rows_agree(c: cfg.StudyConfig, rows: Sequence[dict]) -> bool:

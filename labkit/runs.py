@@ -198,11 +198,10 @@ class RunFolder:
     finished rows, after checking the folder holds this run) is labkit.reopen's `Reopening(folder).rows()`.
     """
 
-    def __init__(self, config: cfg.StudyConfig, log: Log | None = None, write: bool = True):
+    def __init__(self, config: cfg.StudyConfig, log: Log | None = None):
         self.config = config
         self.path = Path(config.run_dir).expanduser().resolve()
         self.log = log or (lambda s: None)
-        self.write = write  # False on the ranks of a torchrun job that are not rank 0
         self._lock = None
 
     # ------------------------------------------------------------ paths
@@ -231,12 +230,11 @@ class RunFolder:
     # ------------------------------------------------------------ the lock
 
     def __enter__(self):
-        if self.write:
-            self._lock = take_lock(self.path)
-            removed = [r for place in (self.path, self.path / "checkpoints", self.path / "compressed")
-                       for r in files.remove_dead_temporaries(place)]
-            if removed:
-                self.log(files.said_removed(removed))
+        self._lock = take_lock(self.path)
+        removed = [r for place in (self.path, self.path / "checkpoints", self.path / "compressed")
+                   for r in files.remove_dead_temporaries(place)]
+        if removed:
+            self.log(files.said_removed(removed))
         return self
 
     def __exit__(self, *exc):
@@ -277,8 +275,6 @@ class RunFolder:
         """Make the folder and write config.json: the settings, what the start file was trained with, and
         (once known) which backbone weights the features came from ("imagenet" or "random-seed0").
         The checkpoint policy written is the one `open` settled on (never lowered silently)."""
-        if not self.write:
-            return
         try:
             (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -298,8 +294,6 @@ class RunFolder:
         """Write finished cycle `cycle` (default: the last row's): its checkpoint where the policy keeps one,
         then the history `rows`, then drop the previous checkpoint under 'last'. A crash between the steps
         loses nothing (see `open`)."""
-        if not self.write:
-            return
         cycle = rows[-1]["cycle"] if cycle is None else cycle
         if self.config.checkpoints != "off":
             model.save_head(head, self.checkpoint(cycle), extra={
@@ -313,14 +307,11 @@ class RunFolder:
                     self.checkpoint(old).unlink(missing_ok=True)
 
     def _write_rows(self, rows: Sequence[dict]) -> None:
-        if self.write:
-            files.write_atomic(self.history_path, rows_to_csv(rows))
+        files.write_atomic(self.history_path, rows_to_csv(rows))
 
     def keep_smallest(self, head: model.VGGHead, row: dict) -> None:
         """Keep `head` as the run's smallest head within tolerance (whatever the checkpoint policy), with the
         run's settings, so `check_smallest` can tell it from another run's."""
-        if not self.write:
-            return
         model.save_head(head, self.smallest_path, extra={
             "cycle": row["cycle"], "row": records.plain(row), "config": cfg.config_dict(self.config),
             "start_trained_with": start_identity(self.config.start)})

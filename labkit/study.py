@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from . import backbone, capacity, distributed, features, model, prune, reopen, runs, train
+from . import capacity, features, model, prune, reopen, runs, train
 from . import progress as reporter
 from . import device
 from .device import derive_seed
@@ -36,21 +36,8 @@ class Splits(NamedTuple):
 
 @reporter.entry
 def prepare_features(c: StudyConfig) -> Splits:
-    """(train, val, test) FeatureSets for the config: the backbone runs only where the cache has nothing.
-
-    Under torchrun rank 0 decides which weights the backbone uses and fills the cache while the
-    other ranks wait for it; then they read the cache.
-    """
-    weights = c.weights
-    if distributed.world()[1] > 1:
-        tag = distributed.from_lead(backbone.resolve_weights(c.weights) if distributed.is_lead() else None)
-        weights = "imagenet" if tag == "imagenet" else "random"
-    if not distributed.is_lead():
-        distributed.barrier("rank 0 to compute the VGG16 features of this profile")
-    sets = Splits(*(split_features(c, split, weights) for split in ("train", "val", "test")))
-    if distributed.is_lead():
-        distributed.barrier("the other ranks")
-    return sets
+    """(train, val, test) FeatureSets for the config: the backbone runs only where the cache has nothing."""
+    return Splits(*(split_features(c, split) for split in ("train", "val", "test")))
 
 
 def features_when_needed(c: StudyConfig) -> Callable[[], Splits]:
@@ -65,9 +52,9 @@ def features_when_needed(c: StudyConfig) -> Callable[[], Splits]:
     return load
 
 
-def split_features(c: StudyConfig, split: str, weights: str | None = None):
+def split_features(c: StudyConfig, split: str):
     """The FeatureSet of one split ("train", "val", "test") for the config (read from the cache, or computed once)."""
-    return features.load_features(split, c.subsets, image_size=c.image_size, weights=weights or c.weights,
+    return features.load_features(split, c.subsets, image_size=c.image_size, weights=c.weights,
                                   device=c.device)
 
 
@@ -174,7 +161,7 @@ class Run:
     def __init__(self, c: StudyConfig, data: Callable[[], Splits], quiet: bool = False, keep_last: bool = False):
         self.c, self._data, self.keep_last = c, data, keep_last
         self.log = (lambda s: None) if quiet else reporter.say  # quiet: a knee search's other seeds, controls
-        self.folder = RunFolder(c, self.log, write=distributed.is_lead())
+        self.folder = RunFolder(c, self.log)
         self.rows: list[dict] = []
         self.head: model.VGGHead | None = None
         self.adam = train.AdamState()  # the optimizer's moments, carried from cycle to cycle
@@ -219,7 +206,7 @@ class Run:
         """Let go of the head and Adam's moments until the next cycle needs them, which reads them back from this
         run's newest checkpoint (the same numbers): a knee search's controls wait between its steps without
         holding a full head each (641 MB with its moments), finished or not. Runs that keep no checkpoint hold on."""
-        if self.head is not None and self.c.checkpoints != "off" and self.folder.write:
+        if self.head is not None and self.c.checkpoints != "off":
             self.head, self.adam, self._reload = None, train.AdamState(), True
             device.give_back_memory()
 

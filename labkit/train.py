@@ -11,10 +11,6 @@ numbers every time. Loss and accuracy are summed on the device and read once per
 
 At 1 x 1 maps (32 px inputs) the head is trained through `model.FoldedFirstLayer`: the same
 updates as full-width training at a 49th of the first layer's cost (see there).
-
-Under torchrun (torch.distributed initialized), `fit` trains with DistributedDataParallel:
-every rank draws the same shuffled order, takes its own slice of each global batch and
-weights its loss so that the averaged gradient is the global batch's mean, as in one process.
 """
 from __future__ import annotations
 
@@ -24,7 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import checks, distributed
+from . import checks
 from . import progress as reporter
 from .device import autocast, derive_seed, pick_device, set_seed
 from .features import FeatureSet
@@ -137,8 +133,7 @@ def trained_parameters(head: torch.nn.Module, folded: FoldedFirstLayer | None) -
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, share: float) -> tuple:
     """The default objective of `train_epochs`: (the loss to back-propagate, the batch's summed cross-entropy,
-    how many images it classified right). `share` scales the sum to the global batch's mean; under DDP, which
-    averages gradients over processes, that is processes / global batch size."""
+    how many images it classified right). `share` (1 / the batch's size) scales the sum to the batch's mean."""
     summed = F.cross_entropy(logits.float(), labels, reduction="sum")
     return summed * share, summed, (logits.argmax(1) == labels).sum()
 
@@ -154,29 +149,26 @@ def train_epochs(net, optimizer: torch.optim.Optimizer, maps: torch.Tensor, labe
     `objective(net(maps), labels, share)` (see `cross_entropy`), zeroes the gradients, back-propagates, calls
     `before_step()`, steps the optimizer, calls `after_step()`. A trainer's own difference is one of these
     parts: a mask held after each step, a gradient summed per centroid, a stacked head's loss.
-    net wrapped in DistributedDataParallel: each process takes its own slice of every global batch (`distributed.shard`).
     watch(epoch, row): called before the first epoch (0, None) and after each (row: this epoch's dict, which it
     may add to); True stops training. desc: a progress bar per epoch with this title (None: no bar).
     Returns one dict per epoch: epoch, loss (mean over the images), accuracy (on the training batches),
     seconds, images_per_s. mixed_precision: bf16 autocast on CUDA (see device.autocast).
     """
-    rank, size = distributed.processes(net)
     device, n, history = maps.device, len(labels), []
     precision = (lambda: autocast(device)) if mixed_precision else contextlib.nullcontext
     if watch is not None and watch(0, None):
         return history
     for epoch in range(1, epochs + 1):
-        order = torch.randperm(n, generator=generator).to(device) if generator is not None or size > 1 else None
+        order = torch.randperm(n, generator=generator).to(device) if generator is not None else None
         total = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         began = time.perf_counter()
-        bar = reporter.bar(n, f"{desc} epoch {epoch}/{epochs}", "img", enabled=desc is not None and rank == 0)
+        bar = reporter.bar(n, f"{desc} epoch {epoch}/{epochs}", "img", enabled=desc is not None)
         for i in range(0, n, batch_size):
             batch = order[i:i + batch_size] if order is not None else slice(i, i + batch_size)
             count = min(batch_size, n - i)
-            mine = distributed.shard(batch, rank, size)
             with precision():
-                loss, summed, right = objective(net(maps[mine]), labels[mine], size / count)
+                loss, summed, right = objective(net(maps[batch]), labels[batch], 1 / count)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if before_step is not None:
@@ -188,7 +180,6 @@ def train_epochs(net, optimizer: torch.optim.Optimizer, maps: torch.Tensor, labe
             correct += right
             bar.update(count)
         bar.close()
-        total, correct = distributed.summed_over_processes(total, correct, size)
         seconds = time.perf_counter() - began
         row = {"epoch": epoch, "loss": float(total) / n, "accuracy": int(correct) / n, "seconds": seconds,
                "images_per_s": n / seconds}
@@ -273,10 +264,7 @@ def fit(head: torch.nn.Module, train_set: FeatureSet, epochs: int = 3, batch_siz
         if val_set is None:
             raise ValueError("patience (early stopping) watches validation accuracy: give val_set too")
     device = pick_device(device)
-    rank, size = distributed.world()
-    if batch_size < size:
-        raise ValueError(f"batch_size={batch_size} is smaller than the {size} processes sharing each batch")
-    set_seed(derive_seed(0, seed, rank=rank))  # dropout differs between ranks; the shuffle below does not
+    set_seed(derive_seed(0, seed))
     generator = torch.Generator().manual_seed(seed)
     head.to(device).train()
     folded = FoldedFirstLayer(head) if fold and isinstance(head, VGGHead) and head.map_size == 1 else None
@@ -289,7 +277,7 @@ def fit(head: torch.nn.Module, train_set: FeatureSet, epochs: int = 3, batch_siz
     watch = _Watch(folded or head, val_set, device, patience, params, optimizer, state, folded is not None)
     maps, labels = train_set.on(device)
     try:
-        history = train_epochs(distributed.wrap(folded or head, device), optimizer, maps, labels, epochs, batch_size,
+        history = train_epochs(folded or head, optimizer, maps, labels, epochs, batch_size,
                                generator, watch=watch, desc=desc)
         kept = watch.restore(history)
         if state is not None:
@@ -306,7 +294,7 @@ def train_one_epoch(head: torch.nn.Module, features: torch.Tensor, labels: torch
     """One epoch of minibatch training: the images in the order torch.randperm(N, generator=generator) draws,
     `batch_size` at a time (the last batch may be smaller), one optimizer step on each batch's mean
     cross-entropy; returns the epoch's mean loss over its images. The plain reference of notebook 02's exercise:
-    `train_epochs` for one epoch (`fit` adds a folded first layer, early stopping and several processes)."""
+    `train_epochs` for one epoch (`fit` adds a folded first layer and early stopping)."""
     head.train()
     return train_epochs(head, optimizer, features, labels, 1, batch_size, generator)[0]["loss"]
 
