@@ -1,9 +1,6 @@
-"""VGG16's frozen convolutions and which weights they hold: torchvision's ImageNet file, checked, or a seeded
-random start, said once and plainly.
-
-ImageNet weights are used wherever the torch hub cache holds torchvision's file or download.pytorch.org can be
-reached; a damaged file is named with its fix. Everything printed about the weights is said here.
-"""
+"""VGG16's frozen convolutions and which weights they hold: torchvision's ImageNet file, checked (used where the torch
+hub cache holds it or download.pytorch.org answers; a damaged file is named with its fix), or a seeded random start.
+Everything printed about the weights is said here, once and plainly."""
 from __future__ import annotations
 
 import os
@@ -34,10 +31,8 @@ def _imagenet_fix(path: Path) -> str:
 
 
 def imagenet_file_problem(path: str | os.PathLike) -> str | None:
-    """What is wrong with an ImageNet VGG16 file in the hub cache (empty, cut short, not VGG16's), or None.
-
-    Read memory-mapped (its 528 MB are not loaded), and checked once per file version in a process.
-    """
+    """What is wrong with an ImageNet VGG16 file in the hub cache (empty, cut short, not VGG16's), or None; read
+    memory-mapped (its 528 MB are not loaded), once per file version in a process."""
     path = Path(path)
     try:
         st = path.stat()
@@ -94,8 +89,7 @@ def _vgg16_features() -> nn.Module:
 
 
 def _imagenet_backbone() -> nn.Module:
-    """VGG16's convolutions with ImageNet weights: torchvision's IMAGENET1K_V1 file from the torch hub cache,
-    downloaded there first when missing (torch.hub checks its hash). Only the `features.*` weights are read."""
+    """VGG16's convolutions from torchvision's IMAGENET1K_V1 file in the hub cache (downloaded first if missing)."""
     from torchvision.models import VGG16_Weights
 
     cached = imagenet_weights_cached()
@@ -114,12 +108,9 @@ class ImageNetFileProblem(files.FileProblem):
 
 
 def resolve_weights(weights: str = "auto", seed: int = 0) -> str:
-    """The tag of the weights `weights` gives here ("imagenet" or "random-seed<seed>"), said once, plainly.
-
-    "imagenet" always (a damaged file in the hub cache is an error naming it); "random" never; "auto" where the
-    torch hub cache holds a sound file or download.pytorch.org answers within 2 s (so there is no long wait
-    offline). A damaged file under "auto" gives the random backbone, saying which file and how to fix it.
-    """
+    """The tag of the weights `weights` gives here ("imagenet" or "random-seed<seed>"), said once. ImageNet: with
+    "imagenet" always (a damaged cached file raises ImageNetFileProblem); with "random" never; with "auto" when the
+    hub cache holds a sound file or download.pytorch.org answers within 2 s (a damaged file is named with its fix)."""
     if weights not in WEIGHT_CHOICES:
         raise ValueError(f"weights={weights!r} is not one of {WEIGHT_CHOICES}")
     from .data import network_reachable
@@ -137,7 +128,7 @@ def resolve_weights(weights: str = "auto", seed: int = 0) -> str:
     if problem:
         _announce(tag, weights, why=f"not used: {cached} is damaged ({problem}); {_imagenet_fix(cached)}")
     elif tag == "imagenet" and not cached:
-        pass  # said once the download has succeeded or failed (build_backbone), or the cache is read (announce_cached)
+        pass  # said once the download succeeds or fails (build_backbone), or the cache is read (announce_cached)
     else:
         _announce(tag, weights)
     return tag
@@ -167,11 +158,8 @@ def _announce(tag: str, asked: str, why: str = "") -> None:
 
 
 def build_backbone(weights: str = "auto", seed: int = 0) -> tuple[nn.Module, str]:
-    """VGG16's conv backbone, frozen and in eval mode, and the tag of its weights (see `resolve_weights`).
-
-    A random backbone is torchvision's own initialization drawn from `seed`, so it is the same on every machine
-    (built through vgg16() as a whole, whose random draws fix the convolutions' values).
-    """
+    """VGG16's conv backbone, frozen and in eval mode, and its weights' tag (see `resolve_weights`). A random one is
+    torchvision's own initialization of the whole vgg16() drawn from `seed`, so it is the same on every machine."""
     from torchvision.models import vgg16
 
     tag = resolve_weights(weights, seed)

@@ -1,12 +1,7 @@
-"""Memory-Equivalent Capacity (MEC) by Friedland's four rules, per-layer tables, bounds, the ratio rho.
-
-The rules (Friedland, Krell, Metere, arXiv 1810.02328):
-  1. a perceptron outputs at most 1 bit;
-  2. a perceptron's capacity is its number of parameters (weights + bias) in bits;
-  3. capacities of perceptrons in parallel add up;
-  4. a layer fed by another is capped by what that layer can output, in bits.
-All capacities are integers in bits.
-"""
+"""Memory-Equivalent Capacity (MEC, integer bits) by the four rules of Friedland, Krell, Metere (arXiv 1810.02328):
+1. a perceptron outputs at most 1 bit; 2. its capacity is its parameters (weights + bias) in bits; 3. capacities in
+parallel add up; 4. a layer fed by another is capped by what that layer can output. Per-layer tables, bounds, the
+ratio rho, the bits the data needs (thresholds method), MEC on distinct inputs when inputs repeat."""
 from __future__ import annotations
 
 import math
@@ -29,34 +24,29 @@ def _check_widths(widths: Sequence[int]) -> list[int]:
 
 
 def rule4(parameters: int, upstream: Sequence[int], rule: str = "previous") -> int:
-    """Rule 4, the one place it is written: a layer's bits, its `parameters` (rules 2 and 3), capped by what
-    reaches it. upstream: the widths before the layer, [inputs, n1, ..., n_{l-1}]; the first layer (upstream
-    [inputs]) is not capped (real-valued inputs). Later layers are capped at n_{l-1} (rule "previous", the
-    report's estimator) or at the narrowest width upstream, inputs included (rule "bottleneck", TFMeter's
-    stricter reading)."""
+    """Rule 4 (written only here): a layer's `parameters` bits capped by what reaches it. upstream: [inputs, n1,
+    ..., n_{l-1}]; the first layer is not capped (real-valued inputs), later ones at n_{l-1} (rule "previous", the
+    report's) or at the narrowest width upstream, inputs included (rule "bottleneck", TFMeter's stricter reading)."""
     if len(upstream) < 2:
         return parameters
     return min(parameters, upstream[-1] if rule == "previous" else min(upstream))
 
 
 def layer_capacities(widths: Sequence[int], rule: str = "previous") -> list[int]:
-    """Capacity in bits of each layer of a dense net [inputs, n1, ..., nL]: (n_{l-1} + 1) * n_l parameters each,
-    capped by `rule4`."""
+    """Bits of each layer of a dense net [inputs, n1, ..., nL]: (n_{l-1} + 1) * n_l parameters, capped by `rule4`."""
     checks.choice("rule", rule, RULES)
     widths = _check_widths(widths)
     return [rule4((widths[l - 1] + 1) * widths[l], widths[:l], rule) for l in range(1, len(widths))]
 
 
 def mec(widths: Sequence[int], rule: str = "previous") -> int:
-    """MEC in bits of a dense net with widths [inputs, n1, ..., nL]; mec([25088, 4096, 4096, 256, 10]) = 102,772,992."""
+    """MEC in bits of a dense net [inputs, n1, ..., nL]; mec([25088, 4096, 4096, 256, 10]) = 102,772,992."""
     return sum(layer_capacities(widths, rule))
 
 
 def report_slip() -> dict:
-    """The 2019 report's "almost 822 million bits" beside the rules' figure for the same head.
-
-    The report multiplied the first layer's weights by 8 (bits to a byte): report_bits = 25,088 x 4,096 x 8.
-    """
+    """The 2019 report's "almost 822 million bits" (its first layer's 25,088 x 4,096 weights x 8, bits to a byte)
+    beside the rules' figure for the same head."""
     report_bits = HEAD_INPUTS * VGG16_HEAD[1] * 8
     mec_bits = mec(VGG16_HEAD)
     return {"report_bits": report_bits, "mec_bits": mec_bits, "ratio": report_bits / mec_bits}
@@ -97,9 +87,8 @@ def live_widths(model: nn.Module) -> list[int]:
 
 
 def _live_rows(w: torch.Tensor) -> int:
-    """Rows of `w` with a nonzero entry. A row is first looked at in its first 16 entries, and read whole only
-    when they are all zero (rare but for masked layers), a block at a time: a cycle's measurement otherwise
-    read the 25,088-wide first layer (400 MB) whole every cycle."""
+    """Rows of `w` with a nonzero entry; a row is read whole only when its first 16 entries are zero (else every
+    cycle read the 400 MB first layer whole)."""
     live = (w[:, :16] != 0).any(dim=1)
     unsure = (~live).nonzero().squeeze(1)
     for i in range(0, len(unsure), 256):
@@ -138,8 +127,7 @@ def generalization_ratio(correct: int, mec_bits: int) -> float:
 # ---------------------------------------------------------------- what the data needs
 
 def count_thresholds(sums: torch.Tensor, labels: torch.Tensor) -> int:
-    """Label changes along the samples sorted by their feature sum (a stable sort keeps ties in data order): the
-    thresholds a hidden neuron each must place. The reference of notebook 04's exercise."""
+    """Label changes along the samples stably sorted by feature sum: the thresholds (notebook 04's reference)."""
     order = torch.sort(sums, stable=True).indices
     walked = labels[order]
     return int((walked[1:] != walked[:-1]).sum())
@@ -169,14 +157,9 @@ def _as_tensors(X, y) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def data_requirement(X, y, count=None, bits=None) -> dict:
-    """Capacity (bits) a model needs to memorize the labelling y of X, by the thresholds method.
-
-    Each sample is reduced to the sum of its d features; sorted by that sum, every change of label
-    is a threshold a hidden neuron must place. Max requirement = t * (d + 1) + t + 1 bits (a 3-layer
-    net with one hidden neuron per threshold); expected = ceil(log2(t + 1)) * d bits.
-    Two classes: one figure. More classes: each class against the rest (`per_class`) and their sums.
-    count, bits: functions like count_thresholds and requirement_bits (a student's, notebook 04) used instead.
-    """
+    """Capacity (bits) a model needs to memorize the labelling y of X, by the thresholds method (`count_thresholds`,
+    `requirement_bits`; `count` and `bits` swap in a student's). Two classes give one figure; more, each class
+    against the rest (`per_class`) and their sums."""
     count = count or count_thresholds
     X, y = _as_tensors(X, y)
     if len(X) != len(y) or len(X) < 2:
@@ -207,11 +190,8 @@ def requirement_progression(X, y, fractions=(0.05, 0.1, 0.2, 0.4, 1.0), seed: in
 
 
 def progression_slope(rows: Sequence[dict], key: str = "thresholds") -> float:
-    """Slope on log-log axes of `key` against images, from the progression's middle row to its last.
-
-    About 1: the requirement grows in step with the data (every new image brings new thresholds);
-    well below 1: it saturates, a sign of a rule the data follows.
-    """
+    """Log-log slope of `key` against images from the progression's middle row to its last: about 1, it grows with
+    the data; well below 1, it saturates, a sign of a rule the data follows."""
     if len(rows) < 2:
         raise ValueError("a progression needs at least two rows (fractions) to have a slope")
     a, b = rows[len(rows) // 2], rows[-1]
@@ -223,11 +203,8 @@ def progression_slope(rows: Sequence[dict], key: str = "thresholds") -> float:
 # ---------------------------------------------------------------- inputs that repeat
 
 def distinct_positions(map_size: int) -> int:
-    """Distinct values per channel the head receives from an s x s backbone map: min(s * s, 49).
-
-    VGG16's adaptive pool makes 7 x 7 = 49 values per channel from the s x s map, each a linear
-    combination of the s * s positions: at s = 1 all 49 are copies of one value, at s >= 7 up to 49 differ.
-    """
+    """Distinct values per channel the head receives from an s x s backbone map: min(s * s, 49), since the
+    adaptive pool's 49 values per channel are linear combinations of the s * s positions."""
     from .model import POOLED
 
     s = checks.integer("map_size", map_size, minimum=1,
@@ -252,12 +229,9 @@ def effective_widths(widths: Sequence[int], map_size: int) -> list[int]:
 
 
 def mec_effective(widths: Sequence[int], map_size: int, rule: str = "previous") -> int:
-    """MEC in bits of a head on the distinct inputs an s x s map gives (the four rules assume distinct inputs).
-
-    A layer fed 49 copies of each of 512 values computes what a 512-input layer computes (its 49 weights per
-    value act only through their sum), so at 32 px (s = 1) mec_effective([25088, 4096, 4096, 256, 10], 1)
-    = mec([512, 4096, 4096, 256, 10]) = 2,109,696 bits; at 224 px (s = 7) it equals mec(widths).
-    """
+    """MEC in bits of a head on the distinct inputs an s x s map gives (the rules assume distinct inputs): 49 copies
+    of a value act only through their weights' sum, so at 32 px (s = 1) the study's head has mec([512, 4096, 4096,
+    256, 10]) = 2,109,696 bits; at 224 px (s = 7) it is mec(widths)."""
     return mec(effective_widths(widths, map_size), rule)
 
 
@@ -272,8 +246,5 @@ def mec_effective_of(model: nn.Module, rule: str = "previous") -> int:
 
 
 def varying_features(std: torch.Tensor) -> int:
-    """How many features vary at all over a set of images, from their standard deviations over the images.
-
-    A feature with the same value for every image carries nothing, whatever weights read it.
-    """
+    """How many features vary at all, from their standard deviations over a set of images."""
     return int((torch.as_tensor(std).flatten() > 0).sum())

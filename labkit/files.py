@@ -1,9 +1,5 @@
-"""Files labkit writes and reads: atomic writes, checked reads that name what is wrong, writable folders.
-
-Every file is written to a temporary name first and then renamed over the target, so a reader never sees
-half a file. Every file read back is checked: a missing, empty, truncated or foreign file raises
-FileProblem with one message that names the file, says what is wrong with it and how to fix it.
-"""
+"""Files labkit writes and reads: atomic writes (a temporary name renamed over the target, so no reader sees half
+a file), checked reads (FileProblem naming the file, what is wrong with it and the fix), writable folders."""
 from __future__ import annotations
 
 import errno
@@ -23,17 +19,14 @@ class FileProblem(RuntimeError):
 
 
 def temporary(path: Path) -> Path:
-    """The temporary name `path` is written under before the rename: unique to this process, so two
-    processes writing the same file (two notebooks filling one feature cache) never share one."""
+    """`path`'s temporary name: unique to this process, so two processes writing one file never share it."""
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 class WriteFailed(FileProblem):
-    """The operating system refused a write (a full disk, a quota, permissions): the message names the folder,
-    the bytes needed where known, and the fix. Nothing half-written is left behind."""
+    """The OS refused a write (full disk, quota, permissions); the message names the folder, bytes needed, fix."""
 
 
-# why a write fails, in words, by errno
 _REASONS = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "the disk quota is used up",
             errno.EFBIG: "the file is larger than this system allows", errno.EACCES: "permission denied",
             errno.EPERM: "permission denied", errno.EROFS: "read-only file system",
@@ -123,10 +116,7 @@ def _write_bytes(path: Path, data: bytes) -> None:
 def write_atomic(path: str | os.PathLike, content: str | bytes | Callable[[Path], None],
                  needed: int | Callable[[], int] | None = None) -> int:
     """Write text, bytes, or whatever `content(temporary_path)` writes, then rename onto `path`; returns bytes.
-
-    An OSError (a full disk, a quota, permissions) raises WriteFailed naming the folder, the bytes needed
-    (`needed`, or the content's length) and the fix; the temporary file is removed, the target is untouched.
-    """
+    An OSError raises WriteFailed (with `needed` or the content's length); the target is left untouched."""
     path = Path(path)
     tmp = temporary(path)
     if isinstance(content, str):
@@ -154,11 +144,8 @@ def _remove(path: Path) -> None:
 
 
 def save_torch(obj, path: str | os.PathLike) -> int:
-    """torch.save `obj` to `path` atomically (the folder is made if needed); returns the file's size in bytes.
-
-    The file is written through a file object, so its bytes do not depend on its name and equal
-    `serialized_size(obj)`. A full disk raises WriteFailed naming the folder and the bytes the file needs.
-    """
+    """torch.save `obj` to `path` atomically, making the folder; returns the size in bytes. Written through a file
+    object, so the bytes do not depend on the name and equal `serialized_size(obj)`."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,8 +192,7 @@ def _alive(pid: int) -> bool:
 
 
 def remove_dead_temporaries(folder: str | os.PathLike) -> list[tuple[Path, int]]:
-    """Remove the temporary files in `folder` (not below it) whose writer is no longer alive (killed while
-    writing: its `.NAME.<pid>.tmp` would stay forever); returns (path, bytes) of each removed file."""
+    """Remove the temporary files in `folder` (not below) whose writer is dead; returns (path, bytes) of each."""
     folder = Path(folder)
     removed = []
     try:
@@ -270,9 +256,7 @@ def serialized_size(obj) -> int:
 
 
 def _tight(obj, measure: bool = False):
-    """`obj` (nested dicts, lists and tuples) with every tensor that holds more storage than its elements (a
-    layer whose rows were removed in place, see prune._cut_rows) replaced by a copy of its elements only:
-    torch.save writes a tensor's whole storage. measure=True: an uninitialized tensor of its shape (sizes)."""
+    """`obj` with over-allocated tensors copied tight (torch.save writes whole storages); measure: empty ones."""
     if isinstance(obj, torch.Tensor):
         if obj.layout != torch.strided or obj.untyped_storage().nbytes() <= obj.numel() * obj.element_size():
             return obj
@@ -314,8 +298,7 @@ def load_torch(path: str | os.PathLike, what: str, fix: str, error: type[FilePro
 
 def load_format(path: str | os.PathLike, what: str, fix: str, fmt: str, build: Callable,
                 error: type[FileProblem] = FileProblem):
-    """`build(payload)` of a file labkit wrote as a dict marked {"format": fmt} (load_torch reads it); `error`
-    naming the file, `what` and `fix` when it is not such a file or when `build` fails on what it holds."""
+    """`build(payload)` of a dict file marked {"format": fmt}; `error` naming it if not one or if `build` fails."""
     path = Path(path)
     payload = load_torch(path, what, fix, error)
     if not isinstance(payload, dict) or payload.get("format") != fmt:

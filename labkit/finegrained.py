@@ -1,16 +1,7 @@
-"""Deep Compression's first stage (Han, Mao, Dally, ICLR 2016) on the head: fine-grained pruning, one weight at a time.
+"""Deep Compression's first stage (Han, Mao, Dally, ICLR 2016): fine-grained pruning, one weight at a time.
 
-Every weight whose magnitude is below its layer's threshold is removed; the masks hold through retraining
-(pruned weights stay exactly zero), and pruning is iterated (prune, retrain, prune more). Each layer's sparsity
-is read off a sensitivity scan (validation accuracy against sparsity, one layer at a time, without retraining)
-or taken from Han et al.'s VGG16 (fc6/fc7/fc8 kept 4%/4%/23%). `mec_sparse` counts what such a head can store.
-
-At 1 x 1 backbone maps (32 px inputs) the first layer's 25,088 inputs are 49 copies of 512 features, so the
-49 weights of a neuron that read one feature always receive the same gradient. Masked training therefore
-trains their sum (out x 512) and moves it by the number of kept copies times Adam's step, then gives each
-kept copy its equal share (model.FoldedFirstLayer with a mask): what full-width masked training does, about
-5x cheaper. The other stages: labkit.quantize (trained quantization), labkit.stagefiles (one file per stage,
-Huffman-coded last), labkit.deepcompression (the three together, against structured pruning).
+Iterated magnitude pruning with masks that hold through retraining, the per-layer sensitivity scan, and
+`mec_sparse` (what a sparse head can store). Later stages: labkit.quantize, stagefiles, deepcompression.
 """
 from __future__ import annotations
 
@@ -25,9 +16,8 @@ from .device import pick_device, set_seed
 from .model import FEATURE_CHANNELS, POOLED, FoldedFirstLayer, VGGHead
 from .train import AdamState
 
-# Han et al.'s VGG16: fc6 (25,088 -> 4,096) and fc7 (4,096 -> 4,096) kept 4%, fc8 (the classifier) 23%
-# (arXiv 1506.02626). The head's fc1 and fc2 are fc6 and fc7; its 4,096 -> 256 layer (VGG16 has none) and its
-# classifier take fc8's share.
+# Han et al.'s VGG16 kept 4% of fc6 and fc7, 23% of fc8 (arXiv 1506.02626); the head's fc1, fc2 are fc6, fc7,
+# and its 4,096 -> 256 layer (VGG16 has none) and classifier take fc8's share.
 HAN_KEPT = (0.04, 0.04, 0.23, 0.23)
 SCAN_SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99)
 _EXACT_BELOW = 1 << 21  # layers up to this many weights get their threshold from a full sort
@@ -62,9 +52,8 @@ def check_sparsities(sparsities, head: VGGHead) -> list[float]:
 
 
 def fine_grained_mask(weight: torch.Tensor, keep_fraction: float) -> torch.Tensor:
-    """Deep Compression's first stage for one layer: a bool mask (weight's shape) keeping the round(keep_fraction
-    x n) weights of largest magnitude |w|, over the whole layer. The plain reference of notebook 03's exercise
-    (`prune_weights` finds the same cut by a threshold, a block of rows at a time)."""
+    """A bool mask (weight's shape) keeping the round(keep_fraction x n) largest-magnitude weights of the layer:
+    the plain reference of notebook 03's exercise (`prune_weights` finds the same cut by a threshold)."""
     kept = round(keep_fraction * weight.numel())
     mask = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
     mask[weight.detach().abs().flatten().topk(kept).indices] = True
@@ -74,11 +63,8 @@ def fine_grained_mask(weight: torch.Tensor, keep_fraction: float) -> torch.Tenso
 @torch.no_grad()
 def weight_thresholds(weight: torch.Tensor, sparsities: Sequence[float], exact: bool = True) -> list[float]:
     """For each sparsity s, the magnitude t such that |w| <= t for round(s * n) of the n weights (-1: none).
-
-    Up to 2M weights: a sort. Larger layers: the quantile of 1M evenly spaced weights (exact=False: as it
-    is, within about 0.1% of the layer), or refined to the exact k-th magnitude among the weights in a narrow
-    band around it.
-    """
+    Over 2M weights, the quantile of 1M evenly spaced weights (exact=False: within about 0.1% of the layer),
+    else refined to the exact k-th magnitude."""
     w = weight.detach().flatten()
     n = len(w)
     wanted = [int(round(s * n)) for s in sparsities]
@@ -98,20 +84,16 @@ def weight_thresholds(weight: torch.Tensor, sparsities: Sequence[float], exact: 
         band = a[(a >= lo) & (a <= hi)]
         if below < k <= below + len(band):
             out.append(float(torch.kthvalue(band, k - below).values))
-        else:  # the band missed (a very uneven layer): the exact k-th magnitude the slow way
+        else:  # the band missed (a very uneven layer): the slow way
             out.append(float(torch.kthvalue(a, k).values))
     return out
 
 
 @torch.no_grad()
 def prune_weights(head: VGGHead, sparsities, masks: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
-    """Remove the smallest-magnitude weights of each Linear layer, in place; returns the masks (bool, kept).
-
-    sparsities: the fraction of each layer's weights removed in all (see check_sparsities; layers over 2M
-    weights use the quantile of 1M evenly spaced magnitudes, within about 0.1% of the layer); weights masked
-    before stay removed (they are zero, so the smallest). Biases are kept (Han et al. prune weights only).
-    Done 256 rows at a time, so the 400 MB first layer is read and written once.
-    """
+    """Remove the smallest-magnitude weights of each Linear layer in place (256 rows at a time, so the 400 MB first
+    layer is read and written once); returns the masks (bool, kept). sparsities: see check_sparsities (over 2M
+    weights within about 0.1%); weights masked before stay removed; biases stay (Han et al. prune weights only)."""
     sparsities = check_sparsities(sparsities, head)
     out = []
     for i, (lin, s) in enumerate(zip(head.linears(), sparsities)):
@@ -139,8 +121,7 @@ def densities(head: VGGHead) -> list[float]:
 
 
 def kept_weights(head: VGGHead) -> int:
-    """Nonzero weights of the head (biases not counted). count_nonzero: summing a bool mask of the 100M-weight
-    first layer went through an int64 copy of it (measured: notebook 03's peak at ci, 0.3 GiB above the rest)."""
+    """Nonzero weights, biases not counted (count_nonzero: a bool .sum() copies fc1 to int64, +0.3 GiB at peak)."""
     return sum(int(torch.count_nonzero(lin.weight)) for lin in head.linears())
 
 
@@ -166,8 +147,7 @@ def linear_inputs(net: nn.Sequential, x: torch.Tensor) -> tuple[list[int], list[
 
 
 def _fused_first(head: VGGHead, folded: torch.Tensor) -> nn.Linear:
-    """The first Linear of head.inference_form() at 1 x 1 maps for summed weights `folded` (out x 512): the
-    standardization folded in as inference_form does it (W / std, b - (W / std) mean)."""
+    """The inference form's first Linear at 1 x 1 maps for summed weights `folded` (out x 512)."""
     lin = head.linears()[0]
     w = folded / head.norm.std.flatten()
     fused = nn.Linear(w.shape[1], w.shape[0], device=w.device)
@@ -178,9 +158,7 @@ def _fused_first(head: VGGHead, folded: torch.Tensor) -> nn.Linear:
 
 @torch.no_grad()
 def _pruned_first_forms(head: VGGHead, thresholds: Sequence[float]) -> list[nn.Linear]:
-    """At 1 x 1 maps: for each threshold t (ascending), the inference form's first Linear with fc1's weights
-    of magnitude <= t removed, from one pass over fc1, 256 rows at a time: each feature's 49 copies are summed
-    into bins between the thresholds (bucketize, scatter_add_), and the layer pruned at t sums the bins above t."""
+    """At 1 x 1 maps, `_fused_first` with fc1 pruned at each ascending threshold, from one binned pass over fc1."""
     w = head.linears()[0].weight.detach()
     out = w.shape[0]
     bounds = torch.tensor(list(thresholds), dtype=w.dtype, device=w.device)
@@ -195,13 +173,9 @@ def _pruned_first_forms(head: VGGHead, thresholds: Sequence[float]) -> list[nn.L
 @torch.no_grad()
 def sensitivity_scan(head: VGGHead, val_set, sparsities: Sequence[float] = SCAN_SPARSITIES,
                      limit: int | None = 500, device="auto") -> list[dict]:
-    """Validation accuracy with one layer pruned by magnitude to each sparsity, the others intact, no retraining.
-
-    One row per (layer, sparsity), and a row at sparsity 0 per layer (the head as it is): layer, name,
-    sparsity, weights, val_accuracy. limit: the first `limit` validation images only (None: all; each row
-    costs a forward pass from the pruned layer on). Each layer's input is computed once; thresholds are
-    the quantiles of 1M evenly spaced magnitudes in layers of more than 2M weights.
-    """
+    """Validation accuracy with one layer pruned by magnitude to each sparsity, the others intact, no retraining:
+    rows (layer, name, sparsity, weights, val_accuracy), plus a sparsity-0 row per layer (the head as it is).
+    limit: the first `limit` validation images (None: all)."""
     device = pick_device(device)
     head.to(device).eval()
     maps, labels = val_set.on(device)
@@ -219,7 +193,7 @@ def sensitivity_scan(head: VGGHead, val_set, sparsities: Sequence[float] = SCAN_
         for k, (s, t) in enumerate([(0.0, -1.0), *zip(sparsities, thresholds)]):
             if folded:
                 first = net[at[0]] if k == 0 else forms[k - 1]
-            else:  # the head's own module, pruned in place for the pass (the first layer's inference form anew)
+            else:  # the head's own module, pruned in place for the pass
                 lin.weight.data = torch.where(base.abs() > t, base, 0.0)
                 first = head.inference_form()[at[0]] if i == 0 else net[at[i]]
             try:
@@ -234,8 +208,7 @@ def sensitivity_scan(head: VGGHead, val_set, sparsities: Sequence[float] = SCAN_
 
 
 def choose_sparsities(rows: Sequence[dict], tolerance: float = 1.0) -> list[float]:
-    """Per layer, the largest scanned sparsity whose validation accuracy is within `tolerance` points of the
-    head as it is (the layer's sparsity-0 row); 0 where none is."""
+    """Per layer, the largest scanned sparsity within `tolerance` accuracy points of the layer's sparsity-0 row."""
     checks.number("tolerance", tolerance, minimum=0, hint="percentage points of validation accuracy")
     layers = sorted({r["layer"] for r in rows})
     chosen = []
@@ -252,15 +225,13 @@ def choose_sparsities(rows: Sequence[dict], tolerance: float = 1.0) -> list[floa
 def masked_fit(head: VGGHead, masks: Sequence[torch.Tensor], train_set, epochs: int = 1, batch_size: int = 128,
                lr: float = 2e-4, seed: int = 0, device="auto", fold: bool = True, state: AdamState | None = None,
                scale_dropout: bool = True) -> list[dict]:
-    """Train `head` with Adam and cross-entropy (train.train_epochs) while each Linear layer's `masks` (bool, kept)
-    hold: pruned weights get no gradient and are multiplied by their mask after every step, so they stay exactly
-    zero. fold=True at 1 x 1 maps trains the first layer folded (model.FoldedFirstLayer with its mask: the same
-    updates, 5x cheaper). state: a train.AdamState to go on from and to leave the optimizer's moments in, so
-    iterative pruning continues one optimizer (a fresh Adam's first steps move every weight by about lr whatever
-    its gradient); a state of another head is refused. scale_dropout: Han et al.'s (2015) retraining dropout,
-    p x sqrt(density of the layer it feeds), since pruning has already taken capacity away. One dict per epoch
-    (train.train_epochs's). The head is left in eval mode with its dropout as it was.
-    """
+    """Train `head` with Adam (train.train_epochs) while each Linear layer's `masks` (bool, kept) hold: pruned
+    weights get no gradient and are re-masked after every step, so they stay exactly zero. fold=True at 1 x 1
+    maps trains each feature's 49 first-layer copies as their sum, since they always get the same gradient
+    (model.FoldedFirstLayer): the same updates, about 5x cheaper. state: a train.AdamState to go on from and
+    leave the moments in (a fresh Adam's first steps move every weight by about lr); another head's is refused.
+    scale_dropout: Han et al.'s (2015) retraining dropout, p x sqrt(density of the layer it feeds). Returns one
+    dict per epoch; the head is left in eval mode with its dropout as it was."""
     epochs = checks.integer("epochs", epochs, minimum=1)
     batch_size = checks.integer("batch_size", batch_size, minimum=1)
     checks.number("lr", lr, above=0)
@@ -327,15 +298,11 @@ def _scaled_dropout(head: VGGHead, masks: Sequence[torch.Tensor]) -> dict:
 @torch.no_grad()
 def mec_sparse_table(head: VGGHead, rule: str = "previous", effective: bool = False) -> list[dict]:
     """Per Linear layer: connected inputs, connected neurons, kept weights, parameters and capacity in bits.
-
-    Rule 2 counts parameters, so a sparse layer counts its kept weights: those from a connected input to a
-    connected neuron, plus one bias per connected neuron. A neuron is connected when some kept weight reaches it
-    from the inputs and (hidden layers) some kept weight carries it on towards the classes (stricter than
-    capacity's "live", which looks at incoming weights only); every class is connected. Rule 4
-    (capacity.rule4) caps layer l >= 2 by the connected width before it (rule "previous") or the narrowest
-    upstream ("bottleneck"). effective=True at 1 x 1 maps counts the first layer on its 512 distinct
-    inputs: a (neuron, feature) pair counts once however many of its 49 copies are kept.
-    """
+    Rule 2 counts the kept weights between connected units plus one bias per connected neuron; a neuron is
+    connected when kept weights reach it from the inputs and carry it on towards the classes (stricter than
+    capacity's "live"). Rule 4 (capacity.rule4) caps layer l >= 2 by the connected width before it ("previous")
+    or the narrowest upstream ("bottleneck"). effective=True (1 x 1 maps only) counts the first layer on its 512
+    distinct inputs: a (neuron, feature) pair counts once however many of its 49 copies are kept."""
     checks.choice("rule", rule, capacity.RULES)
     masks = masks_of(head)
     if effective and head.map_size == 1:
@@ -366,6 +333,5 @@ def mec_sparse_table(head: VGGHead, rule: str = "previous", effective: bool = Fa
 
 
 def mec_sparse(head: VGGHead, rule: str = "previous", effective: bool = False) -> int:
-    """MEC in bits of a (fine-grained) pruned head: kept weights and connected neurons' biases (see mec_sparse_table).
-    Equals capacity.mec_of for a dense head."""
+    """MEC in bits of a pruned head (the sum of `mec_sparse_table`); equals capacity.mec_of for a dense head."""
     return sum(r["capacity_bits"] for r in mec_sparse_table(head, rule, effective))

@@ -1,11 +1,5 @@
-"""A student's function cannot change the study behind its back: inputs checked unchanged, cost told in advance.
-
-A graded function runs on tensors the study goes on using (a layer's weights, a training set). One that edits
-its input in place (`w = weight.detach(); w -= w.mean(0)`) can return the right answer and still leave the study
-training a different head than it reports. Every check therefore calls the student's function through
-`watched`, which compares each input with a copy taken before the call; the study itself hands student functions
-copies (`prune._scores_by`) or compares a layer's `fingerprint` before and after (`prune._removed_by`).
-`at_study_size` times a function on two small cases and says what that comes to at the study's sizes.
+"""Guards on a student's function: `watched` checks its inputs unchanged (an in-place edit can return the right
+answer yet leave the study training another head), `fingerprint` without a copy, `at_study_size` its cost.
 """
 from __future__ import annotations
 
@@ -78,9 +72,8 @@ def changed_message(name: str, argument: str, layer: bool = False) -> str:
 
 
 def watched(name: str, fn, may_change: tuple[str, ...] = ()):
-    """fn, each call checked: every argument (except those named in `may_change`, such as the head and optimizer
-    a training step is meant to change) equals a copy taken before the call; ChangedInput names the first that
-    does not."""
+    """fn, each call checked: every argument not in `may_change` must equal a copy taken before the call;
+    ChangedInput names the first that does not."""
     def call(*args, **kwargs):
         names = _names(fn, len(args)) + list(kwargs)
         values = list(args) + list(kwargs.values())
@@ -97,10 +90,8 @@ def watched(name: str, fn, may_change: tuple[str, ...] = ()):
 
 @torch.no_grad()
 def fingerprint(layer: nn.Module | torch.Tensor) -> list:
-    """What changes when a weight of `layer` changes, without a copy of it: each parameter's identity, shape,
-    storage, version counter (every in-place operation on it or on a .detach() of it raises the counter) and
-    two fixed random projections of it (rows and columns; 30 ms for a 100M-weight layer, where float64 sums
-    cost a second and an 800 MB copy), which catch edits made through .data too."""
+    """What changes when a weight of `layer` changes, without copying it: identity, shape, storage, version counter
+    and two fixed random projections per parameter (these catch .data edits; 30 ms for 100M weights)."""
     prints = []
     for name, p in ([("weight", layer)] if torch.is_tensor(layer) else layer.named_parameters()):
         t = p.detach().reshape(len(p), -1) if p.dim() else p.detach().reshape(1, 1)
@@ -117,10 +108,8 @@ def same_fingerprint(a: list, b: list) -> bool:
 
 
 def at_study_size(name: str, fn, case, study: float, what: str) -> None:
-    """Refuse, with TooSlow, a function that would take more than a minute at the study's sizes. `case(n)` gives
-    fn's arguments for an n x n layer (n * n elements of work); fn is timed on one thread (the best of 3) at
-    n = 64 and 256, and the time per element between the two, which leaves out a call's fixed cost, is carried to `study`
-    elements (`what` names them)."""
+    """Raise TooSlow if fn would take over a minute on `study` elements (`what` names them): `case(n)` gives its
+    arguments for an n x n layer; timed at n = 64 and 256 on one thread, the time per element is extrapolated."""
     from .device import one_thread
 
     def best(n):
@@ -131,7 +120,7 @@ def at_study_size(name: str, fn, case, study: float, what: str) -> None:
             fn(*args)
             seconds = min(seconds, time.perf_counter() - began)
             if seconds > 1:
-                break  # slow enough to tell: no need to wait for more
+                break
         return seconds
 
     with one_thread():  # small tensors: waking the thread pool on a busy machine costs more than the work

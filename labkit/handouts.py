@@ -1,11 +1,6 @@
-"""Handouts: student copies of the notebooks made by nbgrader's own preprocessors, and HTML renders.
-
-The notebooks are nbgrader source notebooks: exercise cells are nbgrader solution cells whose answer
-lies between `### BEGIN SOLUTION` and `### END SOLUTION`, and their checks are nbgrader test cells
-worth points. Instructors who grade run nbgrader on them as on any course (`nbgrader generate_assignment`,
-`nbgrader autograde`); `make handouts` makes student copies with the same preprocessors without a
-course database. nbgrader is an optional extra (pip install 'labkit[grade]'); the lab runs without it.
-"""
+"""Handouts: student copies of the notebooks made by nbgrader's own preprocessors (no course database), and HTML
+renders. The notebooks are nbgrader source notebooks (answers between `### BEGIN SOLUTION` and `### END SOLUTION`,
+checks in test cells worth points), so graders run nbgrader as usual. nbgrader is optional ('labkit[grade]')."""
 from __future__ import annotations
 
 import json
@@ -30,8 +25,7 @@ def _nbgrader():
 
 
 def student_copy(nb: dict):
-    """The student version of notebook `nb` (a dict or NotebookNode): solutions replaced by nbgrader's stub,
-    outputs cleared, test cells locked: nbgrader's ClearSolutions, ClearOutput and LockCells."""
+    """The student version of `nb` (dict or NotebookNode) by nbgrader's ClearSolutions, ClearOutput and LockCells."""
     import nbformat
 
     pre = _nbgrader()
@@ -43,8 +37,8 @@ def student_copy(nb: dict):
 
 
 def make_handouts(profile: str = "quick", out: str | os.PathLike = "handouts", run_missing: bool = True) -> dict:
-    """Student copies to out/student/ and HTML renders of the executed notebooks (results/<profile>/) to
-    out/html/; notebooks not yet executed are run first when run_missing."""
+    """Student copies to out/student/, HTML renders of the executed notebooks (results/<profile>/) to out/html/;
+    notebooks not yet executed are run first when run_missing."""
     import nbformat
     from nbconvert import HTMLExporter
 

@@ -1,18 +1,6 @@
-"""How big must the head be? The lab's answers side by side, on the same images, with the same statistic.
-
-    rows(knee, dc, ladder)   head_size.csv: the unpruned head, the structured knee, its from-scratch twin,
-                             Deep Compression's fine-grained head, the ladder's smallest head within tolerance
-                             and the linear classifier (these two once notebook 04 has measured the ladder); each
-                             beside its control
-    lines(rows)              what the table says, and why its answers differ, from its numbers
-    bookkeeping(folder, s)   every table of a results folder checked: mec_bits and mec_effective_bits follow
-                             from each row's widths (one meaning a column, in every table)
-
-Every row is seed 0's (the knee is decided on the mean over seeds; its row says so in `decided_on`), scored on
-the profile's validation and test images. `mec_bits` is the four rules on the widths as the head reads them,
-`mec_effective_bits` the same on its distinct inputs, `mec_kept_bits` rule 2 on the weights a fine-grained head
-kept (the only row where it differs from mec_bits); bytes are files labkit wrote and read back, except the
-ladder's heads, which are never written (their float32 values are counted: 4 bytes a parameter).
+"""How big must the head be? The lab's answers side by side (head_size.csv), each beside its control; seed 0's rows.
+`mec_bits`: the four rules on the widths as read; `mec_effective_bits`: on distinct inputs; `mec_kept_bits`: rule 2
+on the weights a fine-grained head kept. Bytes are files read back, except the ladder's (unwritten: 4 a parameter).
 """
 from __future__ import annotations
 
@@ -40,9 +28,8 @@ def _row(head: str, widths, parameters: int, bytes_float32: int, bytes_smallest:
 
 
 def rows(knee: dict, dc: dict | None, ladder: Sequence[dict], map_size: int, seed: int = 0) -> list[dict]:
-    """head_size.csv's rows. knee: knee.compress_knee's result; dc: deepcompression.finish's result (or None: no
-    row); ladder: the rows of notebook 04's requirement ladder (requirement_ladder.csv, with test
-    accuracy; empty before 04 has run: no ladder rows); map_size: the backbone's map side (1 at 32 px)."""
+    """head_size.csv's rows. knee: knee.compress_knee's result; dc: deepcompression.finish's (None: no row); ladder:
+    requirement_ladder.csv rows with test accuracy (empty: no ladder rows); map_size: the backbone's map side."""
     mine = [r for r in knee["knee"] if r.get("seed", 0) == seed]
     start = next(r for r in mine if r["cycle"] == 0 and r["method"] != "scratch")
     best = next(r for r in mine if r["smallest"])
@@ -78,7 +65,7 @@ def rows(knee: dict, dc: dict | None, ladder: Sequence[dict], map_size: int, see
                         last["control_val_accuracy"],
                         last["control_test_accuracy"], "Han et al.'s shares kept per layer, checked against the "
                         "tolerance on validation", kept=sparse["mec_kept_bits"]))
-    if not ladder:  # notebook 04 measures the ladder and writes the table again with its two rows
+    if not ladder:  # before notebook 04 has run
         return out
     top = max(ladder, key=lambda r: r["val_accuracy"])
     chosen = next(r for r in ladder if r["chosen"])
@@ -95,8 +82,7 @@ def rows(knee: dict, dc: dict | None, ladder: Sequence[dict], map_size: int, see
 
 
 def lines(table: Sequence[dict], versus: Sequence[dict] | None = None) -> list[str]:
-    """What head_size.csv says: each answer in parameters and accuracy, then why the structured knee and the
-    ladder answer differently, from the table's own numbers."""
+    """What head_size.csv says: each answer, then why the knee and the ladder differ, from the table's numbers."""
     start = table[0]
     knee = next(r for r in table if r["head"].startswith("structured knee"))
     twin = next((r for r in table if r["head"].startswith("the knee's widths")), None)
@@ -164,9 +150,8 @@ def _times(ratio: float) -> str:
 
 
 def bookkeeping(folder, map_size: int) -> list[str]:
-    """Check every table (*.csv) in `folder` whose rows carry widths: mec_bits must equal capacity.mec(widths)
-    and mec_effective_bits capacity.mec_effective(widths, map_size). Returns one line per table checked;
-    ValueError naming the first row that does not follow, and how it was counted."""
+    """Check that every *.csv in `folder` has mec_bits and mec_effective_bits that follow from its widths.
+    Returns one line per table checked; ValueError names the first row that does not."""
     from pathlib import Path
 
     from . import records

@@ -1,22 +1,8 @@
 """Deep Compression's third stage: Huffman coding of small-alphabet symbol streams, and Han's relative indices.
 
-Huffman coding (vectorized: Python loops run over the alphabet or over the symbols of one block, never
-over the stream)
-  code_lengths      optimal (Huffman) code length per symbol from the symbol counts
-  canonical_codes   the canonical code of those lengths: sorted by (length, symbol), codes count up, so the
-                    lengths alone (one byte a symbol of the alphabet) define the code
-  encode            every code written at its bit offset (exclusive cumulative sum of the lengths), most
-                    significant bit first, all at once; the stream is cut into blocks of BLOCK symbols whose
-                    lengths in bits are kept (4 bytes a block)
-  pack_fixed        the same writer for fixed-width values (the quantized stage before Huffman coding)
-  decode            all blocks side by side, one symbol of each per step: the next `width` bits (the longest
-                    code) at each block's position are looked up in a table of the canonical codes, which
-                    gives the symbol and its length, so where the block's next symbol starts
-
-Sparse positions as relative indices (Han et al. 2016, figure 2)
-  Each kept weight is stored with the number of zeros skipped since the previous kept weight in the
-  flattened (row-major) matrix, in `index_bits` bits. A gap longer than 2**index_bits - 1 is bridged by
-  padding entries: a zero weight stored 2**index_bits positions further on, as often as needed.
+Canonical codes (the code lengths alone, a byte per alphabet symbol, define the code), written and read
+vectorized: Python loops run over the alphabet or one block's symbols, never the stream; blocks of BLOCK symbols
+are decoded side by side. `pack_fixed`: the same layout at a fixed width. `relative_indices`: Han et al.'s gaps.
 """
 from __future__ import annotations
 
@@ -54,12 +40,9 @@ def _huffman_lengths(counts: list[int]) -> list[int]:
 
 
 def code_lengths(counts, limit: int = MAX_CODE_BITS) -> torch.Tensor:
-    """int64 code length per symbol (0 for symbols that never occur) from `counts` (one per symbol).
-
-    Optimal (Huffman) lengths; in the rare case one exceeds `limit` bits (counts growing like the
-    Fibonacci numbers over 4 million times), counts are halved (c -> 1 + c // 2) until none does,
-    as bzip2 does: a code a fraction of a percent longer, decodable with `limit`-bit windows.
-    """
+    """int64 Huffman code length per symbol (0 for symbols that never occur) from `counts` (one per symbol).
+    If one exceeds `limit` bits (rare: counts growing like the Fibonacci numbers over 4 million times), counts
+    are halved (c -> 1 + c // 2) until none does, as bzip2 does: a code a fraction of a percent longer."""
     counts = [int(c) for c in torch.as_tensor(counts).flatten().tolist()]
     if any(c < 0 for c in counts):
         raise ValueError(f"counts={counts[:8]}... must be non-negative symbol counts")
@@ -81,16 +64,13 @@ def _canonical_order(lengths: torch.Tensor) -> torch.Tensor:
 
 
 def canonical_codes(lengths: torch.Tensor) -> torch.Tensor:
-    """int64 canonical code per symbol (read most significant bit first; 0 for unused symbols).
-
-    In (length, symbol) order the first code is 0 and each next one is (previous + 1) shifted left by
-    the growth in length, so every code is a prefix of none of the others when the lengths satisfy Kraft.
-    """
+    """int64 canonical code per symbol, most significant bit first (0 for unused symbols): in (length, symbol)
+    order the first code is 0 and each next one is (previous + 1) shifted left by the growth in length."""
     lengths = torch.as_tensor(lengths, dtype=torch.int64)
     codes = torch.zeros_like(lengths)
     order = _canonical_order(lengths).tolist()
     code, previous = 0, None
-    for s in order:  # one step per symbol of the alphabet (at most 256), not per symbol of the stream
+    for s in order:  # over the alphabet, not the stream
         length = int(lengths[s])
         if previous is not None:
             code = (code + 1) << (length - previous)
@@ -116,10 +96,7 @@ def _words_to_bytes(words: torch.Tensor) -> torch.Tensor:
 
 
 def _add_codes(words: torch.Tensor, codes: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor) -> None:
-    """Write each code (lengths[i] bits, <= 32) at bit `starts[i]` of `words`, most significant bit first. A code
-    lands in one or two 32-bit words and never overlaps another, so adding the shifted codes into the words
-    (index_add_) writes them all at once: shifted into a 64-bit pair of words, the high half goes to the code's
-    first word and the low half to the next."""
+    """Write code i (<= 32 bits) at bit starts[i] of `words`, MSB first: codes never overlap, so adding works."""
     pair = codes << (64 - (starts & 31) - lengths)  # may reach the sign bit: only the bit pattern is used
     word = starts >> 5
     words.index_add_(0, word, (pair >> 32) & 0xFFFFFFFF)
@@ -127,8 +104,7 @@ def _add_codes(words: torch.Tensor, codes: torch.Tensor, lengths: torch.Tensor, 
 
 
 def _write(codes: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(uint8 bytes, int64 end bit of every code): each code (lengths[i] bits, <= 32) written after the one
-    before, most significant bit first (see `_add_codes`)."""
+    """(uint8 bytes, int64 end bit of every code): the codes (<= 32 bits each) written one after another."""
     ends = torch.cumsum(lengths, 0)
     total = int(ends[-1]) if len(ends) else 0
     words = torch.zeros(total // 32 + 2, dtype=torch.int64)
@@ -152,9 +128,8 @@ def _read(words: torch.Tensor, positions: torch.Tensor, width: int) -> torch.Ten
 
 
 def pack_fixed(values: torch.Tensor, bits: int) -> torch.Tensor:
-    """Non-negative integers < 2**bits -> uint8, `bits` bits each, most significant bit first (bits <= 32):
-    the quantized stage's fixed-width storage, laid out as the Huffman codes are. Up to 8 bits, every 8
-    values make `bits` whole bytes, packed as one integer."""
+    """Non-negative integers < 2**bits -> uint8, `bits` bits each (bits <= 32), most significant bit first, laid
+    out as the Huffman codes are: the quantized stage's fixed-width storage. ValueError if a value does not fit."""
     values = torch.as_tensor(values).flatten().to(torch.int64)
     if not 1 <= bits <= MAX_CODE_BITS:
         raise ValueError(f"bits={bits} must be 1..{MAX_CODE_BITS}")
@@ -184,11 +159,9 @@ def unpack_fixed(data: torch.Tensor, bits: int, count: int) -> torch.Tensor:
 # ---------------------------------------------------------------- Huffman encoding and decoding
 
 def encode(symbols: torch.Tensor, lengths: torch.Tensor, block: int = BLOCK) -> dict:
-    """Huffman-code a stream of symbols (integers 0..len(lengths)-1) with the canonical code of `lengths`.
-
-    Returns {"data": uint8 bytes, "block_bits": int32 bits of each block of `block` symbols (where the
-    blocks start, so they can be decoded side by side), "block": block, "count": n, "bits": total bits}.
-    """
+    """Huffman-code `symbols` (0..len(lengths)-1, each with a code) with the canonical code of `lengths`. Returns
+    {"data": uint8 bytes, "block_bits": int32 bits of each block of `block` symbols (so blocks can be decoded
+    side by side), "block": block, "count": n, "bits": total bits}."""
     lengths = torch.as_tensor(lengths, dtype=torch.int64)
     if block < 1:
         raise ValueError(f"block={block} must be a positive number of symbols")
@@ -200,8 +173,7 @@ def encode(symbols: torch.Tensor, lengths: torch.Tensor, block: int = BLOCK) -> 
     if n and (int(symbols.min()) < 0 or int(symbols.max()) >= len(lengths)):
         raise ValueError(f"symbols range {int(symbols.min())}..{int(symbols.max())} but the code has "
                          f"{len(lengths)} symbols: build the lengths from these symbols' counts")
-    # CHUNK symbols at a time (a whole number of blocks): a 66M-symbol stream coded at once took 5 GB of int64
-    # temporaries; first the bits of every chunk, then each chunk's codes written at its place in one stream
+    # CHUNK symbols (whole blocks) at a time: a 66M-symbol stream coded at once took 5 GB of int64 temporaries
     step = block * max(1, CHUNK // block)
     starts = range(0, n, step)
     total = 0
@@ -228,13 +200,9 @@ def encode(symbols: torch.Tensor, lengths: torch.Tensor, block: int = BLOCK) -> 
 
 
 def decode(stream: dict, lengths: torch.Tensor) -> torch.Tensor:
-    """The int64 symbols of a stream written by `encode` with the code of `lengths`.
-
-    The blocks are decoded side by side, CHUNK symbols' worth at a time, one symbol of each block per step
-    (`block` steps a group): at each block's bit position the next `width` bits (the longest code) are looked up in a table
-    of 2**width entries (a binary search among the canonical codes above 20 bits), which gives the symbol and
-    its length, so the position of the next one.
-    """
+    """The int64 symbols of a stream written by `encode` with the code of `lengths`; ValueError if damaged.
+    Blocks are decoded side by side, one symbol of each per step: the next `width` bits (the longest code) index a
+    table of 2**width entries (above 20 bits, a binary search), which gives the symbol and its length."""
     lengths = torch.as_tensor(lengths, dtype=torch.int64)
     n, total, block = int(stream["count"]), int(stream["bits"]), int(stream["block"])
     blocks = stream["block_bits"].to(torch.int64)
@@ -296,12 +264,10 @@ def decompress_symbols(coded: dict) -> torch.Tensor:
 # ---------------------------------------------------------------- relative indices
 
 def relative_indices(positions: torch.Tensor, index_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(gaps, real): Han's relative index of each entry, and which entries are real (not padding).
-
-    positions: ascending, distinct flat indices (int64) of the kept weights. gaps[j] is the number of
-    positions skipped since the previous entry (the first counts from -1), each < 2**index_bits: a
-    longer gap gets padding entries (real False; they hold a zero weight) every 2**index_bits positions.
-    """
+    """(gaps, real): Han et al.'s relative index (2016, figure 2) of each entry, and which are real (not padding).
+    positions: ascending, distinct flat (row-major) int64 indices of the kept weights. gaps[j]: positions skipped
+    since the previous entry (the first counts from -1), < 2**index_bits; a longer gap gets padding entries (real
+    False, holding a zero weight) every 2**index_bits positions."""
     if not 1 <= int(index_bits) <= 16:
         raise ValueError(f"index_bits={index_bits} must be 1..16 (Han et al. used 5 for fully connected layers)")
     positions = torch.as_tensor(positions, dtype=torch.int64).flatten()

@@ -1,17 +1,8 @@
-"""Measuring capacity by training: the building blocks of notebook 04's memorization and ladder.
-
-Friedland's check of a capacity count: train on uniformly random labels (nothing to generalize) and count
-what is memorized; notebook 04's `memorize` cell runs that experiment with these blocks, and its
-`requirement_ladder` cell the ladder on the real labels. The heads of a ladder train together, as one network
-on the same standardized features: their first layers side by side in one matrix (one matmul reads the
-features once for all of them), their output layers in one matrix under a block mask (a head's outputs read
-only its own hidden units), one loss summed over the heads, one full-batch Adam.
-The heads share no parameter, so each receives exactly its own gradient, as if trained alone.
-
-A twin reads each feature `copies` times (49: the 25,088 inputs VGG16's pool makes from a 1 x 1 map). Its
-output depends on the copies of a weight only through their sum, and Adam gives every copy the same step, so
-training its (features x copies) weights at lr / copies is exactly training their sum at lr (tested): the
-twin trains as that sum, and differs from its one-copy head only in its start and its parameter count.
+"""Measuring capacity by training: Friedland's random-label memorization and the ladder on real labels (notebook 04).
+A ladder's heads train as one network (first layers in one matrix, outputs under a block mask, one summed loss, one
+Adam) but share no parameter, so each gets exactly its own gradient. A twin reads each feature `copies` times; its
+copies act only through their sum and Adam steps them alike, so training them at lr / copies is exactly training
+the sum at lr (tested): the twin trains as that sum.
 """
 from __future__ import annotations
 
@@ -36,11 +27,8 @@ def binary_entropy(p: float) -> float:
 
 
 def bits_stored(n: int, accuracy: float, classes: int = CLASSES) -> float:
-    """Bits that n uniformly random K-ary labels fitted at `accuracy` carry: n (log2 K - h(a) - (1 - a) log2 (K - 1)).
-
-    The capacity of a K-ary symmetric channel of accuracy a: n log2 K at a = 1, 0 at chance (a = 1 / K)
-    and below it (clipped: a worse-than-chance fit stores nothing usable).
-    """
+    """Bits in n uniformly random K-ary labels fitted at `accuracy` a (a fraction), a K-ary symmetric channel's
+    capacity: n (log2 K - h(a) - (1 - a) log2 (K - 1)), 0 at or below chance."""
     n = checks.integer("n", n, minimum=0, hint="it counts images")
     accuracy = checks.number("accuracy", accuracy, minimum=0, maximum=1, hint="a fraction, not a percentage")
     classes = checks.integer("classes", classes, minimum=2)
@@ -88,13 +76,8 @@ def _check_specs(specs: Sequence[HeadSpec]) -> list[HeadSpec]:
 
 
 class Ladder(nn.Module):
-    """Heads side by side on shared features: forward(x: N x features) -> logits N x heads x classes.
-
-    Each head starts as nn.Linear layers drawn from its own seed (`seeds`), so a head's start does not depend
-    on which other heads share the ladder. Inside, heads with a hidden layer come first (their units one
-    contiguous block of `first_weight`), linear classifiers after; `forward` returns the heads in the order given.
-    A twin on repeated inputs (copies > 1) holds its first layer as the sum over the copies (see `_first_layer`).
-    """
+    """Heads side by side on shared features: forward(x: N x features) -> logits N x heads x classes, in the order
+    given; each head starts from its own seed, whatever heads share the ladder (inside, MLP heads come first)."""
 
     def __init__(self, specs: Sequence[HeadSpec], features: int, classes: int = CLASSES,
                  seeds: Sequence[int] | None = None):
@@ -137,8 +120,7 @@ class Ladder(nn.Module):
 
 
 def _first_layer(layer: nn.Linear, features: int) -> torch.Tensor:
-    """A head's first-layer weights as units x features: a twin's copies of a weight summed (the module's
-    docstring says why that trains exactly as the twin)."""
+    """A head's first-layer weights as units x features, a twin's copies summed."""
     w = layer.weight.detach()
     return w.view(len(w), features, -1).sum(-1)
 
@@ -147,13 +129,9 @@ def _first_layer(layer: nn.Linear, features: int) -> torch.Tensor:
 def fit_ladder(ladder: Ladder, x: torch.Tensor, y: torch.Tensor, counts: Sequence[int], steps: int = 300,
                lr: float = 0.01, criterion: float | None = None, groups: Sequence[int] | None = None,
                check_every: int = 20) -> list[float]:
-    """Full-batch Adam on the first counts[h] samples for head h; the best training accuracy each reached.
-
-    x: N x features, y: N labels; accuracies are fractions, checked every `check_every` steps. Each head's
-    loss is its mean cross-entropy over its own samples and the ladder minimizes their sum, so each head
-    gets its own gradient. Stops early once, in every group of heads (`groups[h]`: head h's group; default
-    one group per head), one head has reached `criterion` (None: never). Runs on one CPU thread.
-    """
+    """Full-batch Adam on the first counts[h] samples for head h; returns the best training accuracy each reached
+    (fractions, checked every `check_every` steps). x: N x features, y: N labels. Stops once every group
+    (`groups[h]`, default one per head) has a head at `criterion` (None: never). Runs on one CPU thread."""
     order = ladder.inside_order
     n = max(counts)
     x, y = x[:n], y[:n]
@@ -171,7 +149,7 @@ def fit_ladder(ladder: Ladder, x: torch.Tensor, y: torch.Tensor, counts: Sequenc
         return loss, loss.detach(), 0
 
     @torch.no_grad()
-    def reached(step: int, row) -> bool:  # every `check_every` steps: the best accuracy each head has reached
+    def reached(step: int, row) -> bool:
         nonlocal best
         if step % check_every and step != steps:
             return False
@@ -203,13 +181,8 @@ def random_labels(n: int, classes: int = CLASSES, seed: int = 0) -> torch.Tensor
 
 
 def images_memorized(fits, limit: int, start: int = 100, precision: float = 0.125) -> int:
-    """The most images (at most `limit`) a head fits, by doubling then bisection; fits(n) -> bool says whether it
-    fits n images. The reference of notebook 04's exercise.
-
-    n = start, 2 start, 4 start, ... (never past limit) until a head fails; then bisection between the last n it
-    fitted and the first it failed, until the two are within `precision` of the fitted one (or adjacent). A head
-    that fails `start` is bisected between 0 and start. Returns the last n it fitted (0: not even one image).
-    """
+    """The most images (at most `limit`) a head fits, fits(n) -> bool: doubling from `start`, then bisection until
+    the bracket is within `precision` of the fitted n (or adjacent). Returns the last n fitted (0: none)."""
     lo, hi = 0, None  # fitted lo images; failed hi (None: no failure yet)
     n = min(start, limit)
     while hi is None:
@@ -234,11 +207,8 @@ class _Stopped(Exception):
 
 
 class Lockstep:
-    """One search per head (search(fits, limit) -> n, each in a thread) asking fits(n), answered in rounds.
-
-    Notebook 04's memorization loop: `questions()` gives what every search still running asks next, the loop
-    trains those heads together (one ladder) and hands the verdicts to `answer`; `results()` checks and returns
-    what each search returned (an int from 0 to limit that it asked fits about, or 0)."""
+    """One search per head (search(fits, limit) -> n, each in a thread), its fits(n) questions answered in rounds:
+    `questions()` gives what each running search asks next, `answer` the verdicts, `results()` what each returned."""
 
     def __init__(self, search, heads: int, limit: int):
         import threading
@@ -291,8 +261,7 @@ class Lockstep:
             self.cond.notify_all()
 
     def results(self) -> list[int]:
-        """What each search returned, by head; a search that raised raises here, a count it never asked fits
-        about is refused."""
+        """What each search returned, by head; re-raises a search's error; ValueError for an n it never asked."""
         for h in sorted(self.done):
             if isinstance(self.done[h], BaseException):
                 raise self.done[h]
@@ -307,8 +276,7 @@ class Lockstep:
 
 def memorization_row(spec: HeadSpec, features: int, n: int, accuracy: float, criterion: float, n_max: int,
                      bits=None, classes: int = CLASSES) -> dict:
-    """A row of memorization.csv: the head, both MECs, the images it fitted (n of n_max) at `accuracy`, the bits
-    they carry (`bits`, like `bits_stored`)."""
+    """A memorization.csv row for `spec`, n of n_max images fitted at `accuracy` (`bits`: default `bits_stored`)."""
     widths = spec.widths(features, classes)
     return {"head": spec.name(features, classes), "widths": widths, "inputs": widths[0], "copies": spec.copies,
             "parameters": capacity.parameter_count(widths), "mec_bits": spec.mec_bits(features, classes),
@@ -330,10 +298,7 @@ def standardized(feature_set, stats: tuple[torch.Tensor, torch.Tensor] | None = 
 
 
 def repeats(map_size: int) -> int:
-    """How many times VGG16's pool copies each cached value into the head's 25,088 inputs: 49 at a 1 x 1 map, else 1.
-
-    Only a 1 x 1 map gives exact copies; larger maps are pooled into mixtures (see capacity.distinct_positions).
-    """
+    """Exact copies of each cached value among the head's 25,088 inputs: 49 at a 1 x 1 map, else 1 (mixtures)."""
     from .model import POOLED
 
     return POOLED * POOLED if checks.integer("map_size", map_size, minimum=1) == 1 else 1
@@ -341,8 +306,7 @@ def repeats(map_size: int) -> int:
 
 def memorization_ladder(map_size: int, widths: Sequence[int] = (1, 2, 4, 8, 16, 32),
                         twin: int = 8) -> list[HeadSpec]:
-    """One hidden layer of each width on the distinct features, and the `twin` width on the head's repeated
-    inputs where the map makes copies (a 1 x 1 map: 25,088 = 512 x 49)."""
+    """A head of each hidden width on the distinct features, plus a `twin`-wide one on repeated inputs if any."""
     specs = [HeadSpec(w) for w in widths]
     copies = repeats(map_size)
     return specs + ([HeadSpec(twin, copies)] if copies > 1 and twin else [])

@@ -1,6 +1,5 @@
-"""The checks of the graded exercises on notebook 03's and 04's methods: the pruning scores, sampling and removal,
-k-means sharing, the fine-grained mask (03), the bits a fit stores, the memorization search and the thresholds
-method (04). Each raises exercise_checks.Wrong, saying in the student's terms what is wrong, or returns.
+"""Checks of the graded exercises on notebook 03's methods (pruning, k-means sharing, the fine-grained mask) and
+04's (bits stored, the memorization search, thresholds). Each raises exercise_checks.Wrong or returns.
 """
 from __future__ import annotations
 

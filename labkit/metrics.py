@@ -17,11 +17,8 @@ def per_class_accuracy(confusion: torch.Tensor) -> list[float]:
 
 
 def cohens_kappa(confusion: torch.Tensor) -> float:
-    """Cohen's kappa = (p_o - p_e) / (1 - p_e) from a confusion matrix (the report wrote (1 - p_o) / (1 - p_e)).
-
-    p_o is the share of agreement (the diagonal), p_e the agreement expected by chance from the two
-    raters' marginal frequencies. 1 is perfect agreement, 0 no better than chance.
-    """
+    """Cohen's kappa = (p_o - p_e) / (1 - p_e) from a confusion matrix (the report wrote (1 - p_o) / (1 - p_e)): p_o
+    the diagonal's share, p_e the chance agreement from the marginals; 1 is perfect agreement, 0 chance."""
     c = confusion.double()
     n = c.sum()
     p_o = c.diag().sum() / n

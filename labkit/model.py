@@ -56,10 +56,8 @@ class _KeepMask(torch.autograd.Function):
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout with its random draws made 4x cheaper on a CPU: torch's bernoulli_ there draws one Mersenne
-    Twister number per activation (measured: the largest cost of a quick cycle after the matmuls); this draws
-    one 64-bit number per 4 activations and keeps each whose 16 bits fall below (1 - p) x 65,536, so p is
-    honoured to 1/65,536. On a GPU, and in eval mode, it is nn.Dropout itself."""
+    """nn.Dropout with 4x cheaper CPU draws (torch's bernoulli_ was a quick cycle's largest cost after the matmuls):
+    one 64-bit draw per 4 activations, p exact to 1/65,536. On a GPU and in eval mode, nn.Dropout itself."""
 
     def forward(self, x):
         if not self.training or self.p == 0 or x.device.type != "cpu" or x.numel() % 4:
@@ -72,10 +70,8 @@ class Dropout(nn.Dropout):
 
 
 class VGGHead(nn.Module):
-    """Backbone maps N x 512 x s x s -> logits N x classes: standardize, VGG16's adaptive pool, the MLP.
-
-    `layers` is an nn.Sequential of Linear, ReLU, Dropout; `linears()` lists its Linear layers in order.
-    """
+    """Backbone maps N x 512 x s x s -> logits N x classes: standardize, VGG16's adaptive pool, then `layers`
+    (an nn.Sequential of Linear, ReLU, Dropout; `linears()` lists its Linear layers in order)."""
 
     def __init__(self, widths=(25088, 4096, 4096, 256, 10), map_size: int = 1, dropout: float = 0.5):
         super().__init__()
@@ -102,16 +98,9 @@ class VGGHead(nn.Module):
         return [lin[0].in_features] + [m.out_features for m in lin]
 
     def embed(self, maps: torch.Tensor) -> torch.Tensor:
-        """Standardized, pooled, flattened head input N x 25088.
-
-        `maps`: the backbone's N x 512 x s x s maps (what the feature caches hold), or what torchvision's
-        VGG16 hands its classifier, the avgpool output flattened (N x 25,088), so that
-        `classifier(torch.flatten(avgpool(features(x)), 1))` is the head's own function. VGG16's adaptive pool
-        is exact shortcuts at the two sizes used: a 1 x 1 map (32 px inputs) is replicated 49 times, a 7 x 7
-        map (224 px) passes unchanged; other sizes are pooled. At those two sizes standardizing before or after
-        the pool is the same; at others the statistics belong to the unpooled map, so a flattened input is
-        refused there.
-        """
+        """Standardized, pooled, flattened head input N x 25088, from the backbone's N x 512 x s x s maps (as cached)
+        or torchvision's flattened avgpool output N x 25,088. The latter only at s = 1 or 7, where standardizing
+        before or after the pool is the same; elsewhere it raises ValueError."""
         if maps.dim() == 2:
             side, inputs = self.map_size, FEATURE_CHANNELS * POOLED * POOLED
             if maps.shape[1] != inputs:
@@ -134,15 +123,9 @@ class VGGHead(nn.Module):
 
     @torch.no_grad()
     def inference_form(self) -> nn.Sequential:
-        """The same function for inference as a plain stack Flatten, Linear, ReLU, ..., Linear.
-
-        The fixed standardization is folded into the first Linear (W' = W / std, b' = b - W' mean,
-        as batch norm is folded for deployment), and at 1 x 1 maps so is the 49-fold replication
-        (the 49 columns that see one feature are summed), so the first layer reads the 512 raw
-        features. Dropout is dropped (eval mode). Outputs equal the head's in eval mode up to
-        float rounding; every FLOP left is a Linear's, so removed neurons are removed work.
-        The later Linear layers are the head's own (shared, not copied).
-        """
+        """The same function as a plain eval-mode stack Flatten, Linear, ReLU, ..., Linear: standardization is folded
+        into the first Linear (W' = W / std, b' = b - W' mean), and at 1 x 1 maps so is the 49-fold replication, so
+        every FLOP left is a Linear's. Outputs equal the head's up to float rounding; later Linears are shared."""
         first, *rest = self.linears()
         side = self.norm.mean.shape[-1]
         if side not in (1, POOLED):  # other map sizes: keep the standardize and pool steps as they are
@@ -165,19 +148,12 @@ class VGGHead(nn.Module):
 
 
 class FoldedFirstLayer(nn.Module):
-    """A training view of a head that reads 1 x 1 maps (32 px inputs): the head's own updates, 49x cheaper.
-
-    At 1 x 1 maps VGG16's adaptive pool repeats each of the 512 features 49 times, so the 49 weights of
-    a neuron that read one feature always receive the same gradient, and Adam (elementwise, no weight
-    decay) moves them by the same step. This view trains their sum instead, a 512-column matrix, with
-    the learning rate times 49: each step changes the sum by exactly what the 49 equal steps add up to.
-    `write_back()` adds a 49th of the change to each of the 49 weights, so the head then holds what
-    full-width training gives, up to float rounding. Bias and later layers are the head's own.
-
-    mask (bool, out x 25,088, the kept weights of a fine-grained pruned first layer): a feature's kept copies
-    number 0 to 49 (`kept`), so the sum is trained at the plain rate and `scale_step` multiplies each step by
-    its kept count; `write_back()` gives each kept copy its equal share, so pruned weights stay exactly zero.
-    """
+    """A training view of a head that reads 1 x 1 maps (32 px inputs; else ValueError): its updates, 49x cheaper.
+    The pool repeats each feature 49 times, so a neuron's 49 weights on it get equal gradients and equal Adam steps
+    (elementwise, no weight decay); this view trains their sum (512 columns) at lr x 49, and `write_back()` adds a
+    49th of the change to each, as full-width training would up to float rounding. Bias and later layers are the
+    head's. `mask` (bool, out x 25,088, a fine-grained pruned first layer's kept weights): the sum trains at lr,
+    `scale_step` scales each step by the feature's kept count, and pruned weights stay exactly zero."""
 
     def __init__(self, head: VGGHead, mask: torch.Tensor | None = None):
         super().__init__()
@@ -207,7 +183,7 @@ class FoldedFirstLayer(nn.Module):
 
     @torch.no_grad()
     def scale_step(self, previous: torch.Tensor) -> None:
-        """Masked view: the step just taken from `previous` (the weight before it) times each feature's kept copies."""
+        """Masked view: the step just taken from `previous` (the prior weight) times each feature's kept copies."""
         self.weight.sub_(previous).mul_(self.kept).add_(previous)
 
     @torch.no_grad()
@@ -224,11 +200,9 @@ class FoldedFirstLayer(nn.Module):
 
 
 class VGG16Lab(nn.Module):
-    """VGG16 as torchvision lays it out: `features` (the 13 convolutions, frozen), `avgpool` (VGG16's adaptive
-    pool to 7 x 7) and `classifier` (here the study's head, a VGGHead), composed as torchvision composes them:
-    the classifier reads the flattened 25,088-vector. The head also reads the backbone's maps directly (it
-    standardizes them and applies the same pool itself), which is how the feature caches are used. `weights_used` says which weights the features have;
-    `backbone` and `head` are other names for `features` and `classifier`."""
+    """VGG16 as torchvision lays it out: `features` (13 frozen convolutions), `avgpool` (to 7 x 7) and `classifier`
+    (the study's VGGHead, which also reads the backbone's maps directly, as the feature caches are used).
+    `weights_used` names the features' weights; `backbone` and `head` alias `features` and `classifier`."""
 
     def __init__(self, features: nn.Module, classifier: VGGHead, weights_used: str):
         super().__init__()
@@ -304,12 +278,8 @@ def save_head(head: VGGHead, path: str | os.PathLike, extra: dict | None = None)
 
 
 def head_bytes(head: VGGHead) -> int:
-    """The size in bytes of the file `save_head(head, path)` writes, measured without writing it.
-
-    A file's size depends only on the tensors' shapes and dtypes (nothing is compressed), so it is measured
-    once per shape: on the head itself when it is on the CPU (no copy), else on uninitialized CPU tensors of
-    its shapes (no copy off the GPU).
-    """
+    """The size in bytes of the file `save_head(head, path)` writes, measured without writing it (once per
+    shape and dtype, which alone decide it; a GPU head is measured on empty CPU tensors, not copied off)."""
     payload = head_payload(head, with_state=False)
     state = head.state_dict()
     shapes = tuple((k, tuple(v.shape), v.dtype) for k, v in state.items())
@@ -343,10 +313,8 @@ def load_head(path: str | os.PathLike, fix: str = "delete its run folder to star
               ) -> tuple[VGGHead, dict]:
     """Read a head written by `save_head`; returns (head, extra). A bad file raises CheckpointError saying `fix`."""
     path = Path(path)
-    # a head trained and let go can sit in a reference cycle (torch's optimizer machinery keeps one on its first
-    # step) until Python's collector next runs, which a loop of tensor work seldom triggers: collected here,
-    # before another 482 MB is read, the heads a knee search or a grid let go no longer add up (measured at ci:
-    # three unpruned heads alive at once during a probe, two of them garbage)
+    # heads let go can sit in reference cycles (torch's optimizer makes one) that tensor loops seldom collect:
+    # collected before another 482 MB is read (at ci a probe held three unpruned heads, two of them garbage)
     gc.collect()
     payload = files.load_torch(path, "checkpoint", fix, CheckpointError)
     try:

@@ -1,10 +1,5 @@
-"""A notebook's session: its profile, its config, its results folder and what its notebook asks of them.
-
-Running the notebooks (papermill, kernels, Ctrl-C) is labkit.runner.
-
-Paths resolve from one place: $LABKIT_RESULTS (default ./results), so a notebook run by nbval
-from notebooks/ and one run by papermill from the repository root write to the same folder.
-"""
+"""A notebook's session: its profile, config and results folder ($LABKIT_RESULTS, default ./results, so nbval from
+notebooks/ and papermill from the repository root write to one folder). Running the notebooks is labkit.runner."""
 from __future__ import annotations
 
 import os
@@ -79,11 +74,9 @@ class Session:
         return self.folder / f"trained_head_seed{seed}.pt"
 
     def head_size(self, knee: dict | None, dc: dict | None, ladder: Sequence[dict]) -> list[dict] | None:
-        """head_size.csv (labkit.headsize): the lab's answers to how big the head must be, side by side, written
-        and returned. knee and dc: notebook 03's results, or None to read its tables (knee, compression,
-        deep_compression, structured_vs_finegrained); ladder: the requirement ladder's rows (with test accuracy;
-        empty before notebook 04 has measured it: the table then has no ladder rows).
-        Without notebook 03's knee nothing is written (None): 03 writes the table when it runs."""
+        """Write and return head_size.csv (labkit.headsize), the lab's answers to how big the head must be. knee, dc:
+        notebook 03's results, or None to read its tables; ladder: notebook 04's rows (empty: no ladder rows).
+        Without 03's knee nothing is written (None)."""
         from . import headsize, model
 
         if knee is None:

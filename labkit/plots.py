@@ -1,8 +1,5 @@
-"""Figures for the notebooks (matplotlib; each function returns its Figure): the data and training of notebook 02,
-the four rules' table of notebook 01, and notebook 04's capacity measured (memorization and the requirement).
-The pruning study's curves are in `labkit.pruning_plots`.
-
-Capacity axes are in millions of bits (no detached "1e8" offset): `bits_axis`, shared by both modules.
+"""Figures for notebooks 01, 02 and 04 (matplotlib; each function returns its Figure); the pruning study's curves
+are in `labkit.pruning_plots`. Capacity axes are in millions of bits, no "1e8" offset (`bits_axis`, shared).
 """
 from __future__ import annotations
 
@@ -23,7 +20,7 @@ def bits_axis(ax, axis: str = "x") -> None:
     if (ax.get_xscale() if axis == "x" else ax.get_yscale()) == "log":
         target.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
         target.set_minor_formatter(NullFormatter())
-    else:  # a linear axis over a narrow range: few ticks, so their labels never overlap
+    else:  # a narrow linear range: few ticks, so their labels never overlap
         target.set_major_locator(MaxNLocator(nbins=4))
 
 
@@ -82,7 +79,7 @@ def training_curves(epochs: list[dict]):
     kept = next((e["epoch"] for e in epochs if str(e.get("best")) == "True"), None)
     for ax in (a, b):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if kept is not None:  # early stopping went back to this epoch: the head every later notebook starts from
+        if kept is not None:  # the epoch early stopping kept: every later notebook starts from it
             ax.axvline(kept, color="C2", lw=1.5, ls=":", label=f"kept: epoch {kept} (best validation)")
     a.set_xlabel("epoch"), a.set_ylabel("cross-entropy loss"), a.set_title("Loss"), a.legend(fontsize=8)
     b.set_xlabel("epoch"), b.set_ylabel("accuracy (%)"), b.set_title("Accuracy"), b.legend(fontsize=8)
@@ -123,12 +120,8 @@ def capacity_table_bars(table: list[dict]):
 
 def requirement(progressions: dict[str, list[dict]], capacities: dict[str, int] | None = None,
                 measured: dict | None = None):
-    """Bits the labels need (thresholds method) against training images, per representation, on log axes.
-
-    progressions: {name: capacity.requirement_progression rows}; capacities: {label: MEC bits}
-    drawn as horizontal lines (the capacity the head has); measured: notebook 04's requirement_ladder's
-    result, its chosen head's effective MEC drawn as a star at the images it was trained on.
-    """
+    """Bits the labels need (thresholds method) against training images, log axes. `progressions`: {name:
+    capacity.requirement_progression rows}; `capacities`: {label: MEC bits}, lines; `measured`: 04's ladder (star)."""
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for i, (name, rows) in enumerate(progressions.items()):
         n = [r["n"] for r in rows]
@@ -160,13 +153,9 @@ def requirement(progressions: dict[str, list[dict]], capacities: dict[str, int] 
 
 
 def memorization(rows: list[dict]):
-    """Bits memorized of random labels against MEC (log axes), each head at its nominal and its effective MEC.
-
-    rows: notebook 04's memorization.csv rows. Open markers: the four rules on the inputs as read
-    (a twin's 25,088 repeated inputs counted as distinct); filled: on the distinct inputs. A triangle: the
-    head fitted every image there was, so it could store more. Lines: stored = MEC, and MacKay's 2 bits per
-    parameter (these heads' parameters are within 2% of their nominal MEC).
-    """
+    """Bits of random labels memorized against MEC (log axes), from memorization.csv rows: open markers at the
+    nominal MEC, filled at the effective one; a triangle: the head fitted every image there was. Lines: stored =
+    MEC, and MacKay's 2 bits per parameter (parameters are within 2% of the nominal MEC here)."""
     from matplotlib.lines import Line2D
 
     fig, ax = plt.subplots(figsize=(10.5, 5.4))
@@ -207,6 +196,3 @@ def memorization(rows: list[dict]):
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return fig
-
-
-# ---------------------------------------------------------------- Deep Compression, weight by weight

@@ -9,26 +9,20 @@ from torch import nn
 
 from . import checks
 from . import config as cfg
-from .config import CONTROLS, METHODS  # noqa: F401  (prune.METHODS, as before)
+from .config import CONTROLS, METHODS  # noqa: F401  (re-exported as prune.METHODS)
 
 _ROWS = 256  # rows scored at a time
 
 
 @torch.no_grad()
 def neuron_scores(weight: torch.Tensor, method: str) -> torch.Tensor:
-    """One score per neuron (row of `weight`, n x inputs); the lowest-scoring neurons are removed first.
-
-    With w_bar the mean row of the layer (the average neuron's incoming weights, taken
-    over the layer's current neurons):
+    """One float64 score per neuron (row of `weight`, n x inputs); the lowest-scoring neurons are removed first.
+    With w_bar the layer's mean row (the average neuron):
       "l1"        sum_j |w_ij - w_bar_j|      distance of neuron i from the average neuron
       "l2"        sum_j (w_ij - w_bar_j)^2    the same, squared: the most redundant neurons go first
       "magnitude" sum_j |w_ij|                the classic L1-norm criterion (Li et al. 2017)
-    Terms are formed and summed in float64 (float32 sums of 25,088 terms tie for dozens of neurons, float64
-    ones do not), a block of rows at a time, each block copied into one float64 buffer reused for all of them
-    (a fresh float64 block each time costs its page faults: measured 3.5x slower; no float64 copy of the
-    whole matrix either). Scores are float64; neurons whose scores still tie go in index order (a stable sort).
-    `l1_scores` and `l2_scores` are the plain references of the same scores (notebook 03's exercises; tested
-    equal to these).
+    Summed in float64 (float32 sums of 25,088 terms tie for dozens of neurons), a block of rows at a time through
+    one reused buffer (a fresh block each time measured 3.5x slower). `l1_scores`, `l2_scores`: plain references.
     """
     checks.choice("method", method, ("l1", "l2", "magnitude"), hint="reservoir sampling scores nothing")
     w = weight.detach()
@@ -48,11 +42,9 @@ def neuron_scores(weight: torch.Tensor, method: str) -> torch.Tensor:
 
 
 def reservoir_sample(n: int, k: int, rng: random.Random | int | None = None) -> list[int]:
-    """Algorithm R: a uniformly random k of range(n) in one pass, drawn with `rng` (a random.Random; an int
-    seeds one), sorted. The reference for notebook 03's exercise.
-
-    The first k items fill the reservoir; item i (i >= k) then replaces a random slot with probability
-    k / (i + 1). k may be 0 to n; a k larger than n is refused (there are not k distinct indices to draw)."""
+    """Algorithm R, the reference for notebook 03's exercise: a uniformly random k (0 to n) of range(n), sorted, drawn
+    with `rng` (a random.Random; an int seeds one). The first k items fill the reservoir; item i (i >= k) then
+    replaces a random slot with probability k / (i + 1)."""
     n = checks.integer("n", n, minimum=0, hint="it is how many items there are to draw from")
     k = checks.integer("k", k, 0, n, hint=f"a sample of distinct indices from range({n}) holds at most {n}")
     rng = rng if isinstance(rng, random.Random) else random.Random(rng)
@@ -67,10 +59,8 @@ def reservoir_sample(n: int, k: int, rng: random.Random | int | None = None) -> 
 # ---------------------------------------------------------------- the exercises' references (notebook 03)
 
 def l1_scores(weight: torch.Tensor) -> torch.Tensor:
-    """sum_j |w_ij - w_bar_j| for every neuron i (row of `weight`), in float64: its distance from the mean neuron.
-
-    The plain reference of notebook 03's exercise; `neuron_scores(weight, "l1")` gives the same scores a block
-    of rows at a time (tested)."""
+    """sum_j |w_ij - w_bar_j| for every neuron i (row of `weight`), in float64: the plain reference of notebook 03's
+    exercise, equal to `neuron_scores(weight, "l1")` (tested)."""
     w = weight.detach().double()
     return (w - w.mean(0)).abs().sum(1)
 
@@ -83,9 +73,8 @@ def l2_scores(weight: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def remove_neurons(fc: nn.Linear, next_fc: nn.Linear, keep: torch.Tensor) -> tuple[nn.Linear, nn.Linear]:
-    """fc with only the neurons `keep` (ascending indices of its rows: weight rows and bias entries), and next_fc
-    with only those inputs (its weight's columns; its bias unchanged): together they compute what the two layers
-    computed with the other neurons silenced. The plain reference of notebook 03's exercise; `prune_neurons`
+    """fc with only the neurons `keep` (ascending row indices) and next_fc with only those inputs (bias unchanged):
+    the two layers with the other neurons silenced. The plain reference of notebook 03's exercise; `prune_neurons`
     cuts the rows in place instead (the same layers, tested)."""
     new_fc = nn.utils.skip_init(nn.Linear, fc.in_features, len(keep), bias=fc.bias is not None)
     new_fc.weight.copy_(fc.weight[keep])
@@ -124,11 +113,10 @@ _ADDED: dict = {}  # criteria defined outside labkit (notebook 03): name -> scor
 
 
 def criterion(name: str, score) -> str:
-    """Add a pruning criterion defined outside labkit (a notebook's cell): `score(weight)` takes a layer's n x inputs
-    weight (the layer's own, checked unchanged after the call) and gives one number per neuron (row); the lowest are removed first. From then on `name` is a
-    method like "l1": the comparison runs it beside the other criteria and both controls. Runs are kept apart by a
-    fingerprint of the function's source (and default arguments), so an edited function is run anew, not read back;
-    a helper it calls or a global it reads is not part of that fingerprint. Returns `name`."""
+    """Add a pruning criterion defined outside labkit (a notebook's cell) and return `name`, from then on a method
+    like "l1" run beside the other criteria and both controls. `score(weight)` takes a layer's own n x inputs weight
+    (checked unchanged after) and gives one number per neuron; the lowest are removed first. Runs are keyed by a
+    fingerprint of its source and defaults (not of helpers or globals it uses), so an edited function runs anew."""
     import hashlib
 
     if not (isinstance(name, str) and name.isidentifier()):
@@ -148,8 +136,7 @@ def criterion(name: str, score) -> str:
 
 
 def _code_text(fn) -> str:
-    """What names a criterion's run: the function's own source and its default arguments (a notebook cell's source is
-    known to inspect); else its compiled code, nested code objects by their own bytes, never by an address."""
+    """A criterion's fingerprint text: its source and defaults, else its compiled code (never an address)."""
     import inspect
 
     try:
@@ -200,7 +187,6 @@ def choose_neurons(weight: torch.Tensor, k: int, method: str, seed: int | None =
 
 
 def _linear_positions(seq: nn.Sequential) -> list[int]:
-    """Indices in `seq` of every Linear layer, the output layer included."""
     return [i for i, m in enumerate(seq) if isinstance(m, nn.Linear)]
 
 
@@ -224,13 +210,9 @@ def _check(model: nn.Module, layer, k, method) -> tuple[nn.Sequential, list[int]
 
 @torch.no_grad()
 def prune_neurons(model: nn.Module, layer: int, k: int, method: str, seed: int | None = None):
-    """Remove k neurons from hidden layer `layer` (0-based) physically; returns (model, removed indices).
-
-    Rebuilds that Linear with n - k rows and the next Linear with n - k input columns,
-    so parameters, file size and compute all drop (memory too, once a quarter of the layer's rows are gone:
-    a few rows at a time are removed in place, see `_cut_rows`). The model is changed in place (and
-    returned for chaining); `removed` indexes the layer as it was before.
-    """
+    """Remove k neurons from hidden layer `layer` (0-based) physically, in place; returns (model, removed indices
+    into the layer as it was). That Linear loses k rows and the next k input columns, so parameters, file size and
+    compute drop (memory too, once a quarter of the layer's rows are gone: see `_cut_rows`)."""
     seq, positions, layer, k = _check(model, layer, k, method)
     this, nxt = seq[positions[layer]], seq[positions[layer + 1]]
     removed = choose_neurons(this.weight, k, method, seed)
@@ -247,10 +229,8 @@ _COLUMNS = 1024  # columns of a layer handed to a student's scoring function at 
 
 
 def _scores_by(score, name: str, weight: torch.Tensor) -> torch.Tensor:
-    """A student's l1_scores or l2_scores on `weight` (n x inputs), called on copies of `_COLUMNS` columns at a
-    time and summed: both scores are sums over the columns of a term that needs only its own column (and that
-    column's mean), so the blocks add up to the whole layer's scores. A copy cannot be changed behind the study's
-    back, and a float64 block of 4,096 x 1,024 is 32 MB where the whole 100M-weight layer is 800 MB."""
+    """A student's l1_scores or l2_scores summed over copies of `_COLUMNS` columns (each column's terms need only
+    that column): a copy cannot be changed behind the study's back, and is 32 MB in float64 (the layer: 800 MB)."""
     w = weight.detach()
     total = torch.zeros(len(w), dtype=torch.float64)
     for j in range(0, w.shape[1], _COLUMNS):
@@ -263,8 +243,7 @@ def _scores_by(score, name: str, weight: torch.Tensor) -> torch.Tensor:
 
 
 def _removed_by(remove, this: nn.Linear, nxt: nn.Linear, kept: torch.Tensor) -> tuple[nn.Linear, nn.Linear]:
-    """A student's remove_neurons on (this, nxt), its layers checked for the shapes the head needs and, by their
-    fingerprints, for being left as they were (the study stops if they were changed)."""
+    """A student's remove_neurons on (this, nxt): ValueError on bad shapes, guard.ChangedInput if it changed them."""
     from . import guard
 
     before = [guard.fingerprint(this), guard.fingerprint(nxt)]
@@ -296,16 +275,10 @@ _UNUSED_AT_MOST = 0.25
 
 
 def _cut_rows(w: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """The rows `rows` (ascending int64 indices) of the 2-D weight `w`.
-
-    On the CPU, while at most a quarter of w's storage would be left unused, the kept rows move up inside that
-    storage (in blocks, through one small buffer: a row only ever moves to a lower place, so none is
-    overwritten before it is read) and the first len(rows) rows are returned as a view: a fresh 390 MB tensor
-    for the 25,088-wide layer paid about 0.25 s of first-touch page faults inside every prune step (the cut
-    0.24-0.37 s; in place, through the buffer, about 0.08 s). The unused rows are never written to a file (files.save_torch writes a view's elements
-    only); once more than a quarter of the storage would be unused, the kept rows are copied to a tight tensor
-    and the memory is given back. Elsewhere (a GPU) index_select makes the copy.
-    """
+    """The rows `rows` (ascending int64 indices) of the 2-D weight `w`. On the CPU, while at most a quarter of w's
+    storage would go unused, the kept rows move up in place (rows only move lower, so none is overwritten unread)
+    and a view is returned: a fresh 390 MB tensor cost ~0.25 s of page faults per prune step, in place ~0.08 s
+    (files.save_torch writes only the view's elements). Otherwise, and on a GPU, index_select copies."""
     row_bytes = w.shape[1] * w.element_size()
     room = w.untyped_storage().nbytes() // max(row_bytes, 1)  # rows the storage holds
     if (w.device.type != "cpu" or not w.is_contiguous() or w.storage_offset() != 0
@@ -320,12 +293,8 @@ def _cut_rows(w: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 def _sliced(linear: nn.Linear, rows=None, cols=None) -> nn.Linear:
-    """A Linear holding only the kept rows (neurons) or columns (inputs) of `linear`, given as indices.
-
-    Rows are cut by `_cut_rows` (in place on the CPU while little of the storage goes unused), columns by
-    index_select (faster than a boolean mask: 0.05 against 0.08 s for a 4,096-column cut); the result becomes
-    the new weight as it is (no second copy, no random initialization of a layer that is overwritten anyway).
-    """
+    """A Linear of the kept rows (neurons) or columns (inputs) of `linear`, given as indices: rows by `_cut_rows`,
+    columns by index_select (0.05 s against a boolean mask's 0.08 s for 4,096 columns), used as is, not copied."""
     w = linear.weight.detach()
     if rows is not None:
         w = _cut_rows(w, rows)

@@ -1,10 +1,5 @@
-"""The pruning study's figures (notebooks 03 and 04; each function returns its Figure; the only numbers computed
-here are means and sample standard deviations over seeds, the same statistics as the tables).
-
-Accuracy axes are in percent, capacity axes in millions of bits, cycle axes in whole cycles. Controls are drawn
-beside the pruning curves: the unpruned head trained as long ("none", dashed, at the capacity of the pruned heads
-of the same cycle) and the same widths trained from scratch ("scratch", crosses). Means over seeds carry error
-bars of one standard deviation.
+"""The pruning study's figures (notebooks 03 and 04; each returns its Figure): means over seeds with one-std error
+bars, beside the controls "none" (unpruned, trained as long; dashed) and "scratch" (same widths; crosses).
 """
 from __future__ import annotations
 
@@ -54,14 +49,9 @@ def _pruning_methods(rows) -> list[str]:
 
 
 def accuracy_vs_capacity(rows: list[dict], rows_2019: list[dict] | None = None):
-    """Validation and test accuracy against MEC, one line per method, mean +- std over seeds, with both controls.
-
-    The control (nothing removed, trained as long) is drawn at the capacity the pruned heads have at
-    the same cycle, so the vertical gap at each point is what pruning did at equal training. The capacity axis
-    runs from the unpruned head on the left to the smallest on the right, as pruning goes.
-    `rows_2019`: the 2019 report's table, drawn in a third panel against the nominal MEC it counted, beside this
-    lab's test accuracy at its nominal MEC (the same count, the same unit).
-    """
+    """Validation and test accuracy against MEC, one line per method (mean +- std over seeds), with both controls;
+    the control is drawn at the pruned heads' MEC of its cycle, so each vertical gap is what pruning did at equal
+    training. `rows_2019`: the 2019 report's table, in a third panel against the nominal MEC it counted."""
     panels = ("val", "test", "2019") if rows_2019 else ("val", "test")
     fig, axes = plt.subplots(1, len(panels), figsize=(5.8 * len(panels), 4.6))  # each panel its own range
     methods = _pruning_methods(rows)
@@ -69,8 +59,7 @@ def accuracy_vs_capacity(rows: list[dict], rows_2019: list[dict] | None = None):
     arms = [*methods, "none", "scratch"]
 
     def draw(ax, xs, pts, nudge, **style):
-        """Each arm a little to the side of the others (points within a few hundredths of a point would sit
-        on each other), with bars only where there are seeds to spread."""
+        """An arm nudged sideways so near-equal points stay visible; error bars only over several seeds."""
         xs = [x * nudge for x in xs]
         if seeds > 1:
             ax.errorbar(xs, [100 * p[1] for p in pts], yerr=[100 * p[2] for p in pts], capsize=3, **style)
@@ -121,8 +110,7 @@ def accuracy_vs_capacity(rows: list[dict], rows_2019: list[dict] | None = None):
 
 
 def rho_per_cycle(rows: list[dict]):
-    """rho = correct test points / MEC per cycle, mean +- std over seeds, one line per method and the control:
-    on the nominal MEC (left) and on the effective MEC (right), in the tables' unit (correct points per bit)."""
+    """rho (correct test points per MEC bit) per cycle, mean +- std over seeds; nominal MEC left, effective right."""
     keys = [k for k in ("rho", "rho_effective") if all(r.get(k) not in (None, "") for r in rows)]
     fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.2), squeeze=False)
     arms = [*_pruning_methods(rows), "none"]
@@ -155,14 +143,9 @@ def rho_per_cycle(rows: list[dict]):
 
 
 def knee(table: list[dict], tolerance: float = 1.0):
-    """Validation accuracy against MEC (log axis) along a knee search, beside the equal-budget control.
-
-    table: knee.knee_table rows, one per seed and probe (`cycle` the search's step). Probes are drawn by
-    capacity, whatever order the search took them in; lines are means over seeds with error bars of one
-    standard deviation (the spread the tables give); the shaded band is the tolerance below the mean of each
-    probe's control (the start trained as many epochs); the star is the knee, crosses are probes below the band,
-    the purple X the knee's widths trained from scratch as long. Test accuracy (mean) is drawn faintly.
-    """
+    """Validation accuracy against MEC (log axis) along a knee search (knee.knee_table rows), beside the control:
+    the band is the tolerance below each probe's control, the star the knee, crosses probes below the band, the
+    purple X the knee's widths from scratch; test drawn faintly."""
     rows = [r for r in table if r["method"] != "scratch"]
     scratch = [r for r in table if r["method"] == "scratch"]
     seeds = len({r.get("seed", 0) for r in rows})
@@ -186,8 +169,7 @@ def knee(table: list[dict], tolerance: float = 1.0):
     knee_at = next(i for i, c in enumerate(cycles) if at[c][0]["smallest"])
     outside_next = next((i for i in range(knee_at + 1, len(cycles)) if not at[cycles[i]][0]["step_within_tolerance"]),
                         None)
-    # the knee and the probe just outside it are always named; another probe only where it has room (at least
-    # a tenth of a decade from every named one), so that no two labels sit on each other
+    # name the knee and the probe just outside it; others only at least 0.1 decade from every named one
     named: list[float] = []
     for i in sorted(range(len(cycles)), key=lambda i: (i not in (knee_at, outside_next), i)):
         here = math.log10(x[i])
@@ -225,9 +207,7 @@ def knee(table: list[dict], tolerance: float = 1.0):
 
 def compression(table: list[dict], reference: dict | None = None):
     """Saved file size (log axis) of each storage of one head, with its ratio and test accuracy.
-
-    reference: a row for the unpruned float32 head (storage, bytes, test_accuracy), drawn first.
-    """
+    reference: the unpruned float32 head's row (storage, bytes, test_accuracy), drawn first."""
     entries = ([{**reference, "ratio": None}] if reference else []) + list(table)
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(entries) + 1.4))
     names = [("knee head, " if reference and r is not entries[0] else "") + r["storage"] for r in entries]
@@ -265,12 +245,8 @@ def _kept_axis(ax) -> None:
 
 
 def sensitivity(rows: list[dict], chosen: Sequence[float] | None = None, tolerance: float | None = None):
-    """Validation accuracy (%) with one layer pruned alone by weight magnitude, without retraining, against
-    the share of that layer's weights kept (log axis): one line per layer (finegrained.sensitivity_scan rows).
-
-    chosen: the sparsity each layer was then pruned to (a ring on its line); tolerance: points below the
-    unpruned head still counted as no loss (a shaded band).
-    """
+    """Validation accuracy (%) with one layer magnitude-pruned alone (no retraining) against the share of it kept,
+    per layer (finegrained.sensitivity_scan rows); `chosen` sparsities as rings, `tolerance` (points) as a band."""
     fig, ax = plt.subplots(figsize=(8, 4.8))
     layers = sorted({r["layer"] for r in rows})
     base = next(r["val_accuracy"] for r in rows if r["sparsity"] == 0)
@@ -285,7 +261,7 @@ def sensitivity(rows: list[dict], chosen: Sequence[float] | None = None, toleran
                 label=f"{name} ({mine[0]['weights']:,} weights)")
         if chosen is not None and chosen[i] > 0:
             at = min(mine, key=lambda r: abs(r["sparsity"] - chosen[i]))
-            # one ring size per layer: where two layers were pruned to the same share, the rings nest
+            # ring size grows by layer, so rings at the same share nest
             ax.plot([1 - chosen[i]], [100 * at["val_accuracy"]], "o", ms=10 + 6 * i, mfc="none", mec=f"C{i}", mew=2)
     _kept_axis(ax)
     ax.set_xlabel("weights of the layer kept (log scale; the others pruned by magnitude, no retraining)")
@@ -300,10 +276,8 @@ def sensitivity(rows: list[dict], chosen: Sequence[float] | None = None, toleran
 
 
 def weight_histograms(histograms: list[dict]):
-    """Each layer's weights (a row per layer): before pruning, the weights kept after pruning, and the shared
-    values after trained quantization (one bar per value, its height the weights that share it).
-    histograms: deepcompression.weight_histograms; counts on log axes.
-    """
+    """Per layer (deepcompression.weight_histograms): weights before pruning, kept after pruning, and the shared
+    values after trained quantization (bar height: weights sharing it); counts on log axes."""
     fig, axes = plt.subplots(len(histograms), 3, figsize=(11, 2.3 * len(histograms) + 0.6), squeeze=False)
     for row, h in zip(axes, histograms):
         edges = torch.tensor(h["edges"])

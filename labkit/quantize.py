@@ -1,8 +1,7 @@
 """Deep Compression's second stage (Han, Mao, Dally, ICLR 2016): trained quantization.
 
-Each layer's kept weights share 2**bits - 1 values found by k-means (linear initialization), plus the zero the
-padding entries hold; then each shared value (centroid) is fine-tuned by the sum of the gradients of the
-weights that share it (train.train_epochs with that sum as its one difference).
+Each layer's kept weights share 2**bits - 1 k-means values plus the zero of the padding entries; each shared value
+is then fine-tuned by the summed gradient of the weights that share it.
 """
 from __future__ import annotations
 
@@ -24,13 +23,10 @@ KMEANS_SAMPLE = 1 << 18  # weights k-means fits its centroids on (evenly spaced;
 
 @dataclass
 class SharedWeights:
-    """One layer's weights as indices into a shared codebook (Deep Compression's weight sharing).
-
-    positions: int64 flat (row-major) positions of the kept weights, or None when every weight is kept;
-    index: uint8 codebook entry of each kept weight (1..2**bits - 1, bits <= 8: an eighth of int64's memory;
-    `.long()` where it indexes); codebook: float32, 2**bits entries,
-    entry 0 = 0.0 (the value of the padding entries of the relative indices); shape: (out, in).
-    """
+    """One layer's weights as indices into a shared codebook. positions: int64 flat (row-major) positions of the
+    kept weights, None when all are kept; index: uint8 (an eighth of int64's memory; `.long()` to index) entry of
+    each kept weight, 1..2**bits - 1; codebook: float32, 2**bits entries, entry 0 = 0.0 (what relative-index
+    padding holds); shape: (out, in)."""
 
     positions: torch.Tensor | None
     index: torch.Tensor
@@ -65,9 +61,8 @@ def check_bits(bits, layers: int) -> list[int]:
 
 @torch.no_grad()
 def share_weights(head: VGGHead, bits=5) -> list[SharedWeights]:
-    """k-means weight sharing of each layer's kept (nonzero) weights: 2**bits - 1 centroids, linearly
-    initialized between the smallest and largest weight (compress.kmeans_centroids), plus the zero entry.
-    bits: one width for all layers or one per layer."""
+    """k-means weight sharing of each layer's kept (nonzero) weights: 2**bits - 1 centroids
+    (compress.kmeans_centroids) plus the zero entry; `bits`: one width for all layers or one per layer."""
     bits = check_bits(bits, len(head.linears()))
     shared = []
     for lin, b in zip(head.linears(), bits):
@@ -128,13 +123,9 @@ class _SharedLayer:
 
 def finetune_centroids(head: VGGHead, shared: list[SharedWeights], train_set, epochs: int = 1,
                        batch_size: int = 128, lr: float = 1e-4, seed: int = 0, device="auto") -> list[dict]:
-    """Train the shared values (Adam on each layer's codebook; weights, positions and biases fixed).
-
-    Every step (train.train_epochs) builds each layer's weight from its codebook, back-propagates, and moves each
-    centroid by the summed gradient of its weights (Han et al.'s figure 3). At 1 x 1 maps the first layer is
-    built folded (kept copies add into their feature's sum). Updates `shared` and the head's weights; one dict
-    per epoch.
-    """
+    """Train the shared values with Adam (positions and biases fixed): each centroid moves by the summed gradient
+    of its weights (Han et al.'s figure 3; at 1 x 1 maps the first layer is built folded). Updates `shared` and
+    the head's weights; returns one dict per epoch (train.train_epochs)."""
     epochs = checks.integer("epochs", epochs, minimum=1)
     checks.number("lr", lr, above=0)
     device = pick_device(device)

@@ -1,18 +1,6 @@
-"""One row type for every table labkit writes, the one CSV reader and writer that round-trip it, and the per-image
-correctness records rows carry (`pack_right`: which images a head got right, as text).
-
-A row (`Row`) is a dict: history.csv's cycle rows (runs.COLUMNS), the notebooks' tables (knee.csv,
-prune_compare.csv, compression.csv, ...) and summary rows all use it. A column has one type wherever it is
-read: `widths` a config.Widths (a tuple of ints that prints "25088-4096-4096-256-10"), counts int, accuracies
-and ratios float, flags (`smallest`, `within_tolerance`, ...) bool, `layer` an int or "all", correctness records
-(`val_right`, ...) text. A column labkit does not know (one a user added in a spreadsheet) is read as exactly
-what its text says: an int or a float where writing it back gives the same text, True/False as bool, else text;
-an empty cell of a known number or flag column is None. So `write(read(text)) == text` for what labkit writes.
-
-Reading is forgiving the way a spreadsheet user expects: a byte-order mark is skipped, empty lines and a
-nameless trailing column are ignored, ';' or tab separated files with decimal commas are read, and whole numbers
-written as 5.0 are read as 5 in integer columns.
-"""
+"""`Row`, the one row type of every table labkit writes (history.csv, the notebooks' tables), the CSV reader and
+writer that round-trip it (`write(read(text)) == text` for what labkit writes), and the per-image correctness
+records rows carry (`pack_right`: which images a head got right, as text)."""
 from __future__ import annotations
 
 import csv
@@ -106,7 +94,8 @@ def _as_written(text: str):
 
 
 def cell(column: str, text: str, decimal_comma: bool = False):
-    """One CSV cell typed by its column (see the module docstring); ValueError naming what is wrong."""
+    """One CSV cell typed by its column in `Row` (`widths` a config.Widths, `layer` an int or "all", an empty number
+    or flag None); another column as the int, float or bool its text is exactly, else text. ValueError else."""
     kind = TYPES.get(column)
     if kind is None:
         return _as_written(text)
@@ -142,8 +131,8 @@ def plain(row: dict) -> dict:
 
 
 def parse(text: str, required: Sequence[str] = ()) -> list[Row]:
-    """Typed rows from CSV text; ValueError saying what is wrong (a missing `required` column, a bad number,
-    a short or long line, with its line number)."""
+    """Typed rows from CSV text, also as spreadsheets write it (a BOM, ';' or tabs with decimal commas, blank lines);
+    ValueError naming the line and what is wrong (a missing `required` column, a bad number, a short line)."""
     text = text.lstrip("\ufeff")
     header = text.split("\n", 1)[0]
     # a spreadsheet set to a language that writes decimal commas separates fields with ';' (or tabs)
@@ -160,7 +149,7 @@ def parse(text: str, required: Sequence[str] = ()) -> list[Row]:
             raise ValueError(f"line {n} has more fields than the header")
         r.pop(None, None)
         if not any((v or "").strip() for v in r.values()):
-            continue  # an empty line, as spreadsheets leave at the end
+            continue
         if any(r[c] is None for c in required):
             raise ValueError(f"line {n} is cut short")
         r.pop("", None)  # a column without a name (a spreadsheet's trailing comma)
@@ -182,9 +171,8 @@ def read(path: str | os.PathLike, required: Sequence[str] = ()) -> list[Row]:
 
 
 def write_text(rows: Sequence[dict], columns: Sequence[str] = (), keep_extra: bool = True) -> str:
-    """Rows as CSV text with a header: `columns`, then (keep_extra) every other column the rows hold, in order
-    of first appearance (rows without one leave it empty). Widths are written "25088-4096-4096-256-10", floats
-    as Python writes them (so `parse` gives the same numbers back), None as an empty cell."""
+    """Rows as CSV text: `columns`, then (keep_extra) the rows' other columns in order of first appearance;
+    widths as "25088-4096-4096-256-10", floats as Python writes them (`parse` reads them back), None empty."""
     columns = list(columns)
     if keep_extra or not columns:
         columns += [k for k in dict.fromkeys(k for r in rows for k in r)
@@ -228,15 +216,14 @@ def unpack_right(text: str, n: int):
 
 
 def right(row: dict, split: str):
-    """Which images of `split` ("val" or "test") the head of `row` got right: a bool tensor, one entry per image, in
-    the order every head of the study is scored on them (so two rows' records pair image by image)."""
+    """Which images of `split` ("val" or "test") the head of `row` got right: a bool tensor in the order every head
+    is scored in, so two rows' records pair image by image."""
     return unpack_right(row[f"{split}_right"], int(row[f"{split}_total"]))
 
 
 def paired_rights(rows_a: Sequence[dict], rows_b: Sequence[dict], split: str):
-    """The correctness records on `split` of rows paired one to one (row i of a with row i of b: the same seed's
-    two heads, scored on the same images), as two lists of bool tensors; None where a row has no record (rows
-    written before records were kept) or there are no pairs."""
+    """The `split` records of rows paired one to one (the same seed's two heads) as two lists of bool tensors;
+    None when there are no pairs or a row has no record."""
     if not rows_a or len(rows_a) != len(rows_b) or not all(r.get(f"{split}_right") for r in [*rows_a, *rows_b]):
         return None
     return [right(r, split) for r in rows_a], [right(r, split) for r in rows_b]

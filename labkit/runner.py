@@ -1,8 +1,5 @@
-"""Running the five notebooks with papermill into the results folder: local kernels, progress lines, Ctrl-C.
-
-`run_notebooks` is what `python -m labkit lab` (and `make lab`) runs; a notebook's own session is
-labkit.notebook.
-"""
+"""Running the five notebooks with papermill into the results folder (`run_notebooks`, what `python -m labkit lab`
+runs): local kernels, progress lines, Ctrl-C. A notebook's own session is labkit.notebook."""
 from __future__ import annotations
 
 import contextlib
@@ -19,10 +16,7 @@ _FIELDS = ("image_size", "weights", *cfg.SUBSET_FIELDS, "device")
 
 
 def _local_kernels(stderr=None):
-    """A kernel manager whose kernels talk over local sockets (ipc) rather than TCP: a kernel on this machine
-    has nothing to encrypt, and ipykernel then has no reason to warn that TCP is unencrypted. Each kernel's own
-    stderr (its log, not the cells' output, which the executed copy keeps) goes to `stderr`, and every kernel
-    started is listed in `started`, so an interrupted run stops them at once and prints no kernel tracebacks."""
+    """Kernel manager class: ipc (no unencrypted-TCP warning), kernel logs to `stderr`, kernels in `started`."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
@@ -43,14 +37,7 @@ def _local_kernels(stderr=None):
 
 
 class _QuietOnceInterrupted:
-    """From the first Ctrl-C of a run on, the papermill, nbclient and asyncio loggers print nothing.
-
-    Ctrl-C lands wherever the event loop happens to be. papermill then shuts the kernel down, and on a busy
-    machine nbclient's task still waiting for the cell's reply wakes during that shutdown, logs "Kernel died
-    while waiting for execute reply" and ends with a DeadKernelError nobody awaits, which asyncio prints as a
-    traceback when the task is collected, possibly after the run has returned. That death is the one asked
-    for, so it is not news; a kernel that dies on its own (no Ctrl-C) is still reported as before.
-    """
+    """Mutes the papermill, nbclient and asyncio loggers once Ctrl-C is pressed: the kernel death was asked for."""
     LOGGERS = ("papermill", "nbclient", "asyncio")
 
     def __init__(self):
@@ -91,8 +78,7 @@ class _QuietOnceInterrupted:
 
 
 def _stop_kernels(managers) -> None:
-    """Stop the kernels still running (each in its own session, so Ctrl-C did not reach them): the kernel's
-    whole process group where the platform has process groups (Linux, macOS), the kernel itself elsewhere."""
+    """Kill the kernels still running (Ctrl-C missed their sessions): the process group where there is one."""
     import signal
 
     for km in managers:
@@ -140,8 +126,7 @@ def _ticking(name: str, width: int, cells: _Cells, began: float):
 
 
 def check_parameters(profile: str, parameters: dict | None) -> dict:
-    """Notebook parameters as papermill takes them; ValueError for a `profile` in them that is not `profile`
-    (the notebooks would run one profile and their executed copies go to another's folder)."""
+    """Notebook parameters as papermill takes them; ValueError if they name a profile other than `profile`."""
     parameters = dict(parameters or {})
     if any(not isinstance(k, str) for k in parameters):
         raise ValueError(f"notebook parameters {sorted(map(repr, parameters))} must be named by text (name: value)")
@@ -154,21 +139,17 @@ def check_parameters(profile: str, parameters: dict | None) -> dict:
 
 def run_notebooks(profile: str = "quick", names: Sequence[str] = NOTEBOOKS, parameters: dict | None = None,
                   out: str | os.PathLike | None = None) -> list[Path]:
-    """Execute the notebooks in order with papermill; executed copies go to results/<profile>/.
+    """Execute the notebooks in order with papermill; returns the executed copies, in `out` (results/<profile>/).
 
-    One line per notebook in the terminal, live while it runs: its name, the cells done and the time; off a
-    terminal (a log), a line a minute while it runs and one when it is done. The notebooks' own output goes
-    into the executed copies, not to the terminal; their progress bars are switched off there
-    (LABKIT_PROGRESS=0), since a bar saved in a notebook freezes at its first frame. Ctrl-C stops the kernel
-    at once and raises KeyboardInterrupt, with nothing printed by the kernels.
-    """
+    A line per notebook, live on a terminal, a minute apart in a log. The notebooks' output goes to the copies,
+    with progress bars off (LABKIT_PROGRESS=0: a saved bar freezes at its first frame). Ctrl-C stops the kernels
+    at once and raises KeyboardInterrupt."""
     checks.choice("profile", profile, tuple(cfg.PROFILES))
     names = [checks.choice("notebook", n, NOTEBOOKS) for n in names]
     parameters = check_parameters(profile, parameters)
     out = files.writable_folder(Path(out) if out else cfg.results_root() / profile, "the results folder",
                                 "set LABKIT_RESULTS to a folder you can write to")
-    # one lab per results folder, taken before anything is written: a second would rerun 01 and 02 over the
-    # first's files, and retrain the head the first one's 03 is reading
+    # one lab per results folder: a second would rerun 01 and 02 over the files the first one's 03 is reading
     with contextlib.closing(runs.take_lock(out, "a lab is running there", LAB_BUSY_FIX)):
         return _run_locked(names, profile, parameters, out)
 

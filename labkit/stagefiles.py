@@ -1,8 +1,7 @@
 """The one-file format of each Deep Compression stage, written and read back into an ordinary float32 VGGHead.
 
-"sparse" (float32 values and fixed-width relative indices), "quantized" (codebook indices packed `bits` to a
-weight), "huffman" (both streams Huffman-coded, labkit.huffman: the quantized weights' indices and the sparse
-positions are both skewed).
+"sparse": float32 values and fixed-width relative indices; "quantized": codebook indices packed `bits` to a
+weight; "huffman": both streams Huffman-coded (labkit.huffman), as both are skewed.
 """
 from __future__ import annotations
 
@@ -23,9 +22,7 @@ STAGES = ("sparse", "quantized", "huffman")
 # ---------------------------------------------------------------- the one-file stage format
 
 def _layer_entry(lin: nn.Linear, stage: str, shared: SharedWeights | None, index_bits: int) -> dict:
-    """One Linear layer as stored at `stage` (see save_stage). Tensors that are the layer's own (a dense layer's
-    values) are referenced, not copied, as a state_dict references them: the 400 MB first layer is not copied
-    to be measured or written, and its positions are listed only when some weight is zero."""
+    """One Linear layer as stored at `stage`; a dense layer's values are referenced, not copied (400 MB fc1)."""
     w = lin.weight.detach().float().cpu().flatten()
     entry = {"shape": list(lin.weight.shape), "bias": lin.bias.detach().float().cpu().clone()}
     if stage == "sparse":

@@ -1,8 +1,6 @@
-"""Paired statistics for comparing two heads: Student's t over seeds, McNemar's exact test on one seed.
-
-Two heads compared on the same images, or over seeds that share their trained start, are paired:
-the spread that matters is that of the differences, not of each arm alone. Accuracies are fractions,
-differences and margins are in percentage points.
+"""Paired statistics for comparing two heads: Student's t over seeds, McNemar's exact test on one seed. Heads on the
+same images, or over seeds sharing their trained start, are paired: what counts is the spread of the differences.
+Accuracies are fractions; differences and margins are percentage points.
 """
 from __future__ import annotations
 
@@ -30,12 +28,9 @@ def t95(dof: int) -> float:
 
 
 def mcnemar(right_a: torch.Tensor, right_b: torch.Tensor) -> dict:
-    """McNemar's exact test of two heads scored on the same images (bool tensors, True where a head was right).
-
-    Only the discordant images count: b where a alone was right, c where b alone was right. Under no
-    difference b ~ Binomial(b + c, 1/2); p is the exact two-sided probability. The difference in accuracy
-    is (b - c) / n and its 95% paired margin Z95 * sqrt(b + c - (b - c)^2 / n) / n (in points).
-    """
+    """McNemar's exact test of two heads scored on the same images (1-D bool tensors, True where a head was right):
+    b, c count the images only a, only b got right; p is exact two-sided under b ~ Binomial(b + c, 1/2); diff is
+    (b - c) / n and margin its 95% paired margin Z95 * sqrt(b + c - (b - c)^2 / n) / n, both in points."""
     right_a, right_b = right_a.bool(), right_b.bool()
     if right_a.shape != right_b.shape or right_a.dim() != 1:
         raise ValueError(f"the two heads were scored on {tuple(right_a.shape)} and {tuple(right_b.shape)} images: "
@@ -48,10 +43,9 @@ def mcnemar(right_a: torch.Tensor, right_b: torch.Tensor) -> dict:
 
 
 def pooled(rights_a: Sequence[torch.Tensor], rights_b: Sequence[torch.Tensor]) -> dict:
-    """`mcnemar` on the images of several seeds pooled: seed i's head a against seed i's head b on seed i's
-    images (the same images in the same order within each pair). The difference is the mean of the seeds'
-    differences where each seed has as many images; its margin counts the images' sampling, for these heads:
-    how much the heads vary from seed to seed is told by the seeds' own differences, not by this margin."""
+    """`mcnemar` on several seeds' images pooled, seed i's head a against its head b on seed i's images (the mean of
+    the seeds' differences when each has as many images). Its margin counts only the images' sampling: how heads
+    vary from seed to seed is told by the seeds' own differences."""
     if len(rights_a) != len(rights_b) or not rights_a:
         raise ValueError(f"{len(rights_a)} and {len(rights_b)} correctness records: pooling pairs each seed's head "
                          "with the same seed's other head, so give one of each per seed")
@@ -69,8 +63,7 @@ def binomial_two_sided(k: int, n: int) -> float:
 
 
 def paired_t(a: Sequence[float], b: Sequence[float], n: int) -> dict:
-    """Arm a against arm b paired by seed: mean difference and the 95% Student-t margin of its mean, in points
-    (never less than one image of `n`)."""
+    """Arm a against arm b paired by seed: mean difference and 95% t margin (at least one image of `n`), in points."""
     diffs = [x - y for x, y in zip(a, b)]
     if len(diffs) < 2:
         raise ValueError("a t margin needs at least two seeds in each arm")
@@ -79,8 +72,7 @@ def paired_t(a: Sequence[float], b: Sequence[float], n: int) -> dict:
 
 
 def mcnemar_p(right_a: torch.Tensor, right_b: torch.Tensor) -> float:
-    """McNemar's exact two-sided p of two heads scored on the same images (the reference of notebook 03's
-    exercise): `mcnemar`'s p."""
+    """`mcnemar`'s exact two-sided p of two heads scored on the same images (notebook 03's exercise reference)."""
     return mcnemar(right_a, right_b)["p"]
 
 

@@ -1,11 +1,6 @@
-"""Tables of results and the sentences that depend on numbers (tests/test_tables.py and test_stats.py check them).
-
-Named `tables`, not `report`: "the report" in labkit always means the 2019 study it reproduces.
-
-The sentences two notebooks share come from here (a sentence one notebook alone prints is an f-string in its
-cell: notebook 03's knee, criteria and Deep Compression, notebook 05's answers). Each is written once, tested
-once, and says only what its control supports: a difference within the spread over seeds (or, with one seed,
-within the sampling error of the images) is reported as no difference.
+"""Result tables, and the number-dependent sentences two notebooks share (tests/test_tables.py, test_stats.py).
+Named `tables`, not `report` ("the report" is the 2019 study). Each sentence says only what its control supports:
+a difference within the margin (seed spread, or with one seed the images' sampling error) is called no difference.
 """
 from __future__ import annotations
 
@@ -19,14 +14,13 @@ COLUMNS_SHOWN = ("cycle", "method", "widths", "mec_bits", "epochs_total", "val_a
                  "parameters", "model_bytes", "seconds")
 _WIDTH = {"cycle": 5, "method": 9, "widths": 24, "mec_bits": 13, "val_accuracy": 12, "test_accuracy": 13,
           "rho": 10, "parameters": 13, "model_bytes": 13, "seconds": 8}
-from .config import CONTROLS, hidden_text  # noqa: E402  (one definition: the equal-budget and from-scratch controls)
+from .config import CONTROLS, hidden_text  # noqa: E402
 
 
 # ---------------------------------------------------------------- tables
 
 def cell(v, column: str = "") -> str:
-    """A value as a table shows it: accuracies as percentages, integers with thousands separators,
-    other floats to 4 significant digits."""
+    """A value as a table shows it: accuracies in %, ints with thousands separators, floats to 4 digits."""
     if isinstance(v, bool) or v is None:
         return str(v)
     if isinstance(v, float) and column.endswith("accuracy") and not math.isnan(v):
@@ -84,18 +78,13 @@ def table_2019() -> list[dict]:
 # ---------------------------------------------------------------- comparing two arms
 
 def compare(a: Sequence[float], b: Sequence[float], n: int, right: tuple | None = None) -> dict:
-    """Accuracies of arm a against arm b (fractions, one per seed, in the same seed order), on `n` images.
+    """Accuracies (fractions, one per seed, same seed order) of arm a against arm b on `n` images.
 
-    Returns mean_a, mean_b, diff (points, a - b), margin (points, the 95% margin of the difference),
-    basis (a sentence saying where the margin comes from: the test used), outcome "higher", "lower" or "same"
-    ("same": no difference was measured), seeds, and p where a test gives one.
-    - At least two seeds in each arm, paired by seed: Student's t on the per-seed differences (stats.paired_t);
-      "same" when |diff| is within the margin.
-    - One seed with `right` = (a's, b's) correctness records (records.pack_right, the same images): McNemar's
-      exact test on the images where exactly one head was right (stats.mcnemar); "same" when p >= 0.05.
-    - One seed without them: 1.96 binomial standard errors of the difference of two independent proportions.
-    A one-seed margin leaves out how much training itself varies, so one-seed verdicts say so (see `ending`).
-    """
+    Returns mean_a, mean_b, diff and margin (points, a - b, 95%), basis (the test, as a sentence), outcome
+    "higher", "lower" or "same" (no difference measured), seeds, p (McNemar only). Two or more seeds: paired t,
+    "same" within the margin; one seed with `right` (both arms' records.pack_right records): McNemar, "same" at
+    p >= 0.05; else 1.96 binomial standard errors. One-seed margins leave out training's own variance.
+    ValueError on an empty arm."""
     from . import records, stats
 
     a, b = [float(x) for x in a], [float(x) for x in b]
@@ -169,8 +158,7 @@ def ending(kind: str, c: dict) -> str:
 
 def pruning_vs_control(pruned: Sequence[float], control: Sequence[float], n: int, epochs: int,
                        split: str = "test", right: tuple | None = None) -> str:
-    """Did pruning help at equal budget? One sentence from the pruned head's and the control's accuracies
-    (`right`: their correctness records, for McNemar's test on one seed; see `compare`)."""
+    """Did pruning help at equal budget? One sentence (`right` as in `compare`)."""
     c = compare(pruned, control, n, right)
     return (f"At equal training ({plural_epochs(epochs)} in all) the pruned head reached {c['mean_a']:.2%} on the "
             f"{split} set and the unpruned head trained as long {c['mean_b']:.2%} ({difference_text(c)}): "
@@ -193,8 +181,7 @@ def arm(rows: Sequence[dict], method: str, cycle: int, widths: str | None = None
 
 
 def paired(a: dict[int, dict], b: dict[int, dict], split: str) -> tuple[list[float], list[float], tuple | None]:
-    """Two arms ({seed: row}) on their common seeds: a's and b's `split` accuracies, and with one seed the two
-    correctness records (for McNemar's test) where both rows carry them."""
+    """Two arms' `split` accuracies on their common seeds, and with one seed their correctness records (or None)."""
     seeds = [s for s in a if s in b]
     column, record = f"{split}_accuracy", f"{split}_right"
     right = None
@@ -204,12 +191,8 @@ def paired(a: dict[int, dict], b: dict[int, dict], split: str) -> tuple[list[flo
 
 
 def controls_summary(rows: Sequence[dict], split: str = "test") -> list[str]:
-    """For each pruning method, at its last cycle: against the equal-budget control and against scratch.
-
-    rows: a comparison grid (notebook 03's, or 04's over several seeds) holding methods, "none"
-    and "scratch" rows (scratch rows carry the cycle they match). Sentences use `split` accuracy,
-    paired by seed where every arm has the seed.
-    """
+    """Per pruning method at its last cycle, one line against the equal-budget control and against scratch.
+    rows: a grid of method, "none" and "scratch" rows (scratch rows carry the cycle they match), paired by seed."""
     total = next(r[f"{split}_total"] for r in rows)
     lines = []
     for method in dict.fromkeys(r["method"] for r in rows if r["method"] not in CONTROLS):
@@ -233,8 +216,7 @@ def controls_summary(rows: Sequence[dict], split: str = "test") -> list[str]:
 
 
 def _other_split(a: dict[int, dict], b: dict[int, dict], split: str) -> str:
-    """Where a difference was measured on `split`, what the other split (validation or test) says of it: one
-    split alone is not called an effect when the other disagrees."""
+    """What the other split says of a difference measured on `split`; if they disagree, it is not called an effect."""
     other = "val" if split == "test" else "test"
     x, y, right = paired(a, b, split)
     one = compare(x, y, next(iter(a.values()))[f"{split}_total"], right)
@@ -252,8 +234,7 @@ def _other_split(a: dict[int, dict], b: dict[int, dict], split: str) -> str:
 # ---------------------------------------------------------------- summaries over seeds
 
 def curve_summary(rows: Sequence[dict]) -> list[dict]:
-    """Per (method, cycle): MEC, epochs in all, mean and standard deviation over seeds of validation and
-    test accuracy, mean rho, number of seeds. Controls included (scratch under the cycle it matches)."""
+    """Per (method, cycle), controls too: MEC, epochs, val and test accuracy (mean, std in points), rho, seeds."""
     groups = defaultdict(list)
     for r in rows:
         groups[(r["method"], r["cycle"])].append(r)
@@ -292,8 +273,3 @@ def peak_memory() -> str:
     peak = peak_memory_bytes()
     return ("peak memory of this process: not measured on this platform" if peak is None else
             f"peak memory of this process: {peak / 2**30:.2f} GiB")
-
-
-# ---------------------------------------------------------------- Deep Compression's stages
-
-

@@ -1,8 +1,5 @@
-"""Interactive explorers for the notebooks (ipywidgets): change a value, see the numbers and the figure.
-
-Each explorer is a plain function underneath (it also runs headless, under nbval or papermill) and
-a box of widgets on top: one redraw per change, the figure drawn into an output area every time,
-the figure it replaces closed.
+"""Interactive explorers for the notebooks (ipywidgets): change a value, see the numbers and the figure. Each is a
+plain function (it runs headless too, under nbval or papermill) under a box of widgets that redraws once per change.
 """
 from __future__ import annotations
 
@@ -34,10 +31,7 @@ def show_capacity(widths: Sequence[int]) -> int:
 
 
 def capacity_explorer(widths: Sequence[int]):
-    """Sliders for the hidden widths of `widths` (inputs and classes fixed) above the table, total and figure.
-
-    Returns the widget box; each slider holds every width in WIDTH_RANGE and redraws once, when released.
-    """
+    """Sliders for the hidden widths above the table, total and figure (redrawn once, on release); returns the box."""
     import ipywidgets as w
     from IPython.display import clear_output
 
