@@ -108,9 +108,10 @@ class ImageNetFileProblem(files.FileProblem):
 
 
 def resolve_weights(weights: str = "auto", seed: int = 0) -> str:
-    """The tag of the weights `weights` gives here ("imagenet" or "random-seed<seed>"), said once. ImageNet: with
-    "imagenet" always (a damaged cached file raises ImageNetFileProblem); with "random" never; with "auto" when the
-    hub cache holds a sound file or download.pytorch.org answers within 2 s (a damaged file is named with its fix)."""
+    """The tag of the weights `weights` gives here ("imagenet" or "random-seed<seed>"), said once. "imagenet" with
+    weights="imagenet" (a damaged cached file raises ImageNetFileProblem); never with "random"; with "auto" when the
+    hub cache holds a sound file or download.pytorch.org answers within 2 s, else random (a damaged file is named
+    with its fix)."""
     if weights not in WEIGHT_CHOICES:
         raise ValueError(f"weights={weights!r} is not one of {WEIGHT_CHOICES}")
     from .data import network_reachable

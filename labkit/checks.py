@@ -117,8 +117,8 @@ class TrainingDiverged(ValueError):
 
 
 def finite_loss(loss: float, lr: float, where: str = "training") -> float:
-    """`loss` if finite, else TrainingDiverged naming `lr`, `where` (e.g. "epoch 2 of cycle 1") and the fix. Call it
-    on each epoch's mean loss: a NaN loss stays NaN, and the head then scores chance (10%) without a word."""
+    """`loss` if finite, else raises TrainingDiverged naming `lr`, `where` (e.g. "epoch 2 of cycle 1") and the fix.
+    Call it on each epoch's mean loss: a NaN loss stays NaN, and the head then scores chance (10%) without a word."""
     value = float(loss)
     if math.isfinite(value):
         return value

@@ -40,7 +40,7 @@ HAN_VGG16 = {"float32": {"han_vgg16_bytes": 552_000_000, "han_vgg16_ratio": 1.0}
 @torch.no_grad()
 def weight_histograms(before, pruned: VGGHead, shared: Sequence[SharedWeights] | None = None,
                       bins: int = 80, sample: int = 1 << 21) -> list[dict]:
-    """Per layer, on shared symmetric edges: histograms of the weights before pruning (`before`: the head, or its
+    """Per layer, on common symmetric edges: histograms of the weights before pruning (`before`: the head, or its
     `sampled_weights`) and of the kept weights after, plus the shared values and their counts if `shared` is given.
     Over `sample` weights, evenly spaced weights are counted, scaled to the layer. Keys: layer, name, edges
     (bins + 1), before, pruned (float counts), weights, kept, and codebook, codebook_counts (zero left out)."""
@@ -160,10 +160,11 @@ def _seconds(net: nn.Module, x: torch.Tensor, repeats: int) -> float:
 
 @torch.no_grad()
 def inference_times(head: VGGHead, maps: torch.Tensor, repeats: int = 5) -> dict:
-    """Median CPU seconds of a forward pass of `maps` through the inference form (the head is moved to the CPU),
-    dense and with torch's CSR kernel on each Linear layer (up to SPARSE_KERNEL_DENSITY) where it is faster.
-    Returns dense_seconds, sparse_seconds, sparse_layers (names), inference_densities (at 1 x 1 maps a feature
-    is kept when any of its 49 copies is) and fastest (the faster net)."""
+    """Median CPU seconds of a forward pass of `maps` through the inference form (the head is moved to the CPU), dense
+    and with torch's CSR kernel on each Linear layer (up to SPARSE_KERNEL_DENSITY) where it is faster. Returns
+    dense_seconds, sparse_seconds, sparse_layers (names), inference_densities (each Linear's nonzero share in the
+    inference form; at 1 x 1 maps fc1 is folded, so a weight counts as kept when any of its 49 copies is) and fastest
+    (the faster net)."""
     net = head.cpu().inference_form()
     maps = maps.cpu()
     dense = _seconds(net, maps, repeats)
@@ -215,7 +216,8 @@ def structured_vs_finegrained(heads: dict, sets: dict, *, stored_bytes: dict | N
     mec_effective_bits (the four rules on the widths, and on distinct inputs), mec_kept_bits and
     mec_kept_effective_bits (`mec_sparse`), dense_ms, sparse_ms, sparse_layers (CPU, `batch` images, median of
     `repeats`), then ms_q1, ms, ms_q3: quartiles of `rounds` rounds timing every head's fastest form in turn
-    (`alternated_times`), the spread a speed sentence must exceed."""
+    (`alternated_times`), the spread a speed sentence must exceed, and timing_rounds. VGGHeads given are moved
+    to the CPU."""
     from . import capacity, train
 
     rows, fastest = [], []
@@ -248,9 +250,9 @@ def structured_vs_finegrained(heads: dict, sets: dict, *, stored_bytes: dict | N
 
 def plan(c, steps: int = 3, epochs: int | None = None) -> dict:
     """Deep Compression's budget on a notebook config `c`: `steps` prune-and-retrain steps of `epochs` epochs (None:
-    the profile's DC_EPOCHS) at DC_LR_FACTOR x c.lr, since removing 96% of a layer's weights is a new start (at
-    quick, 2 steps of 1 epoch ended 1.5-3 points below the control at any rate); then shared-value fine-tuning at
-    that rate x c.lr_drop up to whole control cycles (at least `epochs`). Returns {"steps", "epochs",
+    the profile's DC_EPOCHS) at DC_LR_FACTOR x c.lr (removing 96% of a layer's weights is a new start; at quick, 2
+    steps of 1 epoch ended 1.5-3 points below the control at every rate from 2e-5 to 1e-3); then shared-value
+    fine-tuning at that rate x c.lr_drop up to whole control cycles (at least `epochs`). Returns {"steps", "epochs",
     "finetune_epochs", "lr", "finetune_lr", "cycles": the equal-budget control's cycles after its start}."""
     checks.integer("steps", steps, minimum=1, hint="Han et al. prune and retrain in a few steps")
     epochs = DC_EPOCHS.get(c.profile, 3) if epochs is None else epochs
@@ -264,7 +266,8 @@ def finish(stages: Sequence[dict], control: dict, c, splits, start: str | os.Pat
            knee: dict | None = None, seed: int = 0, bits: int = 5) -> dict:
     """The stage table (`stages`: their rows, the unpruned head's first; `control`: the equal-budget control's row),
     then structured (the knee head of `knee`, also written Huffman-coded to `folder`) against fine-grained pruning:
-    bytes, MEC, CPU time. Returns {"stages", "control", "versus"}."""
+    bytes, MEC, CPU time. Returns {"stages", "control", "versus"}; adds ratio, bits_per_weight and description
+    to the `stages` rows in place."""
     from . import model
 
     for r in stages:

@@ -177,7 +177,8 @@ def _check_record(path: Path, payload: dict, asked: dict, fix: str) -> bool:
 def load_features(split: str, subsets: data.Subsets, image_size: int = 32, weights: str = "auto",
                   root: str | os.PathLike | None = None, device=None, backbone_seed: int = 0) -> FeatureSet:
     """Backbone maps for a split of `subsets`, computed once and then read from the cache. Its name holds the dataset
-    and the weights actually used, so they never mix; a cache recording other contents than asked (one copied over
+    and the weights actually used, so ImageNet and random features (or two datasets')
+    never mix; a cache recording other contents than asked (one copied over
     another's name) raises CacheError naming the field."""
     if image_size < 32:
         raise ValueError(f"image_size={image_size}: VGG16 needs at least 32 (its five max-pools take 28 x 28 to 0)")

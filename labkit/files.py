@@ -256,7 +256,8 @@ def serialized_size(obj) -> int:
 
 
 def _tight(obj, measure: bool = False):
-    """`obj` with over-allocated tensors copied tight (torch.save writes whole storages); measure: empty ones."""
+    """`obj` with over-allocated tensors copied tight (torch.save writes whole storages);
+    measure=True: uninitialized tensors of the same shape, for sizing."""
     if isinstance(obj, torch.Tensor):
         if obj.layout != torch.strided or obj.untyped_storage().nbytes() <= obj.numel() * obj.element_size():
             return obj

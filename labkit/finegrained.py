@@ -1,7 +1,8 @@
 """Deep Compression's first stage (Han, Mao, Dally, ICLR 2016): fine-grained pruning, one weight at a time.
 
 Iterated magnitude pruning with masks that hold through retraining, the per-layer sensitivity scan, and
-`mec_sparse` (what a sparse head can store). Later stages: labkit.quantize, stagefiles, deepcompression.
+`mec_sparse` (what a sparse head can store). Later stages: labkit.quantize and labkit.stagefiles;
+labkit.deepcompression runs them together.
 """
 from __future__ import annotations
 
@@ -63,8 +64,8 @@ def fine_grained_mask(weight: torch.Tensor, keep_fraction: float) -> torch.Tenso
 @torch.no_grad()
 def weight_thresholds(weight: torch.Tensor, sparsities: Sequence[float], exact: bool = True) -> list[float]:
     """For each sparsity s, the magnitude t such that |w| <= t for round(s * n) of the n weights (-1: none).
-    Over 2M weights, the quantile of 1M evenly spaced weights (exact=False: within about 0.1% of the layer),
-    else refined to the exact k-th magnitude."""
+    Up to 2M weights: a full sort. Larger: the quantile of 1M evenly spaced weights, used as is with exact=False
+    (within about 0.1% of the layer), refined to the exact k-th magnitude with exact=True."""
     w = weight.detach().flatten()
     n = len(w)
     wanted = [int(round(s * n)) for s in sparsities]
@@ -92,8 +93,9 @@ def weight_thresholds(weight: torch.Tensor, sparsities: Sequence[float], exact: 
 @torch.no_grad()
 def prune_weights(head: VGGHead, sparsities, masks: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
     """Remove the smallest-magnitude weights of each Linear layer in place (256 rows at a time, so the 400 MB first
-    layer is read and written once); returns the masks (bool, kept). sparsities: see check_sparsities (over 2M
-    weights within about 0.1%); weights masked before stay removed; biases stay (Han et al. prune weights only)."""
+    layer is read and written once); returns the masks (bool, kept). sparsities: the fraction of each layer's weights
+    removed in all, those masked before included (see check_sparsities; over 2M weights within about 0.1%); biases
+    stay (Han et al. prune weights only)."""
     sparsities = check_sparsities(sparsities, head)
     out = []
     for i, (lin, s) in enumerate(zip(head.linears(), sparsities)):
@@ -175,7 +177,7 @@ def sensitivity_scan(head: VGGHead, val_set, sparsities: Sequence[float] = SCAN_
                      limit: int | None = 500, device="auto") -> list[dict]:
     """Validation accuracy with one layer pruned by magnitude to each sparsity, the others intact, no retraining:
     rows (layer, name, sparsity, weights, val_accuracy), plus a sparsity-0 row per layer (the head as it is).
-    limit: the first `limit` validation images (None: all)."""
+    limit: the first `limit` validation images (None: all). Moves `head` to `device`."""
     device = pick_device(device)
     head.to(device).eval()
     maps, labels = val_set.on(device)

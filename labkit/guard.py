@@ -1,5 +1,5 @@
-"""Guards on a student's function: `watched` checks its inputs unchanged (an in-place edit can return the right
-answer yet leave the study training another head), `fingerprint` without a copy, `at_study_size` its cost.
+"""Guards on a student's function: `watched` checks its inputs unchanged (an in-place edit can return the right answer
+yet leave the study training another head), `fingerprint` detects a change without a copy, `at_study_size` its cost.
 """
 from __future__ import annotations
 

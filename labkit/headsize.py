@@ -1,6 +1,6 @@
 """How big must the head be? The lab's answers side by side (head_size.csv), each beside its control; seed 0's rows.
-`mec_bits`: the four rules on the widths as read; `mec_effective_bits`: on distinct inputs; `mec_kept_bits`: rule 2
-on the weights a fine-grained head kept. Bytes are files read back, except the ladder's (unwritten: 4 a parameter).
+`mec_bits`: the four rules on the widths as read; `mec_effective_bits`: on distinct inputs; `mec_kept_bits`: rule 2 on
+the weights a fine-grained head kept. Bytes are files read back, except the ladder's (unwritten: 4 bytes a parameter).
 """
 from __future__ import annotations
 
@@ -150,7 +150,8 @@ def _times(ratio: float) -> str:
 
 
 def bookkeeping(folder, map_size: int) -> list[str]:
-    """Check that every *.csv in `folder` has mec_bits and mec_effective_bits that follow from its widths.
+    """Check every *.csv in `folder` whose rows carry widths: mec_bits and mec_effective_bits, where present,
+    must follow from them.
     Returns one line per table checked; ValueError names the first row that does not."""
     from pathlib import Path
 

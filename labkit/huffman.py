@@ -200,7 +200,8 @@ def encode(symbols: torch.Tensor, lengths: torch.Tensor, block: int = BLOCK) -> 
 
 
 def decode(stream: dict, lengths: torch.Tensor) -> torch.Tensor:
-    """The int64 symbols of a stream written by `encode` with the code of `lengths`; ValueError if damaged.
+    """The int64 symbols of a stream written by `encode` with the code of `lengths`; ValueError when its
+    block lengths do not add up (a damaged stream).
     Blocks are decoded side by side, one symbol of each per step: the next `width` bits (the longest code) index a
     table of 2**width entries (above 20 bits, a binary search), which gives the symbol and its length."""
     lengths = torch.as_tensor(lengths, dtype=torch.int64)

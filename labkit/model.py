@@ -57,7 +57,8 @@ class _KeepMask(torch.autograd.Function):
 
 class Dropout(nn.Dropout):
     """nn.Dropout with 4x cheaper CPU draws (torch's bernoulli_ was a quick cycle's largest cost after the matmuls):
-    one 64-bit draw per 4 activations, p exact to 1/65,536. On a GPU and in eval mode, nn.Dropout itself."""
+    one 64-bit draw per 4 activations, p rounded to the nearest 1/65,536. On a GPU and in eval mode, nn.Dropout
+    itself."""
 
     def forward(self, x):
         if not self.training or self.p == 0 or x.device.type != "cpu" or x.numel() % 4:

@@ -113,10 +113,10 @@ _ADDED: dict = {}  # criteria defined outside labkit (notebook 03): name -> scor
 
 
 def criterion(name: str, score) -> str:
-    """Add a pruning criterion defined outside labkit (a notebook's cell) and return `name`, from then on a method
-    like "l1" run beside the other criteria and both controls. `score(weight)` takes a layer's own n x inputs weight
-    (checked unchanged after) and gives one number per neuron; the lowest are removed first. Runs are keyed by a
-    fingerprint of its source and defaults (not of helpers or globals it uses), so an edited function runs anew."""
+    """Add a pruning criterion defined outside labkit (a notebook's cell) and return `name`; from then on `name` is a
+    method like "l1", run beside the other criteria and both controls. `score(weight)` takes a layer's own n x inputs
+    weight (checked unchanged after) and gives one number per neuron; the lowest are removed first. Runs are keyed by
+    a fingerprint of its source and defaults (not of helpers or globals it uses), so an edited function runs anew."""
     import hashlib
 
     if not (isinstance(name, str) and name.isidentifier()):

@@ -23,9 +23,9 @@ KMEANS_SAMPLE = 1 << 18  # weights k-means fits its centroids on (evenly spaced;
 
 @dataclass
 class SharedWeights:
-    """One layer's weights as indices into a shared codebook. positions: int64 flat (row-major) positions of the
-    kept weights, None when all are kept; index: uint8 (an eighth of int64's memory; `.long()` to index) entry of
-    each kept weight, 1..2**bits - 1; codebook: float32, 2**bits entries, entry 0 = 0.0 (what relative-index
+    """One layer's weights as indices into a shared codebook. positions: int64 flat (row-major) positions of the kept
+    weights, None when all are kept; index: each kept weight's codebook entry, 1..2**bits - 1, as uint8 (an eighth of
+    int64's memory; `.long()` to index); codebook: float32, 2**bits entries, entry 0 = 0.0 (what relative-index
     padding holds); shape: (out, in)."""
 
     positions: torch.Tensor | None

@@ -95,7 +95,8 @@ def _as_written(text: str):
 
 def cell(column: str, text: str, decimal_comma: bool = False):
     """One CSV cell typed by its column in `Row` (`widths` a config.Widths, `layer` an int or "all", an empty number
-    or flag None); another column as the int, float or bool its text is exactly, else text. ValueError else."""
+    or flag None); a column not in `Row`: the int, float or bool its text is exactly, else the text. ValueError when a
+    known column's text does not fit its type."""
     kind = TYPES.get(column)
     if kind is None:
         return _as_written(text)

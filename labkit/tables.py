@@ -20,7 +20,8 @@ from .config import CONTROLS, hidden_text  # noqa: E402
 # ---------------------------------------------------------------- tables
 
 def cell(v, column: str = "") -> str:
-    """A value as a table shows it: accuracies in %, ints with thousands separators, floats to 4 digits."""
+    """A value as a table shows it: accuracies in %, ints with thousands separators, floats to 4
+    significant digits."""
     if isinstance(v, bool) or v is None:
         return str(v)
     if isinstance(v, float) and column.endswith("accuracy") and not math.isnan(v):
@@ -81,7 +82,7 @@ def compare(a: Sequence[float], b: Sequence[float], n: int, right: tuple | None 
     """Accuracies (fractions, one per seed, same seed order) of arm a against arm b on `n` images.
 
     Returns mean_a, mean_b, diff and margin (points, a - b, 95%), basis (the test, as a sentence), outcome
-    "higher", "lower" or "same" (no difference measured), seeds, p (McNemar only). Two or more seeds: paired t,
+    "higher", "lower" or "same" (no difference measured), seeds, p (None unless McNemar). Two or more seeds: paired t,
     "same" within the margin; one seed with `right` (both arms' records.pack_right records): McNemar, "same" at
     p >= 0.05; else 1.96 binomial standard errors. One-seed margins leave out training's own variance.
     ValueError on an empty arm."""
@@ -234,7 +235,8 @@ def _other_split(a: dict[int, dict], b: dict[int, dict], split: str) -> str:
 # ---------------------------------------------------------------- summaries over seeds
 
 def curve_summary(rows: Sequence[dict]) -> list[dict]:
-    """Per (method, cycle), controls too: MEC, epochs, val and test accuracy (mean, std in points), rho, seeds."""
+    """Per (method, cycle), controls too: MEC, epochs, val and test accuracy (mean as a fraction, std in
+    points), rho, seeds."""
     groups = defaultdict(list)
     for r in rows:
         groups[(r["method"], r["cycle"])].append(r)
