@@ -1,8 +1,5 @@
-"""Where computation runs and where its randomness starts: device choice, seeding, autocast.
-
-`pick_device` is the one place a device is chosen (features, training, evaluation). `seeded` draws from a fixed seed without disturbing the caller's
-random state; `set_seed` seeds Python's and torch's generators for a training run.
-"""
+"""Where computation runs and where its randomness starts: device choice (`pick_device`, the one place a device is
+chosen), seeding, autocast, CPU threads and returning memory."""
 from __future__ import annotations
 
 import contextlib
@@ -35,9 +32,8 @@ def pick_device(requested: str | torch.device | None = "auto") -> torch.device:
 
 
 def derive_seed(seed: int, step: int = 0, *, layer: int = 0) -> int:
-    """The one rule labkit derives every seed by: a run's `seed` x 1,000, plus the `step` within the run (a cycle,
-    a prune step, a head of a ladder; 500 for cycle 0's fine-tuning), plus 7,919 (a prime) per pruned `layer`,
-    so each layer draws its own neurons. Seeds below 1,000 steps apart never meet within a run."""
+    """labkit's one seed rule: a run's `seed` x 1,000 + the `step` within the run (a cycle, a prune step, a ladder's
+    head; 500 for cycle 0's fine-tuning) + 7,919 (a prime) per pruned `layer`, so each layer draws its own neurons."""
     return seed * 1000 + step + 7919 * layer
 
 
@@ -74,12 +70,9 @@ def autocast(device: torch.device):
 
 @contextlib.contextmanager
 def one_thread():
-    """Run the block on one CPU thread, then restore the caller's thread count (also a decorator).
-
-    For loops of small tensor operations (Huffman decoding, the memorization ladder's 2,000 x 512 x ~150
-    matrices): waking torch's thread pool for each costs more than the operation, far more on a busy machine
-    (7x the CPU time measured on a shared 2-core one), and one thread gives the same numbers everywhere.
-    """
+    """Run the block on one CPU thread, then restore the caller's thread count (also a decorator). For loops of small
+    tensor operations (Huffman decoding, the memorization ladder), where waking the thread pool costs more than the
+    operation (7x the CPU time on a shared 2-core machine); one thread also gives the same numbers everywhere."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -89,8 +82,7 @@ def one_thread():
 
 
 def peak_memory_bytes() -> int | None:
-    """This process's peak resident memory in bytes: getrusage on Linux and macOS, the peak working set (through
-    psutil, which Jupyter brings) on Windows; None where neither can be read."""
+    """This process's peak resident memory in bytes (getrusage; psutil's peak working set on Windows), else None."""
     import sys
 
     try:
@@ -107,10 +99,8 @@ def peak_memory_bytes() -> int | None:
 
 
 def give_back_memory() -> None:
-    """Hand the memory of freed tensors back to the operating system now. glibc (Linux) keeps freed blocks
-    under 32 MB in its heaps for reuse, so after a knee probe or a Deep Compression stage a process's resident
-    memory stays near its high-water mark (measured: 0.3-1 GB more at the next peak); malloc_trim returns it.
-    Elsewhere (macOS, Windows, another C library) nothing is done."""
+    """Hand freed tensors' memory back to the OS now: glibc keeps freed blocks under 32 MB for reuse (after a knee
+    probe, 0.3-1 GB more at the next peak, measured); malloc_trim returns them. Elsewhere nothing is done."""
     import gc
     import sys
 

@@ -1,21 +1,9 @@
 """How big must the head be? The knee: the smallest head within tolerance of its equal-budget control.
 
-A probe (a run with schedule "oneshot") prunes a trained start to given hidden widths in one step, then recovers:
-it trains at the rate config.KNEE_RECOVERY gives until validation accuracy has not risen for `patience` epochs
-(`epochs` at most) and keeps its best epoch. Its control is the same start trained exactly as many epochs at that
-rate with nothing removed: one run per seed training one epoch a cycle, read at each probe's epoch count (trained
-once, to the largest count a probe kept).
-
-The search scales the pruned layers by (1 - fraction) a step from the unpruned head until the probes' validation
-accuracy, averaged over seeds, falls more than `tolerance` points below the controls' (the first step out), then
-bisects the scale (the geometric mean) between the last step within and the first outside until the two are at
-most config.KNEE_RESOLUTION apart. Every seed probes the same widths, in lockstep; every decision is the mean
-over seeds, on validation images. Each probe is a run folder (finished probes are read back, not trained again);
-a probe within tolerance keeps its head as smallest_within_tolerance.pt, written before its row.
-
-    Search(c, seeds, data)   one search's bookkeeping (notebook 03's cells run its probes and its loop)
-    compress_knee(c, ...)    the knee head stored and read back, beside the from-scratch heads
-    knee_choice(knee.csv)    the kept head's row, its accuracies and rho the means over seeds (notebooks 04, 05)
+A probe ("oneshot") prunes a trained start to given widths in one step and recovers (config.KNEE_RECOVERY, early
+stopping); its control is the same start trained as many epochs, nothing removed. The search shrinks the pruned
+layers by (1 - fraction) a step until the seeds' mean validation accuracy falls out of tolerance, then bisects
+(`next_scale`). `Search` keeps the books, `compress_knee` stores the knee head, `knee_choice` reads knee.csv back.
 """
 from __future__ import annotations
 
@@ -43,9 +31,9 @@ def within_tolerance(baseline: float, accuracy: float, tolerance: float) -> bool
 
 
 def against_control(rows: Sequence[dict], control: Sequence[dict]) -> dict[int, dict]:
-    """Per cycle, the pruned heads against the control on validation, paired by seed (rows without a `seed`
-    column are seed 0): {cycle: {"val_accuracy", "control_val_accuracy" (means over seeds), "seeds",
-    "diffs" (per seed, points)}}, for the cycles every seed of `rows` reached and the control covers."""
+    """Per cycle that every seed reached and the control covers, the pruned heads against the control on validation,
+    paired by seed (none: 0): {cycle: {"val_accuracy", "control_val_accuracy" (means over seeds), "seeds", "diffs"
+    (per seed, points)}}."""
     ctl = {(r.get("seed", 0), r["cycle"]): r for r in control}
     seeds = list(dict.fromkeys(r.get("seed", 0) for r in rows))
     out = {}
@@ -61,16 +49,13 @@ def against_control(rows: Sequence[dict], control: Sequence[dict]) -> dict[int, 
 
 
 def in_tolerance(rows: Sequence[dict], control: Sequence[dict], tolerance: float) -> list[int]:
-    """The cycles whose mean validation accuracy over seeds is within `tolerance` points of the control's (cycle 0,
-    the unpruned start the control shares, always is)."""
+    """Cycles whose mean validation accuracy over seeds is within `tolerance` points of the control's (0 always)."""
     return [cycle for cycle, m in against_control(rows, control).items()
             if cycle == 0 or within_tolerance(m["control_val_accuracy"], m["val_accuracy"], tolerance)]
 
 
 def smallest_within(rows: Sequence[dict], control: Sequence[dict], tolerance: float = 1.0) -> dict:
-    """The row (of the first seed) of the cycle with the fewest parameters whose mean validation accuracy over
-    seeds is within `tolerance` points of the equal-budget control's at the same cycle (cycle 0, the unpruned
-    head itself, always is)."""
+    """The first seed's row of the `in_tolerance` cycle with the fewest parameters (cycle 0, unpruned, always is)."""
     if not rows:
         raise ValueError("no rows: run the study first")
     ok = in_tolerance(rows, control, tolerance)
@@ -87,8 +72,7 @@ def recovery(c: StudyConfig) -> dict:
 
 
 def probe_widths(hidden: Sequence[int], layer, scale: float) -> tuple[int, ...]:
-    """The hidden widths of a probe at `scale` of the unpruned `hidden`: the pruned layer(s) (`layer`, or "all")
-    scaled and rounded, at least one neuron each; the others as they are."""
+    """A probe's hidden widths at `scale`: the pruned layer(s) (`layer` or "all") scaled, rounded, at least 1 each."""
     pruned = range(len(hidden)) if layer == "all" else [int(layer)]
     return tuple(max(1, round(scale * w)) if i in pruned else w for i, w in enumerate(hidden))
 
@@ -101,10 +85,9 @@ def probe_config(c: StudyConfig, target: Sequence[int]) -> StudyConfig:
 
 
 def control_config(c: StudyConfig) -> StudyConfig:
-    """The probes' equal-budget control: c's start trained at the recovery rate one epoch a cycle, nothing
-    removed, for as many cycles as a probe may keep epochs (cycle E: the start trained E epochs more). It keeps
-    its newest checkpoint even where c keeps none (the notebooks' checkpoints="off"): between the search's steps
-    each seed's control waits on disk (study.Run.release), not in memory, a full head with its moments each."""
+    """The probes' equal-budget control: c's start trained at the recovery rate one epoch a cycle, nothing removed
+    (cycle E: E epochs more). It keeps its newest checkpoint even under checkpoints="off", so between the search's
+    steps each seed's control waits on disk (study.Run.release), not in memory."""
     r = recovery(c)
     return dataclasses.replace(cfg.control_of(c), epochs=1, cycles=r["epochs"] + 1, recover_patience=None,
                                cycle_lr=c.lr * r["lr_factor"],
@@ -122,17 +105,10 @@ def _check(configs: Sequence[StudyConfig]) -> None:
 
 
 class Search:
-    """One knee search's bookkeeping, a step at a time, over seeds in lockstep: notebook 03's cells run the probes
-    and the halve-then-bisect loop and hand each step here. Use it as a context manager (each seed's control run
-    is held open, its lock too, until the search ends).
-
-        controls                     each seed's control run (notebook 03's `probe` steps it to a probe's epochs)
-        record(target, scale, phase, runs, controls)
-                                     holds a step: each seed's finished probe run, its control row
-        decide(within)               records that step with its decision (True: within tolerance) and returns
-                                     it as taken (the lead process's, in a multi-process run)
-        result()                     {"rows", "control", "steps", "smallest", "agree", "decided", "knee"}
-    """
+    """One knee search's bookkeeping over seeds in lockstep: notebook 03's cells run the probes and the loop and hand
+    each step here. A context manager: each seed's control run (`controls`) stays open and locked until the end.
+    `record` holds a step, `decide(within)` records it with its decision, and `result()` returns {"rows", "control",
+    "steps", "smallest", "agree", "decided", "knee"}."""
 
     def __init__(self, c: StudyConfig, seeds: Sequence[StudyConfig] = (), data=None):
         self.c, self.configs = c, [c, *[s for s in seeds if s.seed != c.seed]]
@@ -163,9 +139,8 @@ class Search:
 
     def record(self, target: Sequence[int], scale: float, phase: str, runs: Sequence[study.Run],
                controls: Sequence[dict]) -> tuple[list[dict], list[dict]]:
-        """Hold a step until `decide`: `runs`, each seed's finished probe (its start, then its pruned cycle), and
-        `controls`, each seed's control row at as many epochs. Returns copies of (the probes' pruned rows, the
-        control rows), one per seed: the decision reads them, never edits them."""
+        """Hold a step until `decide`: `runs` (each seed's finished probe) and `controls` (each seed's control row at
+        as many epochs). Returns copies of (the probes' pruned rows, the control rows) for the decision to read."""
         if self._first is None:
             self._first = [run.rows[0] for run in runs]
         probes = [(run, run.rows[1]) for run in runs]
@@ -217,10 +192,9 @@ class Search:
 
 
 def next_scale(lo: float, hi: float | None, fraction: float, resolution: float = cfg.KNEE_RESOLUTION) -> float | None:
-    """The knee's next scale (the reference of notebook 03's exercise). lo: the smallest scale found within
-    tolerance (1.0, the unpruned head, at first); hi: the largest found outside (None until a probe falls out).
-    Until one falls out, shrink: lo x (1 - fraction). Then bisect on a log scale, the geometric mean sqrt(lo x hi),
-    until lo / hi <= resolution: None, stop."""
+    """The knee's next scale (notebook 03's exercise reference). lo: the smallest scale within tolerance (1.0 at
+    first); hi: the largest outside (None until a probe falls out). Until then lo x (1 - fraction); after, the
+    geometric mean sqrt(lo x hi) until lo / hi <= resolution: None, stop."""
     if hi is None:
         return lo * (1 - fraction)
     if lo / hi <= resolution:
@@ -229,17 +203,15 @@ def next_scale(lo: float, hi: float | None, fraction: float, resolution: float =
 
 
 def step_within(probes: Sequence[dict], controls: Sequence[dict], tolerance: float) -> bool:
-    """A knee step's decision (the reference of notebook 03's exercise): probes and controls hold one row per seed
-    in the same order (seed i's probe; seed i's start trained as many epochs, nothing removed). True when the
-    probes' mean validation accuracy over the seeds is at most `tolerance` points below the controls' mean."""
+    """A knee step's decision (notebook 03's exercise reference): True when the probes' mean validation accuracy is at
+    most `tolerance` points below the controls' (one row per seed each, in the same order)."""
     return within_tolerance(mean(r["val_accuracy"] for r in controls), mean(r["val_accuracy"] for r in probes),
                             tolerance)
 
 
 def paired_on_validation(probes: Sequence[dict], controls: Sequence[dict]) -> dict | None:
-    """Each seed's probe against its own control on that seed's validation images, the seeds pooled
-    (stats.pooled): diff (points, probe - control: the mean of the seeds' differences) and its 95% margin over
-    n images. None where a row carries no correctness record (rows written before records were kept)."""
+    """Each seed's probe against its own control on its validation images, seeds pooled (stats.pooled): diff (points,
+    probe - control) and its 95% margin; None where a row carries no correctness record."""
     from . import records, stats
 
     pairs = records.paired_rights(probes, controls, "val")
@@ -255,14 +227,10 @@ def _smallest(rows: Sequence[dict], decided: dict[int, bool]) -> dict:
 
 def knee_table(rows: Sequence[dict], control: Sequence[dict], tolerance: float,
                scratch: Sequence[dict] = (), decided: dict[int, bool] | None = None) -> list[dict]:
-    """One row per seed and step of a knee search: each probe beside its control trained as many epochs.
-
-    Columns: the probe's row (with seed, step_phase, scale, cycle_epochs, epochs_run), then control_epochs_total,
-    control_val_accuracy, control_test_accuracy, control_val_right, control_test_right (correctness records for
-    paired tests), tolerance, within_tolerance (this row's own verdict: its validation accuracy against its own
-    seed's control), step_within_tolerance (the step's decision over seeds: the mean against the controls' mean,
-    `decided` as the search took it where given) and smallest (the knee); then one row per seed for the from-scratch heads (method "scratch", the step they
-    match, the probe's control beside them).
+    """One row per seed and step of a knee search, each probe beside its control trained as many epochs: the probe's
+    row, control_epochs_total, control_val/test_accuracy, control_val/test_right, tolerance, within_tolerance (against
+    its own seed's control), step_within_tolerance (the step's decision on means over seeds, or `decided` as the
+    search took it) and smallest (the knee); then a row per seed for the `scratch` heads, beside the probe's control.
     """
     ctl = {(r.get("seed", 0), r["cycle"]): r for r in control}
     if decided is None:  # decided here, on the mean over seeds
@@ -294,15 +262,12 @@ def per_seed_knees(rows: Sequence[dict], control: Sequence[dict], tolerance: flo
 
 def compress_knee(c: StudyConfig, bits: Sequence[int], result: dict, from_scratch: Sequence[dict],
                   seeds: Sequence[StudyConfig] = (), share=None) -> dict:
-    """A finished search (`result`: Search.result(), notebook 03), the knee's widths trained from scratch for each
-    seed (`from_scratch`: one row per seed, as many epochs as its probe in all, checked here), and the first
-    seed's knee head stored at `bits`, every file loaded back and scored on validation and test.
+    """Store the first seed's knee head at `bits`, each file loaded back and scored on validation and test. `result`:
+    Search.result(); `from_scratch`: one row per seed of the knee's widths trained from scratch (checked).
 
-    Returns the search's dict with: scratch (the from-scratch rows), knee (`knee_table`, with them), table (one
-    row per stored file: storage, bytes, ratio to the unpruned float32 head's file, val/test accuracy and
-    correctness records, control_test_accuracy and control_test_right of the probe's control, drop_points = the
-    control's test accuracy minus this one's, in points, path). `share`: the codebooks are fitted by this function
-    (a student's kmeans_share, notebook 03) instead of labkit's.
+    Returns `result` plus scratch, knee (`knee_table` with them) and table (per stored file: storage, bytes, ratio to
+    the unpruned float32 file, val/test accuracy and right records, control_test_accuracy and control_test_right,
+    drop_points below the control in points, path). `share`: fits the codebooks (a student's kmeans_share).
     """
     from . import compress
 

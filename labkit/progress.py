@@ -1,15 +1,7 @@
-"""The reporter: progress bars and messages, set once by whoever drives a run, read by the layers inside.
-
-The inner layers (train, features, prune, capacity, finegrained) take no `progress` or `log` parameter: they
-ask this module for a bar (`bar`) and say what a person should read (`say`). The driver (the command line, a
-notebook's Session, a benchmark, a test) chooses once, with `reporting(bars=..., log=...)`; study's entry
-points (run_study, train_start, prepare_features, ...) accept `progress=` and `log=` for the
-same choice and open that block themselves. Outside any block bars are on and messages are printed.
-
-No bar is drawn where nobody watches it: a bar left in an executed notebook (papermill) or a CI log freezes at its
-first frame, so `python -m labkit lab` sets LABKIT_PROGRESS=0 for the kernels it runs and shows its own one
-line per notebook instead.
-"""
+"""The reporter: progress bars and messages, chosen once by whoever drives a run (`reporting`, or an entry point's
+`progress=` and `log=`) and read by the inner layers (`bar`, `say`); outside any block bars are on and messages
+printed. `python -m labkit lab` sets LABKIT_PROGRESS=0 for the notebooks it runs: a bar left in an executed notebook
+or a CI log freezes at its first frame."""
 from __future__ import annotations
 
 import contextlib
@@ -67,8 +59,8 @@ def wanted() -> bool:
 
 
 def bar(total: int, desc: str, unit: str = "it", enabled: bool = True) -> tqdm:
-    """A tqdm bar (a widget in Jupyter, text in a terminal) that disappears when done; drawn only where the
-    reporter draws bars, LABKIT_PROGRESS is not 0 and `enabled` (a caller's own condition) holds."""
+    """A tqdm bar that disappears when done, drawn only where the reporter draws bars, LABKIT_PROGRESS is not 0
+    and `enabled` holds."""
     return tqdm(total=total, desc=desc, unit=unit, leave=False,
                 disable=not (enabled and current().bars and wanted()))
 
@@ -81,8 +73,8 @@ def say(text: str) -> None:
 
 
 def entry(fn):
-    """For an entry point (study.run_study, ...): its keyword arguments `progress=` (bars on or off) and `log=`
-    (where messages go, None: silent) open `reporting` for the call; left out, they keep the block around."""
+    """Decorate an entry point: its keywords `progress=` (bars) and `log=` (None: silent) open `reporting` for the
+    call; left out, they keep the block around."""
     @functools.wraps(fn)
     def reported(*args, progress=KEEP, log=KEEP, **kwargs):
         with reporting(progress, log):

@@ -1,21 +1,7 @@
-"""A run folder: its lock, its settings, its history (one row per finished cycle), its checkpoints, resuming it.
-
-    <run folder>/
-        config.json                     the settings the run was made with
-        history.csv                     one row per finished cycle (COLUMNS)
-        checkpoints/cycle_NNN.pt        the head after cycle NNN, as the checkpoint policy keeps it,
-                                        with the history up to that cycle and the settings inside
-        smallest_within_tolerance.pt    knee probes (labkit.knee): the head, when within tolerance
-        .lock                           held by the process running the study (pid and host inside)
-
-A run is known by its settings, not by its path: a folder reached by another spelling, moved or
-renamed resumes, as long as the settings that shape its numbers are the same. Every file is written
-atomically; every file read back is checked, and what can be rebuilt from another file (a history
-missing rows that a checkpoint holds, settings that a checkpoint or the history confirm) is rebuilt,
-saying so, with the damaged file kept beside it. Rows of finished cycles are never deleted; checkpoints are
-kept as the checkpoint policy says (`last` keeps only the newest, deleting the one before once the new one is
-written).
-"""
+"""A run folder: config.json (settings), history.csv (a row per finished cycle, COLUMNS), checkpoints/cycle_NNN.pt
+(the head after a cycle, as the checkpoint policy keeps it), smallest_within_tolerance.pt (a knee probe's head) and
+.lock. A run is known by its settings, not its path (a moved folder resumes). Files are written atomically; finished
+rows are never deleted, and a damaged file is rebuilt from the others where it can be (labkit.reopen)."""
 from __future__ import annotations
 
 import contextlib
@@ -56,9 +42,8 @@ _policy_asked = contextvars.ContextVar("labkit_checkpoint_policy_asked", default
 
 @contextlib.contextmanager
 def checkpoint_policy_asked():
-    """Within this block a run's `checkpoints` setting is what the user asked for, even where it keeps fewer
-    checkpoints than the run folder's (`--checkpoints last` on an `all` run); outside it the folder's policy
-    is never lowered from `all` to the default `last` (an extended run keeps every checkpoint it kept)."""
+    """Within this block a run's `checkpoints` is what the user asked for, even fewer than its folder kept (`last` on
+    an `all` run); outside it a folder's `all` is never lowered to the default `last`."""
     token = _policy_asked.set(True)
     try:
         yield
@@ -69,14 +54,12 @@ Log = Callable[[str], None]
 
 
 def rows_to_csv(rows: Sequence[dict], columns: Sequence[str] = COLUMNS, keep_extra: bool = True) -> str:
-    """Rows as CSV text with a header: `columns`, then (keep_extra) the other columns the rows hold, such as
-    one a user added to history.csv in a spreadsheet (rows without it leave it empty); see labkit.records."""
+    """Rows as CSV text with a header: `columns`, then (keep_extra) any other columns the rows hold (records)."""
     return records.write_text(rows, columns, keep_extra)
 
 
 def parse_history(text: str) -> list[dict]:
-    """Typed rows (labkit.records) from history.csv text; ValueError saying what is wrong (missing column, bad
-    number, cycles out of order, ...). Columns labkit does not write (see `extra_columns`) are kept."""
+    """Typed rows (labkit.records) from history.csv text, extra columns kept; ValueError saying what is wrong."""
     rows = records.parse(text, COLUMNS)
     if [r["cycle"] for r in rows] != list(range(len(rows))):
         raise ValueError(f"its cycles run {[r['cycle'] for r in rows]}, not 0, 1, 2, ...")
@@ -113,12 +96,9 @@ def start_identity(start: str | None):
 
 
 def identity(c: cfg.StudyConfig, saved: dict | None = None) -> dict:
-    """The settings that shape a run's numbers (config.json without the free fields, the start by content).
-
-    With `saved` (a config.json's contents), the same view of that run: a field it lacks reads as MISSING, never
-    as a default it does not hold (a folder an older labkit made is a different run). Controls ("none",
-    "scratch") do not prune, so pruning fields do not count.
-    """
+    """The settings that shape a run's numbers: config.json less the free fields (and, for controls, the pruning
+    ones), the start by content. With `saved` (a config.json), that run's view: a field it lacks reads as MISSING,
+    never as a default (an older labkit's folder is a different run)."""
     now = cfg.config_dict(c)
     if saved is None:
         values = now
@@ -140,9 +120,8 @@ class RunBusy(RuntimeError):
 
 
 class Lock:
-    """An exclusive lock on folder/.lock (the `filelock` package: fcntl on Linux and macOS, msvcrt on Windows),
-    held until `close()`. Who holds it (pid, host, start time) is written beside it, in folder/.lock-holder, for
-    the message another process prints; a lock whose holder died (even by kill -9) is simply taken over."""
+    """An exclusive lock on folder/.lock (`filelock`) held until `close()`, its holder (pid, host, start time) written
+    to folder/.lock-holder for others' messages. A lock whose holder died (even by kill -9) is taken over."""
 
     def __init__(self, folder: Path, what: str, fix: str):
         import warnings
@@ -184,19 +163,15 @@ class Lock:
 def take_lock(folder: Path, what: str = "two processes must not run one study at once",
               fix: str = "Wait for it to finish (or stop it), or give this run another name (--name) or "
                          "results folder") -> Lock:
-    """An exclusive lock on `folder` (see Lock), held until the returned Lock is closed; RunBusy, naming the
-    holder, `what` must not happen and `fix`, if another process holds it."""
+    """Lock `folder` (see Lock); RunBusy (naming the holder, `what` and `fix`) if another process holds it."""
     files.writable_folder(folder, "the run folder", "choose a results folder you can write to "
                                                            "(--results on the command line, or LABKIT_RESULTS)")
     return Lock(folder, what, fix)
 
 
 class RunFolder:
-    """The files of one run (`config.run_dir`); use as a context manager to hold its lock.
-
-    record() writes a finished cycle; head_after() loads the head to go on from. Reading the folder back (the
-    finished rows, after checking the folder holds this run) is labkit.reopen's `Reopening(folder).rows()`.
-    """
+    """The files of one run (`config.run_dir`); a context manager holds its lock. Reading the rows back (checked to
+    be this run's) is labkit.reopen's `Reopening(folder).rows()`."""
 
     def __init__(self, config: cfg.StudyConfig, log: Log | None = None):
         self.config = config
@@ -245,13 +220,9 @@ class RunFolder:
     # ------------------------------------------------------------ reading back (labkit.reopen checks the rows)
 
     def head_after(self, rows: Sequence[dict]) -> tuple[model.VGGHead | None, int, dict | None]:
-        """The head to go on from, the number of rows it follows (the rest are computed again) and the optimizer
-        state kept with it (train.AdamState.payload(), or None).
-
-        The newest checkpoint at or before the last finished cycle is used; with none, (None, 0) under
-        policy 'none' (the run computes its cycles again when it must go on), and a message under a
-        policy that should have kept one.
-        """
+        """(head, how many rows it follows: the rest are computed again, its train.AdamState.payload() or None) from
+        the newest checkpoint at or before the last finished cycle. With none: (None, 0, None) under checkpoints
+        'off', else FileProblem."""
         last = rows[-1]["cycle"]
         for cycle in (n for n in self.checkpoints() if n <= last):
             head, extra = model.load_head(self.checkpoint(cycle), fix=(
@@ -272,9 +243,8 @@ class RunFolder:
     # ------------------------------------------------------------ writing
 
     def begin(self, backbone: str | None = None) -> None:
-        """Make the folder and write config.json: the settings, what the start file was trained with, and
-        (once known) which backbone weights the features came from ("imagenet" or "random-seed0").
-        The checkpoint policy written is the one `open` settled on (never lowered silently)."""
+        """Make the folder and write config.json: the settings, what the start file was trained with and (once
+        known) which backbone weights the features came from ("imagenet" or "random-seed0")."""
         try:
             (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -291,9 +261,8 @@ class RunFolder:
 
     def record(self, rows: Sequence[dict], head: model.VGGHead, cycle: int | None = None,
                optimizer: dict | None = None) -> None:
-        """Write finished cycle `cycle` (default: the last row's): its checkpoint where the policy keeps one,
-        then the history `rows`, then drop the previous checkpoint under 'last'. A crash between the steps
-        loses nothing (see `open`)."""
+        """Write finished `cycle` (default: the last row's): its checkpoint where the policy keeps one, then the
+        history `rows`, then under 'last' the older checkpoints go, so a crash between the steps loses nothing."""
         cycle = rows[-1]["cycle"] if cycle is None else cycle
         if self.config.checkpoints != "off":
             model.save_head(head, self.checkpoint(cycle), extra={
@@ -310,8 +279,8 @@ class RunFolder:
         files.write_atomic(self.history_path, rows_to_csv(rows))
 
     def keep_smallest(self, head: model.VGGHead, row: dict) -> None:
-        """Keep `head` as the run's smallest head within tolerance (whatever the checkpoint policy), with the
-        run's settings, so `check_smallest` can tell it from another run's."""
+        """Save `head` as the run's smallest head within tolerance (whatever the checkpoint policy), with the run's
+        settings for `check_smallest`."""
         model.save_head(head, self.smallest_path, extra={
             "cycle": row["cycle"], "row": records.plain(row), "config": cfg.config_dict(self.config),
             "start_trained_with": start_identity(self.config.start)})

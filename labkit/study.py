@@ -1,13 +1,7 @@
-"""The study's cycle and its controls: train, validate, test, measure, prune, again (the knee: labkit.knee).
+"""The study's cycle: prune (after cycle 0) -> train -> validate + test -> MEC, rho -> a row (files: labkit.runs).
 
-One cycle of a run:   prune (after cycle 0) -> train c.epochs -> validate + test -> MEC, rho -> row
-Its controls:         "none": the same start and epochs, nothing removed (the equal-budget control);
-                      "scratch": a fresh head of the pruned widths trained as many epochs in all.
-Decisions (labkit.knee: smallest within tolerance): validation accuracy only; test accuracy is reported. Notebooks 03
-and 04 write the loops over runs (the comparison, its controls, the knee's probes) in their cells.
-
-Files are the run folder's business (labkit.runs), settings the config's (labkit.config).
-"""
+Controls: "none" (the same start and epochs, nothing removed: the equal-budget control), "scratch" (a fresh head of
+the pruned widths trained as many epochs in all). Decisions read validation accuracy only (the knee: labkit.knee)."""
 from __future__ import annotations
 
 import os
@@ -76,11 +70,9 @@ START_FIELDS = fields_for("start")
 
 
 def start_phases(c: StudyConfig) -> list[dict]:
-    """Cycle 0's schedule for a fresh head, as `train.fit`'s keyword arguments, one dict per phase: c.lr_epochs
-    epochs at c.lr, then c.lr x c.lr_drop (fine-tuning, as every cycle after this one trains) until validation
-    accuracy has not risen for c.patience epochs (c.start_epochs in all at most), back to the best epoch. A
-    from-scratch control ("scratch") follows the same schedule for exactly c.epochs: it is matched to an epoch
-    count, not to a plateau. Each phase is one `fit` (its own shuffle seed); the Adam moments go on across them."""
+    """Cycle 0's schedule for a fresh head, one dict of `train.fit` keyword arguments per phase (its own shuffle seed;
+    Adam's moments go on across phases): c.lr_epochs at c.lr, then c.lr x c.lr_drop until validation accuracy has not
+    risen for c.patience epochs (c.start_epochs in all at most). "scratch" trains exactly c.epochs (no plateau)."""
     scratch = c.method == "scratch"
     total = c.epochs if scratch else c.start_epochs
     warm = min(c.lr_epochs, total)
@@ -92,8 +84,7 @@ def start_phases(c: StudyConfig) -> list[dict]:
 
 
 def joined(c: StudyConfig, phases: list[list[dict]]) -> list[dict]:
-    """The per-epoch histories of `start_phases`' fits as one, numbered from the first epoch; the kept epoch,
-    counted from the first (fine-tuning may never beat its starting point), marked "best"."""
+    """`start_phases`' fit histories as one, epochs numbered from the first; the kept epoch marked "best"."""
     history, done = [], 0
     for more in phases:
         history += [{**e, "epoch": e["epoch"] + done} for e in more]
@@ -106,13 +97,10 @@ def joined(c: StudyConfig, phases: list[list[dict]]) -> list[dict]:
 
 
 def train_start(c: StudyConfig, path: str | os.PathLike, progress=reporter.KEEP, log=reporter.KEEP):
-    """Train the unpruned head as cycle 0 of the study does (`start_phases`) and save it to `path`; (head, record).
-
-    record: {"epochs": per-epoch loss / accuracy / validation accuracy (the kept one marked "best"),
-    "best_epoch", "val" and "test": evaluate() on those splits, "config": the fields that made it,
-    "optimizer": Adam's moments at the kept epoch, so the runs that start here go on training}.
-    A file at `path` made with the same fields is reused. progress=, log=: bars and messages (labkit.progress).
-    """
+    """Train the unpruned head as cycle 0 does (`start_phases`), save it to `path`; (head, record). A file at `path`
+    made with the same fields is reused. record: "epochs" (per-epoch rows, the kept one marked "best"), "best_epoch",
+    "val" and "test" (evaluate()), "config" (the fields that made it), "backbone", "optimizer" (Adam's moments at the
+    kept epoch, so runs starting here go on training). progress=, log=: bars and messages (labkit.progress)."""
     path = Path(path)
     wanted = {k: v for k, v in config_dict(c).items() if k in START_FIELDS}
     with reporter.reporting(progress, log):
@@ -125,7 +113,7 @@ def train_start(c: StudyConfig, path: str | os.PathLike, progress=reporter.KEEP,
         data = prepare_features(c)
         head, state, phases = new_head(c, data.train), train.AdamState(), []
         watch = None if c.method == "scratch" else data.val
-        for phase in start_phases(c):  # warm at c.lr, then fine-tuned until validation stops rising
+        for phase in start_phases(c):
             phases.append(train.fit(head, data.train, batch_size=c.batch_size, device=c.device, desc="train",
                                     val_set=watch, state=state, **phase))
         epochs = joined(c, phases)
@@ -142,20 +130,15 @@ def train_start(c: StudyConfig, path: str | os.PathLike, progress=reporter.KEEP,
 # ---------------------------------------------------------------- the cycle
 
 class Run:
-    """One run of the study held in memory: its folder (locked), its finished rows, its head.
+    """One run of the study held in memory: its folder (locked while the block is open), finished rows and head.
 
-    `step()` runs the next cycle: prune (after cycle 0), train, validate, test, measure, record. A notebook
-    writes the loop:
-
-        with study.Run(c, data) as run:     # finished cycles are read back (the run folder knows its settings)
+        with study.Run(c, data) as run:     # finished cycles are read back
             while not run.done:
                 run.step()
 
-    The run folder stays locked while the block is open; leaving it lets go of the head.
-    A run that kept no checkpoint (checkpoints='off') still reads its finished rows back; only when it must go
-    beyond them does it compute them again from cycle 0 (a step at a time, keeping the recorded rows in
-    history.csv until each is recomputed). keep_last: the last cycle's head is also kept as the run's
-    smallest_within_tolerance.pt, before its row is recorded (a knee probe's, so a kill never strands it).
+    Leaving the block lets go of the head. With checkpoints='off' the rows are read back, but going beyond them
+    recomputes them from cycle 0 (history.csv keeps each until it is recomputed). keep_last: the last cycle's head is
+    also saved as smallest_within_tolerance.pt before its row is recorded (a knee probe's: a kill never strands it).
     """
 
     def __init__(self, c: StudyConfig, data: Callable[[], Splits], quiet: bool = False, keep_last: bool = False):
@@ -174,8 +157,7 @@ class Run:
     def __enter__(self):
         self.folder.__enter__()  # the lock
         try:
-            # the finished rows, after checking the folder holds this run (nothing is written before that:
-            # another run's folder is refused untouched), repairing what can be repaired
+            # checked before anything is written: another run's folder is refused untouched
             self._go_on_from(reopen.Reopening(self.folder).rows())
             self.folder.begin()
         except BaseException:
@@ -184,8 +166,7 @@ class Run:
         return self
 
     def _go_on_from(self, rows: list[dict]) -> None:
-        """Take up the finished `rows`: all the cycles asked for (read back), or the head and Adam's moments of
-        the newest checkpoint to go on from, or (none kept) the rows alone until more are needed (see step)."""
+        """Take up finished `rows`: all done, or go on from the newest checkpoint, or (none kept) replay in `step`."""
         if len(rows) >= self.c.cycles:
             self.rows = rows[:self.c.cycles]
         elif rows:
@@ -203,9 +184,8 @@ class Run:
         device.give_back_memory()
 
     def release(self) -> None:
-        """Let go of the head and Adam's moments until the next cycle needs them, which reads them back from this
-        run's newest checkpoint (the same numbers): a knee search's controls wait between its steps without
-        holding a full head each (641 MB with its moments), finished or not. Runs that keep no checkpoint hold on."""
+        """Let go of the head and Adam's moments (641 MB at full width) until the next cycle reads them back from the
+        newest checkpoint (same numbers): a knee search's waiting controls hold none. No-op without checkpoints."""
         if self.head is not None and self.c.checkpoints != "off":
             self.head, self.adam, self._reload = None, train.AdamState(), True
             device.give_back_memory()
@@ -221,11 +201,9 @@ class Run:
 
     def step(self) -> dict | None:
         """Run the next cycle and record it (`commit`); None when nothing is left to prune. Cycle 0 trains a fresh
-        head (`start_phases`) or measures the trained start c.start as it is; every later cycle prunes by the plan
-        (`prune_step`), then trains c.epochs epochs at
-        `cycle_rate(c)`, going on from the optimizer's moments (a restart would jolt every weight), or with
-        c.recover_patience until validation accuracy has not risen for that many epochs, back to the best."""
-        if self._replay_first:  # no checkpoint to go on from: the recorded cycles are computed again from cycle 0
+        head (`start_phases`) or measures c.start as it is; later cycles prune (`prune_step`) and train c.epochs at
+        `cycle_rate(c)` on the carried Adam moments, or with c.recover_patience until validation stops rising."""
+        if self._replay_first:
             self._replay_first, self._known, self.rows = False, self.rows, []
             self.log(f"{self.folder.path}: this run keeps no checkpoints (checkpoints='off'), so going beyond its "
                      f"{len(self._known)} finished cycles means computing them again from cycle 0 (on a CPU the "
@@ -262,7 +240,8 @@ class Run:
         row = measure(c, self.head, self.data, cycle, train_loss, total)
         if c.recover_patience is not None:  # how many epochs early stopping kept, of how many it ran
             row["cycle_epochs"], row["epochs_run"] = (0, 0) if cycle == 0 else (trained, len(epochs))
-        if cycle > 0 and c.method not in CONTROLS and prune.ran_on(c.method) != "labkit":  # a student's functions pruned it (prune.using)
+        # a student's functions pruned it (prune.using)
+        if cycle > 0 and c.method not in CONTROLS and prune.ran_on(c.method) != "labkit":
             row[runs.RAN_ON] = prune.ran_on(c.method)
         row["seconds"] = time.perf_counter() - began
         self.rows.append(row)
@@ -270,8 +249,7 @@ class Run:
         return row
 
     def commit(self) -> None:
-        """Record the row `step` made (history.csv, and the checkpoint the policy keeps; with keep_last, the last
-        cycle's head as the smallest head first)."""
+        """Record `step`'s row: history.csv, the checkpoint the policy keeps (keep_last: the smallest head first)."""
         cycle, row = len(self.rows) - 1, self.rows[-1]
         if self.keep_last and len(self.rows) == self.c.cycles:
             self.folder.keep_smallest(self.head, row)
@@ -283,8 +261,7 @@ class Run:
             self._known = []  # the replay has caught up
 
     def epochs_total(self, cycle: int) -> int:
-        """Epochs the head has been trained in all after finished `cycle`: cycle 0's (the epochs early stopping
-        kept, or those the start file was trained), then each cycle's (c.epochs, or what early stopping kept)."""
+        """Epochs the head has been trained in all after finished `cycle` (the epochs kept, cycle 0's included)."""
         if self._start_epochs is None:  # resumed: cycle 0's row says it
             self._start_epochs = self.rows[0]["epochs_total"]
         return self.rows[cycle]["epochs_total"] if cycle > 0 else self._start_epochs
@@ -296,8 +273,7 @@ class Run:
 
 
 def load_start(c: StudyConfig):
-    """Cycle 0 of a run from a trained start: c.start as it is, its Adam moments kept for the cycles after.
-    Returns (head, AdamState, NaN for the training loss, the epochs it was trained)."""
+    """Cycle 0 from the trained start c.start as it is: (head, its AdamState, NaN training loss, epochs trained)."""
     head, extra = model.load_head(c.start, fix="train it again (notebook 02, or study.train_start)")
     if head.widths()[1:-1] != list(c.hidden):
         raise ValueError(f"start={c.start} has hidden widths {head.widths()[1:-1]}, not hidden={list(c.hidden)}")
@@ -306,8 +282,7 @@ def load_start(c: StudyConfig):
 
 
 def prune_step(c: StudyConfig, head: model.VGGHead, state: train.AdamState, cycle: int) -> bool:
-    """Remove the neurons the plan names for `cycle` (controls remove none), and their rows from Adam's
-    moments; False when a pruning method has nothing left to remove (every pruned layer is down to one neuron)."""
+    """Prune the plan's neurons for `cycle` from the head and Adam's moments; False when none is left to remove."""
     if c.method in CONTROLS:
         return True
     plan = prune_plan(c, head.widths())
@@ -324,8 +299,7 @@ def cycle_rate(c: StudyConfig) -> float:
 
 def measure(c: StudyConfig, head: model.VGGHead, data: Splits, cycle: int, train_loss: float,
             epochs_total: int) -> dict:
-    """The history row of a finished cycle: validation and test accuracy (and which images were right, for
-    paired comparisons), MEC nominal and effective (live neurons), rho both ways, size."""
+    """A finished cycle's history row: val/test accuracy and right records, MEC (nominal, effective), rho, size."""
     from . import records
 
     key = _start_key(c, data) if cycle == 0 and c.start else None
@@ -353,8 +327,7 @@ def measure(c: StudyConfig, head: model.VGGHead, data: Splits, cycle: int, train
             "val_right": records.pack_right(val["right"]), "test_right": records.pack_right(test["right"])}
 
 
-# A trained start's evaluation, shared by the runs of a grid or a knee search that all measure it at cycle 0 (every
-# method, probe and control start from the same file): keyed by the file's identity and the feature sets it was scored on.
+# A trained start's evaluation, shared by the runs (a grid's, a knee search's) that all measure it at cycle 0.
 _measured_starts: dict[tuple, dict] = {}
 
 
@@ -368,11 +341,10 @@ def _start_key(c: StudyConfig, data: Splits) -> tuple:
 
 @reporter.entry
 def run_study(c: StudyConfig) -> list[dict]:
-    """Run (or resume, or read back) the study for `c` (`python -m labkit study`): one row per cycle (runs.COLUMNS),
-    each printed as it is made. Notebooks 03 and 04 write the same loop in a cell (`run`)."""
+    """Run, resume or read back the study for `c` (`python -m labkit study`): one row per cycle, printed as made."""
     from . import tables
 
-    with Run(c, features_when_needed(c)) as run:  # leaving it lets go of the head
+    with Run(c, features_when_needed(c)) as run:
         if run.done:
             reporter.say(f"{run.folder.path}: {len(run.rows)} cycles already finished; reading them back")
         elif not run.rows:

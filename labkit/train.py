@@ -1,17 +1,7 @@
-"""Training and evaluating the head on cached features: the one training loop (`train_epochs`), `fit` on it, `evaluate`.
-
-Every trainer in labkit runs `train_epochs`: `fit` (the study's head, Adam), finegrained's masked retraining
-(a mask held after each step) and centroid fine-tuning (a gradient summed per centroid), and memorization's
-ladder (a stacked head, full batch). Each brings its network, optimizer and its difference as a hook.
-
-The backbone never runs here: every function takes a FeatureSet of cached maps, placed on the
-device once and kept there. The head stays on its device too. On CUDA the head runs under bf16
-autocast; on the CPU it runs in float32 and, for a fixed seed and thread count, gives the same
-numbers every time. Loss and accuracy are summed on the device and read once per epoch.
-
-At 1 x 1 maps (32 px inputs) the head is trained through `model.FoldedFirstLayer`: the same
-updates as full-width training at a 49th of the first layer's cost (see there).
-"""
+"""Training and evaluating the head on cached features (kept on their device): `train_epochs`, the one loop every
+labkit trainer runs with its own hooks; `fit` (Adam) on it; `evaluate`. CUDA runs under bf16 autocast, the CPU in
+float32 (the same numbers for a fixed seed and thread count). At 1 x 1 maps (32 px inputs) the head trains through
+`model.FoldedFirstLayer`: the same updates at a 49th of the first layer's cost."""
 from __future__ import annotations
 
 import contextlib
@@ -30,12 +20,9 @@ from .model import FEATURE_CHANNELS, POOLED, FoldedFirstLayer, VGGHead
 class AdamState:
     """Adam's moments and step counts for a head's parameters, carried from one `fit` to the next.
 
-    Training that goes on across prune cycles keeps its optimizer: a fresh Adam's first steps move every
-    weight by about the learning rate whatever its gradient history (measured: the unpruned control fell
-    2.9 points of validation accuracy after a restart). The tensors follow the head's Linear layers in
-    order, weight then bias; the first layer's as trained (`folded`: out x 512 at 1 x 1 maps). `drop`
-    follows a pruned hidden layer: the removed neurons' rows, and the next layer's columns, leave the
-    moments too, so the neurons kept go on as if the others had never been there.
+    A fresh Adam's first steps move every weight by about the learning rate (the unpruned control lost 2.9 points
+    of validation accuracy after a restart). Tensors follow `trained_parameters`' order, the first layer's as
+    trained (`folded`: out x 512 at 1 x 1 maps); `drop` removes a pruned layer's neurons from the moments too.
     """
 
     def __init__(self, folded: bool | None = None, steps: list | None = None, exp_avg: list | None = None,
@@ -47,9 +34,8 @@ class AdamState:
         return bool(self.exp_avg)
 
     def drop(self, layer: int, kept: torch.Tensor) -> None:
-        """Follow `prune.prune_neurons(head, layer, ...)`: keep only rows `kept` (int64 indices of the layer's
-        neurons as they were, see `prune.kept_indices`) of hidden layer `layer` and the same columns of the
-        layer after it."""
+        """Follow `prune.prune_neurons(head, layer, ...)`: keep rows `kept` (int64 indices into the layer as it was,
+        see `prune.kept_indices`) of hidden layer `layer`, and the same columns of the next layer."""
         if not self:
             return
         rows = [2 * layer, 2 * layer + 1]  # weight and bias of the pruned layer
@@ -121,8 +107,7 @@ def _unfold(t: torch.Tensor) -> torch.Tensor:
 
 
 def trained_parameters(head: torch.nn.Module, folded: FoldedFirstLayer | None) -> list:
-    """The parameters Adam trains, in the canonical order AdamState uses: each Linear's weight then bias
-    (the folded view's summed first-layer weight in place of the full-width one)."""
+    """The parameters Adam trains in AdamState's order: each Linear's weight then bias (folded: its weight first)."""
     if not isinstance(head, VGGHead):
         return list(head.parameters())
     params = [p for lin in head.linears() for p in (lin.weight, lin.bias)]
@@ -132,8 +117,8 @@ def trained_parameters(head: torch.nn.Module, folded: FoldedFirstLayer | None) -
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, share: float) -> tuple:
-    """The default objective of `train_epochs`: (the loss to back-propagate, the batch's summed cross-entropy,
-    how many images it classified right). `share` (1 / the batch's size) scales the sum to the batch's mean."""
+    """`train_epochs`' default objective: (the batch's mean loss to back-propagate, its summed cross-entropy, how
+    many it classified right); `share` is 1 / the batch's size."""
     summed = F.cross_entropy(logits.float(), labels, reduction="sum")
     return summed * share, summed, (logits.argmax(1) == labels).sum()
 
@@ -144,15 +129,11 @@ def train_epochs(net, optimizer: torch.optim.Optimizer, maps: torch.Tensor, labe
                  mixed_precision: bool = True) -> list[dict]:
     """The training loop every labkit trainer runs: `epochs` epochs of minibatches, one optimizer step each.
 
-    Each epoch takes the images in the order torch.randperm(N, generator=generator) draws (generator None: in
-    their stored order, as full-batch training does), `batch_size` at a time; on each batch it computes
-    `objective(net(maps), labels, share)` (see `cross_entropy`), zeroes the gradients, back-propagates, calls
-    `before_step()`, steps the optimizer, calls `after_step()`. A trainer's own difference is one of these
-    parts: a mask held after each step, a gradient summed per centroid, a stacked head's loss.
-    watch(epoch, row): called before the first epoch (0, None) and after each (row: this epoch's dict, which it
-    may add to); True stops training. desc: a progress bar per epoch with this title (None: no bar).
-    Returns one dict per epoch: epoch, loss (mean over the images), accuracy (on the training batches),
-    seconds, images_per_s. mixed_precision: bf16 autocast on CUDA (see device.autocast).
+    Each epoch takes the images in torch.randperm(N, generator=generator) order (None: stored order, for full
+    batches), `batch_size` at a time: `objective(net(maps), labels, share)`, zero_grad, backward, `before_step()`,
+    step, `after_step()`. watch(epoch, row) runs before the first epoch (0, None) and after each (it may add to
+    row); True stops. desc: a progress bar title (None: no bar). mixed_precision: bf16 autocast on CUDA.
+    Returns one dict per epoch: epoch, loss (mean over images), accuracy (training batches), seconds, images_per_s.
     """
     device, n, history = maps.device, len(labels), []
     precision = (lambda: autocast(device)) if mixed_precision else contextlib.nullcontext
@@ -191,9 +172,7 @@ def train_epochs(net, optimizer: torch.optim.Optimizer, maps: torch.Tensor, labe
 
 
 class _Watch:
-    """What `fit` does between epochs: accuracy on `val_set` after each (the row's val_accuracy and val_loss)
-    and, with `patience`, early stopping: the best point so far kept (the head as it came in the first), training
-    stopped once `patience` epochs bring no new best, and `restore` going back to it."""
+    """`fit`'s between-epoch hook: validation metrics and, with `patience`, early stopping (see `fit`)."""
 
     def __init__(self, net, val_set, device, patience, params, optimizer, state, folded: bool):
         self.net, self.val_set, self.device, self.patience = net, val_set, device, patience
@@ -201,8 +180,7 @@ class _Watch:
         self.best = None
 
     def _accuracy(self) -> dict:
-        # the folded view computes the head's function, so it is evaluated as it stands: a write-back now would
-        # change the rounding, and a monitored fit would no longer equal an unmonitored one
+        # evaluated as it stands: a write-back would change the rounding, so a monitored fit would differ
         result = evaluate(self.net, self.val_set, device=self.device)
         self.net.train()
         return result
@@ -227,8 +205,7 @@ class _Watch:
         return epoch - self.best["row"]["epoch"] >= self.patience
 
     def restore(self, history: list[dict]) -> "AdamState":
-        """Go back to the best point (its weights; each row marked best or not) and return the optimizer state
-        to keep: the best point's, or (no early stopping) the optimizer's own."""
+        """Restore the best point's weights, mark each row best or not; returns the optimizer state to keep."""
         if self.best is None:
             return AdamState.read(self.optimizer, self.params, self.folded, copy=False)
         with torch.no_grad():
@@ -245,16 +222,12 @@ def fit(head: torch.nn.Module, train_set: FeatureSet, epochs: int = 3, batch_siz
         patience: int | None = None) -> list[dict]:
     """Train `head` on cached features with Adam and cross-entropy (`train_epochs`); one dict per epoch.
 
-    Each dict: epoch, loss (mean over the epoch), accuracy (on the training batches, dropout on),
-    seconds, images_per_s, and val_accuracy / val_loss after the epoch when `val_set` is given.
-    The head stays on `device`, in eval mode. fold=False trains the full-width first layer even at
-    1 x 1 maps (the same numbers up to float rounding, 4-5x slower; for tests and benchmarks).
-
-    state: an AdamState to go on from (its moments are loaded) and to leave the optimizer's moments in
-    when training ends, so the next fit continues this one; None: a fresh Adam, kept nowhere.
-    patience: early stopping on `val_set`: stop once validation accuracy has not risen for `patience`
-    epochs and go back to the best point, the head as it came in included (its weights, and `state`); each
-    dict then says "best": True or False (all False: the head as it came in was kept).
+    Each dict: epoch, loss, accuracy (training batches, dropout on), seconds, images_per_s, and val_accuracy /
+    val_loss when `val_set` is given. The head is left on `device`, in eval mode. fold=False trains the full-width
+    first layer even at 1 x 1 maps (same numbers up to rounding, 4-5x slower). state: an AdamState to go on from
+    and to leave the moments in (None: a fresh Adam). patience: stop once validation accuracy has not risen for
+    that many epochs and go back to the best point, the incoming head included (weights and `state`); each dict
+    then says "best" (all False: the incoming head was kept).
     """
     epochs = checks.integer("epochs", epochs, minimum=1)
     batch_size = checks.integer("batch_size", batch_size, minimum=1)
@@ -291,18 +264,15 @@ def fit(head: torch.nn.Module, train_set: FeatureSet, epochs: int = 3, batch_siz
 
 def train_one_epoch(head: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor,
                     optimizer: torch.optim.Optimizer, batch_size: int, generator: torch.Generator) -> float:
-    """One epoch of minibatch training: the images in the order torch.randperm(N, generator=generator) draws,
-    `batch_size` at a time (the last batch may be smaller), one optimizer step on each batch's mean
-    cross-entropy; returns the epoch's mean loss over its images. The plain reference of notebook 02's exercise:
-    `train_epochs` for one epoch (`fit` adds a folded first layer and early stopping)."""
+    """One epoch: images in torch.randperm(N, generator=generator) order, `batch_size` at a time (the last may be
+    smaller), a step on each batch's mean cross-entropy; returns the mean loss. Notebook 02's exercise reference."""
     head.train()
     return train_epochs(head, optimizer, features, labels, 1, batch_size, generator)[0]["loss"]
 
 
 def early_stop(val_accuracies, patience: int) -> tuple[int, int]:
-    """(epochs run, best epoch) of early stopping on validation accuracies after epochs 1, 2, ...: training stops
-    once `patience` epochs in a row bring no new best (a tie is no gain) and keeps the best epoch (1-based).
-    The plain reference of notebook 02's exercise (`fit` also counts the head as it came in)."""
+    """(epochs run, best epoch, 1-based) of early stopping on validation accuracies after epochs 1, 2, ...: stop once
+    `patience` epochs bring no new best (a tie is no gain). Notebook 02's exercise reference."""
     best = 1
     for epoch, accuracy in enumerate(val_accuracies, start=1):
         if accuracy > val_accuracies[best - 1]:
@@ -313,8 +283,7 @@ def early_stop(val_accuracies, patience: int) -> tuple[int, int]:
 
 
 def best_epoch(history: list[dict]) -> int:
-    """The epochs the head kept of `fit`'s history: the one marked best by early stopping (0 when early stopping
-    kept the head as it came in), else the last."""
+    """The epoch `fit` kept: the one marked best (0: the incoming head), else the last."""
     if any("best" in e for e in history):
         return next((e["epoch"] for e in history if e.get("best")), 0)
     return history[-1]["epoch"] if history else 0
@@ -323,13 +292,9 @@ def best_epoch(history: list[dict]) -> int:
 @torch.no_grad()
 def evaluate(head: torch.nn.Module, feature_set: FeatureSet, batch_size: int = 1024, device="auto",
              return_predictions: bool = False) -> dict:
-    """Accuracy (fraction), correct (count), total, loss (mean cross-entropy) and right (bool per image, on
-    the CPU: which images the head classified correctly, for paired comparisons) of `head` on `feature_set`.
-
-    With return_predictions=True the dict also holds `predictions` (int64, N, on the CPU).
-    A VGGHead at 1 x 1 maps is evaluated in its inference form (the same function, 49x fewer FLOPs
-    in the first layer). The head stays on `device`, in eval mode.
-    """
+    """Accuracy (fraction), correct, total, loss (mean cross-entropy) and right (bool per image, CPU, for paired
+    tests) of `head` on `feature_set`; return_predictions adds `predictions` (int64, N, CPU). The head is left on
+    `device` in eval mode; a VGGHead at 1 x 1 maps runs its inference form (49x fewer first-layer FLOPs)."""
     return evaluate_sets(head, {"set": feature_set}, batch_size, device, return_predictions)["set"]
 
 
