@@ -3,7 +3,8 @@
 A probe ("oneshot") prunes a trained start to given widths in one step and recovers (config.KNEE_RECOVERY, early
 stopping); its control is the same start trained as many epochs, nothing removed. The search shrinks the pruned
 layers by (1 - fraction) a step until the seeds' mean validation accuracy falls out of tolerance, then bisects
-(`next_scale`). `Search` keeps the books, `compress_knee` stores the knee head, `knee_choice` reads knee.csv back.
+(`next_scale`). `Search` keeps the books, `compress_knee` stores the knee head, `knee_choice` picks the kept head from
+knee.csv's rows.
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ def within_tolerance(baseline: float, accuracy: float, tolerance: float) -> bool
 
 def against_control(rows: Sequence[dict], control: Sequence[dict]) -> dict[int, dict]:
     """Per cycle that every seed reached and the control covers, the pruned heads against the control on validation,
-    paired by seed (none: 0): {cycle: {"val_accuracy", "control_val_accuracy" (means over seeds), "seeds", "diffs"
-    (per seed, points)}}."""
+    paired by seed (rows without `seed` count as seed 0): {cycle: {"val_accuracy", "control_val_accuracy" (means over
+    seeds), "seeds", "diffs" (per seed, points)}}."""
     ctl = {(r.get("seed", 0), r["cycle"]): r for r in control}
     seeds = list(dict.fromkeys(r.get("seed", 0) for r in rows))
     out = {}
@@ -49,13 +50,15 @@ def against_control(rows: Sequence[dict], control: Sequence[dict]) -> dict[int, 
 
 
 def in_tolerance(rows: Sequence[dict], control: Sequence[dict], tolerance: float) -> list[int]:
-    """Cycles whose mean validation accuracy over seeds is within `tolerance` points of the control's (0 always)."""
+    """Cycles whose mean validation accuracy over seeds is within `tolerance` points of the control's (cycle 0
+    always counts)."""
     return [cycle for cycle, m in against_control(rows, control).items()
             if cycle == 0 or within_tolerance(m["control_val_accuracy"], m["val_accuracy"], tolerance)]
 
 
 def smallest_within(rows: Sequence[dict], control: Sequence[dict], tolerance: float = 1.0) -> dict:
-    """The first seed's row of the `in_tolerance` cycle with the fewest parameters (cycle 0, unpruned, always is)."""
+    """The first seed's row of the `in_tolerance` cycle with the fewest parameters (cycle 0, the unpruned
+    head, always counts); ValueError when `rows` is empty or the control covers no cycle."""
     if not rows:
         raise ValueError("no rows: run the study first")
     ok = in_tolerance(rows, control, tolerance)
@@ -107,8 +110,9 @@ def _check(configs: Sequence[StudyConfig]) -> None:
 class Search:
     """One knee search's bookkeeping over seeds in lockstep: notebook 03's cells run the probes and the loop and hand
     each step here. A context manager: each seed's control run (`controls`) stays open and locked until the end.
-    `record` holds a step, `decide(within)` records it with its decision, and `result()` returns {"rows", "control",
-    "steps", "smallest", "agree", "decided", "knee"}."""
+    `record` holds a step, `decide(within)` records it with its decision (False: deletes the probes'
+    smallest_within_tolerance.pt), and `result()` returns {"rows", "control", "steps", "smallest", "agree", "decided",
+    "knee"}."""
 
     def __init__(self, c: StudyConfig, seeds: Sequence[StudyConfig] = (), data=None):
         self.c, self.configs = c, [c, *[s for s in seeds if s.seed != c.seed]]
@@ -148,7 +152,7 @@ class Search:
         return [dict(row) for _, row in probes], [dict(m) for m in controls]
 
     def decide(self, within: bool) -> bool:
-        """Record the step last probed with its decision; returns the decision as taken."""
+        """Record the step last probed with its decision; returns `within` as a bool."""
         if self._step is None:
             raise RuntimeError("decide() follows record(): record a step's probes and controls first")
         target, scale, phase, probes, matched = self._step
@@ -263,11 +267,13 @@ def per_seed_knees(rows: Sequence[dict], control: Sequence[dict], tolerance: flo
 def compress_knee(c: StudyConfig, bits: Sequence[int], result: dict, from_scratch: Sequence[dict],
                   seeds: Sequence[StudyConfig] = (), share=None) -> dict:
     """Store the first seed's knee head at `bits`, each file loaded back and scored on validation and test. `result`:
-    Search.result(); `from_scratch`: one row per seed of the knee's widths trained from scratch (checked).
+    Search.result(); `from_scratch`: one row per seed of the knee's widths trained from scratch (none when the knee is
+    the start; another count or widths raise ValueError). Files are written to <run folder>/compressed.
 
     Returns `result` plus scratch, knee (`knee_table` with them) and table (per stored file: storage, bytes, ratio to
     the unpruned float32 file, val/test accuracy and right records, control_test_accuracy and control_test_right,
-    drop_points below the control in points, path). `share`: fits the codebooks (a student's kmeans_share).
+    drop_points (the control's test accuracy minus this file's, in points), path). `share`: fits the codebooks (a
+    student's kmeans_share).
     """
     from . import compress
 

@@ -42,8 +42,9 @@ _policy_asked = contextvars.ContextVar("labkit_checkpoint_policy_asked", default
 
 @contextlib.contextmanager
 def checkpoint_policy_asked():
-    """Within this block a run's `checkpoints` is what the user asked for, even fewer than its folder kept (`last` on
-    an `all` run); outside it a folder's `all` is never lowered to the default `last`."""
+    """Within this block a run's `checkpoints` is what the user asked for, even where that keeps fewer checkpoints
+    than the folder's policy (`last` on an `all` run); outside it a folder's `all` is never lowered to the default
+    `last`."""
     token = _policy_asked.set(True)
     try:
         yield
@@ -97,8 +98,9 @@ def start_identity(start: str | None):
 
 def identity(c: cfg.StudyConfig, saved: dict | None = None) -> dict:
     """The settings that shape a run's numbers: config.json less the free fields (and, for controls, the pruning
-    ones), the start by content. With `saved` (a config.json), that run's view: a field it lacks reads as MISSING,
-    never as a default (an older labkit's folder is a different run)."""
+    ones), the start by what it was trained with (its file name for other files). With `saved` (a config.json),
+    that run's view: a field it lacks reads as MISSING, never as a default (an older labkit's folder is a different
+    run)."""
     now = cfg.config_dict(c)
     if saved is None:
         values = now
@@ -170,8 +172,8 @@ def take_lock(folder: Path, what: str = "two processes must not run one study at
 
 
 class RunFolder:
-    """The files of one run (`config.run_dir`); a context manager holds its lock. Reading the rows back (checked to
-    be this run's) is labkit.reopen's `Reopening(folder).rows()`."""
+    """The files of one run (`config.run_dir`); a context manager holds its lock (and removes dead temporaries on
+    entry). Reading the rows back (checked to be this run's) is labkit.reopen's `Reopening(folder).rows()`."""
 
     def __init__(self, config: cfg.StudyConfig, log: Log | None = None):
         self.config = config
@@ -220,9 +222,9 @@ class RunFolder:
     # ------------------------------------------------------------ reading back (labkit.reopen checks the rows)
 
     def head_after(self, rows: Sequence[dict]) -> tuple[model.VGGHead | None, int, dict | None]:
-        """(head, how many rows it follows: the rest are computed again, its train.AdamState.payload() or None) from
-        the newest checkpoint at or before the last finished cycle. With none: (None, 0, None) under checkpoints
-        'off', else FileProblem."""
+        """Returns (head, n, optimizer) from the newest checkpoint at or before the last finished cycle: n rows it
+        follows (the rest are computed again), optimizer its AdamState.payload() or None. With none: (None, 0, None)
+        under checkpoints 'off', else FileProblem."""
         last = rows[-1]["cycle"]
         for cycle in (n for n in self.checkpoints() if n <= last):
             head, extra = model.load_head(self.checkpoint(cycle), fix=(
@@ -244,7 +246,8 @@ class RunFolder:
 
     def begin(self, backbone: str | None = None) -> None:
         """Make the folder and write config.json: the settings, what the start file was trained with and (once
-        known) which backbone weights the features came from ("imagenet" or "random-seed0")."""
+        known) which backbone weights the features came from ("imagenet" or "random-seed0"). Call it after
+        `Reopening(folder).rows()` has checked the folder and settled the checkpoint policy."""
         try:
             (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -262,7 +265,8 @@ class RunFolder:
     def record(self, rows: Sequence[dict], head: model.VGGHead, cycle: int | None = None,
                optimizer: dict | None = None) -> None:
         """Write finished `cycle` (default: the last row's): its checkpoint where the policy keeps one, then the
-        history `rows`, then under 'last' the older checkpoints go, so a crash between the steps loses nothing."""
+        history `rows`, then (under 'last') deletes older checkpoints; in this order a crash between steps loses
+        nothing."""
         cycle = rows[-1]["cycle"] if cycle is None else cycle
         if self.config.checkpoints != "off":
             model.save_head(head, self.checkpoint(cycle), extra={

@@ -72,7 +72,8 @@ START_FIELDS = fields_for("start")
 def start_phases(c: StudyConfig) -> list[dict]:
     """Cycle 0's schedule for a fresh head, one dict of `train.fit` keyword arguments per phase (its own shuffle seed;
     Adam's moments go on across phases): c.lr_epochs at c.lr, then c.lr x c.lr_drop until validation accuracy has not
-    risen for c.patience epochs (c.start_epochs in all at most). "scratch" trains exactly c.epochs (no plateau)."""
+    risen for c.patience epochs (c.start_epochs in all at most). "scratch" follows the same rates for exactly c.epochs
+    in all, without early stopping."""
     scratch = c.method == "scratch"
     total = c.epochs if scratch else c.start_epochs
     warm = min(c.lr_epochs, total)
@@ -84,7 +85,8 @@ def start_phases(c: StudyConfig) -> list[dict]:
 
 
 def joined(c: StudyConfig, phases: list[list[dict]]) -> list[dict]:
-    """`start_phases`' fit histories as one, epochs numbered from the first; the kept epoch marked "best"."""
+    """`start_phases`' fit histories as one, epochs numbered from the first; the kept epoch marked "best"
+    (not for "scratch" or a single phase)."""
     history, done = [], 0
     for more in phases:
         history += [{**e, "epoch": e["epoch"] + done} for e in more]
@@ -138,7 +140,8 @@ class Run:
 
     Leaving the block lets go of the head. With checkpoints='off' the rows are read back, but going beyond them
     recomputes them from cycle 0 (history.csv keeps each until it is recomputed). keep_last: the last cycle's head is
-    also saved as smallest_within_tolerance.pt before its row is recorded (a knee probe's: a kill never strands it).
+    also saved as smallest_within_tolerance.pt before its row is recorded (knee probes use it; written first, so a
+    kill never leaves a recorded row without its head).
     """
 
     def __init__(self, c: StudyConfig, data: Callable[[], Splits], quiet: bool = False, keep_last: bool = False):
@@ -201,8 +204,9 @@ class Run:
 
     def step(self) -> dict | None:
         """Run the next cycle and record it (`commit`); None when nothing is left to prune. Cycle 0 trains a fresh
-        head (`start_phases`) or measures c.start as it is; later cycles prune (`prune_step`) and train c.epochs at
-        `cycle_rate(c)` on the carried Adam moments, or with c.recover_patience until validation stops rising."""
+        head (`start_phases`) or measures c.start as it is; later cycles prune (`prune_step`) and train for c.epochs
+        at `cycle_rate(c)` on the carried Adam moments (with c.recover_patience: until validation accuracy has not
+        risen for that many epochs, back to the best)."""
         if self._replay_first:
             self._replay_first, self._known, self.rows = False, self.rows, []
             self.log(f"{self.folder.path}: this run keeps no checkpoints (checkpoints='off'), so going beyond its "
@@ -249,7 +253,8 @@ class Run:
         return row
 
     def commit(self) -> None:
-        """Record `step`'s row: history.csv, the checkpoint the policy keeps (keep_last: the smallest head first)."""
+        """Record `step`'s row: on the last cycle with keep_last the smallest head first, then the checkpoint the
+        policy keeps, then history.csv."""
         cycle, row = len(self.rows) - 1, self.rows[-1]
         if self.keep_last and len(self.rows) == self.c.cycles:
             self.folder.keep_smallest(self.head, row)
@@ -282,7 +287,8 @@ def load_start(c: StudyConfig):
 
 
 def prune_step(c: StudyConfig, head: model.VGGHead, state: train.AdamState, cycle: int) -> bool:
-    """Prune the plan's neurons for `cycle` from the head and Adam's moments; False when none is left to remove."""
+    """Remove, in place, the plan's neurons for `cycle` from `head` and their rows from `state` (controls: none,
+    True); False when a pruning method has nothing left to remove."""
     if c.method in CONTROLS:
         return True
     plan = prune_plan(c, head.widths())

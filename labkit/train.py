@@ -107,7 +107,8 @@ def _unfold(t: torch.Tensor) -> torch.Tensor:
 
 
 def trained_parameters(head: torch.nn.Module, folded: FoldedFirstLayer | None) -> list:
-    """The parameters Adam trains in AdamState's order: each Linear's weight then bias (folded: its weight first)."""
+    """The parameters Adam trains in AdamState's order: each Linear's weight then bias (with `folded`, the
+    folded view's summed weight in place of the first Linear's)."""
     if not isinstance(head, VGGHead):
         return list(head.parameters())
     params = [p for lin in head.linears() for p in (lin.weight, lin.bias)]
@@ -129,10 +130,10 @@ def train_epochs(net, optimizer: torch.optim.Optimizer, maps: torch.Tensor, labe
                  mixed_precision: bool = True) -> list[dict]:
     """The training loop every labkit trainer runs: `epochs` epochs of minibatches, one optimizer step each.
 
-    Each epoch takes the images in torch.randperm(N, generator=generator) order (None: stored order, for full
-    batches), `batch_size` at a time: `objective(net(maps), labels, share)`, zero_grad, backward, `before_step()`,
-    step, `after_step()`. watch(epoch, row) runs before the first epoch (0, None) and after each (it may add to
-    row); True stops. desc: a progress bar title (None: no bar). mixed_precision: bf16 autocast on CUDA.
+    Each epoch takes the images in torch.randperm(N, generator=generator) order (generator None: the stored order, as
+    full-batch training uses), `batch_size` at a time: `objective(net(maps), labels, share)`, zero_grad, backward,
+    `before_step()`, step, `after_step()`. watch(epoch, row) runs before the first epoch (0, None) and after each (it
+    may add to row); True stops. desc: a progress bar title (None: no bar). mixed_precision: bf16 autocast on CUDA.
     Returns one dict per epoch: epoch, loss (mean over images), accuracy (training batches), seconds, images_per_s.
     """
     device, n, history = maps.device, len(labels), []
@@ -180,7 +181,8 @@ class _Watch:
         self.best = None
 
     def _accuracy(self) -> dict:
-        # evaluated as it stands: a write-back would change the rounding, so a monitored fit would differ
+        # evaluated as it stands: a write-back would change the rounding, so a monitored fit would no longer
+        # equal an unmonitored one
         result = evaluate(self.net, self.val_set, device=self.device)
         self.net.train()
         return result
@@ -205,7 +207,8 @@ class _Watch:
         return epoch - self.best["row"]["epoch"] >= self.patience
 
     def restore(self, history: list[dict]) -> "AdamState":
-        """Restore the best point's weights, mark each row best or not; returns the optimizer state to keep."""
+        """With early stopping, copy the best point's weights back and mark each `history` row best or not (in place);
+        returns the optimizer state to keep: the best point's, or without early stopping the optimizer's own."""
         if self.best is None:
             return AdamState.read(self.optimizer, self.params, self.folded, copy=False)
         with torch.no_grad():
@@ -224,10 +227,10 @@ def fit(head: torch.nn.Module, train_set: FeatureSet, epochs: int = 3, batch_siz
 
     Each dict: epoch, loss, accuracy (training batches, dropout on), seconds, images_per_s, and val_accuracy /
     val_loss when `val_set` is given. The head is left on `device`, in eval mode. fold=False trains the full-width
-    first layer even at 1 x 1 maps (same numbers up to rounding, 4-5x slower). state: an AdamState to go on from
-    and to leave the moments in (None: a fresh Adam). patience: stop once validation accuracy has not risen for
-    that many epochs and go back to the best point, the incoming head included (weights and `state`); each dict
-    then says "best" (all False: the incoming head was kept).
+    first layer even at 1 x 1 maps (same numbers up to rounding, 4-5x slower). state: an AdamState to go on from and
+    to leave the moments in (None: a fresh Adam). patience (needs val_set): stop once validation accuracy has not
+    risen for that many epochs and go back to the best point, the incoming head included (weights and `state`); each
+    dict then says "best" (all False: the incoming head was kept). Reseeds Python's and torch's global generators.
     """
     epochs = checks.integer("epochs", epochs, minimum=1)
     batch_size = checks.integer("batch_size", batch_size, minimum=1)
@@ -271,8 +274,8 @@ def train_one_epoch(head: torch.nn.Module, features: torch.Tensor, labels: torch
 
 
 def early_stop(val_accuracies, patience: int) -> tuple[int, int]:
-    """(epochs run, best epoch, 1-based) of early stopping on validation accuracies after epochs 1, 2, ...: stop once
-    `patience` epochs bring no new best (a tie is no gain). Notebook 02's exercise reference."""
+    """(epochs run, best epoch), both 1-based, of early stopping on validation accuracies after epochs 1, 2, ...: stop
+    once `patience` epochs bring no new best (a tie is no gain). Notebook 02's exercise reference."""
     best = 1
     for epoch, accuracy in enumerate(val_accuracies, start=1):
         if accuracy > val_accuracies[best - 1]:
