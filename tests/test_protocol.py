@@ -40,8 +40,8 @@ def test_history_has_validation_columns(small_config):
 def _permuted_test_labels(monkeypatch):
     real = study.split_features
 
-    def permuted(c, split, weights=None):
-        fs = real(c, split, weights)
+    def permuted(c, split):
+        fs = real(c, split)
         if split != "test":
             return fs
         order = torch.randperm(len(fs), generator=torch.Generator().manual_seed(1))
