@@ -8,33 +8,6 @@ from labkit import compress, features, model, train
 from labkit.model import CheckpointError
 
 
-@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 7, 8])
-@pytest.mark.parametrize("count", [1, 7, 8, 1001])
-def test_pack_bits_round_trip(bits, count):
-    values = torch.randint(0, 1 << bits, (count,), generator=torch.Generator().manual_seed(count))
-    packed = compress.pack_bits(values, bits)
-    assert packed.dtype == torch.uint8 and len(packed) == -(-count * bits // 8)
-    assert torch.equal(compress.unpack_bits(packed, bits, count), values)
-
-
-def test_pack_bits_layout_by_hand():
-    # 4 bits, least significant first: values 1, 2 -> byte 0x21; 15, 0 -> 0x0F
-    assert compress.pack_bits(torch.tensor([1, 2, 15, 0]), 4).tolist() == [0x21, 0x0F]
-    assert compress.pack_bits(torch.tensor([1, 0, 1, 1, 0, 0, 0, 1, 1]), 1).tolist() == [0b10001101, 1]
-
-
-@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 8])
-def test_pack_bits_matches_a_bit_by_bit_writer(bits):
-    # widths dividing 8 take a byte-at-a-time path: it must write what a plain bit writer writes
-    values = torch.randint(0, 1 << bits, (37,), generator=torch.Generator().manual_seed(bits))
-    stream = [(v >> i) & 1 for v in values.tolist() for i in range(bits)]  # least significant bit first
-    stream += [0] * (-len(stream) % 8)
-    expected = [sum(b << i for i, b in enumerate(stream[j:j + 8])) for j in range(0, len(stream), 8)]
-    assert compress.pack_bits(values, bits).tolist() == expected
-    with pytest.raises(CheckpointError, match="37 expected: the file is damaged"):
-        compress.unpack_bits(torch.tensor(expected[:-1], dtype=torch.uint8), bits, 37)
-
-
 def test_per_channel_quantization_error_is_half_a_step():
     w = torch.randn(16, 300) * torch.logspace(-3, 1, 16)[:, None]  # rows of very different size
     q, scale = compress.quantize_per_channel(w)

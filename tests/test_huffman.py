@@ -144,3 +144,36 @@ def test_a_stream_coded_in_chunks_is_the_stream_coded_at_once(monkeypatch, chunk
     assert torch.equal(coded["data"], whole["data"]) and torch.equal(coded["block_bits"], whole["block_bits"])
     assert coded["bits"] == whole["bits"]
     assert torch.equal(huffman.decompress_symbols(coded), symbols)
+
+
+# ---------------------------------------------------------------- fixed widths (the quantized stage, compressed heads)
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 7, 8, 12, 17])
+@pytest.mark.parametrize("count", [1, 7, 8, 1001])
+def test_pack_fixed_round_trip(bits, count):
+    values = torch.randint(0, 1 << bits, (count,), generator=torch.Generator().manual_seed(count))
+    packed = huffman.pack_fixed(values, bits)
+    assert packed.dtype == torch.uint8 and len(packed) == -(-count * bits // 8)
+    assert torch.equal(huffman.unpack_fixed(packed, bits, count), values)
+
+
+def test_pack_fixed_layout_by_hand():
+    # most significant bit first: values 1, 2 at 4 bits -> byte 0x12; 15, 0 -> 0xF0
+    assert huffman.pack_fixed(torch.tensor([1, 2, 15, 0]), 4).tolist() == [0x12, 0xF0]
+    assert huffman.pack_fixed(torch.tensor([1, 0, 1, 1, 0, 0, 0, 1, 1]), 1).tolist() == [0b10110001, 0b10000000]
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 8, 11])
+def test_pack_fixed_matches_a_bit_by_bit_writer(bits):
+    values = torch.randint(0, 1 << bits, (37,), generator=torch.Generator().manual_seed(bits))
+    stream = [(v >> i) & 1 for v in values.tolist() for i in reversed(range(bits))]  # most significant first
+    stream += [0] * (-len(stream) % 8)
+    expected = [sum(b << (7 - i) for i, b in enumerate(stream[j:j + 8])) for j in range(0, len(stream), 8)]
+    assert huffman.pack_fixed(values, bits).tolist() == expected
+    with pytest.raises(ValueError, match="the data is damaged"):
+        huffman.unpack_fixed(torch.tensor(expected[:-1], dtype=torch.uint8), bits, 37)
+
+
+def test_pack_fixed_refuses_values_that_do_not_fit():
+    with pytest.raises(ValueError, match="do not fit in 3 bits"):
+        huffman.pack_fixed(torch.tensor([0, 8]), 3)
