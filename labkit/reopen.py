@@ -3,9 +3,8 @@ layout."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable
 
 from . import config as cfg
 from . import files, model, records
@@ -16,11 +15,11 @@ if TYPE_CHECKING:
 
 
 class Reopening:
-    """Checks every file of a run folder is this run's and repairs what the others can, before anything is written.
+    """Checks every file of a run folder is this run's before anything is written.
 
-    A damaged or short history.csv is rebuilt or completed from the newest checkpoint's rows; an unreadable
-    config.json is rewritten when a checkpoint's settings (or, with none, the rows) agree with this run; anything
-    that disagrees is refused, naming the field."""
+    A history.csv that lacks the rows of its newest checkpoint (a crash between the two writes) is completed from
+    it; a damaged history.csv or config.json, or anything that disagrees with this run, is refused untouched, naming
+    the file or field and the fix."""
 
     def __init__(self, folder: "RunFolder"):
         self.folder = folder  # its config may change here (the checkpoint policy it keeps)
@@ -37,13 +36,10 @@ class Reopening:
         has_config, has_history = self.config_path.exists(), self.history_path.exists()
         if not has_config and not has_history and not self.folder.checkpoints():
             return []
-        evidence = self._newest_checkpoint_extra()
-        rows, repair = self._rows(evidence)
-        rewrite = self._check_settings(rows, evidence)
+        self._check_settings()
+        rows, repair = self._rows(self._newest_checkpoint_extra())
         self.check_checkpoints()  # before anything is written: a foreign checkpoint leaves the folder untouched
         self._keep_policy(self.saved_policy)
-        if rewrite:
-            rewrite()
         if repair:
             repair()
         extra = extra_columns(rows)
@@ -100,26 +96,16 @@ class Reopening:
         return None
 
     def _rows(self, evidence: dict | None) -> tuple[list[dict], Callable[[], None] | None]:
-        """The finished rows, and what to write to repair history.csv (None when it is whole)."""
+        """The finished rows, and what to write to complete history.csv (None when it is whole)."""
         saved = [records.typed(r) for r in evidence["rows"]] if evidence else []
         try:
             rows = parse_history(_text(self.history_path)) if self.history_path.exists() else []
         except ValueError as err:
-            problem = str(err)
-            if not saved:
-                raise files.FileProblem(
-                    f"history {self.history_path} is damaged ({problem}), and no checkpoint in {self.path} holds its "
-                    f"rows (checkpoints={self.config.checkpoints!r}), so its finished cycles cannot be read back. "
-                    f"Fix: move it aside (mv {self.history_path} {self.history_path}.damaged) and run again to "
-                    "compute those cycles anew") from None
-
-            def rebuild():
-                self._keep_damaged(self.history_path)
-                self.log(f"{self.history_path} was damaged ({problem}); rebuilt its {len(saved)} rows from the "
-                         f"checkpoint of cycle {saved[-1]['cycle']} (the damaged file is kept as history.csv.damaged)")
-                self.folder._write_rows(saved)
-
-            return saved, rebuild
+            again = ("its rows are then read back from the newest checkpoint" if saved else
+                     "its cycles are then computed anew")
+            raise files.FileProblem(
+                f"history {self.history_path} is damaged ({err}). Fix: move it aside (mv {self.history_path} "
+                f"{self.history_path}.damaged) and run again: {again}") from None
         if len(saved) > len(rows) and [r["cycle"] for r in rows] == [r["cycle"] for r in saved[:len(rows)]]:
             missing = f"{len(rows)}-{len(saved) - 1}"
             rows = rows + saved[len(rows):]
@@ -132,45 +118,18 @@ class Reopening:
             return rows, restore
         return rows, None
 
-    def _check_settings(self, rows: list[dict], evidence: dict | None) -> Callable[[], None] | None:
-        """ValueError naming the first setting config.json lacks or differs in; if it is unreadable, what rewrites
-        it when a checkpoint or the rows confirm this run (FileProblem else)."""
+    def _check_settings(self) -> None:
+        """FileProblem if config.json is unreadable; ValueError naming the first setting it lacks or differs in."""
         c = self.config
         fix = (f"give this run another name (--name) or another results folder, or repeat the settings that made "
                f"it; {self.path} is left as it is")
         try:
             saved = files.json_object(self.config_path)
         except ValueError as err:
-            witness = evidence.get("config") if evidence else None
-            if isinstance(witness, dict):
-                mine, theirs = identity(c), identity(c, witness)
-                if "start_trained_with" not in witness:  # checkpoints name the start by path only
-                    mine.pop("start_trained_with", None)
-                changed = [k for k in mine if mine[k] != theirs.get(k)]
-                if changed:
-                    k = changed[0]
-                    raise files.FileProblem(
-                        f"settings {self.config_path} are unreadable ({err}), and the newest checkpoint in "
-                        f"{self.path} says the run was made with {k}={theirs.get(k)!r}, not {mine[k]!r}; {fix}"
-                    ) from None
-                how = "the settings kept in its newest checkpoint"
-            elif rows and _rows_agree(c, rows):
-                how = (f"history.csv's {len(rows)} rows, as far as rows can tell (method, layer, widths, image "
-                       "counts; no checkpoint is kept to check the rest)")
-            else:
-                raise files.FileProblem(
-                    f"settings {self.config_path} are unreadable ({err}), and nothing in {self.path} shows "
-                    f"that this run was made with these settings; {fix}") from None
-            problem = err
-
-            def rewrite():
-                if self.config_path.exists():
-                    self._keep_damaged(self.config_path)
-                self.log(f"{self.config_path} was unreadable ({problem}); these settings agree with {how}, "
-                         "so it is written again from them")
-                self.folder.begin()
-
-            return rewrite
+            raise files.FileProblem(
+                f"settings {self.config_path} are unreadable ({err}), so nothing shows that {self.path} holds this "
+                f"run. Fix: restore that file, or move the folder aside (mv {self.path} {self.path}.damaged) and "
+                "run again to compute the run anew") from None
         mine, theirs = identity(c), identity(c, saved)
         changed = [k for k in mine if mine[k] != theirs.get(k, MISSING)]
         if changed:
@@ -182,7 +141,6 @@ class Reopening:
                     f"Fix: add \"{k}\": <the value the run was made with> to it, or {fix}")
             raise ValueError(f"{self.path} holds a run with {k}={theirs[k]!r}, not {mine[k]!r}; {fix}")
         self.saved_policy = saved.get("checkpoints")
-        return None
 
     def _keep_policy(self, saved) -> None:
         """Never lower the folder's checkpoint policy silently: only when asked (--checkpoints), and said."""
@@ -201,16 +159,3 @@ class Reopening:
         else:
             self.log(f"{self.path}: checkpoints={now!r} as asked (the run kept {saved!r}): each new cycle's "
                      f"checkpoint replaces those before it, so the {len(kept)} it holds go as the next cycle finishes")
-
-    def _keep_damaged(self, path: Path) -> None:
-        os.replace(path, path.with_name(path.name + ".damaged"))
-
-
-def _rows_agree(c: cfg.StudyConfig, rows: Sequence[dict]) -> bool:
-    """Whether history rows could have come from settings `c` (method, layer, first widths, image counts)."""
-    first = rows[0]
-    widths = list(cfg.parse_widths(first["widths"]))
-    return (all(r["method"] == c.method and str(r["layer"]) == str(c.layer) for r in rows)
-            and widths[1:-1] == list(c.hidden) and first["val_total"] == c.subsets.images("val")
-            and first["test_total"] == c.subsets.images("test"))
-

@@ -1,7 +1,7 @@
 """A run folder: config.json (settings), history.csv (a row per finished cycle, COLUMNS), checkpoints/cycle_NNN.pt
 (the head after a cycle, as the checkpoint policy keeps it), smallest_within_tolerance.pt (a knee probe's head) and
 .lock. A run is known by its settings, not its path (a moved folder resumes). Files are written atomically; finished
-rows are never deleted, and a damaged file is rebuilt from the others where it can be (labkit.reopen)."""
+rows are never deleted; a damaged file is refused untouched, named with its fix (labkit.reopen)."""
 from __future__ import annotations
 
 import contextlib

@@ -3,7 +3,6 @@
 Every case asserts the exit code, that the message names the file or option, that no traceback is
 printed, and that no finished cycle is lost.
 """
-import json
 import os
 import shutil
 import subprocess
@@ -166,13 +165,17 @@ KINDS = ("empty", "truncated", "garbage", "wrong type")
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_damaged_history_is_rebuilt_from_the_checkpoint(tmp_path, reference, kind):
+def test_damaged_history_is_refused_then_read_back_from_the_checkpoint(tmp_path, reference, kind):
     folder = fresh_copy(reference, tmp_path)
     before = rows(folder)
     _damage(folder / "history.csv", kind)
+    untouched = _files(folder)
+    run = refused(study(tmp_path / "r", "--cycles", "3"), folder / "history.csv")
+    assert "move it aside" in run.stderr and "read back from the newest checkpoint" in run.stderr
+    assert _files(folder) == untouched
+    (folder / "history.csv").rename(folder / "history.csv.damaged")  # the fix it names
     run = ok(study(tmp_path / "r", "--cycles", "3"))
-    assert "history.csv" in run.stdout and "rebuilt" in run.stdout
-    assert (folder / "history.csv.damaged").exists()
+    assert "restored" in run.stdout
     assert rows(folder)[:2] == before and rows(folder) == reference["four"][:3]
 
 
@@ -188,23 +191,12 @@ def test_damaged_history_without_checkpoints_is_refused_and_kept(tmp_path, kind)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_damaged_settings_are_rewritten_when_the_checkpoint_confirms_them(tmp_path, reference, kind):
+def test_damaged_settings_are_refused_untouched(tmp_path, reference, kind):
     folder = fresh_copy(reference, tmp_path)
-    before = rows(folder)
     _damage(folder / "config.json", kind)
-    run = ok(study(tmp_path / "r", "--cycles", "3"))
-    assert "config.json" in run.stdout and "written again" in run.stdout
-    assert isinstance(json.loads((folder / "config.json").read_text()), dict)
-    assert rows(folder)[:2] == before
-
-
-def test_damaged_settings_of_another_run_are_refused(tmp_path, reference):
-    folder = fresh_copy(reference, tmp_path)
-    _damage(folder / "config.json", "garbage")
     before = _files(folder)
-    run = refused(study(tmp_path / "r", "--cycles", "3", "--lr", "0.01", "--name", folder.name),
-                  folder / "config.json")
-    assert "lr=0.001, not 0.01" in run.stderr
+    run = refused(study(tmp_path / "r", "--cycles", "3"), folder / "config.json")
+    assert "unreadable" in run.stderr and "restore that file, or move the folder aside" in run.stderr
     assert _files(folder) == before
 
 
