@@ -129,7 +129,8 @@ def _read(words: torch.Tensor, positions: torch.Tensor, width: int) -> torch.Ten
 
 def pack_fixed(values: torch.Tensor, bits: int) -> torch.Tensor:
     """Non-negative integers < 2**bits -> uint8, `bits` bits each (bits <= 32), most significant bit first, laid
-    out as the Huffman codes are: the quantized stage's fixed-width storage. ValueError if a value does not fit."""
+    out as the Huffman codes are: the quantized stage's fixed-width storage, and compressed heads' indices.
+    ValueError if a value does not fit."""
     values = torch.as_tensor(values).flatten().to(torch.int64)
     if not 1 <= bits <= MAX_CODE_BITS:
         raise ValueError(f"bits={bits} must be 1..{MAX_CODE_BITS}")
