@@ -127,6 +127,9 @@ def _read(words: torch.Tensor, positions: torch.Tensor, width: int) -> torch.Ten
     return (words[positions >> 3] >> (40 - width - (positions & 7))) & ((1 << width) - 1)
 
 
+_SLICE = 1 << 22  # values packed at a time (a multiple of 8): int64 temporaries of 32 MB, not of the whole layer
+
+
 def pack_fixed(values: torch.Tensor, bits: int) -> torch.Tensor:
     """Non-negative integers < 2**bits -> uint8, `bits` bits each (bits <= 32), most significant bit first, laid
     out as the Huffman codes are: the quantized stage's fixed-width storage, and compressed heads' indices.
@@ -139,10 +142,15 @@ def pack_fixed(values: torch.Tensor, bits: int) -> torch.Tensor:
     if bits > 8:
         return _write(values, torch.full_like(values, bits))[0]
     n = len(values)
-    groups = torch.cat([values, values.new_zeros(-n % 8)]).view(-1, 8)
+    out = [_pack_bytes(values[i:i + _SLICE], bits) for i in range(0, n, _SLICE)]
+    return torch.cat(out)[: (n * bits + 7) // 8].clone() if out else torch.empty(0, dtype=torch.uint8)
+
+
+def _pack_bytes(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """Each 8 values (bits <= 8) as `bits` bytes, the last 8 padded with zeros."""
+    groups = torch.cat([values, values.new_zeros(-len(values) % 8)]).view(-1, 8)
     packed = (groups << (bits * torch.arange(7, -1, -1))).sum(1)  # 8 x bits <= 64 bits
-    data = (packed[:, None] >> (8 * torch.arange(bits - 1, -1, -1))) & 255
-    return data.to(torch.uint8).flatten()[: (n * bits + 7) // 8].clone()
+    return ((packed[:, None] >> (8 * torch.arange(bits - 1, -1, -1))) & 255).to(torch.uint8).flatten()
 
 
 def unpack_fixed(data: torch.Tensor, bits: int, count: int) -> torch.Tensor:
@@ -151,10 +159,16 @@ def unpack_fixed(data: torch.Tensor, bits: int, count: int) -> torch.Tensor:
         raise ValueError(f"{len(data)} bytes hold fewer than {count} values of {bits} bits: the data is damaged")
     if bits > 8:
         return _read(_bytes_to_words(data), torch.arange(count, dtype=torch.int64) * bits, bits)
+    step, need = _SLICE * bits // 8, (count * bits + 7) // 8  # bytes of _SLICE values; bytes of `count`
+    parts = [_unpack_bytes(data[i:min(i + step, need)], bits) for i in range(0, need, step)]
+    return torch.cat(parts)[:count] if parts else torch.empty(0, dtype=torch.int64)
+
+
+def _unpack_bytes(data: torch.Tensor, bits: int) -> torch.Tensor:
+    """The values `_pack_bytes` wrote in `data` (8 for each `bits` bytes, the last bytes padded with zeros)."""
     raw = torch.cat([data, data.new_zeros(-len(data) % bits)]).to(torch.int64).view(-1, bits)
     packed = (raw << (8 * torch.arange(bits - 1, -1, -1))).sum(1)
-    values = (packed[:, None] >> (bits * torch.arange(7, -1, -1))) & ((1 << bits) - 1)
-    return values.flatten()[:count]
+    return ((packed[:, None] >> (bits * torch.arange(7, -1, -1))) & ((1 << bits) - 1)).flatten()
 
 
 # ---------------------------------------------------------------- Huffman encoding and decoding

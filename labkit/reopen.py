@@ -37,8 +37,8 @@ class Reopening:
         if not has_config and not has_history and not self.folder.checkpoints():
             return []
         self._check_settings()
-        rows, repair = self._rows(self._newest_checkpoint_extra())
         self.check_checkpoints()  # before anything is written: a foreign checkpoint leaves the folder untouched
+        rows, repair = self._rows(self._newest_checkpoint_extra())
         self._keep_policy(self.saved_policy)
         if repair:
             repair()

@@ -83,6 +83,11 @@ def test_bad_input_is_named(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="junk.pt is damaged or not a labkit file"):
         compress.load_compressed(tmp_path / "junk.pt")
+    payload = compress.compress_head(head, bits=4)  # packed indices cut short: named, never a wrong head
+    payload["layers"][0]["packed"] = payload["layers"][0]["packed"][:-1].clone()
+    torch.save(payload, tmp_path / "short.pt")
+    with pytest.raises(CheckpointError, match=r"short.pt is damaged \(ValueError: .* the data is damaged"):
+        compress.load_compressed(tmp_path / "short.pt")
 
 
 def test_kmeans_on_a_sample_matches_the_full_fit():

@@ -146,7 +146,7 @@ def test_a_stream_coded_in_chunks_is_the_stream_coded_at_once(monkeypatch, chunk
     assert torch.equal(huffman.decompress_symbols(coded), symbols)
 
 
-# ---------------------------------------------------------------- fixed widths (the quantized stage, compressed heads)
+# ---------------------------------------------------------------- fixed widths (quantized stage, compressed heads)
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 7, 8, 12, 17])
 @pytest.mark.parametrize("count", [1, 7, 8, 1001])
@@ -177,3 +177,13 @@ def test_pack_fixed_matches_a_bit_by_bit_writer(bits):
 def test_pack_fixed_refuses_values_that_do_not_fit():
     with pytest.raises(ValueError, match="do not fit in 3 bits"):
         huffman.pack_fixed(torch.tensor([0, 8]), 3)
+
+
+@pytest.mark.parametrize("bits", [1, 3, 4, 8])
+def test_pack_fixed_in_slices_writes_what_one_pass_writes(bits, monkeypatch):
+    values = torch.randint(0, 1 << bits, (1003,), generator=torch.Generator().manual_seed(bits))
+    whole = huffman.pack_fixed(values, bits)
+    monkeypatch.setattr(huffman, "_SLICE", 64)  # 16 slices, the last one short
+    assert torch.equal(huffman.pack_fixed(values, bits), whole)
+    assert torch.equal(huffman.unpack_fixed(whole, bits, 1003), values)
+    assert torch.equal(huffman.unpack_fixed(torch.cat([whole, whole[:5]]), bits, 1003), values)  # extra bytes ignored
